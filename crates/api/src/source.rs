@@ -1,0 +1,240 @@
+//! Sources: where VMs come from. One CRD per kind of source, all in
+//! `source.harvesterhci.io/v1`, sharing how they connect and what they report.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "source.harvesterhci.io";
+
+/// The kinds of source an import job can name in `spec.sourceCluster.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum SourceKind {
+    Vsphere,
+    Openstack,
+    Harvester,
+}
+
+/// How to reach a source and prove who we are. Flattened into each kind's spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.insecureSkipVerify) && self.insecureSkipVerify)")
+    .message("set either caBundle or insecureSkipVerify, not both").field_path(".insecureSkipVerify"))]
+pub struct Connection {
+    /// URL of the source's API: the vCenter/ESXi SDK URL (`https://vcenter.example.com/sdk`),
+    /// the Keystone v3 auth URL, or the remote Harvester's Kubernetes API server.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''")
+        .message("must be an http(s) URL such as https://vcenter.example.com/sdk"))]
+    pub endpoint: String,
+
+    /// The Secret holding the credentials. It must be in the source's own namespace.
+    pub credentials: SecretReference,
+
+    /// PEM certificates that sign the endpoint's TLS certificate, when it is not
+    /// signed by a public CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+
+    /// Accept any TLS certificate from the endpoint. Only for tests and labs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// A reference to a Secret in the same namespace as the object that holds it.
+/// There is deliberately no namespace field: a source can never read another
+/// namespace's Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+pub struct SecretReference {
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')")
+        .message("must be the name of a Secret (lowercase DNS-1123 subdomain)"))]
+    pub name: String,
+}
+
+/// What every source reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// `Ready` says whether the source can be reached and logged in to; its reason
+    /// and message say what to fix when it cannot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Product and version the endpoint reports, e.g. `VMware vCenter Server 8.0.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_version: Option<String>,
+    /// How much inventory the source holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventoryCounts>,
+    /// When the inventory was last read in full or brought up to date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryCounts {
+    pub virtual_machines: i64,
+    pub networks: i64,
+}
+
+/// A VMware vSphere source: a vCenter or an ESXi host. The credentials Secret holds
+/// `username` and `password`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "source.harvesterhci.io",
+    version = "v1",
+    kind = "Vsphere",
+    namespaced,
+    status = "SourceStatus",
+    category = "migration",
+    derive = "PartialEq",
+    doc = "A VMware vSphere source (vCenter or ESXi) whose VMs can be browsed and imported.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
+    printcolumn(
+        name = "Datacenter",
+        type_ = "string",
+        json_path = ".spec.datacenter",
+        priority = 1
+    ),
+    printcolumn(
+        name = "VMs",
+        type_ = "integer",
+        json_path = ".status.inventory.virtualMachines",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VsphereSpec {
+    #[serde(flatten)]
+    pub connection: Connection,
+    /// Limit the source to one datacenter (its name or inventory path); all when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub datacenter: Option<String>,
+}
+
+/// An OpenStack source. The credentials Secret holds either `username`,
+/// `password` (and optionally `userDomain`), or `applicationCredentialId` and
+/// `applicationCredentialSecret`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "source.harvesterhci.io",
+    version = "v1",
+    kind = "Openstack",
+    namespaced,
+    status = "SourceStatus",
+    category = "migration",
+    derive = "PartialEq",
+    doc = "An OpenStack cloud (Keystone v3) whose servers can be browsed and imported.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
+    printcolumn(
+        name = "Region",
+        type_ = "string",
+        json_path = ".spec.region",
+        priority = 1
+    ),
+    printcolumn(
+        name = "VMs",
+        type_ = "integer",
+        json_path = ".status.inventory.virtualMachines",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenstackSpec {
+    #[serde(flatten)]
+    pub connection: Connection,
+    /// Region to use from the service catalog; the first one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub region: Option<String>,
+    /// Project (tenant) name to scope to. Not used with application credentials,
+    /// which carry their own scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub project: Option<String>,
+    /// Domain of the project and user; `Default` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub domain: Option<String>,
+}
+
+/// Another Harvester cluster. The credentials Secret holds either `kubeconfig` or
+/// `token`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "source.harvesterhci.io",
+    version = "v1",
+    kind = "Harvester",
+    namespaced,
+    status = "SourceStatus",
+    category = "migration",
+    derive = "PartialEq",
+    doc = "Another Harvester cluster whose VMs can be browsed and imported.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
+    printcolumn(
+        name = "VMs",
+        type_ = "integer",
+        json_path = ".status.inventory.virtualMachines",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HarvesterSpec {
+    #[serde(flatten)]
+    pub connection: Connection,
+}
