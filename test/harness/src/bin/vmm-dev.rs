@@ -1,0 +1,179 @@
+//! `vmm-dev`: the whole system on this machine, for trying it out (README,
+//! `hack/up.sh`). Starts etcd + kube-apiserver with every CRD, vcsim, the
+//! apiserver and controller binaries, and a demo `Vsphere` source in namespace
+//! `demo`; prints how to reach it; stops everything on Ctrl-C or SIGTERM.
+//! Every process it starts also dies with it if it is killed outright.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use vmm_testkit::process::free_port;
+use vmm_testkit::{ControlPlane, Inventory, ManagedProcess, ProcessBuilder, Vcsim, repo_root};
+
+const DEMO_NAMESPACE: &str = "demo";
+
+const USAGE: &str = "usage: vmm-dev [--vms N] [--state-dir DIR] [--bin-dir DIR]
+
+  --vms N          VMs per resource pool in the simulated vCenter (default 4)
+  --state-dir DIR  where the kubeconfig is written (default <repo>/.vmm)
+  --bin-dir DIR    where vmm-apiserver and vmm-controller are (default: next to vmm-dev)";
+
+struct Args {
+    vms: u32,
+    state_dir: PathBuf,
+    bin_dir: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let mut parsed = Args {
+        vms: 4,
+        state_dir: repo_root().join(".vmm"),
+        bin_dir: exe.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--vms" => parsed.vms = value()?.parse().context("--vms needs a number")?,
+            "--state-dir" => parsed.state_dir = value()?.into(),
+            "--bin-dir" => parsed.bin_dir = value()?.into(),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(parsed)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    eprintln!("starting etcd and kube-apiserver …");
+    let cp = ControlPlane::start()?;
+    eprintln!("starting vcsim with {} VMs per pool …", args.vms);
+    let vcsim = Vcsim::start(Inventory::with_vms(args.vms))?;
+
+    std::fs::create_dir_all(&args.state_dir)?;
+    let kubeconfig = args.state_dir.join("kubeconfig");
+    std::fs::copy(cp.kubeconfig_path(), &kubeconfig).context("writing the kubeconfig")?;
+
+    let servers = ["vmm-controller", "vmm-apiserver"]
+        .into_iter()
+        .map(|name| start_server(&cp, &args.bin_dir, name))
+        .collect::<Result<Vec<_>>>()?;
+
+    eprintln!("creating the demo source …");
+    cp.kubectl(["create", "namespace", DEMO_NAMESPACE])
+        .expect_success();
+    cp.apply_yaml(DEMO_NAMESPACE, &demo_source(&vcsim)?)
+        .expect_success();
+
+    let bin = cp.peers().kubectl();
+    let bin = bin.parent().unwrap_or(Path::new("."));
+    println!(
+        "\nVM migration is running locally (logs in {logs}).
+
+  export KUBECONFIG={kubeconfig}
+  export PATH={bin}:$PATH    # the pinned kubectl the tests use
+
+  kubectl get vspheres -n {DEMO_NAMESPACE}             # the demo source, a simulated vCenter
+  kubectl get migration -n {DEMO_NAMESPACE} -o wide    # everything of ours in the namespace
+  kubectl explain importjobs.spec              # the import job API
+
+vCenter simulator: {vcsim_url} (user {user:?}, password {password:?})
+Stop everything with Ctrl-C.",
+        logs = cp.dir().display(),
+        kubeconfig = kubeconfig.display(),
+        bin = bin.display(),
+        vcsim_url = vcsim.url(),
+        user = vcsim.username(),
+        password = vcsim.password(),
+    );
+    std::io::stdout().flush()?;
+
+    runtime.block_on(vmm_runtime::shutdown_signal());
+    eprintln!("stopping …");
+    drop(servers);
+    drop(vcsim);
+    drop(cp);
+    let _ = std::fs::remove_file(&kubeconfig);
+    Ok(())
+}
+
+/// Starts one of our binaries against the control plane and waits for `/readyz`.
+fn start_server(cp: &ControlPlane, bin_dir: &Path, name: &str) -> Result<ManagedProcess> {
+    let program = bin_dir.join(name);
+    if !program.is_file() {
+        bail!(
+            "{} not found: build it first (cargo build -p {name}) or pass --bin-dir",
+            program.display()
+        );
+    }
+    let port = free_port()?;
+    let mut process = ProcessBuilder::new(name, &program)
+        .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .log_file(cp.dir().join(format!("{name}.log")))
+        .spawn()?;
+    process.wait_ready(
+        "/readyz",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || http_ok(port, "/readyz"),
+    )?;
+    eprintln!("{name} ready (admin endpoint http://127.0.0.1:{port})");
+    Ok(process)
+}
+
+/// A plain HTTP/1.0 GET: enough for a local readiness probe, no client needed.
+fn http_ok(port: u16, path: &str) -> Result<bool> {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Ok(false);
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+}
+
+/// The demo `Vsphere` source pointing at vcsim, with its credentials Secret.
+fn demo_source(vcsim: &Vcsim) -> Result<String> {
+    let objects = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "vcsim-credentials"},
+                "type": "Opaque",
+                "stringData": {"username": vcsim.username(), "password": vcsim.password()},
+            },
+            {
+                "apiVersion": "source.harvesterhci.io/v1",
+                "kind": "Vsphere",
+                "metadata": {"name": "vcsim"},
+                "spec": {
+                    "endpoint": vcsim.url(),
+                    "credentials": {"name": "vcsim-credentials"},
+                    "datacenter": vcsim.datacenter(),
+                    "caBundle": vcsim.ca_pem(),
+                },
+            },
+        ],
+    });
+    Ok(serde_json::to_string(&objects)?)
+}

@@ -1,0 +1,42 @@
+//! `vmm-testkit`: the end-to-end harness of the VM migration project.
+//!
+//! It runs the real peers on loopback (see `shared/DESIGN.md` §5): etcd and
+//! kube-apiserver 1.36 with RBAC and the aggregation layer, the peers' kubectl,
+//! and govmomi's vcsim. Every process it starts dies with the test binary.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`peers`] | where the built peers are (`VMM_PEERS_DIR` or `hack/build-peers.sh`) |
+//! | [`pki`] | CAs and certificates (rcgen, ring) as PEM files |
+//! | [`process`] | child processes tied to the test binary, logs, run dirs, ports |
+//! | [`control_plane`] | etcd + kube-apiserver + CRDs, kubeconfigs, clients, kubectl |
+//! | [`namespace`] | one namespace per test |
+//! | [`aggregation`] | APIService → ExternalName Service → a local port |
+//! | [`vcsim`] | the vCenter simulator |
+//! | [`tls`] | rustls (ring) and reqwest clients trusting given roots |
+//!
+//! ```no_run
+//! use vmm_testkit::{ControlPlane, TestNamespace};
+//! # async fn example() -> anyhow::Result<()> {
+//! let cp = ControlPlane::shared(); // one per test binary, started on first use
+//! let ns = TestNamespace::new(cp, "my-test")?;
+//! cp.kubectl(["get", "importjobs", "-n", ns.name()]).expect_success();
+//! let client = cp.client(); // a new client for this test's runtime
+//! # Ok(()) }
+//! ```
+
+pub mod aggregation;
+pub mod control_plane;
+pub mod namespace;
+pub mod peers;
+pub mod pki;
+pub mod process;
+pub mod tls;
+pub mod vcsim;
+
+pub use aggregation::{ApiServiceRegistration, register_apiservice, wait_apiservice_available};
+pub use control_plane::{ControlPlane, ControlPlaneOptions};
+pub use namespace::TestNamespace;
+pub use peers::{Peers, repo_root};
+pub use process::{CmdOutput, ManagedProcess, ProcessBuilder};
+pub use vcsim::{Inventory, Vcsim};

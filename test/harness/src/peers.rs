@@ -1,0 +1,203 @@
+//! Where the test peers (kube-apiserver, kubectl, etcd, vcsim, third-party
+//! CRDs) are.
+//!
+//! `VMM_PEERS_DIR` names the directory when set; otherwise
+//! `<repo>/hack/build-peers.sh` runs once per process (a warm run takes under a
+//! second) and the last line of its stdout is the directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::process::{spawn_tied, tied_command};
+
+/// Environment variable naming a ready peers directory (skips the build script).
+pub const PEERS_DIR_ENV: &str = "VMM_PEERS_DIR";
+
+/// The root of the repository this crate is part of.
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// The built test peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers {
+    dir: PathBuf,
+}
+
+impl Peers {
+    /// The peers of this process: found (or built) on first use.
+    pub fn get() -> Result<&'static Peers> {
+        static PEERS: OnceLock<Result<Peers, String>> = OnceLock::new();
+        PEERS
+            .get_or_init(|| Self::locate().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("test peers unavailable: {e}"))
+    }
+
+    /// `VMM_PEERS_DIR`, or the output of `hack/build-peers.sh`.
+    pub fn locate() -> Result<Peers> {
+        if let Some(dir) = std::env::var_os(PEERS_DIR_ENV).filter(|d| !d.is_empty()) {
+            return Self::from_dir(PathBuf::from(dir))
+                .with_context(|| format!("{PEERS_DIR_ENV} does not name a peers directory"));
+        }
+        let script = repo_root().join("hack/build-peers.sh");
+        if !script.is_file() {
+            bail!(
+                "{} does not exist; set {PEERS_DIR_ENV} to a directory with bin/ and crds/",
+                script.display()
+            );
+        }
+        // stderr is inherited: a cold build takes many minutes and reports
+        // its progress there.
+        let mut command = tied_command("bash")?;
+        command
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let out = spawn_tied(command)?
+            .wait_with_output()
+            .context("run hack/build-peers.sh")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "hack/build-peers.sh exited with {} (its stderr is above); stdout:\n{}",
+                out.status,
+                stdout.trim_end()
+            );
+        }
+        let last = last_line(&stdout)?;
+        Self::from_dir(PathBuf::from(last))
+            .with_context(|| format!("the last stdout line of hack/build-peers.sh: {last:?}"))
+    }
+
+    /// A peers directory, checked for the binaries and CRDs the harness uses.
+    pub fn from_dir(dir: PathBuf) -> Result<Peers> {
+        let peers = Peers { dir };
+        let mut missing = Vec::new();
+        for bin in ["kube-apiserver", "kubectl", "etcd", "vcsim"] {
+            if !peers.bin(bin).is_file() {
+                missing.push(format!("bin/{bin}"));
+            }
+        }
+        if !peers.crds_dir().is_dir() {
+            missing.push("crds/".into());
+        }
+        if !missing.is_empty() {
+            bail!("{} lacks {}", peers.dir.display(), missing.join(", "));
+        }
+        Ok(peers)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<dir>/bin/<name>`.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.dir.join("bin").join(name)
+    }
+
+    pub fn kube_apiserver(&self) -> PathBuf {
+        self.bin("kube-apiserver")
+    }
+
+    pub fn kubectl(&self) -> PathBuf {
+        self.bin("kubectl")
+    }
+
+    pub fn etcd(&self) -> PathBuf {
+        self.bin("etcd")
+    }
+
+    pub fn vcsim(&self) -> PathBuf {
+        self.bin("vcsim")
+    }
+
+    /// Third-party CRDs (KubeVirt, Harvester, NAD).
+    pub fn crds_dir(&self) -> PathBuf {
+        self.dir.join("crds")
+    }
+
+    /// Every `*.yaml`/`*.yml` in [`crds_dir`](Self::crds_dir), sorted.
+    pub fn crd_files(&self) -> Result<Vec<PathBuf>> {
+        yaml_files(&self.crds_dir())
+    }
+}
+
+/// The last non-empty line of the build script's stdout.
+fn last_line(stdout: &str) -> Result<&str> {
+    stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or_else(|| anyhow!("hack/build-peers.sh printed nothing on stdout"))
+}
+
+/// Our own CRDs: `<repo>/charts/vm-migration/crds`.
+pub fn our_crds_dir() -> PathBuf {
+    repo_root().join("charts/vm-migration/crds")
+}
+
+/// The `*.yaml`/`*.yml` files of a directory, sorted by name.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file()
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_root_holds_the_workspace() {
+        assert!(repo_root().join("Cargo.toml").is_file());
+        assert!(repo_root().join("test/harness").is_dir());
+    }
+
+    #[test]
+    fn from_dir_names_what_is_missing() {
+        let dir = crate::process::run_dir().unwrap();
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/kubectl"), "").unwrap();
+        let err = Peers::from_dir(dir.clone()).unwrap_err().to_string();
+        assert!(err.contains("bin/kube-apiserver"), "{err}");
+        assert!(err.contains("bin/etcd"), "{err}");
+        assert!(err.contains("crds/"), "{err}");
+        assert!(!err.contains("bin/kubectl"), "{err}");
+    }
+
+    #[test]
+    fn the_last_stdout_line_names_the_directory() {
+        assert_eq!(last_line("noise\n/a/b\n\n").unwrap(), "/a/b");
+        assert!(last_line("\n  \n").is_err());
+    }
+
+    #[test]
+    fn our_crds_are_in_the_chart() {
+        let files = yaml_files(&our_crds_dir()).unwrap();
+        assert!(
+            files
+                .iter()
+                .any(|f| f.ends_with("importjob.harvesterhci.io_importjobs.yaml"))
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! govmomi's vCenter simulator, through our harness `test/peers/vcsim`.
+//!
+//! The peer prints one JSON line on stdout when it is ready and exits when its
+//! stdin reaches EOF or on SIGTERM. The harness keeps the stdin pipe open for the
+//! life of [`Vcsim`]; the process is also tied to the test binary by the parent
+//! death signal like every other peer.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+
+use crate::peers::Peers;
+use crate::process::{LOG_TAIL_LINES, ManagedProcess, ProcessBuilder, StdoutMode, run_dir};
+
+/// How long vcsim may take to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The inventory vcsim creates (govmomi's vcsim flags, same meanings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    /// `-dc`: datacenters.
+    pub datacenters: u32,
+    /// `-cluster`: clusters per datacenter.
+    pub clusters: u32,
+    /// `-host`: hosts per cluster.
+    pub hosts_per_cluster: u32,
+    /// `-standalone-host`: standalone hosts per datacenter.
+    pub standalone_hosts: u32,
+    /// `-vm`: VMs per resource pool.
+    pub vms_per_pool: u32,
+    /// `-pg`: distributed port groups per datacenter.
+    pub portgroups: u32,
+    /// `-folder`: datacenters placed within a folder.
+    pub folders: u32,
+    /// `-ds`: local datastores (at least 1).
+    pub datastores: u32,
+    /// `-pool`: child resource pools per cluster.
+    pub pools: u32,
+    pub username: String,
+    pub password: String,
+    /// More flags, passed as they are.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Inventory {
+    /// One datacenter, one cluster with one host, no standalone host, two VMs,
+    /// one port group, one datastore.
+    fn default() -> Self {
+        Self {
+            datacenters: 1,
+            clusters: 1,
+            hosts_per_cluster: 1,
+            standalone_hosts: 0,
+            vms_per_pool: 2,
+            portgroups: 1,
+            folders: 0,
+            datastores: 1,
+            pools: 0,
+            username: "vmm-e2e".into(),
+            password: "vmm-e2e-secret".into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl Inventory {
+    /// Exactly `n` VMs (one cluster, one host, no standalone host).
+    pub fn with_vms(n: u32) -> Self {
+        Self {
+            vms_per_pool: n,
+            ..Self::default()
+        }
+    }
+
+    /// The command-line flags.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-listen".to_string(),
+            "127.0.0.1:0".to_string(),
+            "-username".to_string(),
+            self.username.clone(),
+            "-password".to_string(),
+            self.password.clone(),
+        ];
+        for (flag, value) in [
+            ("-dc", self.datacenters),
+            ("-cluster", self.clusters),
+            ("-host", self.hosts_per_cluster),
+            ("-standalone-host", self.standalone_hosts),
+            ("-vm", self.vms_per_pool),
+            ("-pg", self.portgroups),
+            ("-folder", self.folders),
+            ("-ds", self.datastores),
+            ("-pool", self.pools),
+        ] {
+            args.push(flag.to_string());
+            args.push(value.to_string());
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// The ready line vcsim prints (field names are the peer's contract).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VcsimInfo {
+    /// `https://127.0.0.1:<port>/sdk`.
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    /// The serving certificate (PEM file).
+    pub cert_file: PathBuf,
+    /// The CA that signed it (PEM file), when the peer uses a two-level chain.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-1 fingerprint, `AA:BB:…`, as vSphere shows it.
+    #[serde(default)]
+    pub thumbprint: Option<String>,
+    #[serde(default)]
+    pub thumbprint_sha256: Option<String>,
+    /// Name of the first datacenter, e.g. `DC0`.
+    pub datacenter: String,
+    /// Its inventory path, e.g. `/DC0`.
+    #[serde(default)]
+    pub datacenter_path: Option<String>,
+    /// Name of the first datastore, e.g. `LocalDS_0`.
+    pub datastore: String,
+    /// Local directory backing that datastore.
+    pub datastore_dir: PathBuf,
+    /// Number of VMs.
+    #[serde(default)]
+    pub vms: Option<u32>,
+    /// Inventory paths of all VMs, sorted.
+    #[serde(default)]
+    pub vm_paths: Vec<String>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Fields this version of the harness does not know.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A running vcsim.
+#[derive(Debug)]
+pub struct Vcsim {
+    process: ManagedProcess,
+    info: VcsimInfo,
+    ca_pem: String,
+    cert_pem: String,
+    dir: PathBuf,
+}
+
+impl Vcsim {
+    /// A vcsim with the default inventory, shared by the tests of this binary
+    /// (started on first use). Tests that change the inventory should start
+    /// their own.
+    #[track_caller]
+    pub fn shared() -> &'static Vcsim {
+        static SHARED: OnceLock<Result<Vcsim, String>> = OnceLock::new();
+        match SHARED.get_or_init(|| {
+            Vcsim::start(Inventory::default())
+                .map_err(|e| format!("the shared vcsim did not start: {e:#}"))
+        }) {
+            Ok(vcsim) => vcsim,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts vcsim and waits for its ready line (blocking).
+    pub fn start(inventory: Inventory) -> Result<Vcsim> {
+        let peers = Peers::get()?;
+        let dir = run_dir()?;
+        let log = dir.join("vcsim.log");
+        // vcsim keeps its datastores and certificates in temp dirs that it
+        // removes only on a clean exit; a peer killed with the test binary
+        // cannot, so keep them in the run dir, which the next run removes.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let mut process = ProcessBuilder::new("vcsim", peers.vcsim())
+            .args(inventory.args())
+            .env("TMPDIR", &tmp)
+            .stdin_piped()
+            .stdout(StdoutMode::Piped)
+            .log_file(&log)
+            .current_dir(&dir)
+            .spawn()?;
+        let stdout = process
+            .take_stdout()
+            .ok_or_else(|| anyhow!("vcsim stdout is not piped"))?;
+
+        // First line → channel; everything after it → the log.
+        let (tx, rx) = mpsc::channel::<std::io::Result<String>>();
+        let log_for_rest = log.clone();
+        std::thread::Builder::new()
+            .name("vcsim-stdout".into())
+            .spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                let mut first = String::new();
+                let result = reader.read_line(&mut first).map(|_| first);
+                let _ = tx.send(result);
+                if let Ok(mut file) = std::fs::File::options().append(true).open(&log_for_rest) {
+                    for line in reader.lines().map_while(Result::ok) {
+                        let _ = writeln!(file, "{line}");
+                    }
+                }
+            })?;
+
+        let line = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(line)) if !line.trim().is_empty() => break line,
+                Ok(Ok(_)) => {
+                    process
+                        .check_running()
+                        .context("vcsim closed stdout without a ready line")?;
+                    bail!("vcsim closed stdout without a ready line")
+                }
+                Ok(Err(e)) => return Err(e).context("read vcsim stdout"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    process
+                        .check_running()
+                        .context("vcsim died before it was ready")?;
+                    if process.uptime() > READY_TIMEOUT {
+                        bail!(
+                            "vcsim printed no ready line within {READY_TIMEOUT:?}; last lines of {}:\n{}",
+                            log.display(),
+                            process.log_tail(LOG_TAIL_LINES)
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("vcsim stdout reader vanished"),
+            }
+        };
+        let info: VcsimInfo = serde_json::from_str(line.trim())
+            .with_context(|| format!("parse vcsim ready line {line:?}"))?;
+        let cert_pem = std::fs::read_to_string(&info.cert_file)
+            .with_context(|| format!("read {}", info.cert_file.display()))?;
+        let ca_pem = match &info.ca_file {
+            Some(path) if !path.as_os_str().is_empty() => {
+                std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+            }
+            _ => cert_pem.clone(),
+        };
+        Ok(Vcsim {
+            process,
+            info,
+            ca_pem,
+            cert_pem,
+            dir,
+        })
+    }
+
+    /// Everything the ready line said.
+    pub fn info(&self) -> &VcsimInfo {
+        &self.info
+    }
+
+    /// The SDK URL, `https://127.0.0.1:<port>/sdk`.
+    pub fn url(&self) -> &str {
+        &self.info.url
+    }
+
+    /// `https://127.0.0.1:<port>` (no path).
+    pub fn base_url(&self) -> String {
+        let url = self.info.url.as_str();
+        match url.find("://").map(|i| i + 3) {
+            Some(start) => match url[start..].find('/') {
+                Some(end) => url[..start + end].to_string(),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        }
+    }
+
+    pub fn username(&self) -> &str {
+        &self.info.username
+    }
+
+    pub fn password(&self) -> &str {
+        &self.info.password
+    }
+
+    /// PEM a client should trust: the CA when the peer reports one, else the
+    /// serving certificate itself.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The serving certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn datacenter(&self) -> &str {
+        &self.info.datacenter
+    }
+
+    pub fn datastore(&self) -> &str {
+        &self.info.datastore
+    }
+
+    /// The local directory backing [`datastore`](Self::datastore).
+    pub fn datastore_dir(&self) -> &Path {
+        &self.info.datastore_dir
+    }
+
+    /// `https://…/folder/<path>?dcPath=<dc>&dsName=<ds>` for a file on the
+    /// first datastore (`path` is percent-encoded here).
+    pub fn folder_url(&self, path: &str) -> String {
+        format!(
+            "{}/folder/{}?dcPath={}&dsName={}",
+            self.base_url(),
+            percent_encode_path(path.trim_start_matches('/')),
+            percent_encode_path(&self.info.datacenter),
+            percent_encode_path(&self.info.datastore),
+        )
+    }
+
+    /// A reqwest client (rustls, ring) that trusts [`ca_pem`](Self::ca_pem).
+    /// Make one per Tokio runtime.
+    pub fn http_client(&self) -> Result<reqwest::Client> {
+        crate::tls::reqwest_client(&[&self.ca_pem], None)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The run directory (log file).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+
+    /// Stops vcsim (EOF on stdin, then SIGTERM/SIGKILL) and waits for it.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        self.process.stop()
+    }
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub fn percent_encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventory_flags() {
+        let args = Inventory::with_vms(7).args();
+        let joined = args.join(" ");
+        assert!(joined.contains("-vm 7"), "{joined}");
+        assert!(joined.contains("-standalone-host 0"), "{joined}");
+        assert!(joined.contains("-listen 127.0.0.1:0"), "{joined}");
+    }
+
+    #[test]
+    fn ready_line_parses_with_unknown_fields() {
+        let info: VcsimInfo = serde_json::from_str(
+            r#"{"url":"https://127.0.0.1:1234/sdk","username":"u","password":"p","certFile":"/c.pem",
+                "datacenter":"DC0","datastore":"LocalDS_0","datastoreDir":"/tmp/x","newField":1}"#,
+        )
+        .unwrap();
+        assert_eq!(info.ca_file, None);
+        assert_eq!(info.other.get("newField"), Some(&serde_json::json!(1)));
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(percent_encode_path("a b/c%d.vmdk"), "a%20b/c%25d.vmdk");
+    }
+}
