@@ -3,12 +3,8 @@
 # against real etcd, kube-apiserver, kubectl and vcsim. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source hack/env.sh
-
-hack/install-deps.sh
-VMM_PEERS_DIR="$(hack/build-peers.sh | tail -n 1)"
-export VMM_PEERS_DIR
-echo "test peers: $VMM_PEERS_DIR" >&2
+source hack/lib.sh
+prepare_peers
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

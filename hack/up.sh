@@ -5,10 +5,7 @@
 # Ctrl-C stops everything. Extra arguments go to vmm-dev (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source hack/env.sh
-
-hack/install-deps.sh
-VMM_PEERS_DIR="$(hack/build-peers.sh | tail -n 1)"
-export VMM_PEERS_DIR
+source hack/lib.sh
+prepare_peers
 cargo build --locked -p vmm-apiserver -p vmm-controller -p vmm-testkit --bin vmm-apiserver --bin vmm-controller --bin vmm-dev
 exec "$CARGO_TARGET_DIR/debug/vmm-dev" "$@"

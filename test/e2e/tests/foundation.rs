@@ -112,10 +112,7 @@ struct Invalid {
 }
 
 fn vsphere(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: source.harvesterhci.io/v1\nkind: Vsphere\nmetadata:\n  name: {name}\nspec:\n{}",
-        indent(spec)
-    )
+    source("Vsphere", name, spec)
 }
 
 fn source(kind: &str, name: &str, spec: &str) -> String {
