@@ -26,5 +26,5 @@ if ((${#missing[@]})); then
 fi
 
 for tool in go cargo rustfmt cargo-clippy; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found: install Go ≥ 1.25 and Rust (rustup, with rustfmt and clippy)" >&2; exit 1; }
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found: install Go ≥ 1.26 and Rust (rustup, with rustfmt and clippy)" >&2; exit 1; }
 done

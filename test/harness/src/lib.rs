@@ -37,6 +37,6 @@ pub mod vcsim;
 pub use aggregation::{ApiServiceRegistration, register_apiservice, wait_apiservice_available};
 pub use control_plane::{ControlPlane, ControlPlaneOptions};
 pub use namespace::TestNamespace;
-pub use peers::{Peers, repo_root};
+pub use peers::{Peers, repo_root, workspace_binary};
 pub use process::{CmdOutput, ManagedProcess, ProcessBuilder};
 pub use vcsim::{Inventory, Vcsim};

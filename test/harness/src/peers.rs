@@ -23,6 +23,24 @@ pub fn repo_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
+/// A binary of this workspace (`vmm-apiserver`, `vmm-controller`, `vmm-dev`)
+/// from the cargo target directory the running program was built in: next to it,
+/// or one level up from a test binary in `deps/`.
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!(
+                "{name} is not built next to {}: run `cargo build --workspace --bins` first (hack/test.sh does)",
+                exe.display()
+            )
+        })
+}
+
 /// The built test peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peers {

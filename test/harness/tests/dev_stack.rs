@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use vmm_testkit::namespace::random_suffix;
 use vmm_testkit::process::{StdoutMode, run_dir};
-use vmm_testkit::{Peers, ProcessBuilder};
+use vmm_testkit::{Peers, ProcessBuilder, workspace_binary};
 
 /// Every process started by `vmm-dev` inherits this variable, so after it
 /// stops we can look for survivors in `/proc`.
@@ -16,13 +16,8 @@ const TAG_VAR: &str = "VMM_DEV_STACK_TEST_TAG";
 #[test]
 fn dev_stack_starts_lists_the_demo_source_and_stops_cleanly() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_vmm-dev"));
-    let bin_dir = exe.parent().expect("target dir").to_path_buf();
     for server in ["vmm-apiserver", "vmm-controller"] {
-        assert!(
-            bin_dir.join(server).is_file(),
-            "{server} is not built in {}: run `cargo build --workspace --bins` first (hack/test.sh does)",
-            bin_dir.display()
-        );
+        workspace_binary(server).expect("vmm-dev starts the servers built next to it");
     }
     let tag = format!("dev-stack-{}", random_suffix());
     let state_dir = run_dir().expect("run dir").join("state");
