@@ -10,6 +10,7 @@
 
 pub mod crds;
 pub mod importjob;
+pub mod inventory;
 pub mod source;
 
 pub use importjob::{ImportJob, ImportJobSpec, ImportJobStatus};
