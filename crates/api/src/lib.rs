@@ -11,6 +11,7 @@
 pub mod crds;
 pub mod importjob;
 pub mod inventory;
+pub mod names;
 pub mod source;
 
 pub use importjob::{ImportJob, ImportJobSpec, ImportJobStatus};
