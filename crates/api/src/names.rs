@@ -13,7 +13,10 @@ pub fn object_name(source: &str, id: &str) -> String {
     if plain.len() <= MAX_NAME_LEN && is_dns1123_label(&plain) {
         return plain;
     }
-    let suffix = format!("{:016x}", fnv1a64(&[source.as_bytes(), b"/", id.as_bytes()]));
+    let suffix = format!(
+        "{:016x}",
+        fnv1a64(&[source.as_bytes(), b"/", id.as_bytes()])
+    );
     let suffix = &suffix[..10];
     let mut readable = slug(&plain);
     readable.truncate(MAX_NAME_LEN - suffix.len() - 1);
