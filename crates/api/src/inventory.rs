@@ -147,3 +147,36 @@ pub enum NetworkKind {
     #[default]
     Other,
 }
+
+pub const VERSION: &str = "v1";
+pub const API_VERSION: &str = "inventory.harvesterhci.io/v1";
+
+/// How a resource of the inventory API is named in discovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceNames {
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    /// Never `vm` or `vmi`: those mean KubeVirt's objects on Harvester.
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+}
+
+pub const VIRTUAL_MACHINES: ResourceNames = ResourceNames {
+    plural: "virtualmachines",
+    singular: "virtualmachine",
+    kind: "VirtualMachine",
+    short_names: &["ivm"],
+    categories: &["inventory"],
+};
+
+pub const NETWORKS: ResourceNames = ResourceNames {
+    plural: "networks",
+    singular: "network",
+    kind: "Network",
+    short_names: &["inet"],
+    categories: &["inventory"],
+};
+
+/// Every resource the inventory API serves.
+pub const RESOURCES: [ResourceNames; 2] = [VIRTUAL_MACHINES, NETWORKS];

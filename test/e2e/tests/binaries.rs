@@ -26,14 +26,31 @@ fn get(port: u16, path: &str) -> (String, String) {
 #[test]
 fn binaries_serve_health_and_metrics_log_json_and_stop_on_sigterm() {
     let cp = ControlPlane::shared();
-    for (binary, component) in [
-        ("vmm-controller", "controller"),
-        ("vmm-apiserver", "apiserver"),
+    let serving = cp
+        .pki()
+        .issue_aggregated_serving("vmm-apiserver", "binaries-test")
+        .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port().unwrap());
+    let apiserver_env = [
+        ("VMM_LISTEN_ADDR", listen.as_str()),
+        ("VMM_TLS_CERT_FILE", serving.cert_path.to_str().unwrap()),
+        (
+            "VMM_TLS_PRIVATE_KEY_FILE",
+            serving.key_path.to_str().unwrap(),
+        ),
+    ];
+    for (binary, component, extra_env) in [
+        ("vmm-controller", "controller", &[][..]),
+        ("vmm-apiserver", "apiserver", &apiserver_env[..]),
     ] {
         let port = free_port().unwrap();
         let log = cp.dir().join(format!("{binary}-binaries-test.log"));
         // Flags by environment, as the chart sets them.
-        let mut server = ProcessBuilder::new(binary, workspace_binary(binary).unwrap())
+        let mut server = ProcessBuilder::new(binary, workspace_binary(binary).unwrap());
+        for (key, value) in extra_env {
+            server = server.env(key, value);
+        }
+        let mut server = server
             .env("VMM_ADMIN_ADDR", format!("127.0.0.1:{port}"))
             .env("VMM_LOG_FORMAT", "json")
             .env("KUBECONFIG", cp.kubeconfig_path())

@@ -50,23 +50,28 @@ fn dev_stack_starts_lists_the_demo_source_and_stops_cleanly() {
     });
     assert_eq!(kubeconfig, state_dir.join("kubeconfig"));
 
-    let listed = std::process::Command::new(Peers::get().expect("peers").kubectl())
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["get", "vspheres", "-n", "demo"])
-        .output()
-        .expect("run kubectl");
-    let table = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        listed.status.success(),
-        "kubectl failed: {}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(Peers::get().expect("peers").kubectl())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = kubectl(&["get", "vspheres", "-n", "demo"]);
     assert!(
         table
             .lines()
             .any(|l| l.starts_with("vcsim ") && l.contains("https://127.0.0.1:")),
         "demo source not listed:\n{table}"
+    );
+    let resources = kubectl(&["api-resources", "--api-group", "inventory.harvesterhci.io"]);
+    assert!(
+        resources.lines().any(|l| l.starts_with("virtualmachines ")),
+        "the inventory API is not registered:\n{resources}"
     );
 
     let status = dev.stop().expect("stop vmm-dev");

@@ -4,12 +4,16 @@
 //! `demo`; prints how to reach it; stops everything on Ctrl-C or SIGTERM.
 //! Every process it starts also dies with it if it is killed outright.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use vmm_testkit::aggregation::{
+    ApiServiceRegistration, register_apiservice, wait_apiservice_available,
+};
 use vmm_testkit::process::free_port;
 use vmm_testkit::{ControlPlane, Inventory, ManagedProcess, ProcessBuilder, Vcsim, repo_root};
 
@@ -69,10 +73,8 @@ fn main() -> Result<()> {
     let kubeconfig = args.state_dir.join("kubeconfig");
     std::fs::copy(cp.kubeconfig_path(), &kubeconfig).context("writing the kubeconfig")?;
 
-    let servers = ["vmm-controller", "vmm-apiserver"]
-        .into_iter()
-        .map(|name| start_server(&cp, &args.bin_dir, name))
-        .collect::<Result<Vec<_>>>()?;
+    let controller = start_server(&cp, &args.bin_dir, "vmm-controller", Vec::new())?;
+    let apiserver = runtime.block_on(start_inventory_api(&cp, &args.bin_dir))?;
 
     eprintln!("creating the demo source …");
     cp.kubectl(["create", "namespace", DEMO_NAMESPACE])
@@ -91,6 +93,7 @@ fn main() -> Result<()> {
   kubectl get vspheres -n {DEMO_NAMESPACE}             # the demo source, a simulated vCenter
   kubectl get migration -n {DEMO_NAMESPACE} -o wide    # everything of ours in the namespace
   kubectl explain importjobs.spec              # the import job API
+  kubectl api-resources --api-group inventory.harvesterhci.io   # the inventory API (listing comes next)
 
 vCenter simulator: {vcsim_url} (user {user:?}, password {password:?})
 Stop everything with Ctrl-C.",
@@ -105,15 +108,54 @@ Stop everything with Ctrl-C.",
 
     runtime.block_on(vmm_runtime::shutdown_signal());
     eprintln!("stopping …");
-    drop(servers);
+    drop(apiserver);
+    drop(controller);
     drop(vcsim);
     drop(cp);
     let _ = std::fs::remove_file(&kubeconfig);
     Ok(())
 }
 
+/// Starts the inventory apiserver with a serving certificate for its Service
+/// name and registers it with kube-apiserver as `v1.inventory.harvesterhci.io`.
+async fn start_inventory_api(cp: &ControlPlane, bin_dir: &Path) -> Result<ManagedProcess> {
+    let port = free_port()?;
+    let registration = ApiServiceRegistration::new(
+        vmm_api::inventory::GROUP,
+        vmm_api::inventory::VERSION,
+        port,
+        cp.pki().cluster_ca.cert_pem(),
+    );
+    let serving = cp
+        .pki()
+        .issue_aggregated_serving(&registration.service_name, &registration.service_namespace)?;
+    let args = vec![
+        "--listen-addr".into(),
+        format!("127.0.0.1:{port}").into(),
+        "--tls-cert-file".into(),
+        serving.cert_path.into(),
+        "--tls-private-key-file".into(),
+        serving.key_path.into(),
+    ];
+    let process = start_server(cp, bin_dir, "vmm-apiserver", args)?;
+    let client = cp.try_client()?;
+    register_apiservice(&client, &registration).await?;
+    wait_apiservice_available(
+        &client,
+        &registration.apiservice_name(),
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok(process)
+}
+
 /// Starts one of our binaries against the control plane and waits for `/readyz`.
-fn start_server(cp: &ControlPlane, bin_dir: &Path, name: &str) -> Result<ManagedProcess> {
+fn start_server(
+    cp: &ControlPlane,
+    bin_dir: &Path,
+    name: &str,
+    args: Vec<OsString>,
+) -> Result<ManagedProcess> {
     let program = bin_dir.join(name);
     if !program.is_file() {
         bail!(
@@ -124,6 +166,7 @@ fn start_server(cp: &ControlPlane, bin_dir: &Path, name: &str) -> Result<Managed
     let port = free_port()?;
     let mut process = ProcessBuilder::new(name, &program)
         .args(["--admin-addr", &format!("127.0.0.1:{port}")])
+        .args(args)
         .env("KUBECONFIG", cp.kubeconfig_path())
         .log_file(cp.dir().join(format!("{name}.log")))
         .spawn()?;
