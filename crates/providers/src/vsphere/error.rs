@@ -1,0 +1,226 @@
+//! The one error type of the vSphere provider. Every message says what to fix;
+//! none carries a password (details from the wire are scrubbed of it).
+
+use std::error::Error as StdError;
+
+/// What went wrong talking to a vCenter.
+#[derive(Debug, thiserror::Error)]
+pub enum VsphereError {
+    #[error("invalid vSphere endpoint {url:?}: {detail}; use https://HOST[:PORT]/sdk")]
+    InvalidEndpoint { url: String, detail: String },
+
+    #[error(
+        "invalid CA bundle for {url}: {detail}; give the PEM certificate(s) of the CA that signed vCenter's certificate"
+    )]
+    InvalidCaBundle { url: String, detail: String },
+
+    #[error(
+        "vSphere needs a username and password; the credentials given are {given}: put username and password keys in the source's Secret"
+    )]
+    UnsupportedCredentials { given: &'static str },
+
+    #[error(
+        "vSphere endpoint {url} is unreachable: {detail}; check the URL (host and port), DNS, routing and firewalls, and that vCenter is running"
+    )]
+    Unreachable { url: String, detail: String },
+
+    #[error(
+        "the TLS certificate of {url} is not trusted: {detail}; put the CA that signed vCenter's certificate in the source's CA bundle (or, for tests only, allow insecure connections)"
+    )]
+    CertificateUntrusted { url: String, detail: String },
+
+    #[error(
+        "vCenter {url} rejected the login of user {username:?}: check the username and password in the source's Secret (and that the account is not locked)"
+    )]
+    AuthenticationFailed { url: String, username: String },
+
+    #[error("the vCenter session at {url} ended ({detail}): the provider must log in again")]
+    SessionLost { url: String, detail: String },
+
+    #[error("vSphere call {call} to {url} failed: {detail}")]
+    Fault {
+        url: String,
+        call: &'static str,
+        detail: String,
+    },
+}
+
+impl VsphereError {
+    /// True for the errors that a retry with backoff may cure (as opposed to
+    /// configuration that a person must fix).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::SessionLost { .. } | Self::Fault { .. }
+        )
+    }
+}
+
+/// Classifies an error of a vim_rs call. `secret` (the password) is removed
+/// from any text that reaches the message.
+pub(crate) fn classify(
+    url: &str,
+    call: &'static str,
+    err: &vim_rs::core::client::Error,
+    secret: Option<&str>,
+) -> VsphereError {
+    use vim_rs::core::client::Error as E;
+    let url = url.to_owned();
+    match err {
+        E::ReqwestError(e) => classify_transport(url, call, e, secret),
+        E::MethodFault(fault) => {
+            let kind = fault
+                .type_
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_else(|| "MethodFault".to_owned());
+            let message = fault.fault_message.as_ref().map(|m| {
+                m.iter()
+                    .filter_map(|m| m.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            let detail = match message {
+                Some(m) if !m.is_empty() => format!("{kind}: {m}"),
+                _ => kind.clone(),
+            };
+            let detail = scrub(detail, secret);
+            if kind == "NotAuthenticated" {
+                VsphereError::SessionLost { url, detail }
+            } else {
+                VsphereError::Fault { url, call, detail }
+            }
+        }
+        E::MissingOrInvalidSessionKey => VsphereError::SessionLost {
+            url,
+            detail: "missing or invalid session key".into(),
+        },
+        other => VsphereError::Fault {
+            url,
+            call,
+            detail: scrub(other.to_string(), secret),
+        },
+    }
+}
+
+fn classify_transport(
+    url: String,
+    call: &'static str,
+    err: &reqwest::Error,
+    secret: Option<&str>,
+) -> VsphereError {
+    let detail = scrub(chain(err), secret);
+    if find_rustls_error(err).is_some_and(is_certificate_problem) {
+        return VsphereError::CertificateUntrusted { url, detail };
+    }
+    if err.is_status() {
+        if err.status().is_some_and(|s| s.as_u16() == 401) {
+            return VsphereError::SessionLost { url, detail };
+        }
+        return VsphereError::Fault { url, call, detail };
+    }
+    if err.is_decode() || err.is_body() || err.is_builder() || err.is_redirect() {
+        return VsphereError::Fault { url, call, detail };
+    }
+    // Connect failures, timeouts and connections lost mid-request.
+    if err.is_connect() {
+        // A handshake failure without a typed rustls error still mentions it.
+        let lower = detail.to_ascii_lowercase();
+        if lower.contains("certificate") || lower.contains("unknownissuer") {
+            return VsphereError::CertificateUntrusted { url, detail };
+        }
+    }
+    VsphereError::Unreachable { url, detail }
+}
+
+fn is_certificate_problem(err: &rustls::Error) -> bool {
+    matches!(
+        err,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+    ) || matches!(
+        err,
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)
+            | rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA)
+    )
+}
+
+/// rustls errors reach reqwest wrapped in `io::Error`s, whose `source()`
+/// skips the wrapped error, so look inside each `io::Error` explicitly.
+fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current: Option<&'a (dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            if let Some(found) = find_rustls_error(inner) {
+                return Some(found);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The error and its causes on one line.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        current = e.source();
+    }
+    out
+}
+
+pub(crate) fn scrub(text: String, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() && text.contains(s) => text.replace(s, "<redacted>"),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_the_secret() {
+        assert_eq!(
+            scrub("login as u with hunter2 failed".into(), Some("hunter2")),
+            "login as u with <redacted> failed"
+        );
+        assert_eq!(scrub("x".into(), Some("")), "x");
+        assert_eq!(scrub("x".into(), None), "x");
+    }
+
+    #[test]
+    fn finds_rustls_error_inside_io_error() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let found = find_rustls_error(&io).expect("found");
+        assert!(is_certificate_problem(found));
+    }
+
+    #[test]
+    fn messages_name_the_fix() {
+        let e = VsphereError::AuthenticationFailed {
+            url: "https://vc/sdk".into(),
+            username: "admin".into(),
+        };
+        assert!(e.to_string().contains("check the username and password"));
+        assert!(!e.is_transient());
+    }
+}

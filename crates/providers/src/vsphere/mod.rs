@@ -1,0 +1,717 @@
+//! The vSphere inventory provider: VMs and networks of a vCenter (or ESXi),
+//! read over the SOAP API with `vim_rs`.
+//!
+//! - [`VsphereClient::connect`] logs in over TLS that trusts exactly the CA
+//!   given (ring as the rustls provider, set per client) and reads `about`.
+//! - [`VsphereClient::inventory`] reads every VM and network in one paged
+//!   PropertyCollector retrieve over a ContainerView.
+//! - [`VsphereClient::watch`] streams [`InventoryEvent`]s: the full set, then
+//!   [`InventoryEvent::Synced`], then only changes (WaitForUpdatesEx on a
+//!   PropertyCollector of its own; never a rescan).
+//!
+//! Templates are skipped: they are not VMs to import (a VM turned into a
+//! template is reported as removed).
+
+mod convert;
+mod error;
+mod model;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use vim_rs::core::client::{Client, ClientBuilder, TransportMode, VimClient};
+use vim_rs::mo::{ContainerView, PropertyCollector, ViewManager};
+use vim_rs::types::enums::ObjectUpdateKindEnum;
+use vim_rs::types::structs::{
+    ManagedObjectReference, ObjectContent, ObjectSpec, PropertyFilterSpec, PropertySpec,
+    RetrieveOptions, SelectionSpec, TraversalSpec, UpdateSet, WaitOptions,
+};
+use vmm_api::inventory::{NetworkSpec, VirtualMachineSpec};
+
+use crate::credentials::Credentials;
+use crate::{InventoryEvent, InventoryProvider, InventorySnapshot};
+pub use error::VsphereError;
+use error::classify;
+use model::{Dirty, ObjKind, Store};
+
+/// How long one WaitForUpdatesEx may wait on the server; the HTTP timeout is
+/// above it, so a vCenter that stops answering ends the watch with an error.
+const WAIT_SECONDS: i32 = 30;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(WAIT_SECONDS as u64 + 60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Objects per RetrievePropertiesEx page.
+const PAGE_SIZE: i32 = 100;
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the endpoint says it is (`ServiceContent.about`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct About {
+    /// e.g. `VMware vCenter Server`.
+    pub name: String,
+    /// e.g. `VMware vCenter Server 8.0.3 build-24022515`.
+    pub full_name: String,
+    /// e.g. `8.0.3`.
+    pub version: String,
+    pub build: String,
+    /// `VirtualCenter` or `HostAgent`.
+    pub api_type: String,
+    pub api_version: String,
+    pub instance_uuid: Option<String>,
+}
+
+impl About {
+    /// Product and version, for a source's `status.endpointVersion`:
+    /// `VMware vCenter Server 8.0.3 (build 24022515)`.
+    pub fn endpoint_version(&self) -> String {
+        if self.build.is_empty() {
+            format!("{} {}", self.name, self.version)
+        } else {
+            format!("{} {} (build {})", self.name, self.version, self.build)
+        }
+    }
+}
+
+/// A logged-in session with a vCenter. Cheap to clone (one session shared).
+#[derive(Clone)]
+pub struct VsphereClient {
+    client: Arc<Client>,
+    url: String,
+    about: About,
+}
+
+impl std::fmt::Debug for VsphereClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VsphereClient")
+            .field("url", &self.url)
+            .field("about", &self.about)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VsphereClient {
+    /// Logs in to `endpoint_url` (`https://HOST[:PORT]/sdk`; `/sdk` and the
+    /// scheme may be left out). `ca_pem` is the only trust anchor when given;
+    /// without it the platform's trust store is used. `insecure` accepts any
+    /// certificate (tests and labs only).
+    pub async fn connect(
+        endpoint_url: &str,
+        credentials: &Credentials,
+        ca_pem: Option<&str>,
+        insecure: bool,
+    ) -> Result<Self, VsphereError> {
+        let (username, password) = match credentials {
+            Credentials::UsernamePassword {
+                username, password, ..
+            } => (username.as_str(), password.expose()),
+            Credentials::ApplicationCredential { .. } => {
+                return Err(VsphereError::UnsupportedCredentials {
+                    given: "an OpenStack application credential",
+                });
+            }
+            Credentials::Kubeconfig(_) => {
+                return Err(VsphereError::UnsupportedCredentials {
+                    given: "a kubeconfig",
+                });
+            }
+            Credentials::Token(_) => {
+                return Err(VsphereError::UnsupportedCredentials { given: "a token" });
+            }
+        };
+        let (url, server) = parse_endpoint(endpoint_url)?;
+        let tls = tls_config(&url, ca_pem, insecure)?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .cookie_store(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .map_err(|e| VsphereError::Fault {
+                url: url.clone(),
+                call: "build HTTP client",
+                detail: e.to_string(),
+            })?;
+        let client = ClientBuilder::new(&server, http)
+            .basic_authn(username, password)
+            .app_details(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+            .transport(TransportMode::Soap)
+            .build()
+            .await
+            .map_err(|e| {
+                if is_fault(&e, "InvalidLogin") {
+                    VsphereError::AuthenticationFailed {
+                        url: url.clone(),
+                        username: username.to_owned(),
+                    }
+                } else {
+                    classify(&url, "Login", &e, Some(password))
+                }
+            })?;
+        let a = &client.service_content().about;
+        let about = About {
+            name: a.name.clone(),
+            full_name: a.full_name.clone(),
+            version: a.version.clone(),
+            build: a.build.clone(),
+            api_type: a.api_type.clone(),
+            api_version: a.api_version.clone(),
+            instance_uuid: a.instance_uuid.clone(),
+        };
+        tracing::debug!(url, version = %about.endpoint_version(), "logged in to vSphere");
+        Ok(Self { client, url, about })
+    }
+
+    pub fn about(&self) -> &About {
+        &self.about
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The vim_rs session, for calls this provider does not wrap (tests use
+    /// it to power VMs off). Using it makes the caller depend on vim_rs.
+    pub fn vim(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Ends the session (idempotent). Stop watches first.
+    pub async fn logout(&self) -> Result<(), VsphereError> {
+        self.client
+            .close()
+            .await
+            .map_err(|e| classify(&self.url, "Logout", &e, None))
+    }
+
+    fn handle(&self) -> Arc<dyn VimClient> {
+        self.client.clone()
+    }
+
+    /// Every VM (templates skipped) and network, in one paged retrieve.
+    pub async fn inventory(&self) -> Result<InventorySnapshot, VsphereError> {
+        let view = self.create_view().await?;
+        let result = self.retrieve_all(&view).await;
+        self.destroy_view(&view).await;
+        let store = result?;
+        Ok(InventorySnapshot {
+            vms: store.vms(),
+            networks: store.networks(),
+        })
+    }
+
+    async fn retrieve_all(&self, view: &ManagedObjectReference) -> Result<Store, VsphereError> {
+        let pc = PropertyCollector::new(
+            self.handle(),
+            &self.client.service_content().property_collector.value,
+        );
+        let options = RetrieveOptions {
+            max_objects: Some(PAGE_SIZE),
+        };
+        let mut store = Store::default();
+        let mut dirty = Dirty::default();
+        let page = pc
+            .retrieve_properties_ex(&[filter_spec(view)], &options)
+            .await
+            .map_err(|e| classify(&self.url, "RetrievePropertiesEx", &e, None))?;
+        let Some(mut page) = page else {
+            return Ok(store);
+        };
+        loop {
+            for content in page.objects {
+                apply_content(&mut store, content, &mut dirty);
+            }
+            let Some(token) = page.token else { break };
+            page = pc
+                .continue_retrieve_properties_ex(&token)
+                .await
+                .map_err(|e| classify(&self.url, "ContinueRetrievePropertiesEx", &e, None))?;
+        }
+        tracing::debug!(objects = store.len(), "vSphere inventory retrieved");
+        Ok(store)
+    }
+
+    /// Streams the inventory into `events`: every network and VM, then
+    /// [`InventoryEvent::Synced`], then changes as vSphere reports them.
+    /// Returns `Ok` when the receiver is dropped, and an error when the
+    /// connection or session fails (the caller reconnects; TODO: with backoff
+    /// in the controller). Never panics, never waits past the HTTP timeout.
+    pub async fn watch(&self, events: mpsc::Sender<InventoryEvent>) -> Result<(), VsphereError> {
+        // vcsim delivers updates only to the last session waiting on the
+        // default collector, so each watch creates its own.
+        let default_pc = PropertyCollector::new(
+            self.handle(),
+            &self.client.service_content().property_collector.value,
+        );
+        let pc_ref = default_pc
+            .create_property_collector()
+            .await
+            .map_err(|e| classify(&self.url, "CreatePropertyCollector", &e, None))?;
+        let pc = PropertyCollector::new(self.handle(), &pc_ref.value);
+        let view = match self.create_view().await {
+            Ok(view) => view,
+            Err(e) => {
+                self.destroy_collector(&pc).await;
+                return Err(e);
+            }
+        };
+        let result = self.watch_loop(&pc, &view, &events).await;
+        if result.is_ok() {
+            // The receiver is gone: a wait may still be in flight on the server.
+            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, pc.cancel_wait_for_updates()).await;
+        }
+        self.destroy_collector(&pc).await;
+        self.destroy_view(&view).await;
+        result
+    }
+
+    async fn watch_loop(
+        &self,
+        pc: &PropertyCollector,
+        view: &ManagedObjectReference,
+        events: &mpsc::Sender<InventoryEvent>,
+    ) -> Result<(), VsphereError> {
+        pc.create_filter(&filter_spec(view), false)
+            .await
+            .map_err(|e| classify(&self.url, "CreateFilter", &e, None))?;
+        let options = WaitOptions {
+            max_wait_seconds: Some(WAIT_SECONDS),
+            max_object_updates: None,
+        };
+        let mut store = Store::default();
+        let mut emitter = Emitter::default();
+        let mut version: Option<String> = None;
+        let mut synced = false;
+        let mut dirty = Dirty::default();
+        loop {
+            let wait = pc.wait_for_updates_ex(version.as_deref(), Some(&options));
+            let update = tokio::select! {
+                _ = events.closed() => return Ok(()),
+                update = wait => update,
+            };
+            let update = match update {
+                Ok(update) => update,
+                Err(e) => return Err(classify(&self.url, "WaitForUpdatesEx", &e, None)),
+            };
+            let Some(set) = update else {
+                // Nothing changed within WAIT_SECONDS; this also keeps the
+                // session alive.
+                if !synced {
+                    // An empty inventory still syncs.
+                    synced = true;
+                    if !emitter.flush(&store, &mut dirty, true, events).await {
+                        return Ok(());
+                    }
+                    if events.send(InventoryEvent::Synced).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            };
+            let truncated = set.truncated == Some(true);
+            version = Some(set.version.clone());
+            apply_update_set(&mut store, set, &mut dirty);
+            if truncated {
+                // More of this batch to come (vcsim pages at 100 objects).
+                continue;
+            }
+            if !emitter.flush(&store, &mut dirty, !synced, events).await {
+                return Ok(());
+            }
+            if !synced {
+                synced = true;
+                tracing::debug!(objects = store.len(), "vSphere watch synced");
+                if events.send(InventoryEvent::Synced).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn create_view(&self) -> Result<ManagedObjectReference, VsphereError> {
+        let content = self.client.service_content();
+        let Some(vm_ref) = &content.view_manager else {
+            return Err(VsphereError::Fault {
+                url: self.url.clone(),
+                call: "CreateContainerView",
+                detail: "the endpoint has no ViewManager".into(),
+            });
+        };
+        let types: Vec<String> = model::PROPERTY_PATHS
+            .iter()
+            .map(|(t, _)| (*t).to_owned())
+            .collect();
+        ViewManager::new(self.handle(), &vm_ref.value)
+            .create_container_view(&content.root_folder, Some(&types), true)
+            .await
+            .map_err(|e| classify(&self.url, "CreateContainerView", &e, None))
+    }
+
+    async fn destroy_view(&self, view: &ManagedObjectReference) {
+        let call = ContainerView::new(self.handle(), &view.value);
+        match tokio::time::timeout(CLEANUP_TIMEOUT, call.destroy_view()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "DestroyView failed"),
+            Err(_) => tracing::debug!("DestroyView timed out"),
+        }
+    }
+
+    async fn destroy_collector(&self, pc: &PropertyCollector) {
+        match tokio::time::timeout(CLEANUP_TIMEOUT, pc.destroy_property_collector()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "DestroyPropertyCollector failed"),
+            Err(_) => tracing::debug!("DestroyPropertyCollector timed out"),
+        }
+    }
+}
+
+impl InventoryProvider for VsphereClient {
+    type Error = VsphereError;
+
+    fn endpoint_version(&self) -> String {
+        self.about.endpoint_version()
+    }
+
+    async fn inventory(&self) -> Result<InventorySnapshot, VsphereError> {
+        VsphereClient::inventory(self).await
+    }
+
+    async fn watch(&self, events: mpsc::Sender<InventoryEvent>) -> Result<(), VsphereError> {
+        VsphereClient::watch(self, events).await
+    }
+}
+
+/// Remembers what was sent, so only real changes go out.
+#[derive(Default)]
+struct Emitter {
+    vms: std::collections::HashMap<String, VirtualMachineSpec>,
+    networks: std::collections::HashMap<String, NetworkSpec>,
+}
+
+impl Emitter {
+    /// Sends the changes `dirty` may hold (all of them with `everything`);
+    /// false when the receiver is gone.
+    async fn flush(
+        &mut self,
+        store: &Store,
+        dirty: &mut Dirty,
+        everything: bool,
+        events: &mpsc::Sender<InventoryEvent>,
+    ) -> bool {
+        let dirty = std::mem::take(dirty);
+        let all = everything || dirty.all;
+        let (net_ids, vm_ids): (Vec<String>, Vec<String>) = if all {
+            (
+                dedup(
+                    store
+                        .network_ids()
+                        .map(str::to_owned)
+                        .chain(self.networks.keys().cloned())
+                        .collect(),
+                ),
+                dedup(
+                    store
+                        .vm_ids()
+                        .map(str::to_owned)
+                        .chain(self.vms.keys().cloned())
+                        .collect(),
+                ),
+            )
+        } else {
+            let is_vm = |id: &String| match store.kind(id) {
+                Some(kind) => kind == ObjKind::VirtualMachine,
+                None => self.vms.contains_key(id),
+            };
+            dirty.ids.into_iter().partition(|id| !is_vm(id))
+        };
+        let mut out = Vec::new();
+        // Networks first, so a consumer knows them before the VMs naming them.
+        for id in net_ids {
+            match store.network_spec(&id) {
+                Some(spec) => {
+                    if self.networks.get(&id) != Some(&spec) {
+                        self.networks.insert(id, spec.clone());
+                        out.push(InventoryEvent::Network(spec));
+                    }
+                }
+                None => {
+                    if self.networks.remove(&id).is_some() {
+                        out.push(InventoryEvent::NetworkRemoved { id });
+                    }
+                }
+            }
+        }
+        for id in vm_ids {
+            match store.vm_spec(&id) {
+                Some(spec) => {
+                    if self.vms.get(&id) != Some(&spec) {
+                        self.vms.insert(id, spec.clone());
+                        out.push(InventoryEvent::Vm(spec));
+                    }
+                }
+                None => {
+                    if self.vms.remove(&id).is_some() {
+                        out.push(InventoryEvent::VmRemoved { id });
+                    }
+                }
+            }
+        }
+        for event in out {
+            if events.send(event).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn dedup(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn apply_content(store: &mut Store, content: ObjectContent, dirty: &mut Dirty) {
+    let Some(kind) = ObjKind::from_type_name(content.obj.r#type.as_str()) else {
+        return;
+    };
+    let id = content.obj.value;
+    store.enter(&id, kind, dirty);
+    for prop in content.prop_set.unwrap_or_default() {
+        let value = convert::value(&prop.name, prop.val);
+        store.set(&id, kind, &prop.name, Some(value), dirty);
+    }
+}
+
+fn apply_update_set(store: &mut Store, set: UpdateSet, dirty: &mut Dirty) {
+    for filter in set.filter_set.unwrap_or_default() {
+        for update in filter.object_set.unwrap_or_default() {
+            let Some(kind) = ObjKind::from_type_name(update.obj.r#type.as_str()) else {
+                continue;
+            };
+            let id = update.obj.value;
+            match update.kind {
+                ObjectUpdateKindEnum::Leave => store.leave(&id, dirty),
+                ObjectUpdateKindEnum::Enter
+                | ObjectUpdateKindEnum::Modify
+                | ObjectUpdateKindEnum::Other_(_) => {
+                    if matches!(update.kind, ObjectUpdateKindEnum::Enter) {
+                        store.enter(&id, kind, dirty);
+                    }
+                    for change in update.change_set.unwrap_or_default() {
+                        // partialUpdates=false: only assign and indirectRemove come.
+                        let value = change.val.map(|v| convert::value(&change.name, v));
+                        store.set(&id, kind, &change.name, value, dirty);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every watched type under the view, with its property paths.
+fn filter_spec(view: &ManagedObjectReference) -> PropertyFilterSpec {
+    PropertyFilterSpec {
+        prop_set: model::PROPERTY_PATHS
+            .iter()
+            .map(|(t, paths)| PropertySpec {
+                r#type: (*t).to_owned(),
+                all: Some(false),
+                path_set: Some(paths.iter().map(|p| (*p).to_owned()).collect()),
+            })
+            .collect(),
+        object_set: vec![ObjectSpec {
+            obj: view.clone(),
+            skip: Some(true),
+            select_set: Some(vec![Box::new(TraversalSpec {
+                selection_spec_: SelectionSpec {
+                    name: Some("traverseView".to_owned()),
+                },
+                r#type: "ContainerView".to_owned(),
+                path: "view".to_owned(),
+                skip: Some(false),
+                select_set: None,
+            })]),
+        }],
+        report_missing_objects_in_results: None,
+    }
+}
+
+fn is_fault(err: &vim_rs::core::client::Error, name: &str) -> bool {
+    matches!(err, vim_rs::core::client::Error::MethodFault(f)
+        if f.type_.is_some_and(|t| t.as_str() == name))
+}
+
+/// `https://host[:port][/sdk]` → (normalized URL, `host[:port]` for vim_rs).
+fn parse_endpoint(endpoint: &str) -> Result<(String, String), VsphereError> {
+    let invalid = |detail: &str| VsphereError::InvalidEndpoint {
+        url: endpoint.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let with_scheme = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("https://{endpoint}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
+    if url.scheme() != "https" {
+        return Err(invalid("the scheme must be https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "the URL must not hold credentials; put them in the Secret",
+        ));
+    }
+    if !matches!(url.path(), "" | "/" | "/sdk" | "/sdk/") {
+        return Err(invalid("the path must be /sdk (or empty)"));
+    }
+    let host = url.host_str().ok_or_else(|| invalid("no host"))?;
+    let server = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    Ok((format!("https://{server}/sdk"), server))
+}
+
+fn tls_config(
+    url: &str,
+    ca_pem: Option<&str>,
+    insecure: bool,
+) -> Result<rustls::ClientConfig, VsphereError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let invalid = |detail: String| VsphereError::InvalidCaBundle {
+        url: url.to_owned(),
+        detail,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?;
+    if insecure {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth());
+    }
+    match ca_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| invalid(e.to_string()))?;
+                roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(invalid("no certificate in the PEM text".into()));
+            }
+            Ok(builder.with_root_certificates(roots).with_no_client_auth())
+        }
+        None => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider)
+                .map_err(|e| invalid(format!("platform trust store: {e}")))?;
+            Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth())
+        }
+    }
+}
+
+/// `insecure: true`: accepts any server certificate, still checking that the
+/// handshake signatures are sound.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let ok = |s: &str| parse_endpoint(s).unwrap();
+        assert_eq!(
+            ok("https://127.0.0.1:8989/sdk"),
+            ("https://127.0.0.1:8989/sdk".into(), "127.0.0.1:8989".into())
+        );
+        assert_eq!(
+            ok("vc.example.com"),
+            ("https://vc.example.com/sdk".into(), "vc.example.com".into())
+        );
+        assert_eq!(ok("https://[::1]:443/").1, "[::1]");
+        assert!(parse_endpoint("http://vc/sdk").is_err());
+        assert!(parse_endpoint("https://u:p@vc/sdk").is_err());
+        assert!(parse_endpoint("https://vc/api").is_err());
+    }
+
+    #[test]
+    fn bad_ca_bundles_are_rejected() {
+        assert!(matches!(
+            tls_config("u", Some("not pem"), false),
+            Err(VsphereError::InvalidCaBundle { .. })
+        ));
+        assert!(tls_config("u", None, true).is_ok());
+    }
+
+    #[test]
+    fn endpoint_version() {
+        let about = About {
+            name: "VMware vCenter Server".into(),
+            full_name: String::new(),
+            version: "8.0.3".into(),
+            build: "24022515".into(),
+            api_type: "VirtualCenter".into(),
+            api_version: "8.0.3.0".into(),
+            instance_uuid: None,
+        };
+        assert_eq!(
+            about.endpoint_version(),
+            "VMware vCenter Server 8.0.3 (build 24022515)"
+        );
+    }
+}
