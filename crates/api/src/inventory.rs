@@ -2,6 +2,7 @@
 //! apiserver. Providers describe what a source holds with these specs; the
 //! apiserver wraps them into API objects with names, labels and versions.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,9 @@ pub struct SourceReference {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineSpec {
+    /// The source this VM is read from; set by the apiserver, not by providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceReference>,
     /// The source's own id of the VM: the managed object id on vSphere (`vm-42`),
     /// the server id on OpenStack, `namespace/name` on Harvester. The object's
     /// name is derived from it, so it survives renames.
@@ -120,6 +124,9 @@ pub struct Nic {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSpec {
+    /// The source this network is read from; set by the apiserver, not by providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceReference>,
     /// The source's own id of the network (`network-7`, `dvportgroup-12`, a Neutron id).
     pub id: String,
     pub display_name: String,
@@ -180,3 +187,78 @@ pub const NETWORKS: ResourceNames = ResourceNames {
 
 /// Every resource the inventory API serves.
 pub const RESOURCES: [ResourceNames; 2] = [VIRTUAL_MACHINES, NETWORKS];
+
+/// Labels every inventory object carries, for `kubectl get -l`.
+pub const SOURCE_KIND_LABEL: &str = "inventory.harvesterhci.io/source-kind";
+pub const SOURCE_NAME_LABEL: &str = "inventory.harvesterhci.io/source";
+
+/// `virtualmachines.inventory.harvesterhci.io`: a VM at a source, read-only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachine {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: VirtualMachineSpec,
+    #[serde(default)]
+    pub status: VirtualMachineStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineStatus {
+    /// Why importing this VM as it is would fail or lose something.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concerns: Vec<Concern>,
+}
+
+/// One reason an import of the VM would fail or lose something, with what to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Concern {
+    /// CamelCase, e.g. `HasSnapshots`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// `networks.inventory.harvesterhci.io`: a network at a source, read-only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: NetworkSpec,
+}
+
+/// Makes an inventory type usable with kube's typed `Api`, like a built-in.
+macro_rules! inventory_resource {
+    ($type:ty, $names:expr) => {
+        impl k8s_openapi::Resource for $type {
+            const API_VERSION: &'static str = API_VERSION;
+            const GROUP: &'static str = GROUP;
+            const KIND: &'static str = $names.kind;
+            const VERSION: &'static str = VERSION;
+            const URL_PATH_SEGMENT: &'static str = $names.plural;
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::ListableResource for $type {
+            const LIST_KIND: &'static str = concat!(stringify!($type), "List");
+        }
+
+        impl k8s_openapi::Metadata for $type {
+            type Ty = ObjectMeta;
+
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+inventory_resource!(VirtualMachine, VIRTUAL_MACHINES);
+inventory_resource!(Network, NETWORKS);

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "source.harvesterhci.io";
 
 /// The kinds of source an import job can name in `spec.sourceCluster.kind`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum SourceKind {
     Vsphere,
     Openstack,

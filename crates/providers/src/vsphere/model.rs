@@ -358,6 +358,7 @@ impl Store {
             .collect();
         let cpus = vm.int("config.hardware.numCPU").unwrap_or(0);
         Some(VirtualMachineSpec {
+            source: None,
             id: id.to_owned(),
             display_name: unescape_name(name),
             path: self.path(id),
@@ -412,6 +413,7 @@ impl Store {
             _ => return None,
         };
         Some(NetworkSpec {
+            source: None,
             id: id.to_owned(),
             display_name: unescape_name(name),
             kind,
