@@ -5,6 +5,15 @@
 //!
 //! The CA, allowed names and header names come from the ConfigMap
 //! `kube-system/extension-apiserver-authentication`, which kube-apiserver publishes.
+//!
+//! A request without that identity may still carry a bearer token, which
+//! [`TokenAuthenticator`] checks by TokenReview; [`authenticate_request`] tries
+//! both in that order.
+
+pub mod cache;
+#[cfg(test)]
+mod fake;
+mod token;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +22,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 
 use crate::status::ApiError;
+
+#[cfg(test)]
+pub(crate) use fake::fake_apiserver;
+pub use token::{DEFAULT_TOKEN_CACHE_TTL, TOKEN_CACHE_CAPACITY, TokenAuthenticator, bearer_token};
 
 const CONFIGMAP_NAMESPACE: &str = "kube-system";
 const CONFIGMAP_NAME: &str = "extension-apiserver-authentication";
@@ -35,6 +48,9 @@ pub enum Error {
         source: serde_json::Error,
     },
 }
+
+/// The group every authenticated user is in.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
 /// How to read the front proxy's identity headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,9 +116,11 @@ impl PeerCertificate {
 }
 
 /// The authenticated user, as SubjectAccessReview wants it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct UserInfo {
     pub name: String,
+    /// Set by TokenReview (service accounts); the front-proxy headers carry none.
+    pub uid: Option<String>,
     pub groups: Vec<String>,
     pub extra: BTreeMap<String, Vec<String>>,
 }
@@ -138,11 +156,17 @@ pub fn authenticate(
         .flat_map(|h| values(h))
         .find(|v| !v.is_empty())
         .ok_or_else(ApiError::unauthorized)?;
-    let groups = config
+    let mut groups: Vec<String> = config
         .group_headers
         .iter()
         .flat_map(|h| values(h))
         .collect();
+    // As kube-apiserver's own authenticators do: every authenticated user is in
+    // system:authenticated, which RBAC's system:discovery role relies on (the
+    // aggregator's own identity sends no groups).
+    if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+        groups.push(AUTHENTICATED_GROUP.to_owned());
+    }
     let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (header, value) in headers {
         let header = header.as_str();
@@ -162,9 +186,25 @@ pub fn authenticate(
     }
     Ok(UserInfo {
         name,
+        uid: None,
         groups,
         extra,
     })
+}
+
+/// The front proxy's word first ([`authenticate`]); without it, the request's
+/// bearer token ([`TokenAuthenticator`]). 401 when neither names a user.
+pub async fn authenticate_request(
+    config: &RequestHeaderConfig,
+    peer: Option<&PeerCertificate>,
+    headers: &HeaderMap,
+    tokens: &TokenAuthenticator,
+) -> Result<UserInfo, ApiError> {
+    match authenticate(config, peer, headers) {
+        Ok(user) => Ok(user),
+        Err(refused) if bearer_token(headers).is_none() => Err(refused),
+        Err(_) => tokens.authenticate_bearer(headers).await,
+    }
 }
 
 fn strip_prefix_ignore_case<'a>(header: &'a str, prefix: &str) -> Option<&'a str> {
@@ -245,6 +285,14 @@ mod tests {
         let user = authenticate(&config(), Some(&proxy("front-proxy-client")), &alice).unwrap();
         assert_eq!(user.name, "alice");
         assert_eq!(user.groups, ["team-a", "system:authenticated"]);
+        let aggregator = headers(&[("x-remote-user", "system:aggregator")]);
+        let aggregator =
+            authenticate(&config(), Some(&proxy("front-proxy-client")), &aggregator).unwrap();
+        assert_eq!(
+            aggregator.groups,
+            ["system:authenticated"],
+            "every user is authenticated"
+        );
         assert_eq!(user.extra["scopes"], ["view"]);
         assert_eq!(user.extra["acme.com/project"], ["p1"]);
 

@@ -1,16 +1,7 @@
-//! The aggregated API server for `inventory.harvesterhci.io`: serves discovery
-//! over TLS to kube-apiserver's front proxy, refuses writes, and reports health
-//! and metrics on its admin port. Listing the inventory comes next.
+//! The aggregated API server for `inventory.harvesterhci.io`: keeps every
+//! source's inventory in memory and serves it over TLS to kube-apiserver's front
+//! proxy, authorizing each request; health and metrics on the admin port.
 #![forbid(unsafe_code)]
-
-mod authn;
-mod discovery;
-mod router;
-// Nothing calls the selectors yet: the list handlers of the inventory API will.
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
-mod selector;
-mod serve;
-mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +11,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
-use crate::authn::RequestHeaderConfig;
+use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, RequestHeaderConfig, TokenAuthenticator};
+use vmm_apiserver::authz::{Authorizer, DEFAULT_AUTHZ_CACHE_TTL};
+use vmm_apiserver::router::AppState;
+use vmm_apiserver::sources::SourceSync;
+use vmm_apiserver::store::Store;
+use vmm_apiserver::{router, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,13 +48,13 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
-    let authn = Arc::new(RequestHeaderConfig::load(client).await?);
+    let requestheader = Arc::new(RequestHeaderConfig::load(client.clone()).await?);
     let read =
         |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let tls = serve::tls_config(
         &read(&args.tls_cert_file)?,
         &read(&args.tls_private_key_file)?,
-        authn.client_ca_pem.as_bytes(),
+        requestheader.client_ca_pem.as_bytes(),
     )
     .context("building the TLS configuration")?;
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
@@ -66,8 +62,20 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "inventory API listening");
 
+    let store = Arc::new(Store::default());
+    let sync = SourceSync::new(client.clone(), store.clone());
     let readiness = Readiness::default();
-    readiness.set(true);
+    // Ready once every source has been read in full (or failed once).
+    let mut synced = sync.ready();
+    let ready = readiness.clone();
+    tokio::spawn(async move {
+        if synced.wait_for(|done| *done).await.is_ok() {
+            ready.set(true);
+            tracing::info!("every source synced once; ready");
+        }
+    });
+    let sync = tokio::spawn(sync.run(vmm_runtime::shutdown_signal()));
+
     let admin = AdminState {
         readiness,
         registry: Arc::new(vmm_runtime::metrics_registry("apiserver")),
@@ -77,13 +85,17 @@ async fn main() -> anyhow::Result<()> {
         admin,
         vmm_runtime::shutdown_signal(),
     ));
-    serve::serve(
-        listener,
-        tls,
-        router::router(authn),
-        vmm_runtime::shutdown_signal(),
-    )
-    .await;
+    let app = router::router(AppState {
+        requestheader,
+        tokens: Arc::new(TokenAuthenticator::new(
+            client.clone(),
+            DEFAULT_TOKEN_CACHE_TTL,
+        )),
+        authorizer: Arc::new(Authorizer::new(client, DEFAULT_AUTHZ_CACHE_TTL)),
+        store,
+    });
+    serve::serve(listener, tls, app, vmm_runtime::shutdown_signal()).await;
+    sync.await?;
     admin.await??;
     Ok(())
 }

@@ -3,21 +3,33 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::Method;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use vmm_api::inventory::{GROUP, RESOURCES, VERSION};
+use vmm_api::inventory::{self, GROUP, Network, VERSION, VirtualMachine};
 
-use crate::authn::{self, RequestHeaderConfig};
+use crate::authn::{self, RequestHeaderConfig, TokenAuthenticator};
+use crate::authz::{self, Authorizer};
 use crate::discovery;
+use crate::list::{self, ListQuery};
 use crate::serve::ConnectionPeer;
 use crate::status::ApiError;
+use crate::store::Store;
 
-/// Every route of the inventory API, behind authentication.
-pub fn router(authn: Arc<RequestHeaderConfig>) -> Router {
+/// What the routes need.
+#[derive(Clone)]
+pub struct AppState {
+    pub requestheader: Arc<RequestHeaderConfig>,
+    pub tokens: Arc<TokenAuthenticator>,
+    pub authorizer: Arc<Authorizer>,
+    pub store: Arc<Store>,
+}
+
+/// Every route of the inventory API, behind authentication and authorization.
+pub fn router(state: AppState) -> Router {
     let group = format!("/apis/{GROUP}");
     let version = format!("{group}/{VERSION}");
     Router::new()
@@ -27,31 +39,36 @@ pub fn router(authn: Arc<RequestHeaderConfig>) -> Router {
             &version,
             get(|| async { Json(discovery::api_resource_list()) }),
         )
-        .route(&format!("{version}/{{resource}}"), any(collection))
+        .route(&format!("{version}/{{resource}}"), any(all_namespaces))
         .route(
             &format!("{version}/namespaces/{{namespace}}/{{resource}}"),
-            any(namespaced_collection),
+            any(namespaced),
         )
         .route(
             &format!("{version}/namespaces/{{namespace}}/{{resource}}/{{name}}"),
             any(object),
         )
         .fallback(|| async { ApiError::no_such_path() })
-        .layer(middleware::from_fn_with_state(authn, authenticate))
+        .with_state(state.store.clone())
+        // Layers run last-added first: authentication, then authorization.
+        .layer(middleware::from_fn_with_state(
+            state.authorizer.clone(),
+            authz::middleware,
+        ))
+        .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
-/// Rejects with 401 whatever the front proxy did not vouch for; hands the user
-/// to the handlers otherwise.
-async fn authenticate(
-    State(config): State<Arc<RequestHeaderConfig>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Rejects with 401 whatever neither the front proxy nor a valid bearer token
+/// vouches for; hands the user to the next layers otherwise.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectionPeer>()
         .and_then(|peer| peer.0.as_ref());
-    match authn::authenticate(&config, peer, request.headers()) {
+    let user =
+        authn::authenticate_request(&state.requestheader, peer, request.headers(), &state.tokens)
+            .await;
+    match user {
         Ok(user) => {
             request.extensions_mut().insert(user);
             next.run(request).await
@@ -60,28 +77,87 @@ async fn authenticate(
     }
 }
 
-async fn collection(method: Method, Path(resource): Path<String>) -> Response {
-    read_only(&method, &resource, true)
+type Reply = Result<Response, ApiError>;
+
+async fn all_namespaces(
+    State(store): State<Arc<Store>>,
+    method: Method,
+    Path(resource): Path<String>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    collection(&store, &method, None, &resource, &query, &headers)
 }
 
-async fn namespaced_collection(
+async fn namespaced(
+    State(store): State<Arc<Store>>,
     method: Method,
-    Path((_namespace, resource)): Path<(String, String)>,
-) -> Response {
-    read_only(&method, &resource, true)
+    Path((namespace, resource)): Path<(String, String)>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    collection(
+        &store,
+        &method,
+        Some(&namespace),
+        &resource,
+        &query,
+        &headers,
+    )
+}
+
+fn collection(
+    store: &Store,
+    method: &Method,
+    namespace: Option<&str>,
+    resource: &str,
+    query: &ListQuery,
+    headers: &HeaderMap,
+) -> Reply {
+    if *method != Method::GET {
+        return Err(refuse(method, resource, true));
+    }
+    if query.wants_watch() {
+        return Err(ApiError::bad_request(
+            "watch is not served yet: list again to see changes",
+        ));
+    }
+    match resource {
+        r if r == inventory::VIRTUAL_MACHINES.plural => {
+            list::list::<VirtualMachine>(store, namespace, query, headers)
+        }
+        r if r == inventory::NETWORKS.plural => {
+            list::list::<Network>(store, namespace, query, headers)
+        }
+        _ => Err(ApiError::no_such_path()),
+    }
 }
 
 async fn object(
+    State(store): State<Arc<Store>>,
     method: Method,
-    Path((_namespace, resource, _name)): Path<(String, String, String)>,
-) -> Response {
-    read_only(&method, &resource, false)
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    if method != Method::GET {
+        return Err(refuse(&method, &resource, false));
+    }
+    match resource.as_str() {
+        r if r == inventory::VIRTUAL_MACHINES.plural => {
+            list::get::<VirtualMachine>(&store, &namespace, &name, &query, &headers)
+        }
+        r if r == inventory::NETWORKS.plural => {
+            list::get::<Network>(&store, &namespace, &name, &query, &headers)
+        }
+        _ => Err(ApiError::no_such_path()),
+    }
 }
 
-/// Known resources refuse every write with 405; reads are not served yet.
-fn read_only(method: &Method, resource: &str, collection: bool) -> Response {
-    if !RESOURCES.iter().any(|r| r.plural == resource) {
-        return ApiError::no_such_path().into_response();
+/// Known resources refuse every write with 405.
+fn refuse(method: &Method, resource: &str, collection: bool) -> ApiError {
+    if !inventory::RESOURCES.iter().any(|r| r.plural == resource) {
+        return ApiError::no_such_path();
     }
     let verb = match (method.as_str(), collection) {
         ("POST", _) => "create",
@@ -89,9 +165,9 @@ fn read_only(method: &Method, resource: &str, collection: bool) -> Response {
         ("PATCH", _) => "patch",
         ("DELETE", true) => "deletecollection",
         ("DELETE", false) => "delete",
-        _ => return ApiError::no_such_path().into_response(),
+        _ => return ApiError::no_such_path(),
     };
-    ApiError::method_not_allowed(verb).into_response()
+    ApiError::method_not_allowed(verb)
 }
 
 #[cfg(test)]
@@ -104,23 +180,70 @@ mod tests {
 
     use super::*;
 
-    use crate::authn::PeerCertificate;
+    use std::time::Duration;
 
-    fn config() -> Arc<RequestHeaderConfig> {
-        Arc::new(RequestHeaderConfig {
+    use vmm_api::SourceKind;
+    use vmm_api::inventory::{PowerState, VirtualMachineSpec};
+    use vmm_providers::InventoryEvent;
+
+    use crate::authn::{PeerCertificate, fake_apiserver};
+    use crate::sink::{InventorySink, SourceId};
+
+    /// Routes over a store holding VMs `vm-1` (on) … `vm-3` (off) of source
+    /// `vc` in `team-a`, with a kube-apiserver stand-in that allows everything.
+    fn app() -> Router {
+        let requestheader = Arc::new(RequestHeaderConfig {
             client_ca_pem: String::new(),
             allowed_names: vec!["front-proxy-client".into()],
             username_headers: vec!["X-Remote-User".into()],
             group_headers: vec!["X-Remote-Group".into()],
             extra_header_prefixes: vec!["X-Remote-Extra-".into()],
+        });
+        let allow_all = || {
+            fake_apiserver(|_, _| {
+                Ok(serde_json::json!({"status": {"allowed": true, "authenticated": false}}))
+            })
+        };
+        let store = Arc::new(Store::default());
+        let source = SourceId {
+            namespace: "team-a".into(),
+            kind: SourceKind::Vsphere,
+            name: "vc".into(),
+        };
+        for (id, power_state) in [
+            ("vm-1", PowerState::On),
+            ("vm-2", PowerState::On),
+            ("vm-3", PowerState::Off),
+        ] {
+            let spec = VirtualMachineSpec {
+                id: id.into(),
+                display_name: format!("Web {id}"),
+                power_state,
+                ..VirtualMachineSpec::default()
+            };
+            store.apply(&source, InventoryEvent::Vm(spec));
+        }
+        router(AppState {
+            requestheader,
+            tokens: Arc::new(TokenAuthenticator::new(
+                allow_all(),
+                Duration::from_secs(10),
+            )),
+            authorizer: Arc::new(Authorizer::new(allow_all(), Duration::from_secs(10))),
+            store,
         })
     }
 
     /// A request as kube-apiserver proxies it for user `alice`.
     async fn call(method: &str, path: &str) -> (StatusCode, Value) {
+        call_accepting(method, path, "application/json").await
+    }
+
+    async fn call_accepting(method: &str, path: &str, accept: &str) -> (StatusCode, Value) {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
+            .header("Accept", accept)
             .header("X-Remote-User", "alice")
             .body(Body::empty())
             .unwrap();
@@ -133,7 +256,7 @@ mod tests {
     }
 
     async fn send(request: Request<Body>) -> (StatusCode, Value) {
-        let response = router(config()).oneshot(request).await.unwrap();
+        let response = app().oneshot(request).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -243,5 +366,122 @@ mod tests {
                 .unwrap()
                 .starts_with("delete is not supported: the inventory is read-only")
         );
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|vm| vm["metadata"]["name"].as_str().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn lists_with_selectors() {
+        let vms = "/apis/inventory.harvesterhci.io/v1/namespaces/team-a/virtualmachines";
+        let cases = [
+            ("", vec!["vc-vm-1", "vc-vm-2", "vc-vm-3"]),
+            ("?fieldSelector=spec.powerState%3DOff", vec!["vc-vm-3"]),
+            (
+                "?fieldSelector=spec.powerState!%3DOff,metadata.name!%3Dvc-vm-1",
+                vec!["vc-vm-2"],
+            ),
+            (
+                "?labelSelector=inventory.harvesterhci.io%2Fsource%3Dvc",
+                vec!["vc-vm-1", "vc-vm-2", "vc-vm-3"],
+            ),
+            (
+                "?labelSelector=inventory.harvesterhci.io%2Fsource+notin+(vc)",
+                vec![],
+            ),
+            ("?labelSelector=!inventory.harvesterhci.io%2Fsource", vec![]),
+        ];
+        for (query, want) in cases {
+            let (status, list) = call("GET", &format!("{vms}{query}")).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {list}");
+            assert_eq!(list["kind"], "VirtualMachineList");
+            assert_eq!(names(&list), want, "{query}");
+        }
+        let (_, other) = call(
+            "GET",
+            "/apis/inventory.harvesterhci.io/v1/namespaces/team-b/virtualmachines",
+        )
+        .await;
+        assert!(names(&other).is_empty(), "another namespace sees nothing");
+        let (_, all) = call("GET", "/apis/inventory.harvesterhci.io/v1/virtualmachines").await;
+        assert_eq!(names(&all).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn pages_follow_continue_tokens() {
+        let vms = "/apis/inventory.harvesterhci.io/v1/virtualmachines";
+        let mut seen = Vec::new();
+        let mut query = "?limit=2".to_owned();
+        loop {
+            let (status, page) = call("GET", &format!("{vms}{query}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seen.extend(names(&page).into_iter().map(str::to_owned));
+            match page["metadata"]["continue"].as_str() {
+                Some(token) => {
+                    assert_eq!(page["metadata"]["remainingItemCount"], 1);
+                    query = format!("?limit=2&continue={token}");
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["vc-vm-1", "vc-vm-2", "vc-vm-3"]);
+        let (status, stale) =
+            call("GET", &format!("{vms}?limit=2&continue=999/team-a/vc-vm-1")).await;
+        assert_eq!(
+            (status, stale["reason"].as_str()),
+            (StatusCode::GONE, Some("Expired"))
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_queries_are_400_never_a_panic() {
+        let vms = "/apis/inventory.harvesterhci.io/v1/namespaces/team-a/virtualmachines";
+        for query in [
+            "labelSelector=a%3D%3D%3Db",
+            "labelSelector=a+in+(b",
+            "labelSelector=%21%21a",
+            "labelSelector=a%3Db%2C",
+            "fieldSelector=spec.cpus%3D4",
+            "fieldSelector=metadata.name%3Da%5Cb",
+            "limit=-1",
+            "limit=ten",
+            "continue=garbage",
+            "continue=1%2F",
+            "includeObject=Everything",
+            "watch=true",
+        ] {
+            let (status, body) = call("GET", &format!("{vms}?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert_eq!(body["kind"], "Status", "{query}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tables_and_gets() {
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        let base = "/apis/inventory.harvesterhci.io/v1/namespaces/team-a/virtualmachines";
+        let (status, table) = call_accepting("GET", base, kubectl).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(table["kind"], "Table");
+        assert_eq!(table["rows"].as_array().unwrap().len(), 3);
+        assert_eq!(table["rows"][2]["cells"][1], "Web vm-3");
+
+        let (status, vm) = call("GET", &format!("{base}/vc-vm-2")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(vm["kind"], "VirtualMachine");
+        assert_eq!(vm["spec"]["powerState"], "On");
+        let (status, missing) = call("GET", &format!("{base}/vc-vm-9")).await;
+        assert_eq!(
+            (status, missing["reason"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NotFound"))
+        );
+        let (status, _) = call_accepting("GET", base, "application/vnd.kubernetes.protobuf").await;
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
     }
 }

@@ -1,17 +1,20 @@
 //! The inventory apiserver binary behind the real kube-apiserver's aggregation
 //! layer: the APIService becomes Available with our serving certificate,
 //! discovery reaches kubectl, writes are refused with 405, and a caller the
-//! front proxy did not vouch for gets 401 (or no TLS session at all).
+//! front proxy did not vouch for gets 401 (or no TLS session at all). With a
+//! `Vsphere` source pointing at vcsim, kubectl browses its VMs like built-ins,
+//! and namespace RBAC decides who sees them.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use vmm_testkit::aggregation::{
-    ApiServiceRegistration, register_apiservice, wait_apiservice_available,
-};
+use vmm_testkit::aggregation::ApiServiceRegistration;
 use vmm_testkit::process::free_port;
 use vmm_testkit::tls::reqwest_client;
-use vmm_testkit::{ControlPlane, ManagedProcess, ProcessBuilder, TestNamespace, workspace_binary};
+use vmm_testkit::{
+    ControlPlane, ManagedProcess, ProcessBuilder, TestNamespace, Vcsim, workspace_binary,
+};
 
 const GROUP: &str = "inventory.harvesterhci.io";
 const WAIT: Duration = Duration::from_secs(120);
@@ -21,9 +24,16 @@ struct InventoryServer {
     port: u16,
 }
 
+/// vmm-apiserver, registered as `v1.inventory.harvesterhci.io`: one per test
+/// binary, since the group can be registered only once per cluster.
+fn inventory_server() -> &'static InventoryServer {
+    static SERVER: OnceLock<InventoryServer> = OnceLock::new();
+    SERVER.get_or_init(|| start_and_register(ControlPlane::shared()))
+}
+
 /// Starts vmm-apiserver with a certificate for `<service>.<namespace>.svc` and
-/// registers it as `v1.inventory.harvesterhci.io`.
-async fn start_and_register(cp: &ControlPlane) -> InventoryServer {
+/// registers it with kubectl, waiting until the aggregator calls it Available.
+fn start_and_register(cp: &ControlPlane) -> InventoryServer {
     let port = free_port().unwrap();
     let registration =
         ApiServiceRegistration::new(GROUP, "v1", port, cp.pki().cluster_ca.cert_pem());
@@ -43,11 +53,26 @@ async fn start_and_register(cp: &ControlPlane) -> InventoryServer {
         .log_file(cp.dir().join("vmm-apiserver.log"))
         .spawn()
         .unwrap();
-    let client = cp.client();
-    register_apiservice(&client, &registration).await.unwrap();
-    wait_apiservice_available(&client, &registration.apiservice_name(), WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\napiserver log:\n{}", process.log_tail(30)));
+    let (namespace, service, apiservice) = registration.objects();
+    for object in [
+        serde_json::to_string(&namespace),
+        serde_json::to_string(&service),
+        serde_json::to_string(&apiservice),
+    ] {
+        cp.kubectl_with_stdin(["apply", "-f", "-"], &object.unwrap())
+            .expect_success();
+    }
+    let available = cp.kubectl([
+        "wait",
+        "--for=condition=Available",
+        &format!("apiservice/{}", registration.apiservice_name()),
+        "--timeout=120s",
+    ]);
+    assert!(
+        available.success(),
+        "{available}\napiserver log:\n{}",
+        process.log_tail(30)
+    );
     InventoryServer {
         _process: process,
         port,
@@ -57,7 +82,7 @@ async fn start_and_register(cp: &ControlPlane) -> InventoryServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_api_is_served_through_the_aggregator() {
     let cp = ControlPlane::shared();
-    let server = start_and_register(cp).await;
+    let server = inventory_server();
     let ns = TestNamespace::new(cp, "inventory").unwrap();
 
     // Discovery, as kubectl sees it.
@@ -165,4 +190,161 @@ async fn send_as_localhost(
     url: &str,
 ) -> reqwest::Result<reqwest::Response> {
     client.get(url).send().await
+}
+
+/// Polls `kubectl get ivm` in `namespace` until it lists `count` VMs.
+fn wait_for_vms(cp: &ControlPlane, namespace: &str, count: usize) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let out = cp.kubectl(["get", "ivm", "-n", namespace, "-o", "name"]);
+        if out.success() && out.stdout.lines().count() == count {
+            return out.stdout;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{namespace} never listed {count} VMs: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_browses_a_vcenters_vms_under_namespace_rbac() {
+    let cp = ControlPlane::shared();
+    inventory_server();
+    let vcsim = Vcsim::shared();
+    let vm_count = vcsim.info().vm_paths.len();
+    let team_a = TestNamespace::new(cp, "team-a").unwrap();
+    let team_b = TestNamespace::new(cp, "team-b").unwrap();
+    cp.apply_yaml(team_a.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let names = wait_for_vms(cp, team_a.name(), vm_count);
+    let first = names
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("virtualmachine.inventory.harvesterhci.io/")
+        .to_owned();
+
+    // Table and wide columns.
+    let table = team_a.kubectl(["get", "virtualmachines.inventory.harvesterhci.io"]);
+    let header = table.expect_success().lines().next().unwrap().to_owned();
+    for column in [
+        "NAME",
+        "DISPLAY NAME",
+        "POWER",
+        "CPUS",
+        "MEMORY",
+        "DISKS",
+        "GUEST OS",
+        "SOURCE",
+        "CONCERNS",
+    ] {
+        assert!(header.contains(column), "{column} missing: {header}");
+    }
+    assert!(!header.contains("PATH"), "{header}");
+    let wide = team_a.kubectl(["get", "ivm", "-o", "wide"]);
+    let wide_header = wide.expect_success().lines().next().unwrap().to_owned();
+    for column in ["PATH", "HOST", "NETWORKS"] {
+        assert!(
+            wide_header.contains(column),
+            "{column} missing: {wide_header}"
+        );
+    }
+    assert!(wide.stdout.contains("/DC0/vm/"), "{wide}");
+
+    // The object itself.
+    let yaml = team_a.kubectl(["get", "ivm", &first, "-o", "json"]);
+    let vm: Value = serde_json::from_str(yaml.expect_success()).unwrap();
+    assert_eq!(vm["kind"], "VirtualMachine");
+    assert_eq!(vm["spec"]["source"]["name"], "vc");
+    assert!(vm["spec"]["cpus"].as_i64().unwrap() > 0, "{vm}");
+    assert_eq!(
+        vm["metadata"]["labels"]["inventory.harvesterhci.io/source"],
+        "vc"
+    );
+
+    // Selectors, pages.
+    let by_label = team_a.kubectl([
+        "get",
+        "ivm",
+        "-o",
+        "name",
+        "-l",
+        "inventory.harvesterhci.io/source=vc",
+    ]);
+    assert_eq!(by_label.expect_success().lines().count(), vm_count);
+    let by_field = team_a.kubectl([
+        "get",
+        "ivm",
+        "-o",
+        "name",
+        "--field-selector",
+        &format!("metadata.name={first}"),
+    ]);
+    assert_eq!(
+        by_field.expect_success().trim(),
+        format!("virtualmachine.inventory.harvesterhci.io/{first}")
+    );
+    let power = team_a.kubectl([
+        "get",
+        "ivm",
+        "-o",
+        "name",
+        "--field-selector",
+        "spec.powerState=On",
+    ]);
+    assert_eq!(
+        power.expect_success().lines().count(),
+        vm_count,
+        "vcsim VMs start powered on"
+    );
+    let chunked = team_a.kubectl(["get", "ivm", "-o", "name", "--chunk-size=2"]);
+    assert_eq!(chunked.expect_success(), names);
+    let networks = team_a.kubectl(["get", "inet"]);
+    assert!(
+        networks.expect_success().contains("DistributedPortgroup"),
+        "{networks}"
+    );
+
+    // Bad input, through kube-apiserver: 400 and 410 as Status.
+    let path = format!(
+        "/apis/{GROUP}/v1/namespaces/{}/virtualmachines",
+        team_a.name()
+    );
+    let bad = cp.kubectl(["get", "--raw", &format!("{path}?labelSelector=a%20in%20(b")]);
+    assert!(
+        bad.expect_failure().contains("BadRequest")
+            || bad.stderr.contains("unable to parse requirement"),
+        "{bad}"
+    );
+    let stale = cp.kubectl(["get", "--raw", &format!("{path}?limit=1&continue=1/x/y")]);
+    assert!(
+        stale.expect_failure().contains("continue token expired")
+            || stale.stderr.contains("Expired"),
+        "{stale}"
+    );
+
+    // Tenancy: a user bound in team-a sees team-a's inventory, and nothing of team-b's.
+    let user = format!("carol-{}", vmm_testkit::namespace::random_suffix());
+    cp.kubectl_with_stdin(
+        ["apply", "-n", team_a.name(), "-f", "-"],
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "inventory-reader"},
+             "rules": [{"apiGroups": [GROUP], "resources": ["virtualmachines", "networks"], "verbs": ["get", "list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "carol"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "inventory-reader"},
+             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+        ]}).to_string(),
+    )
+    .expect_success();
+    let carol = |ns: &str| cp.kubectl_as(&user, &[], ["get", "ivm", "-n", ns, "-o", "name"]);
+    assert_eq!(carol(team_a.name()).expect_success(), names);
+    let denied = carol(team_b.name());
+    assert!(denied.expect_failure().contains("forbidden"), "{denied}");
+    let everywhere = cp.kubectl_as(&user, &[], ["get", "ivm", "-A"]);
+    assert!(
+        everywhere.expect_failure().contains("at the cluster scope"),
+        "{everywhere}"
+    );
 }

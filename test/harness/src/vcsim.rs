@@ -296,6 +296,37 @@ impl Vcsim {
         &self.cert_pem
     }
 
+    /// A `v1/List` with a credentials Secret and a `Vsphere` source named `name`
+    /// pointing at this simulator (trusting its CA), for `kubectl apply -n`.
+    pub fn source_manifest(&self, name: &str) -> String {
+        let secret = format!("{name}-credentials");
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": secret},
+                    "type": "Opaque",
+                    "stringData": {"username": self.username(), "password": self.password()},
+                },
+                {
+                    "apiVersion": "source.harvesterhci.io/v1",
+                    "kind": "Vsphere",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "endpoint": self.url(),
+                        "credentials": {"name": secret},
+                        "datacenter": self.datacenter(),
+                        "caBundle": self.ca_pem(),
+                    },
+                },
+            ],
+        })
+        .to_string()
+    }
+
     pub fn datacenter(&self) -> &str {
         &self.info.datacenter
     }

@@ -79,7 +79,7 @@ fn main() -> Result<()> {
     eprintln!("creating the demo source …");
     cp.kubectl(["create", "namespace", DEMO_NAMESPACE])
         .expect_success();
-    cp.apply_yaml(DEMO_NAMESPACE, &demo_source(&vcsim)?)
+    cp.apply_yaml(DEMO_NAMESPACE, &vcsim.source_manifest("vcsim"))
         .expect_success();
 
     let bin = cp.peers().kubectl();
@@ -93,7 +93,8 @@ fn main() -> Result<()> {
   kubectl get vspheres -n {DEMO_NAMESPACE}             # the demo source, a simulated vCenter
   kubectl get migration -n {DEMO_NAMESPACE} -o wide    # everything of ours in the namespace
   kubectl explain importjobs.spec              # the import job API
-  kubectl api-resources --api-group inventory.harvesterhci.io   # the inventory API (listing comes next)
+  kubectl get ivm -n {DEMO_NAMESPACE} -o wide          # the simulated vCenter's VMs, live
+  kubectl get inet -n {DEMO_NAMESPACE}                 # and its networks
 
 vCenter simulator: {vcsim_url} (user {user:?}, password {password:?})
 Stop everything with Ctrl-C.",
@@ -190,33 +191,4 @@ fn http_ok(port: u16, path: &str) -> Result<bool> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
-}
-
-/// The demo `Vsphere` source pointing at vcsim, with its credentials Secret.
-fn demo_source(vcsim: &Vcsim) -> Result<String> {
-    let objects = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "vcsim-credentials"},
-                "type": "Opaque",
-                "stringData": {"username": vcsim.username(), "password": vcsim.password()},
-            },
-            {
-                "apiVersion": "source.harvesterhci.io/v1",
-                "kind": "Vsphere",
-                "metadata": {"name": "vcsim"},
-                "spec": {
-                    "endpoint": vcsim.url(),
-                    "credentials": {"name": "vcsim-credentials"},
-                    "datacenter": vcsim.datacenter(),
-                    "caBundle": vcsim.ca_pem(),
-                },
-            },
-        ],
-    });
-    Ok(serde_json::to_string(&objects)?)
 }

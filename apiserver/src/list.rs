@@ -1,0 +1,375 @@
+//! `get` and `list` of inventory resources: selectors, pages, JSON or Table.
+//! One generic path serves both kinds through [`Served`].
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::http::header::ACCEPT;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use vmm_api::inventory::{self, Network, ResourceNames, VirtualMachine};
+
+use crate::selector::{FieldTable, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{Snapshot, Store};
+use crate::table::{self, IncludeObject, TableRow};
+
+/// An inventory resource as the routes serve it.
+pub trait Served: TableRow + Serialize + Sized + 'static {
+    const NAMES: ResourceNames;
+    const FIELDS: FieldTable<Self>;
+    fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self>;
+    fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>>;
+    fn meta(&self) -> &ObjectMeta;
+}
+
+fn text<T: Serialize>(value: &T) -> Option<Cow<'static, str>> {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| Cow::Owned(s.to_owned())))
+}
+
+impl Served for VirtualMachine {
+    const NAMES: ResourceNames = inventory::VIRTUAL_MACHINES;
+    const FIELDS: FieldTable<Self> = FieldTable::new(&[
+        ("metadata.name", |vm| {
+            vm.metadata.name.as_deref().map(Cow::Borrowed)
+        }),
+        ("metadata.namespace", |vm| {
+            vm.metadata.namespace.as_deref().map(Cow::Borrowed)
+        }),
+        ("spec.displayName", |vm| {
+            Some(Cow::Borrowed(&vm.spec.display_name))
+        }),
+        ("spec.powerState", |vm| text(&vm.spec.power_state)),
+        ("spec.source.kind", |vm| {
+            vm.spec.source.as_ref().and_then(|s| text(&s.kind))
+        }),
+        ("spec.source.name", |vm| {
+            vm.spec
+                .source
+                .as_ref()
+                .map(|s| Cow::Borrowed(s.name.as_str()))
+        }),
+    ]);
+
+    fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self> {
+        store.virtual_machines(namespace)
+    }
+
+    fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>> {
+        store.virtual_machine(namespace, name)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+impl Served for Network {
+    const NAMES: ResourceNames = inventory::NETWORKS;
+    const FIELDS: FieldTable<Self> = FieldTable::new(&[
+        ("metadata.name", |n| {
+            n.metadata.name.as_deref().map(Cow::Borrowed)
+        }),
+        ("metadata.namespace", |n| {
+            n.metadata.namespace.as_deref().map(Cow::Borrowed)
+        }),
+        ("spec.displayName", |n| {
+            Some(Cow::Borrowed(&n.spec.display_name))
+        }),
+        ("spec.kind", |n| text(&n.spec.kind)),
+        ("spec.source.kind", |n| {
+            n.spec.source.as_ref().and_then(|s| text(&s.kind))
+        }),
+        ("spec.source.name", |n| {
+            n.spec
+                .source
+                .as_ref()
+                .map(|s| Cow::Borrowed(s.name.as_str()))
+        }),
+    ]);
+
+    fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self> {
+        store.networks(namespace)
+    }
+
+    fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>> {
+        store.network(namespace, name)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+}
+
+/// The query parameters of a list; others (e.g. `timeoutSeconds`) are ignored,
+/// as kube-apiserver ignores what does not apply.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    limit: Option<String>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
+    include_object: Option<String>,
+    watch: Option<String>,
+}
+
+impl ListQuery {
+    /// `watch` counts as asked for unless it is `0` or `false`, as `authz::attributes` reads it.
+    pub fn wants_watch(&self) -> bool {
+        self.watch
+            .as_deref()
+            .is_some_and(|w| w != "0" && w != "false")
+    }
+}
+
+/// How the client wants the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json,
+    Table { version: &'static str },
+}
+
+fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let accept = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.trim().is_empty() {
+        return Ok(Format::Json);
+    }
+    for media in accept.split(',') {
+        let mut parts = media.split(';').map(str::trim);
+        let kind = parts.next().unwrap_or("");
+        let params: Vec<&str> = parts.collect();
+        let table = params.contains(&"as=Table") && params.contains(&"g=meta.k8s.io");
+        match kind {
+            "application/json" | "*/*" | "application/*" if table => {
+                if params.contains(&"v=v1") {
+                    return Ok(Format::Table {
+                        version: "meta.k8s.io/v1",
+                    });
+                }
+                if params.contains(&"v=v1beta1") {
+                    return Ok(Format::Table {
+                        version: "meta.k8s.io/v1beta1",
+                    });
+                }
+            }
+            "application/json" | "*/*" | "application/*"
+                if !params.iter().any(|p| p.starts_with("as=")) =>
+            {
+                return Ok(Format::Json);
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::not_acceptable(accept))
+}
+
+fn include_object(query: &ListQuery) -> Result<IncludeObject, ApiError> {
+    match query.include_object.as_deref() {
+        None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+        Some("None") => Ok(IncludeObject::None),
+        Some("Object") => Ok(IncludeObject::Object),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "includeObject must be None, Metadata or Object, not {other:?}"
+        ))),
+    }
+}
+
+/// A page boundary: the version the list was read at and the last key served.
+/// Names and namespaces are DNS-1123, so `/` cannot occur inside them.
+fn continue_token(version: u64, namespace: &str, name: &str) -> String {
+    format!("{version}/{namespace}/{name}")
+}
+
+fn parse_continue(token: &str) -> Result<(u64, String, String), ApiError> {
+    let malformed = || {
+        ApiError::bad_request(format!(
+            "continue token {token:?} is not one this server issued"
+        ))
+    };
+    let mut parts = token.splitn(3, '/');
+    let version = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(malformed)?;
+    let namespace = parts.next().ok_or_else(malformed)?;
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(malformed)?;
+    Ok((version, namespace.to_owned(), name.to_owned()))
+}
+
+/// `(namespace, name)`, the order the store keeps and pages follow.
+fn key<T: Served>(item: &T) -> (&str, &str) {
+    let meta = item.meta();
+    (
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or(""),
+    )
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// `GET` of a collection.
+pub fn list<T: Served>(
+    store: &Store,
+    namespace: Option<&str>,
+    query: &ListQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = negotiate(headers)?;
+    let include = include_object(query)?;
+    let bad = |e: crate::selector::SelectorError| ApiError::bad_request(e.to_string());
+    let labels =
+        LabelSelector::parse(query.label_selector.as_deref().unwrap_or("")).map_err(bad)?;
+    let fields = T::FIELDS
+        .parse(query.field_selector.as_deref().unwrap_or(""))
+        .map_err(bad)?;
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 0,
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!("limit must be a whole number, not {text:?}"))
+        })?,
+    };
+
+    let snapshot = T::snapshot(store, namespace);
+    let start_after = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => {
+            let (version, ns, name) = parse_continue(token)?;
+            if version != snapshot.version {
+                return Err(ApiError::expired(
+                    "the inventory changed since this list began, so its continue token expired; list again without it",
+                ));
+            }
+            Some((ns, name))
+        }
+    };
+    let mut matching = snapshot.items.iter().filter(|item| {
+        start_after
+            .as_ref()
+            .is_none_or(|(ns, name)| key(item.as_ref()) > (ns.as_str(), name.as_str()))
+            && labels.matches(item.meta().labels.as_ref().unwrap_or(&NO_LABELS))
+            && T::FIELDS.matches(&fields, item)
+    });
+    let page: Vec<&Arc<T>> = if limit == 0 {
+        matching.by_ref().collect()
+    } else {
+        matching.by_ref().take(limit).collect()
+    };
+    let remaining = matching.count();
+    let mut metadata = json!({"resourceVersion": snapshot.version.to_string()});
+    if let (true, Some(last)) = (remaining > 0, page.last()) {
+        let (ns, name) = key(last.as_ref());
+        metadata["continue"] = json!(continue_token(snapshot.version, ns, name));
+        metadata["remainingItemCount"] = json!(remaining);
+    }
+    Ok(match format {
+        Format::Table { version } => {
+            let mut table = table::table(page.iter().map(|i| i.as_ref()), metadata, include);
+            table["apiVersion"] = json!(version);
+            Json(table).into_response()
+        }
+        Format::Json => Json(json!({
+            "apiVersion": inventory::API_VERSION,
+            "kind": format!("{}List", T::NAMES.kind),
+            "metadata": metadata,
+            "items": page.iter().map(|item| item.as_ref()).collect::<Vec<&T>>(),
+        }))
+        .into_response(),
+    })
+}
+
+/// `GET` of one object.
+pub fn get<T: Served>(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    query: &ListQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = negotiate(headers)?;
+    let object = T::one(store, namespace, name)
+        .ok_or_else(|| ApiError::not_found(inventory::GROUP, T::NAMES.plural, name))?;
+    Ok(match format {
+        Format::Table { version } => {
+            let mut table = table::table([object.as_ref()], json!({}), include_object(query)?);
+            table["apiVersion"] = json!(version);
+            Json(table).into_response()
+        }
+        Format::Json => Json(object.as_ref()).into_response(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn negotiates_what_kubectl_and_clients_send() {
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        let cases = [
+            ("", Ok(Format::Json)),
+            ("application/json", Ok(Format::Json)),
+            ("*/*", Ok(Format::Json)),
+            (
+                kubectl,
+                Ok(Format::Table {
+                    version: "meta.k8s.io/v1",
+                }),
+            ),
+            (
+                "application/json;as=Table;v=v1beta1;g=meta.k8s.io",
+                Ok(Format::Table {
+                    version: "meta.k8s.io/v1beta1",
+                }),
+            ),
+            (
+                "application/vnd.kubernetes.protobuf,application/json",
+                Ok(Format::Json),
+            ),
+            ("application/vnd.kubernetes.protobuf", Err(())),
+            (
+                "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io",
+                Err(()),
+            ),
+            ("text/html", Err(())),
+        ];
+        for (accept, want) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_str(accept).unwrap());
+            assert_eq!(negotiate(&headers).map_err(|_| ()), want, "{accept}");
+        }
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        assert_eq!(
+            parse_continue(&continue_token(7, "ns", "vc-vm-1")).unwrap(),
+            (7, "ns".into(), "vc-vm-1".into())
+        );
+        for garbage in [
+            "", "x", "7", "7/ns", "7/ns/", "abc/ns/x", "-1/ns/x", "\u{0}",
+        ] {
+            assert_eq!(
+                parse_continue(garbage).unwrap_err().code(),
+                axum::http::StatusCode::BAD_REQUEST,
+                "{garbage:?}"
+            );
+        }
+    }
+}

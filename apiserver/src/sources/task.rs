@@ -1,0 +1,287 @@
+//! The task of one source: log in, watch, forward every event to the sink in
+//! order; on failure log, back off and log in again.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use vmm_api::SourceKind;
+use vmm_providers::vsphere::{VsphereClient, VsphereError};
+use vmm_providers::{Credentials, CredentialsError, InventoryEvent};
+
+use super::plan::Backoff;
+use super::{Settled, label};
+use crate::sink::{InventorySink, SourceId};
+
+/// Events buffered between the provider and the sink.
+const EVENT_BUFFER: usize = 256;
+/// How long a stopped task may take to end its watch and log out.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a task needs, copied out of the source and its Secret when it
+/// starts: a change of either starts a new task.
+pub(super) struct TaskConfig {
+    pub id: SourceId,
+    pub endpoint: String,
+    pub ca_bundle: Option<String>,
+    pub insecure: bool,
+    pub secret_name: String,
+    /// The Secret's data; read by [`Credentials::from_secret`] at each login.
+    pub secret_data: Arc<BTreeMap<String, ByteString>>,
+}
+
+/// The controller's end of a task. Stopping (or dropping) it fences the task
+/// off the sink at once: once [`stop`](Self::stop) returns, the task delivers
+/// nothing more, so the controller may `forget` the source or start its next
+/// task right away, while this one ends its watch and logs out on its own.
+pub(super) struct TaskControl {
+    fence: Arc<Mutex<bool>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The task's end.
+pub(super) struct TaskHandle {
+    fence: Arc<Mutex<bool>>,
+    stop: watch::Receiver<bool>,
+}
+
+pub(super) fn control() -> (TaskControl, TaskHandle) {
+    let fence = Arc::new(Mutex::new(true));
+    let (tx, rx) = watch::channel(false);
+    (
+        TaskControl {
+            fence: fence.clone(),
+            stop: tx,
+        },
+        TaskHandle { fence, stop: rx },
+    )
+}
+
+impl TaskControl {
+    pub fn stop(&self) {
+        // Waits for a delivery in progress; a sink that panicked leaves the
+        // lock poisoned, which changes nothing here.
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.stop.send_replace(true);
+    }
+}
+
+impl Drop for TaskControl {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Delivers one event unless the task was stopped; false when stopped.
+fn deliver(
+    fence: &Mutex<bool>,
+    sink: &dyn InventorySink,
+    id: &SourceId,
+    event: InventoryEvent,
+) -> bool {
+    let alive = fence.lock().unwrap_or_else(|p| p.into_inner());
+    if *alive {
+        sink.apply(id, event);
+    }
+    *alive
+}
+
+/// Resolves when the task is told to stop (or its control is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Why an attempt ended.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Vsphere(#[from] VsphereError),
+    #[error("the vSphere watch ended without an error")]
+    WatchEnded,
+}
+
+impl AttemptError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Credentials(_) => false,
+            Self::Vsphere(e) => e.is_transient(),
+            Self::WatchEnded => true,
+        }
+    }
+}
+
+enum Outcome {
+    Stopped,
+    Failed { error: AttemptError, synced: bool },
+}
+
+/// Runs until stopped: never panics on a source's errors and never retries
+/// without a wait. Reports to `settled` once, after the first `Synced` or the
+/// first failure, whichever comes first.
+pub(super) async fn run(
+    config: TaskConfig,
+    sink: Arc<dyn InventorySink>,
+    mut handle: TaskHandle,
+    settled: mpsc::UnboundedSender<Settled>,
+    epoch: u64,
+) {
+    let source = label(&config.id);
+    let mut reported = false;
+    let mut report = || {
+        if !reported {
+            reported = true;
+            let _ = settled.send(Settled {
+                id: config.id.clone(),
+                epoch,
+            });
+        }
+    };
+    if config.id.kind != SourceKind::Vsphere {
+        // The controller starts tasks for vSphere sources only.
+        tracing::error!(source, "no inventory provider for this kind of source");
+        report();
+        return;
+    }
+    let mut backoff = Backoff::new();
+    loop {
+        let began = Instant::now();
+        let (error, synced) = match attempt(&config, &*sink, &mut handle, &mut report).await {
+            Outcome::Stopped => return,
+            Outcome::Failed { error, synced } => (error, synced),
+        };
+        report();
+        if synced && began.elapsed() >= Backoff::HEALTHY {
+            backoff.reset();
+        }
+        let transient = error.is_transient();
+        let delay = backoff.failed(transient);
+        if transient {
+            tracing::warn!(source, error = %error, retry_in = ?delay, "inventory watch failed; reconnecting");
+        } else {
+            tracing::error!(
+                source,
+                error = %error,
+                retry_in = ?delay,
+                "cannot read the source's inventory until its spec or Secret is fixed"
+            );
+        }
+        tokio::select! {
+            _ = stopped(&mut handle.stop) => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn attempt(
+    config: &TaskConfig,
+    sink: &dyn InventorySink,
+    handle: &mut TaskHandle,
+    on_synced: &mut impl FnMut(),
+) -> Outcome {
+    let failed = |error: AttemptError, synced| Outcome::Failed { error, synced };
+    let credentials =
+        match Credentials::from_secret(config.id.kind, &config.secret_name, &config.secret_data) {
+            Ok(c) => c,
+            Err(e) => return failed(e.into(), false),
+        };
+    let connect = VsphereClient::connect(
+        &config.endpoint,
+        &credentials,
+        config.ca_bundle.as_deref(),
+        config.insecure,
+    );
+    let client = tokio::select! {
+        _ = stopped(&mut handle.stop) => return Outcome::Stopped,
+        client = connect => match client {
+            Ok(client) => client,
+            Err(e) => return failed(e.into(), false),
+        },
+    };
+    drop(credentials);
+    let source = label(&config.id);
+    tracing::info!(source, endpoint = %client.about().endpoint_version(), "logged in; watching inventory");
+
+    let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
+    let watch = client.watch(tx);
+    tokio::pin!(watch);
+    let mut ended: Option<Result<(), VsphereError>> = None;
+    let mut synced = false;
+    let mut initial = 0usize;
+    let stop_requested = loop {
+        tokio::select! {
+            biased;
+            _ = stopped(&mut handle.stop) => break true,
+            event = rx.recv() => {
+                let Some(event) = event else {
+                    // The watch returned and everything it sent was delivered.
+                    break false;
+                };
+                let is_synced = event == InventoryEvent::Synced;
+                if !deliver(&handle.fence, sink, &config.id, event) {
+                    break true;
+                }
+                if synced {
+                    continue;
+                }
+                if is_synced {
+                    synced = true;
+                    tracing::info!(source, objects = initial, "inventory synced");
+                    on_synced();
+                } else {
+                    initial += 1;
+                }
+            }
+            result = &mut watch, if ended.is_none() => ended = Some(result),
+        }
+    };
+    // Closing the channel ends a running watch (it cancels its wait).
+    drop(rx);
+    if ended.is_none() {
+        ended = tokio::time::timeout(CLEANUP_TIMEOUT, &mut watch).await.ok();
+    }
+    if let Ok(Err(e)) = tokio::time::timeout(CLEANUP_TIMEOUT, client.logout()).await {
+        tracing::debug!(source, error = %e, "logout failed");
+    }
+    if stop_requested {
+        return Outcome::Stopped;
+    }
+    match ended {
+        Some(Err(e)) => failed(e.into(), synced),
+        _ => failed(AttemptError::WatchEnded, synced),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Count(Mutex<usize>);
+
+    impl InventorySink for Count {
+        fn apply(&self, _: &SourceId, _: InventoryEvent) {
+            *self.0.lock().unwrap() += 1;
+        }
+        fn forget(&self, _: &SourceId) {}
+    }
+
+    #[test]
+    fn a_stopped_task_delivers_nothing() {
+        let id = SourceId {
+            namespace: "ns".into(),
+            kind: SourceKind::Vsphere,
+            name: "vc".into(),
+        };
+        let sink = Count(Mutex::new(0));
+        let (control, handle) = control();
+        assert!(deliver(&handle.fence, &sink, &id, InventoryEvent::Synced));
+        drop(control);
+        assert!(!deliver(&handle.fence, &sink, &id, InventoryEvent::Synced));
+        assert_eq!(*sink.0.lock().unwrap(), 1);
+        assert!(*handle.stop.borrow(), "dropping the control stops the task");
+    }
+}
