@@ -7,7 +7,7 @@
 //! | [`serve`] | HTTPS with the front proxy's optional client certificate |
 //! | [`authn`], [`authz`] | who is asking (front proxy, bearer tokens); SubjectAccessReview |
 //! | [`router`] | every route, built by one function |
-//! | [`discovery`], [`table`], [`status`] | what the routes answer |
+//! | [`discovery`], [`openapi`], [`table`], [`status`] | what the routes answer |
 //! | [`selector`] | label and field selectors as kube-apiserver parses them |
 //! | [`store`], [`concerns`] | the inventory in memory |
 //! | [`sources`], [`sink`] | one sync task per source, delivering into the store |
@@ -18,6 +18,7 @@ pub mod authz;
 pub mod concerns;
 pub mod discovery;
 pub mod list;
+pub mod openapi;
 pub mod router;
 pub mod selector;
 pub mod serve;

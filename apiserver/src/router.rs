@@ -9,12 +9,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use serde_json::Value;
 use vmm_api::inventory::{self, GROUP, Network, VERSION, VirtualMachine};
 
 use crate::authn::{self, RequestHeaderConfig, TokenAuthenticator};
 use crate::authz::{self, Authorizer};
 use crate::discovery;
 use crate::list::{self, ListQuery};
+use crate::openapi::{self, OpenApi};
 use crate::serve::ConnectionPeer;
 use crate::status::ApiError;
 use crate::store::Store;
@@ -32,7 +34,15 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let group = format!("/apis/{GROUP}");
     let version = format!("{group}/{VERSION}");
+    let openapi = Arc::new(OpenApi::new());
+    let document = |pick: fn(&OpenApi) -> &Value| {
+        let openapi = openapi.clone();
+        get(move || async move { Json(pick(&openapi).clone()) })
+    };
     Router::new()
+        .route("/openapi/v2", document(|o| &o.v2))
+        .route("/openapi/v3", document(|o| &o.v3_index))
+        .route(&openapi::v3_path(), document(|o| &o.v3_group_version))
         .route("/apis", get(|| async { Json(discovery::api_group_list()) }))
         .route(&group, get(|| async { Json(discovery::api_group()) }))
         .route(

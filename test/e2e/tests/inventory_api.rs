@@ -118,6 +118,24 @@ async fn inventory_api_is_served_through_the_aggregator() {
     let list: Value = serde_json::from_str(raw.expect_success()).unwrap();
     assert_eq!(list["kind"], "APIResourceList");
 
+    // kubectl explain reads our OpenAPI v3, which the aggregator fetches in the background.
+    let deadline = std::time::Instant::now() + WAIT;
+    let explained = loop {
+        let out = cp.kubectl(["explain", "virtualmachines.inventory.harvesterhci.io.spec"]);
+        if out.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let explained = explained.expect_success();
+    for field in ["displayName", "powerState", "memoryMib", "nics"] {
+        assert!(explained.contains(field), "{field} missing:\n{explained}");
+    }
+    assert!(
+        explained.contains("inventory.harvesterhci.io"),
+        "{explained}"
+    );
+
     // KubeVirt keeps the plain name; ours answers to its full name.
     let kubevirt = cp.kubectl([
         "explain",
