@@ -7,7 +7,7 @@
 //! | [`serve`] | HTTPS with the front proxy's optional client certificate |
 //! | [`authn`], [`authz`] | who is asking (front proxy, bearer tokens); SubjectAccessReview |
 //! | [`router`] | every route, built by one function |
-//! | [`discovery`], [`openapi`], [`table`], [`status`] | what the routes answer |
+//! | [`discovery`], [`openapi`], [`list`], [`watch`], [`table`], [`status`] | what the routes answer |
 //! | [`selector`] | label and field selectors as kube-apiserver parses them |
 //! | [`store`], [`concerns`] | the inventory in memory |
 //! | [`sources`], [`sink`] | one sync task per source, delivering into the store |
@@ -27,3 +27,4 @@ pub mod sources;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod watch;

@@ -14,18 +14,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vmm_api::inventory::{self, Network, ResourceNames, VirtualMachine};
 
-use crate::selector::{FieldTable, LabelSelector};
+use crate::selector::{FieldSelector, FieldTable, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{Snapshot, Store};
+use crate::store::{Object, Snapshot, Store};
 use crate::table::{self, IncludeObject, TableRow};
 
 /// An inventory resource as the routes serve it.
-pub trait Served: TableRow + Serialize + Sized + 'static {
+pub trait Served: TableRow + Serialize + Sized + Send + Sync + 'static {
     const NAMES: ResourceNames;
     const FIELDS: FieldTable<Self>;
     fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self>;
     fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>>;
     fn meta(&self) -> &ObjectMeta;
+    /// This kind's object in a change, if the change is of this kind.
+    fn of(object: &Object) -> Option<&Arc<Self>>;
 }
 
 fn text<T: Serialize>(value: &T) -> Option<Cow<'static, str>> {
@@ -69,6 +71,13 @@ impl Served for VirtualMachine {
     fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }
+
+    fn of(object: &Object) -> Option<&Arc<Self>> {
+        match object {
+            Object::VirtualMachine(vm) => Some(vm),
+            Object::Network(_) => None,
+        }
+    }
 }
 
 impl Served for Network {
@@ -106,6 +115,13 @@ impl Served for Network {
     fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }
+
+    fn of(object: &Object) -> Option<&Arc<Self>> {
+        match object {
+            Object::Network(network) => Some(network),
+            Object::VirtualMachine(_) => None,
+        }
+    }
 }
 
 /// The query parameters of a list; others (e.g. `timeoutSeconds`) are ignored,
@@ -120,6 +136,10 @@ pub struct ListQuery {
     continue_token: Option<String>,
     include_object: Option<String>,
     watch: Option<String>,
+    pub(crate) resource_version: Option<String>,
+    pub(crate) send_initial_events: Option<String>,
+    pub(crate) allow_watch_bookmarks: Option<String>,
+    pub(crate) timeout_seconds: Option<String>,
 }
 
 impl ListQuery {
@@ -133,12 +153,12 @@ impl ListQuery {
 
 /// How the client wants the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Json,
     Table { version: &'static str },
 }
 
-fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
+pub(crate) fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
     let accept = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -175,7 +195,7 @@ fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
     Err(ApiError::not_acceptable(accept))
 }
 
-fn include_object(query: &ListQuery) -> Result<IncludeObject, ApiError> {
+pub(crate) fn include_object(query: &ListQuery) -> Result<IncludeObject, ApiError> {
     match query.include_object.as_deref() {
         None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
         Some("None") => Ok(IncludeObject::None),
@@ -222,6 +242,29 @@ fn key<T: Served>(item: &T) -> (&str, &str) {
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
+/// The query's label and field selectors, parsed for kind `T`.
+pub(crate) fn selectors<T: Served>(
+    query: &ListQuery,
+) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let bad = |e: crate::selector::SelectorError| ApiError::bad_request(e.to_string());
+    let labels =
+        LabelSelector::parse(query.label_selector.as_deref().unwrap_or("")).map_err(bad)?;
+    let fields = T::FIELDS
+        .parse(query.field_selector.as_deref().unwrap_or(""))
+        .map_err(bad)?;
+    Ok((labels, fields))
+}
+
+/// Whether `item` passes both selectors.
+pub(crate) fn selected<T: Served>(
+    item: &T,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> bool {
+    labels.matches(item.meta().labels.as_ref().unwrap_or(&NO_LABELS))
+        && T::FIELDS.matches(fields, item)
+}
+
 /// `GET` of a collection.
 pub fn list<T: Served>(
     store: &Store,
@@ -231,12 +274,7 @@ pub fn list<T: Served>(
 ) -> Result<Response, ApiError> {
     let format = negotiate(headers)?;
     let include = include_object(query)?;
-    let bad = |e: crate::selector::SelectorError| ApiError::bad_request(e.to_string());
-    let labels =
-        LabelSelector::parse(query.label_selector.as_deref().unwrap_or("")).map_err(bad)?;
-    let fields = T::FIELDS
-        .parse(query.field_selector.as_deref().unwrap_or(""))
-        .map_err(bad)?;
+    let (labels, fields) = selectors::<T>(query)?;
     let limit = match query.limit.as_deref() {
         None | Some("") => 0,
         Some(text) => text.parse::<usize>().map_err(|_| {
@@ -261,8 +299,7 @@ pub fn list<T: Served>(
         start_after
             .as_ref()
             .is_none_or(|(ns, name)| key(item.as_ref()) > (ns.as_str(), name.as_str()))
-            && labels.matches(item.meta().labels.as_ref().unwrap_or(&NO_LABELS))
-            && T::FIELDS.matches(&fields, item)
+            && selected(item.as_ref(), &labels, &fields)
     });
     let page: Vec<&Arc<T>> = if limit == 0 {
         matching.by_ref().collect()

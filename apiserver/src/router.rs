@@ -20,6 +20,7 @@ use crate::openapi::{self, OpenApi};
 use crate::serve::ConnectionPeer;
 use crate::status::ApiError;
 use crate::store::Store;
+use crate::watch;
 
 /// What the routes need.
 #[derive(Clone)]
@@ -117,7 +118,7 @@ async fn namespaced(
 }
 
 fn collection(
-    store: &Store,
+    store: &Arc<Store>,
     method: &Method,
     namespace: Option<&str>,
     resource: &str,
@@ -127,14 +128,16 @@ fn collection(
     if *method != Method::GET {
         return Err(refuse(method, resource, true));
     }
-    if query.wants_watch() {
-        return Err(ApiError::bad_request(
-            "watch is not served yet: list again to see changes",
-        ));
-    }
+    let watching = query.wants_watch();
     match resource {
+        r if r == inventory::VIRTUAL_MACHINES.plural && watching => {
+            watch::watch::<VirtualMachine>(store.clone(), namespace, query, headers)
+        }
         r if r == inventory::VIRTUAL_MACHINES.plural => {
             list::list::<VirtualMachine>(store, namespace, query, headers)
+        }
+        r if r == inventory::NETWORKS.plural && watching => {
+            watch::watch::<Network>(store.clone(), namespace, query, headers)
         }
         r if r == inventory::NETWORKS.plural => {
             list::list::<Network>(store, namespace, query, headers)
@@ -202,6 +205,10 @@ mod tests {
     /// Routes over a store holding VMs `vm-1` (on) … `vm-3` (off) of source
     /// `vc` in `team-a`, with a kube-apiserver stand-in that allows everything.
     fn app() -> Router {
+        app_with_store().0
+    }
+
+    fn app_with_store() -> (Router, Arc<Store>) {
         let requestheader = Arc::new(RequestHeaderConfig {
             client_ca_pem: String::new(),
             allowed_names: vec!["front-proxy-client".into()],
@@ -233,15 +240,16 @@ mod tests {
             };
             store.apply(&source, InventoryEvent::Vm(spec));
         }
-        router(AppState {
+        let app = router(AppState {
             requestheader,
             tokens: Arc::new(TokenAuthenticator::new(
                 allow_all(),
                 Duration::from_secs(10),
             )),
             authorizer: Arc::new(Authorizer::new(allow_all(), Duration::from_secs(10))),
-            store,
-        })
+            store: store.clone(),
+        });
+        (app, store)
     }
 
     /// A request as kube-apiserver proxies it for user `alice`.
@@ -464,7 +472,9 @@ mod tests {
             "continue=garbage",
             "continue=1%2F",
             "includeObject=Everything",
-            "watch=true",
+            "watch=true&resourceVersion=abc",
+            "watch=true&timeoutSeconds=soon",
+            "watch=true&sendInitialEvents=true&resourceVersion=5",
         ] {
             let (status, body) = call("GET", &format!("{vms}?{query}")).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
@@ -493,5 +503,115 @@ mod tests {
         );
         let (status, _) = call_accepting("GET", base, "application/vnd.kubernetes.protobuf").await;
         assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+    }
+
+    /// Opens a watch on team-a's VMs and returns its event stream.
+    async fn open_watch(app: &Router, query: &str) -> axum::body::BodyDataStream {
+        let mut request = Request::get(format!(
+            "/apis/inventory.harvesterhci.io/v1/namespaces/team-a/virtualmachines?watch=1&{query}"
+        ))
+        .header("X-Remote-User", "alice")
+        .body(Body::empty())
+        .unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectionPeer(Some(PeerCertificate {
+                common_name: Some("front-proxy-client".into()),
+            })));
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().into_data_stream()
+    }
+
+    /// The next `count` events as `(type, object name or Status code)`.
+    async fn next_events(
+        stream: &mut axum::body::BodyDataStream,
+        count: usize,
+    ) -> Vec<(String, Value)> {
+        use futures::StreamExt;
+        let mut events = Vec::new();
+        let mut buffer = String::new();
+        while events.len() < count {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream goes on")
+                .unwrap();
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buffer.find('\n') {
+                let event: Value = serde_json::from_str(&buffer[..end]).unwrap();
+                buffer.drain(..=end);
+                let object = &event["object"];
+                let what = object["metadata"]["name"].clone();
+                let what = if what.is_null() {
+                    object["code"].clone()
+                } else {
+                    what
+                };
+                events.push((event["type"].as_str().unwrap().to_owned(), what));
+            }
+        }
+        events
+    }
+
+    fn event(kind: &str, what: Value) -> (String, Value) {
+        (kind.to_owned(), what)
+    }
+
+    #[tokio::test]
+    async fn watches_stream_initial_events_changes_and_resume() {
+        let (app, store) = app_with_store();
+        let source = SourceId {
+            namespace: "team-a".into(),
+            kind: SourceKind::Vsphere,
+            name: "vc".into(),
+        };
+        let not_vm_2 = "fieldSelector=metadata.name!%3Dvc-vm-2";
+        let mut watch = open_watch(
+            &app,
+            &format!("sendInitialEvents=true&allowWatchBookmarks=true&{not_vm_2}"),
+        )
+        .await;
+        let initial = next_events(&mut watch, 3).await;
+        assert_eq!(
+            initial,
+            [
+                event("ADDED", "vc-vm-1".into()),
+                event("ADDED", "vc-vm-3".into()),
+                event("BOOKMARK", Value::Null)
+            ]
+        );
+        let listed_at = store.virtual_machines(None).version;
+
+        let power_on = VirtualMachineSpec {
+            id: "vm-3".into(),
+            display_name: "Web vm-3".into(),
+            power_state: PowerState::On,
+            ..VirtualMachineSpec::default()
+        };
+        store.apply(&source, InventoryEvent::Vm(power_on));
+        store.apply(&source, InventoryEvent::VmRemoved { id: "vm-2".into() });
+        store.apply(&source, InventoryEvent::VmRemoved { id: "vm-1".into() });
+        let changes = [
+            event("MODIFIED", "vc-vm-3".into()),
+            event("DELETED", "vc-vm-1".into()),
+        ];
+        assert_eq!(
+            next_events(&mut watch, 2).await,
+            changes,
+            "vm-2 is filtered out"
+        );
+
+        // Resuming from the list's version replays exactly the changes since.
+        let mut resumed =
+            open_watch(&app, &format!("resourceVersion={listed_at}&{not_vm_2}")).await;
+        assert_eq!(next_events(&mut resumed, 2).await, changes);
+
+        // A version this server never issued: 410 in an ERROR event, relist.
+        let mut stale = open_watch(&app, "resourceVersion=999999").await;
+        assert_eq!(
+            next_events(&mut stale, 1).await,
+            [event("ERROR", 410.into())]
+        );
     }
 }

@@ -3,10 +3,11 @@
 //! Providers' events come in through [`InventorySink`]; lists and gets read
 //! consistent snapshots.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio::sync::watch;
 use vmm_api::inventory::{
     self, Network, NetworkSpec, SOURCE_KIND_LABEL, SOURCE_NAME_LABEL, SourceReference,
     VirtualMachine, VirtualMachineSpec, VirtualMachineStatus,
@@ -27,14 +28,78 @@ pub struct Snapshot<T> {
     pub items: Vec<Arc<T>>,
 }
 
-#[derive(Default)]
 pub struct Store {
     state: RwLock<State>,
+    /// The newest version, for watchers to wait on.
+    versions: watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            state: RwLock::default(),
+            versions: watch::channel(0).0,
+        }
+    }
+}
+
+/// How many recent changes watchers can resume from.
+const CHANGE_LOG_CAPACITY: usize = 10_000;
+
+/// One object of either kind, as a change carries it.
+#[derive(Clone, Debug)]
+pub enum Object {
+    VirtualMachine(Arc<VirtualMachine>),
+    Network(Arc<Network>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// What one version changed. A deleted object carries its last state.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub version: u64,
+    pub kind: ChangeType,
+    pub object: Object,
+}
+
+/// Watchers asked for changes older than the log holds: they must list again.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Expired;
+
+/// Every change in version order; the oldest are dropped past the capacity.
+#[derive(Default)]
+struct ChangeLog {
+    version: u64,
+    recent: VecDeque<Change>,
+    dropped_through: u64,
+}
+
+impl ChangeLog {
+    fn record(&mut self, kind: ChangeType, object: Object) -> u64 {
+        self.version += 1;
+        self.recent.push_back(Change {
+            version: self.version,
+            kind,
+            object,
+        });
+        if self.recent.len() > CHANGE_LOG_CAPACITY
+            && let Some(oldest) = self.recent.pop_front()
+        {
+            self.dropped_through = oldest.version;
+        }
+        self.version
+    }
 }
 
 #[derive(Default)]
 struct State {
-    version: u64,
+    changes: ChangeLog,
     vms: BTreeMap<ObjectKey, Arc<VirtualMachine>>,
     networks: BTreeMap<ObjectKey, Arc<Network>>,
     sources: HashMap<SourceId, SourceObjects>,
@@ -65,7 +130,7 @@ impl Store {
     pub fn virtual_machines(&self, namespace: Option<&str>) -> Snapshot<VirtualMachine> {
         let state = self.read();
         Snapshot {
-            version: state.version,
+            version: state.changes.version,
             items: in_namespace(&state.vms, namespace),
         }
     }
@@ -73,9 +138,44 @@ impl Store {
     pub fn networks(&self, namespace: Option<&str>) -> Snapshot<Network> {
         let state = self.read();
         Snapshot {
-            version: state.version,
+            version: state.changes.version,
             items: in_namespace(&state.networks, namespace),
         }
+    }
+
+    /// Changes after `version`, oldest first, or [`Expired`] when the log no
+    /// longer reaches back that far.
+    pub fn changes_since(&self, version: u64) -> Result<Vec<Change>, Expired> {
+        let state = self.read();
+        let log = &state.changes;
+        if version < log.dropped_through || version > log.version {
+            return Err(Expired);
+        }
+        Ok(log
+            .recent
+            .iter()
+            .filter(|change| change.version > version)
+            .cloned()
+            .collect())
+    }
+
+    /// Resolves whenever the store's version moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
+    }
+
+    /// Runs `change` on the state, then tells watchers if the version moved.
+    fn change(&self, change: impl FnOnce(&mut State)) {
+        let version = {
+            let mut state = self.write();
+            change(&mut state);
+            state.changes.version
+        };
+        self.versions.send_if_modified(|current| {
+            let moved = *current != version;
+            *current = version;
+            moved
+        });
     }
 
     pub fn virtual_machine(&self, namespace: &str, name: &str) -> Option<Arc<VirtualMachine>> {
@@ -106,72 +206,118 @@ fn in_namespace<T>(map: &BTreeMap<ObjectKey, Arc<T>>, namespace: Option<&str>) -
 
 impl InventorySink for Store {
     fn apply(&self, source: &SourceId, event: InventoryEvent) {
-        let mut state = self.write();
-        let state = &mut *state;
-        let objects = state.sources.entry(source.clone()).or_default();
-        match event {
-            InventoryEvent::Vm(spec) => {
-                let vm = virtual_machine(source, spec);
-                let name = vm.metadata.name.clone().unwrap_or_default();
-                objects.vms.insert(name.clone());
-                objects.seen_vms.insert(name.clone());
-                upsert(&mut state.vms, &mut state.version, source, name, vm);
-            }
-            InventoryEvent::Network(spec) => {
-                let network = network(source, spec);
-                let name = network.metadata.name.clone().unwrap_or_default();
-                objects.networks.insert(name.clone());
-                objects.seen_networks.insert(name.clone());
-                upsert(
-                    &mut state.networks,
-                    &mut state.version,
-                    source,
-                    name,
-                    network,
-                );
-            }
-            InventoryEvent::VmRemoved { id } => {
-                let name = object_name(&source.name, &id);
-                objects.vms.remove(&name);
-                remove(&mut state.vms, &mut state.version, source, &name);
-            }
-            InventoryEvent::NetworkRemoved { id } => {
-                let name = object_name(&source.name, &id);
-                objects.networks.remove(&name);
-                remove(&mut state.networks, &mut state.version, source, &name);
-            }
-            InventoryEvent::Synced => {
-                // The watch re-sent its whole set: whatever it did not is gone.
-                let gone_vms: Vec<String> =
-                    objects.vms.difference(&objects.seen_vms).cloned().collect();
-                let gone_networks: Vec<String> = objects
-                    .networks
-                    .difference(&objects.seen_networks)
-                    .cloned()
-                    .collect();
-                objects.vms = std::mem::take(&mut objects.seen_vms);
-                objects.networks = std::mem::take(&mut objects.seen_networks);
-                for name in gone_vms {
-                    remove(&mut state.vms, &mut state.version, source, &name);
-                }
-                for name in gone_networks {
-                    remove(&mut state.networks, &mut state.version, source, &name);
-                }
-            }
-        }
+        self.change(|state| apply(state, source, event));
     }
 
     fn forget(&self, source: &SourceId) {
-        let mut state = self.write();
-        let state = &mut *state;
-        let Some(objects) = state.sources.remove(source) else {
-            return;
-        };
-        for name in objects.vms {
-            remove(&mut state.vms, &mut state.version, source, &name);
+        self.change(|state| {
+            let Some(objects) = state.sources.remove(source) else {
+                return;
+            };
+            for name in objects.vms {
+                remove(
+                    &mut state.vms,
+                    &mut state.changes,
+                    source,
+                    &name,
+                    Object::VirtualMachine,
+                );
+            }
+            for name in objects.networks {
+                remove(
+                    &mut state.networks,
+                    &mut state.changes,
+                    source,
+                    &name,
+                    Object::Network,
+                );
+            }
+        });
+    }
+}
+
+fn apply(state: &mut State, source: &SourceId, event: InventoryEvent) {
+    let objects = state.sources.entry(source.clone()).or_default();
+    match event {
+        InventoryEvent::Vm(spec) => {
+            let vm = virtual_machine(source, spec);
+            let name = vm.metadata.name.clone().unwrap_or_default();
+            objects.vms.insert(name.clone());
+            objects.seen_vms.insert(name.clone());
+            upsert(
+                &mut state.vms,
+                &mut state.changes,
+                source,
+                name,
+                vm,
+                Object::VirtualMachine,
+            );
         }
-        for name in objects.networks {
-            remove(&mut state.networks, &mut state.version, source, &name);
+        InventoryEvent::Network(spec) => {
+            let network = network(source, spec);
+            let name = network.metadata.name.clone().unwrap_or_default();
+            objects.networks.insert(name.clone());
+            objects.seen_networks.insert(name.clone());
+            upsert(
+                &mut state.networks,
+                &mut state.changes,
+                source,
+                name,
+                network,
+                Object::Network,
+            );
+        }
+        InventoryEvent::VmRemoved { id } => {
+            let name = object_name(&source.name, &id);
+            objects.vms.remove(&name);
+            remove(
+                &mut state.vms,
+                &mut state.changes,
+                source,
+                &name,
+                Object::VirtualMachine,
+            );
+        }
+        InventoryEvent::NetworkRemoved { id } => {
+            let name = object_name(&source.name, &id);
+            objects.networks.remove(&name);
+            remove(
+                &mut state.networks,
+                &mut state.changes,
+                source,
+                &name,
+                Object::Network,
+            );
+        }
+        InventoryEvent::Synced => {
+            // The watch re-sent its whole set: whatever it did not is gone.
+            let gone_vms: Vec<String> =
+                objects.vms.difference(&objects.seen_vms).cloned().collect();
+            let gone_networks: Vec<String> = objects
+                .networks
+                .difference(&objects.seen_networks)
+                .cloned()
+                .collect();
+            objects.vms = std::mem::take(&mut objects.seen_vms);
+            objects.networks = std::mem::take(&mut objects.seen_networks);
+            for name in gone_vms {
+                remove(
+                    &mut state.vms,
+                    &mut state.changes,
+                    source,
+                    &name,
+                    Object::VirtualMachine,
+                );
+            }
+            for name in gone_networks {
+                remove(
+                    &mut state.networks,
+                    &mut state.changes,
+                    source,
+                    &name,
+                    Object::Network,
+                );
+            }
         }
     }
 }
@@ -179,35 +325,41 @@ impl InventorySink for Store {
 /// Stores `object` unless an equal one is there, giving it the next version.
 fn upsert<T: Clone + PartialEq + HasMeta>(
     map: &mut BTreeMap<ObjectKey, Arc<T>>,
-    version: &mut u64,
+    changes: &mut ChangeLog,
     source: &SourceId,
     name: String,
     mut object: T,
+    wrap: fn(Arc<T>) -> Object,
 ) {
     let key = (source.namespace.clone(), name);
-    if let Some(existing) = map.get(&key) {
-        let mut unchanged = (**existing).clone();
-        unchanged.meta_mut().resource_version = None;
-        if unchanged == object {
-            return;
+    let kind = match map.get(&key) {
+        None => ChangeType::Added,
+        Some(existing) => {
+            let mut unchanged = (**existing).clone();
+            unchanged.meta_mut().resource_version = None;
+            if unchanged == object {
+                return;
+            }
+            ChangeType::Modified
         }
-    }
-    *version += 1;
-    object.meta_mut().resource_version = Some(version.to_string());
-    map.insert(key, Arc::new(object));
+    };
+    object.meta_mut().resource_version = Some((changes.version + 1).to_string());
+    let object = Arc::new(object);
+    changes.record(kind, wrap(object.clone()));
+    map.insert(key, object);
 }
 
-fn remove<T>(
+fn remove<T: Clone + HasMeta>(
     map: &mut BTreeMap<ObjectKey, Arc<T>>,
-    version: &mut u64,
+    changes: &mut ChangeLog,
     source: &SourceId,
     name: &str,
+    wrap: fn(Arc<T>) -> Object,
 ) {
-    if map
-        .remove(&(source.namespace.clone(), name.to_owned()))
-        .is_some()
-    {
-        *version += 1;
+    if let Some(removed) = map.remove(&(source.namespace.clone(), name.to_owned())) {
+        let mut last = (*removed).clone();
+        last.meta_mut().resource_version = Some((changes.version + 1).to_string());
+        changes.record(ChangeType::Deleted, wrap(Arc::new(last)));
     }
 }
 

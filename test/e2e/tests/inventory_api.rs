@@ -5,7 +5,8 @@
 //! `Vsphere` source pointing at vcsim, kubectl browses its VMs like built-ins,
 //! and namespace RBAC decides who sees them.
 
-use std::sync::OnceLock;
+use std::io::{BufRead, BufReader};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,6 +16,8 @@ use vmm_testkit::tls::reqwest_client;
 use vmm_testkit::{
     ControlPlane, ManagedProcess, ProcessBuilder, TestNamespace, Vcsim, workspace_binary,
 };
+
+mod common;
 
 const GROUP: &str = "inventory.harvesterhci.io";
 const WAIT: Duration = Duration::from_secs(120);
@@ -365,4 +368,123 @@ async fn kubectl_browses_a_vcenters_vms_under_namespace_rbac() {
         everywhere.expect_failure().contains("at the cluster scope"),
         "{everywhere}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_see_vcenter_changes_through_kube_apiserver() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+
+    let cp = ControlPlane::shared();
+    inventory_server();
+    // A vCenter of this test's own: it powers a VM off.
+    let vcsim = tokio::task::spawn_blocking(|| Vcsim::start(vmm_testkit::Inventory::with_vms(2)))
+        .await
+        .unwrap()
+        .unwrap();
+    let ns = TestNamespace::new(cp, "watch").unwrap();
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let names = wait_for_vms(cp, ns.name(), vcsim.info().vm_paths.len());
+    let first = names
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let vm: Value = serde_json::from_str(
+        ns.kubectl(["get", "ivm", &first, "-o", "json"])
+            .expect_success(),
+    )
+    .unwrap();
+    let moref = vm["spec"]["id"].as_str().unwrap().to_owned();
+
+    // kube-rs, as controllers do: a streaming list, then changes.
+    let api: kube::Api<vmm_api::inventory::VirtualMachine> =
+        kube::Api::namespaced(cp.client(), ns.name());
+    let mut events = watcher(api, watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = 0;
+    loop {
+        match tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("watch events")
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(_) => initial += 1,
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected event before the initial-events-end bookmark: {other:?}"),
+        }
+    }
+    assert_eq!(initial, names.lines().count());
+
+    // kubectl get -w, as people do.
+    let mut kubectl = std::process::Command::new(cp.peers().kubectl())
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args(["get", "ivm", "-n", ns.name(), "-w", "--output-watch-events"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let seen = seen.clone();
+        let stdout = kubectl.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push(line);
+            }
+        })
+    };
+
+    // Power off only once kubectl has listed, so the change arrives as an event.
+    let vm_count = names.lines().count();
+    wait_until_lines(&seen, "kubectl listed every VM", |lines| {
+        lines.iter().filter(|l| l.starts_with("ADDED")).count() == vm_count
+    });
+    common::power_off(&vcsim, &moref).await;
+
+    let modified = loop {
+        let event = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("a watch event")
+            .expect("the watch goes on")
+            .unwrap();
+        if let watcher::Event::Apply(vm) = event
+            && vm.metadata.name.as_deref() == Some(first.as_str())
+        {
+            break vm;
+        }
+    };
+    assert_eq!(
+        modified.spec.power_state,
+        vmm_api::inventory::PowerState::Off
+    );
+    wait_until_lines(&seen, "kubectl get -w showed the power-off", |lines| {
+        lines
+            .iter()
+            .any(|l| l.starts_with("MODIFIED") && l.contains(&first) && l.contains(" Off "))
+    });
+    kubectl.kill().unwrap();
+    let _ = kubectl.wait();
+    reader.join().unwrap();
+}
+
+fn wait_until_lines(lines: &Mutex<Vec<String>>, what: &str, done: impl Fn(&[String]) -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let seen = lines.lock().unwrap().clone();
+        if done(&seen) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never: {what}\n{}",
+            seen.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -14,9 +14,12 @@ use vmm_api::SourceKind;
 use vmm_api::inventory::PowerState;
 use vmm_apiserver::sink::{InventorySink, SourceId};
 use vmm_apiserver::sources::SourceSync;
-use vmm_providers::vsphere::VsphereClient;
-use vmm_providers::{Credentials, InventoryEvent};
+
+use vmm_providers::InventoryEvent;
 use vmm_testkit::{ControlPlane, Inventory, TestNamespace, Vcsim};
+
+mod common;
+use common::power_off;
 
 /// Generous limit for anything that waits on a peer (never a pass/fail timing).
 const WAIT: Duration = Duration::from_secs(180);
@@ -218,27 +221,6 @@ impl Running {
             .expect("the sync stops")
             .expect("the sync did not panic");
     }
-}
-
-async fn power_off(vcsim: &Vcsim, vm_id: &str) {
-    let data = [
-        ("username", vcsim.username()),
-        ("password", vcsim.password()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
-    .collect();
-    let credentials = Credentials::from_secret(SourceKind::Vsphere, "test", &data).unwrap();
-    let actor = VsphereClient::connect(vcsim.url(), &credentials, Some(vcsim.ca_pem()), false)
-        .await
-        .expect("connect to vcsim");
-    let vim = actor.vim().clone();
-    let tracker = vim_rs::core::tasks::TaskTracker::new(vim.clone());
-    let vm = vim_rs::mo::VirtualMachine::new(vim.clone(), vm_id);
-    let task = vm.power_off_vm_task().await.expect("PowerOffVM_Task");
-    tracker.wait::<()>(task).await.expect("power-off task");
-    tracker.shutdown().await;
-    actor.logout().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,212 @@
+//! `watch=true`: newline-delimited watch events, as client-go and kubectl read
+//! them. A watch starts from the current state (ADDED events), from a version
+//! (the changes after it, or a 410 ERROR event when the log no longer reaches
+//! back), or as a streaming list (`sendInitialEvents=true`: ADDED events, then a
+//! BOOKMARK annotated `k8s.io/initial-events-end`). It ends after
+//! `timeoutSeconds`, or when the client goes away.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use vmm_api::inventory::API_VERSION;
+
+use crate::list::{self, Format, ListQuery, Served};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{ChangeType, Store};
+use crate::table::{self, IncludeObject};
+
+/// A watch that names no timeout ends after this, as kube-apiserver's do
+/// (clients reconnect from the last version they saw).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often an idle watch that allows bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What a watch needs for its whole life.
+struct Watch<T> {
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    format: Format,
+    include: IncludeObject,
+    bookmarks: bool,
+    _kind: std::marker::PhantomData<fn() -> T>,
+}
+
+fn flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v != "0" && v != "false")
+}
+
+pub fn watch<T: Served>(
+    store: Arc<Store>,
+    namespace: Option<&str>,
+    query: &ListQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (labels, fields) = list::selectors::<T>(query)?;
+    let timeout = match query.timeout_seconds.as_deref() {
+        None | Some("") => DEFAULT_TIMEOUT,
+        Some(text) => Duration::from_secs(text.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "timeoutSeconds must be a whole number, not {text:?}"
+            ))
+        })?),
+    };
+    let initial_events = flag(query.send_initial_events.as_deref());
+    let from = match query.resource_version.as_deref() {
+        None | Some("") | Some("0") => None,
+        Some(text) if initial_events => {
+            return Err(ApiError::bad_request(format!(
+                "sendInitialEvents starts from the current state; resourceVersion {text:?} must be empty or 0"
+            )));
+        }
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion {text:?} is not one this server issued"
+            ))
+        })?),
+    };
+    let watch = Watch::<T> {
+        namespace: namespace.map(str::to_owned),
+        labels,
+        fields,
+        format: list::negotiate(headers)?,
+        include: list::include_object(query)?,
+        bookmarks: flag(query.allow_watch_bookmarks.as_deref()),
+        _kind: std::marker::PhantomData,
+    };
+    let (lines, receiver) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        // Ends quietly when the client goes away (the channel closes).
+        let _ =
+            tokio::time::timeout(timeout, watch.run(&store, from, initial_events, &lines)).await;
+    });
+    let body = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|line| (Ok::<_, Infallible>(line), receiver))
+    });
+    Ok((
+        [(CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+impl<T: Served> Watch<T> {
+    async fn run(
+        &self,
+        store: &Store,
+        from: Option<u64>,
+        initial_events: bool,
+        lines: &mpsc::Sender<Bytes>,
+    ) {
+        // Subscribe before reading, so no change between the two is missed.
+        let mut versions = store.subscribe();
+        let mut sent = match from {
+            Some(version) => version,
+            None => {
+                let snapshot = T::snapshot(store, self.namespace.as_deref());
+                for item in &snapshot.items {
+                    if self.selected(item) && !self.send(lines, "ADDED", self.object(item)).await {
+                        return;
+                    }
+                }
+                if initial_events
+                    && !self
+                        .send(lines, "BOOKMARK", bookmark::<T>(snapshot.version, true))
+                        .await
+                {
+                    return;
+                }
+                snapshot.version
+            }
+        };
+        loop {
+            let changes = match store.changes_since(sent) {
+                Ok(changes) => changes,
+                Err(_) => {
+                    let expired = ApiError::expired(format!(
+                        "resourceVersion {sent} is too old to watch from: list again, then watch from the list's version"
+                    ));
+                    let _ = self.send(lines, "ERROR", json!(expired.to_status())).await;
+                    return;
+                }
+            };
+            for change in changes {
+                sent = change.version;
+                let Some(item) = T::of(&change.object) else {
+                    continue;
+                };
+                if !self.selected(item) {
+                    continue;
+                }
+                let kind = match change.kind {
+                    ChangeType::Added => "ADDED",
+                    ChangeType::Modified => "MODIFIED",
+                    ChangeType::Deleted => "DELETED",
+                };
+                if !self.send(lines, kind, self.object(item)).await {
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = versions.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(BOOKMARK_INTERVAL), if self.bookmarks => {
+                    if !self.send(lines, "BOOKMARK", bookmark::<T>(sent, false)).await {
+                        return;
+                    }
+                }
+                () = lines.closed() => return,
+            }
+        }
+    }
+
+    fn selected(&self, item: &T) -> bool {
+        let namespace = item.meta().namespace.as_deref();
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| Some(ns) == namespace)
+            && list::selected(item, &self.labels, &self.fields)
+    }
+
+    /// The event's object: the object itself, or a one-row Table.
+    fn object(&self, item: &T) -> Value {
+        match self.format {
+            Format::Json => json!(item),
+            Format::Table { version } => {
+                let version_of_item = item.meta().resource_version.clone();
+                let mut table = table::table(
+                    [item],
+                    json!({"resourceVersion": version_of_item}),
+                    self.include,
+                );
+                table["apiVersion"] = json!(version);
+                table
+            }
+        }
+    }
+
+    /// Sends one event; false once the client is gone.
+    async fn send(&self, lines: &mpsc::Sender<Bytes>, kind: &str, object: Value) -> bool {
+        let mut line = json!({"type": kind, "object": object}).to_string();
+        line.push('\n');
+        lines.send(Bytes::from(line)).await.is_ok()
+    }
+}
+
+fn bookmark<T: Served>(version: u64, initial_events_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": version.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"apiVersion": API_VERSION, "kind": T::NAMES.kind, "metadata": metadata})
+}

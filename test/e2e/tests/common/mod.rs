@@ -1,0 +1,28 @@
+//! Helpers shared by the e2e suites that act on vcsim as a second client would.
+
+use vmm_api::SourceKind;
+use vmm_providers::Credentials;
+use vmm_providers::vsphere::VsphereClient;
+use vmm_testkit::Vcsim;
+
+/// Powers a VM (by managed object id, e.g. `vm-42`) off from a session of its own.
+pub async fn power_off(vcsim: &Vcsim, vm_id: &str) {
+    let data = [
+        ("username", vcsim.username()),
+        ("password", vcsim.password()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+    .collect();
+    let credentials = Credentials::from_secret(SourceKind::Vsphere, "test", &data).unwrap();
+    let actor = VsphereClient::connect(vcsim.url(), &credentials, Some(vcsim.ca_pem()), false)
+        .await
+        .expect("connect to vcsim");
+    let vim = actor.vim().clone();
+    let tracker = vim_rs::core::tasks::TaskTracker::new(vim.clone());
+    let vm = vim_rs::mo::VirtualMachine::new(vim.clone(), vm_id);
+    let task = vm.power_off_vm_task().await.expect("PowerOffVM_Task");
+    tracker.wait::<()>(task).await.expect("power-off task");
+    tracker.shutdown().await;
+    actor.logout().await.unwrap();
+}
