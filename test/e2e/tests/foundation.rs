@@ -470,6 +470,11 @@ fn printer_columns_category_and_short_name() {
         ij.expect_success().trim(),
         "virtualmachine.importjob.harvesterhci.io/web-01"
     );
+    let source = ns.kubectl(["get", "vsrc", "-o", "name"]);
+    assert_eq!(
+        source.expect_success().trim(),
+        "vsphere.source.harvesterhci.io/dc-east"
+    );
     let singular = ns.kubectl(["get", "importjob", "web-01", "-o", "name"]);
     assert_eq!(
         singular.expect_success().trim(),
