@@ -9,7 +9,6 @@ use axum::Json;
 use axum::http::HeaderMap;
 use axum::http::header::ACCEPT;
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vmm_api::inventory::{self, Network, ResourceNames, VirtualMachine};
@@ -25,7 +24,6 @@ pub trait Served: TableRow + Serialize + Sized + Send + Sync + 'static {
     const FIELDS: FieldTable<Self>;
     fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self>;
     fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>>;
-    fn meta(&self) -> &ObjectMeta;
     /// This kind's object in a change, if the change is of this kind.
     fn of(object: &Object) -> Option<&Arc<Self>>;
 }
@@ -68,10 +66,6 @@ impl Served for VirtualMachine {
         store.virtual_machine(namespace, name)
     }
 
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
     fn of(object: &Object) -> Option<&Arc<Self>> {
         match object {
             Object::VirtualMachine(vm) => Some(vm),
@@ -110,10 +104,6 @@ impl Served for Network {
 
     fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>> {
         store.network(namespace, name)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
     }
 
     fn of(object: &Object) -> Option<&Arc<Self>> {
@@ -233,7 +223,7 @@ fn parse_continue(token: &str) -> Result<(u64, String, String), ApiError> {
 
 /// `(namespace, name)`, the order the store keeps and pages follow.
 fn key<T: Served>(item: &T) -> (&str, &str) {
-    let meta = item.meta();
+    let meta = item.metadata();
     (
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or(""),
@@ -261,7 +251,7 @@ pub(crate) fn selected<T: Served>(
     labels: &LabelSelector,
     fields: &FieldSelector,
 ) -> bool {
-    labels.matches(item.meta().labels.as_ref().unwrap_or(&NO_LABELS))
+    labels.matches(item.metadata().labels.as_ref().unwrap_or(&NO_LABELS))
         && T::FIELDS.matches(fields, item)
 }
 

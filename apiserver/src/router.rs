@@ -258,6 +258,11 @@ mod tests {
     }
 
     async fn call_accepting(method: &str, path: &str, accept: &str) -> (StatusCode, Value) {
+        send(proxied(method, path, accept)).await
+    }
+
+    /// A request as kube-apiserver's front proxy forwards it for `alice`.
+    fn proxied(method: &str, path: &str, accept: &str) -> Request<Body> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -270,7 +275,7 @@ mod tests {
             .insert(ConnectionPeer(Some(PeerCertificate {
                 common_name: Some("front-proxy-client".into()),
             })));
-        send(request).await
+        request
     }
 
     async fn send(request: Request<Body>) -> (StatusCode, Value) {
@@ -507,17 +512,10 @@ mod tests {
 
     /// Opens a watch on team-a's VMs and returns its event stream.
     async fn open_watch(app: &Router, query: &str) -> axum::body::BodyDataStream {
-        let mut request = Request::get(format!(
+        let path = format!(
             "/apis/inventory.harvesterhci.io/v1/namespaces/team-a/virtualmachines?watch=1&{query}"
-        ))
-        .header("X-Remote-User", "alice")
-        .body(Body::empty())
-        .unwrap();
-        request
-            .extensions_mut()
-            .insert(ConnectionPeer(Some(PeerCertificate {
-                common_name: Some("front-proxy-client".into()),
-            })));
+        );
+        let request = proxied("GET", &path, "application/json");
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         response.into_body().into_data_stream()

@@ -1,6 +1,7 @@
 //! `meta.k8s.io/v1` Table output, what `kubectl get` asks for: a few useful
 //! columns by default, more under `-o wide` (priority 1).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::{Value, json};
 use vmm_api::inventory::{Network, VirtualMachine};
@@ -50,8 +51,7 @@ pub enum IncludeObject {
 pub trait TableRow: Serialize {
     const COLUMNS: &'static [Column];
     fn cells(&self) -> Vec<Value>;
-    fn name(&self) -> Option<&str>;
-    fn metadata(&self) -> Value;
+    fn metadata(&self) -> &ObjectMeta;
 }
 
 impl TableRow for VirtualMachine {
@@ -104,12 +104,8 @@ impl TableRow for VirtualMachine {
         ]
     }
 
-    fn name(&self) -> Option<&str> {
-        self.metadata.name.as_deref()
-    }
-
-    fn metadata(&self) -> Value {
-        json!(self.metadata)
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
     }
 }
 
@@ -150,12 +146,8 @@ impl TableRow for Network {
         ]
     }
 
-    fn name(&self) -> Option<&str> {
-        self.metadata.name.as_deref()
-    }
-
-    fn metadata(&self) -> Value {
-        json!(self.metadata)
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
     }
 }
 
@@ -218,7 +210,6 @@ fn bytes(n: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use vmm_api::inventory::{Disk, Nic, PowerState, VirtualMachineSpec, VirtualMachineStatus};
 
     use super::*;

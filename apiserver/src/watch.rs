@@ -171,7 +171,7 @@ impl<T: Served> Watch<T> {
     }
 
     fn selected(&self, item: &T) -> bool {
-        let namespace = item.meta().namespace.as_deref();
+        let namespace = item.metadata().namespace.as_deref();
         self.namespace
             .as_deref()
             .is_none_or(|ns| Some(ns) == namespace)
@@ -183,7 +183,7 @@ impl<T: Served> Watch<T> {
         match self.format {
             Format::Json => json!(item),
             Format::Table { version } => {
-                let version_of_item = item.meta().resource_version.clone();
+                let version_of_item = item.metadata().resource_version.clone();
                 let mut table = table::table(
                     [item],
                     json!({"resourceVersion": version_of_item}),
