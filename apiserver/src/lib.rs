@@ -10,6 +10,7 @@
 //! | [`discovery`], [`openapi`], [`list`], [`watch`], [`table`], [`status`] | what the routes answer |
 //! | [`selector`] | label and field selectors as kube-apiserver parses them |
 //! | [`store`], [`concerns`] | the inventory in memory |
+//! | [`metrics`] | requests, latencies and inventory size for Prometheus |
 //! | [`sources`], [`sink`] | one sync task per source, delivering into the store |
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod authz;
 pub mod concerns;
 pub mod discovery;
 pub mod list;
+pub mod metrics;
 pub mod openapi;
 pub mod router;
 pub mod selector;

@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
+use vmm_api::inventory;
 use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, RequestHeaderConfig, TokenAuthenticator};
 use vmm_apiserver::authz::{Authorizer, DEFAULT_AUTHZ_CACHE_TTL};
+use vmm_apiserver::metrics::Metrics;
 use vmm_apiserver::router::AppState;
 use vmm_apiserver::sources::SourceSync;
 use vmm_apiserver::store::Store;
@@ -76,9 +78,12 @@ async fn main() -> anyhow::Result<()> {
     });
     let sync = tokio::spawn(sync.run(vmm_runtime::shutdown_signal()));
 
+    let mut registry = vmm_runtime::metrics_registry("apiserver");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    tokio::spawn(count_objects(store.clone(), metrics.clone()));
     let admin = AdminState {
         readiness,
-        registry: Arc::new(vmm_runtime::metrics_registry("apiserver")),
+        registry: Arc::new(registry),
     };
     let admin = tokio::spawn(vmm_runtime::serve_admin(
         args.common.admin_addr,
@@ -93,9 +98,24 @@ async fn main() -> anyhow::Result<()> {
         )),
         authorizer: Arc::new(Authorizer::new(client, DEFAULT_AUTHZ_CACHE_TTL)),
         store,
+        metrics,
     });
     serve::serve(listener, tls, app, vmm_runtime::shutdown_signal()).await;
     sync.await?;
     admin.await??;
     Ok(())
+}
+
+/// Keeps the inventory size metrics current, at most once a second.
+async fn count_objects(store: Arc<Store>, metrics: Arc<Metrics>) {
+    let mut versions = store.subscribe();
+    loop {
+        let (vms, networks) = store.counts();
+        metrics.set_objects(inventory::VIRTUAL_MACHINES.plural, vms);
+        metrics.set_objects(inventory::NETWORKS.plural, networks);
+        if versions.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

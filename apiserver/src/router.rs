@@ -16,6 +16,7 @@ use crate::authn::{self, RequestHeaderConfig, TokenAuthenticator};
 use crate::authz::{self, Authorizer};
 use crate::discovery;
 use crate::list::{self, ListQuery};
+use crate::metrics::{self, Metrics};
 use crate::openapi::{self, OpenApi};
 use crate::serve::ConnectionPeer;
 use crate::status::ApiError;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub tokens: Arc<TokenAuthenticator>,
     pub authorizer: Arc<Authorizer>,
     pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Every route of the inventory API, behind authentication and authorization.
@@ -66,7 +68,12 @@ pub fn router(state: AppState) -> Router {
             state.authorizer.clone(),
             authz::middleware,
         ))
-        .layer(middleware::from_fn_with_state(state, authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Outermost, so refused requests are counted too.
+        .layer(middleware::from_fn_with_state(
+            state.metrics,
+            metrics::middleware,
+        ))
 }
 
 /// Rejects with 401 whatever neither the front proxy nor a valid bearer token
@@ -248,6 +255,7 @@ mod tests {
             )),
             authorizer: Arc::new(Authorizer::new(allow_all(), Duration::from_secs(10))),
             store: store.clone(),
+            metrics: Arc::new(Metrics::register(&mut Default::default())),
         });
         (app, store)
     }

@@ -159,6 +159,12 @@ impl Store {
             .collect())
     }
 
+    /// How many VMs and networks the store holds.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.read();
+        (state.vms.len(), state.networks.len())
+    }
+
     /// Resolves whenever the store's version moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.versions.subscribe()

@@ -25,6 +25,7 @@ const WAIT: Duration = Duration::from_secs(120);
 struct InventoryServer {
     _process: ManagedProcess,
     port: u16,
+    admin_port: u16,
 }
 
 /// vmm-apiserver, registered as `v1.inventory.harvesterhci.io`: one per test
@@ -79,6 +80,7 @@ fn start_and_register(cp: &ControlPlane) -> InventoryServer {
     InventoryServer {
         _process: process,
         port,
+        admin_port,
     }
 }
 
@@ -232,7 +234,7 @@ fn wait_for_vms(cp: &ControlPlane, namespace: &str, count: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_browses_a_vcenters_vms_under_namespace_rbac() {
     let cp = ControlPlane::shared();
-    inventory_server();
+    let server = inventory_server();
     let vcsim = Vcsim::shared();
     let vm_count = vcsim.info().vm_paths.len();
     let team_a = TestNamespace::new(cp, "team-a").unwrap();
@@ -345,6 +347,34 @@ async fn kubectl_browses_a_vcenters_vms_under_namespace_rbac() {
             || stale.stderr.contains("Expired"),
         "{stale}"
     );
+
+    // The admin endpoint counts what was served and held.
+    let admin = reqwest_client(&[cp.pki().cluster_ca.cert_pem()], None).unwrap();
+    let scrape = || async {
+        let url = format!("http://127.0.0.1:{}/metrics", server.admin_port);
+        admin.get(url).send().await.unwrap().text().await.unwrap()
+    };
+    let metrics = scrape().await;
+    assert!(
+        metrics.contains(
+            r#"vmm_apiserver_requests_total{verb="list",resource="virtualmachines",code="200"}"#
+        ),
+        "{metrics}"
+    );
+    let held = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"vmm_inventory_objects{resource="virtualmachines"} "#))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut metrics = metrics;
+    while held(&metrics) < vm_count {
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        metrics = scrape().await;
+    }
 
     // Tenancy: a user bound in team-a sees team-a's inventory, and nothing of team-b's.
     let user = format!("carol-{}", vmm_testkit::namespace::random_suffix());
