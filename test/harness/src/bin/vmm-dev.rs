@@ -92,7 +92,7 @@ fn main() -> Result<()> {
 
   kubectl get vspheres -n {DEMO_NAMESPACE}             # the demo source, a simulated vCenter
   kubectl get migration -n {DEMO_NAMESPACE} -o wide    # everything of ours in the namespace
-  kubectl explain importjobs.spec              # the import job API
+  kubectl explain importjobs.spec          # the import job API
   kubectl get ivm -n {DEMO_NAMESPACE} -o wide          # the simulated vCenter's VMs, live
   kubectl get inet -n {DEMO_NAMESPACE}                 # and its networks
 
