@@ -1,9 +1,98 @@
-//! Concerns: what would make an import of a VM fail or lose something, computed
-//! from what the source reports, so the UI can say so before anyone starts.
+//! Concerns: what would make an import of a VM fail or lose something, so the
+//! UI can say so before anyone starts. Most come from what the source reports;
+//! two need the cluster: whether a source network has any Harvester network to
+//! map to, and whether the VM's default target name is taken.
 
+use std::collections::{BTreeSet, HashMap};
+use std::ops::RangeInclusive;
+
+use serde::Deserialize;
 use vmm_api::inventory::{Concern, VirtualMachineSpec};
+use vmm_api::names::target_vm_name;
 
-pub fn concerns(vm: &VirtualMachineSpec) -> Vec<Concern> {
+use crate::store::ObjectKey;
+
+/// What the cluster holds that some concerns depend on. `None` until known: a
+/// concern is never raised on a guess.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterFacts {
+    /// The VLANs each NetworkAttachmentDefinition carries, cluster-wide (a job
+    /// may map to a NAD in any namespace).
+    pub nads: Option<Vec<NadVlans>>,
+    /// KubeVirt VirtualMachines by namespace and name.
+    pub vms: Option<BTreeSet<ObjectKey>>,
+}
+
+/// Which VLANs a NetworkAttachmentDefinition carries, read from its CNI config
+/// the way Harvester writes it (`shared/notes/harvester-conventions.md` §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NadVlans {
+    Untagged,
+    Vlan(i32),
+    Trunk(Vec<RangeInclusive<i32>>),
+    /// Not a bridge network (an overlay, another CNI): it may fit any network.
+    Any,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CniConfig {
+    #[serde(rename = "type", default)]
+    plugin: String,
+    #[serde(default)]
+    vlan: Option<i32>,
+    #[serde(default)]
+    vlan_trunk: Vec<TrunkRange>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TrunkRange {
+    #[serde(rename = "minID")]
+    min_id: i32,
+    #[serde(rename = "maxID")]
+    max_id: i32,
+}
+
+impl NadVlans {
+    pub fn from_config(config: &str) -> Self {
+        let Ok(cni) = serde_json::from_str::<CniConfig>(config) else {
+            return Self::Any;
+        };
+        if cni.plugin != "bridge" {
+            return Self::Any;
+        }
+        if !cni.vlan_trunk.is_empty() {
+            return Self::Trunk(cni.vlan_trunk.iter().map(|r| r.min_id..=r.max_id).collect());
+        }
+        match cni.vlan {
+            None | Some(0) => Self::Untagged,
+            Some(id) => Self::Vlan(id),
+        }
+    }
+
+    /// Whether a source network on `vlan` (unknown when `None`; 0 untagged)
+    /// could be mapped here without changing the guest's network.
+    fn carries(&self, vlan: Option<i32>) -> bool {
+        match (self, vlan) {
+            (Self::Any, _) | (_, None) => true,
+            (Self::Untagged, Some(id)) => id == 0,
+            (Self::Vlan(nad), Some(id)) => *nad == id,
+            (Self::Trunk(ranges), Some(id)) => ranges.iter().any(|r| r.contains(&id)),
+        }
+    }
+}
+
+/// Everything beyond the VM itself that its concerns look at.
+pub struct Context<'a> {
+    /// The VM's namespace: where an import job would create the Harvester VM.
+    pub namespace: &'a str,
+    /// The VLAN of each network of the VM's source, by display name.
+    pub network_vlans: &'a HashMap<String, Option<i32>>,
+    pub cluster: &'a ClusterFacts,
+}
+
+pub fn concerns(vm: &VirtualMachineSpec, context: &Context<'_>) -> Vec<Concern> {
     let mut found = Vec::new();
     let mut add = |reason: &str, message: String| {
         found.push(Concern {
@@ -48,6 +137,41 @@ pub fn concerns(vm: &VirtualMachineSpec) -> Vec<Concern> {
             ),
         );
     }
+    if let Some(nads) = &context.cluster.nads {
+        let networks: BTreeSet<&str> = vm
+            .nics
+            .iter()
+            .filter_map(|n| n.network.as_deref())
+            .collect();
+        for network in networks {
+            let vlan = context.network_vlans.get(network).copied().flatten();
+            if !nads.iter().any(|nad| nad.carries(vlan)) {
+                let carrying = match vlan {
+                    Some(0) => "untagged traffic".to_owned(),
+                    Some(id) => format!("VLAN {id}"),
+                    None => "any network".to_owned(),
+                };
+                add(
+                    "NoNetworkToMapTo",
+                    format!(
+                        "no NetworkAttachmentDefinition carries {carrying} for source network {network:?}: create a VM network for it in Harvester before importing"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(vms) = &context.cluster.vms {
+        let target = target_vm_name(&vm.display_name);
+        if vms.contains(&(context.namespace.to_owned(), target.clone())) {
+            add(
+                "NameTaken",
+                format!(
+                    "a VirtualMachine named {target:?} already exists in namespace {:?}: give the import job a spec.targetName",
+                    context.namespace
+                ),
+            );
+        }
+    }
     if vm.disks.is_empty() {
         add(
             "NoDisks",
@@ -63,40 +187,58 @@ mod tests {
 
     use super::*;
 
+    fn reasons(vm: &VirtualMachineSpec, context: &Context<'_>) -> Vec<String> {
+        concerns(vm, context)
+            .into_iter()
+            .map(|c| c.reason)
+            .collect()
+    }
+
+    fn nic(network: Option<&str>) -> Nic {
+        Nic {
+            name: "Network adapter 1".into(),
+            network: network.map(str::to_owned),
+            ..Nic::default()
+        }
+    }
+
+    fn vm_on(networks: &[&str]) -> VirtualMachineSpec {
+        VirtualMachineSpec {
+            display_name: "Web 01".into(),
+            disks: vec![Disk {
+                name: "Hard disk 1".into(),
+                ..Disk::default()
+            }],
+            nics: networks.iter().map(|n| nic(Some(n))).collect(),
+            ..VirtualMachineSpec::default()
+        }
+    }
+
     #[test]
-    fn each_concern_names_the_fix() {
-        let disk = |name: &str, raw_device, independent| Disk {
-            name: name.into(),
+    fn each_source_concern_names_the_fix() {
+        let vlans = HashMap::new();
+        let unknown = ClusterFacts::default();
+        let context = Context {
+            namespace: "ns",
+            network_vlans: &vlans,
+            cluster: &unknown,
+        };
+        assert!(concerns(&vm_on(&["VM Network"]), &context).is_empty());
+
+        let disk = |raw_device, independent| Disk {
+            name: "Hard disk".into(),
             raw_device,
             independent,
             ..Disk::default()
         };
-        let clean = VirtualMachineSpec {
-            disks: vec![disk("Hard disk 1", false, false)],
-            nics: vec![Nic {
-                name: "Network adapter 1".into(),
-                network: Some("VM Network".into()),
-                ..Nic::default()
-            }],
-            ..VirtualMachineSpec::default()
-        };
-        assert!(concerns(&clean).is_empty());
-
         let troubled = VirtualMachineSpec {
             snapshots: 2,
-            disks: vec![
-                disk("Hard disk 1", true, false),
-                disk("Hard disk 2", false, true),
-            ],
-            nics: vec![Nic {
-                name: "Network adapter 1".into(),
-                ..Nic::default()
-            }],
+            disks: vec![disk(true, false), disk(false, true)],
+            nics: vec![nic(None)],
             ..VirtualMachineSpec::default()
         };
-        let reasons: Vec<String> = concerns(&troubled).into_iter().map(|c| c.reason).collect();
         assert_eq!(
-            reasons,
+            reasons(&troubled, &context),
             [
                 "HasSnapshots",
                 "RawDeviceMapping",
@@ -104,7 +246,94 @@ mod tests {
                 "NicWithoutNetwork"
             ]
         );
-        let no_disks = concerns(&VirtualMachineSpec::default());
-        assert_eq!(no_disks[0].reason, "NoDisks");
+        assert_eq!(
+            reasons(&VirtualMachineSpec::default(), &context),
+            ["NoDisks"]
+        );
+    }
+
+    #[test]
+    fn nad_configs_as_harvester_writes_them() {
+        for (config, want) in [
+            (
+                r#"{"cniVersion":"0.3.1","name":"vlan100","type":"bridge","bridge":"mgmt-br","promiscMode":true,"vlan":100,"ipam":{}}"#,
+                NadVlans::Vlan(100),
+            ),
+            (
+                r#"{"type":"bridge","bridge":"mgmt-br"}"#,
+                NadVlans::Untagged,
+            ),
+            (
+                r#"{"type":"bridge","vlan":0,"vlanTrunk":[{"minID":1,"maxID":10},{"minID":20,"maxID":20}]}"#,
+                NadVlans::Trunk(vec![1..=10, 20..=20]),
+            ),
+            (r#"{"type":"kube-ovn"}"#, NadVlans::Any),
+            ("not json", NadVlans::Any),
+        ] {
+            assert_eq!(NadVlans::from_config(config), want, "{config}");
+        }
+    }
+
+    #[test]
+    fn a_network_needs_a_nad_that_carries_its_vlan() {
+        let vlans = HashMap::from([
+            ("prod".to_owned(), Some(100)),
+            ("flat".to_owned(), Some(0)),
+            ("std".to_owned(), None),
+        ]);
+        let cases: [(&[NadVlans], &[&str], &[&str]); 6] = [
+            (&[], &["prod"], &["NoNetworkToMapTo"]),
+            (&[], &["std"], &["NoNetworkToMapTo"]),
+            (&[NadVlans::Vlan(100)], &["prod", "std"], &[]),
+            (
+                &[NadVlans::Vlan(200)],
+                &["prod", "flat"],
+                &["NoNetworkToMapTo", "NoNetworkToMapTo"],
+            ),
+            (
+                &[NadVlans::Untagged, NadVlans::Trunk(vec![90..=110])],
+                &["prod", "flat"],
+                &[],
+            ),
+            (&[NadVlans::Any], &["prod"], &[]),
+        ];
+        for (nads, networks, want) in cases {
+            let cluster = ClusterFacts {
+                nads: Some(nads.to_vec()),
+                vms: None,
+            };
+            let context = Context {
+                namespace: "ns",
+                network_vlans: &vlans,
+                cluster: &cluster,
+            };
+            assert_eq!(
+                reasons(&vm_on(networks), &context),
+                want,
+                "{nads:?} {networks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_target_name_must_be_free_in_the_namespace() {
+        let vlans = HashMap::new();
+        let cluster = ClusterFacts {
+            nads: None,
+            vms: Some(BTreeSet::from([("team-a".to_owned(), "web-01".to_owned())])),
+        };
+        let context = |namespace| Context {
+            namespace,
+            network_vlans: &vlans,
+            cluster: &cluster,
+        };
+        let found = concerns(&vm_on(&[]), &context("team-a"));
+        assert_eq!(found[0].reason, "NameTaken");
+        assert!(
+            found[0].message.contains("spec.targetName"),
+            "{}",
+            found[0].message
+        );
+        assert!(concerns(&vm_on(&[]), &context("team-b")).is_empty());
     }
 }

@@ -10,12 +10,14 @@
 //! | [`discovery`], [`openapi`], [`list`], [`watch`], [`table`], [`status`] | what the routes answer |
 //! | [`selector`] | label and field selectors as kube-apiserver parses them |
 //! | [`store`], [`concerns`] | the inventory in memory |
+//! | [`cluster`] | NADs and KubeVirt VM names, for concerns |
 //! | [`metrics`] | requests, latencies and inventory size for Prometheus |
 //! | [`sources`], [`sink`] | one sync task per source, delivering into the store |
 #![forbid(unsafe_code)]
 
 pub mod authn;
 pub mod authz;
+pub mod cluster;
 pub mod concerns;
 pub mod discovery;
 pub mod list;

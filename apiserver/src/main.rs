@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
-use vmm_api::inventory;
 use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, RequestHeaderConfig, TokenAuthenticator};
 use vmm_apiserver::authz::{Authorizer, DEFAULT_AUTHZ_CACHE_TTL};
 use vmm_apiserver::metrics::Metrics;
@@ -77,10 +76,10 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let sync = tokio::spawn(sync.run(vmm_runtime::shutdown_signal()));
+    tokio::spawn(vmm_apiserver::cluster::watch(client.clone(), store.clone()));
 
     let mut registry = vmm_runtime::metrics_registry("apiserver");
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    tokio::spawn(count_objects(store.clone(), metrics.clone()));
+    let metrics = Arc::new(Metrics::register(&mut registry, store.clone()));
     let admin = AdminState {
         readiness,
         registry: Arc::new(registry),
@@ -104,18 +103,4 @@ async fn main() -> anyhow::Result<()> {
     sync.await?;
     admin.await??;
     Ok(())
-}
-
-/// Keeps the inventory size metrics current, at most once a second.
-async fn count_objects(store: Arc<Store>, metrics: Arc<Metrics>) {
-    let mut versions = store.subscribe();
-    loop {
-        let (vms, networks) = store.counts();
-        metrics.set_objects(inventory::VIRTUAL_MACHINES.plural, vms);
-        metrics.set_objects(inventory::NETWORKS.plural, networks);
-        if versions.changed().await.is_err() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
 }

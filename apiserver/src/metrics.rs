@@ -1,5 +1,5 @@
 //! The apiserver's Prometheus metrics: requests by verb, resource and code,
-//! their latency, and how much inventory is held.
+//! their latency, how much inventory is held and how fresh each source's is.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,14 +7,18 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use vmm_api::inventory;
+
 use crate::authz::{Attributes, attributes};
+use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -31,24 +35,30 @@ struct LatencyLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabel {
-    resource: String,
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    namespace: String,
+    kind: String,
+    source: String,
 }
 
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
-    objects: Family<ResourceLabel, Gauge>,
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    /// Creates the metrics and registers them, and the store's gauges, in
+    /// `registry`.
+    pub fn register(registry: &mut Registry, store: Arc<Store>) -> Self {
         let metrics = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
-            objects: Family::default(),
         };
         registry.register(
             "apiserver_requests",
@@ -60,21 +70,47 @@ impl Metrics {
             "Time to answer a request (to the first byte for watches)",
             metrics.latency.clone(),
         );
-        registry.register(
-            "inventory_objects",
-            "Inventory objects held in memory, by resource",
-            metrics.objects.clone(),
-        );
+        registry.register_collector(Box::new(StoreGauges(store)));
         metrics
     }
+}
 
-    /// Records how many objects of `resource` the store holds.
-    pub fn set_objects(&self, resource: &str, count: usize) {
-        self.objects
-            .get_or_create(&ResourceLabel {
-                resource: resource.to_owned(),
-            })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+/// Gauges read from the store at scrape time, so they are never stale.
+#[derive(Debug)]
+struct StoreGauges(Arc<Store>);
+
+impl Collector for StoreGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (vms, networks) = self.0.counts();
+        let mut objects = encoder.encode_descriptor(
+            "inventory_objects",
+            "Inventory objects held in memory, by resource",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (resource, count) in [
+            (inventory::VIRTUAL_MACHINES.plural, vms),
+            (inventory::NETWORKS.plural, networks),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX));
+            gauge.encode(objects.encode_family(&ResourceLabel { resource })?)?;
+        }
+        let mut lag = encoder.encode_descriptor(
+            "inventory_sync_lag_seconds",
+            "Seconds since the source last confirmed the inventory held is current: up to the \
+             30 s long-poll interval while its watch is healthy, growing while it is not",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (source, age) in self.0.sync_ages() {
+            let labels = SourceLabels {
+                namespace: source.namespace,
+                kind: format!("{:?}", source.kind),
+                source: source.name,
+            };
+            ConstGauge::new(age.as_secs_f64()).encode(lag.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -123,10 +159,23 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn counts_requests_by_verb_resource_and_code() {
+    async fn counts_requests_and_reads_the_store() {
+        use vmm_api::SourceKind;
+        use vmm_api::inventory::VirtualMachineSpec;
+        use vmm_providers::InventoryEvent;
+
+        use crate::sink::{InventorySink, SourceId};
+
+        let store = Arc::new(Store::default());
+        let source = SourceId {
+            namespace: "a".into(),
+            kind: SourceKind::Vsphere,
+            name: "vc".into(),
+        };
+        store.apply(&source, InventoryEvent::Vm(VirtualMachineSpec::default()));
+        store.apply(&source, InventoryEvent::Synced);
         let mut registry = Registry::with_prefix("vmm");
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        metrics.set_objects("virtualmachines", 3);
+        let metrics = Arc::new(Metrics::register(&mut registry, store));
         let app = Router::new()
             .route(
                 "/apis/inventory.harvesterhci.io/v1/namespaces/a/virtualmachines",
@@ -149,8 +198,10 @@ mod tests {
             r#"vmm_apiserver_requests_total{verb="list",resource="virtualmachines",code="200"} 1"#,
             r#"vmm_apiserver_requests_total{verb="watch",resource="virtualmachines",code="200"} 1"#,
             r#"vmm_apiserver_requests_total{verb="list",resource="networks",code="404"} 1"#,
-            r#"vmm_inventory_objects{resource="virtualmachines"} 3"#,
+            r#"vmm_inventory_objects{resource="virtualmachines"} 1"#,
+            r#"vmm_inventory_objects{resource="networks"} 0"#,
             r#"vmm_apiserver_request_duration_seconds_count{verb="list",resource="virtualmachines"} 1"#,
+            r#"vmm_inventory_sync_lag_seconds{namespace="a",kind="Vsphere",source="vc"} 0."#,
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

@@ -255,7 +255,7 @@ mod tests {
             )),
             authorizer: Arc::new(Authorizer::new(allow_all(), Duration::from_secs(10))),
             store: store.clone(),
-            metrics: Arc::new(Metrics::register(&mut Default::default())),
+            metrics: Arc::new(Metrics::register(&mut Default::default(), store.clone())),
         });
         (app, store)
     }
@@ -618,6 +618,52 @@ mod tests {
         assert_eq!(
             next_events(&mut stale, 1).await,
             [event("ERROR", 410.into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watch_with_a_selector_sees_objects_enter_and_leave_it() {
+        let (app, store) = app_with_store();
+        let source = SourceId {
+            namespace: "team-a".into(),
+            kind: SourceKind::Vsphere,
+            name: "vc".into(),
+        };
+        let power = |id: &str, power_state| {
+            InventoryEvent::Vm(VirtualMachineSpec {
+                id: id.into(),
+                display_name: format!("Web {id}"),
+                power_state,
+                ..VirtualMachineSpec::default()
+            })
+        };
+        let mut watch = open_watch(&app, "fieldSelector=spec.powerState%3DOff").await;
+        assert_eq!(
+            next_events(&mut watch, 1).await,
+            [event("ADDED", "vc-vm-3".into())]
+        );
+        // vm-1 starts matching, vm-3 stops, vm-1 changes while matching, vm-2
+        // changes without ever matching (no event).
+        store.apply(&source, power("vm-1", PowerState::Off));
+        store.apply(&source, power("vm-3", PowerState::On));
+        store.apply(&source, power("vm-2", PowerState::Suspended));
+        store.apply(
+            &source,
+            InventoryEvent::Vm(VirtualMachineSpec {
+                cpus: 8,
+                ..match power("vm-1", PowerState::Off) {
+                    InventoryEvent::Vm(spec) => spec,
+                    _ => unreachable!(),
+                }
+            }),
+        );
+        assert_eq!(
+            next_events(&mut watch, 3).await,
+            [
+                event("ADDED", "vc-vm-1".into()),
+                event("DELETED", "vc-vm-3".into()),
+                event("MODIFIED", "vc-vm-1".into()),
+            ]
         );
     }
 }

@@ -1,10 +1,12 @@
 //! The inventory in memory: every source's VMs and networks as API objects, in
 //! their source's namespace, with one version counter that orders every change.
 //! Providers' events come in through [`InventorySink`]; lists and gets read
-//! consistent snapshots.
+//! consistent snapshots. Concerns are computed here, when a VM, its source's
+//! networks or the cluster facts they depend on change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::watch;
@@ -15,7 +17,7 @@ use vmm_api::inventory::{
 use vmm_api::names::object_name;
 use vmm_providers::InventoryEvent;
 
-use crate::concerns::concerns;
+use crate::concerns::{ClusterFacts, Context, concerns};
 use crate::sink::{InventorySink, SourceId};
 
 /// `(namespace, name)`: the order lists are served in.
@@ -32,6 +34,16 @@ pub struct Store {
     state: RwLock<State>,
     /// The newest version, for watchers to wait on.
     versions: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (vms, networks) = self.counts();
+        f.debug_struct("Store")
+            .field("vms", &vms)
+            .field("networks", &networks)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Store {
@@ -60,12 +72,15 @@ pub enum ChangeType {
     Deleted,
 }
 
-/// What one version changed. A deleted object carries its last state.
+/// What one version changed. A deleted object carries its last state; a
+/// modified one also its state before, so a watch with a selector can tell an
+/// object that stopped matching (DELETED) from one that started (ADDED).
 #[derive(Clone, Debug)]
 pub struct Change {
     pub version: u64,
     pub kind: ChangeType,
     pub object: Object,
+    pub previous: Option<Object>,
 }
 
 /// Watchers asked for changes older than the log holds: they must list again.
@@ -81,37 +96,182 @@ struct ChangeLog {
 }
 
 impl ChangeLog {
-    fn record(&mut self, kind: ChangeType, object: Object) -> u64 {
+    fn record(&mut self, kind: ChangeType, object: Object, previous: Option<Object>) {
         self.version += 1;
         self.recent.push_back(Change {
             version: self.version,
             kind,
             object,
+            previous,
         });
         if self.recent.len() > CHANGE_LOG_CAPACITY
             && let Some(oldest) = self.recent.pop_front()
         {
             self.dropped_through = oldest.version;
         }
-        self.version
     }
 }
 
 #[derive(Default)]
 struct State {
     changes: ChangeLog,
-    vms: BTreeMap<ObjectKey, Arc<VirtualMachine>>,
-    networks: BTreeMap<ObjectKey, Arc<Network>>,
-    sources: HashMap<SourceId, SourceObjects>,
+    vms: Collection<VirtualMachine>,
+    networks: Collection<Network>,
+    cluster: ClusterFacts,
+    /// When each source last confirmed that its objects here are current.
+    confirmed: HashMap<SourceId, Instant>,
 }
 
-/// What one source contributed, and what its current watch re-sent so far.
+/// An inventory kind as the store keeps it.
+trait Kept: Clone + PartialEq {
+    fn meta(&self) -> &ObjectMeta;
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+    fn wrap(object: Arc<Self>) -> Object;
+}
+
+impl Kept for VirtualMachine {
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn wrap(object: Arc<Self>) -> Object {
+        Object::VirtualMachine(object)
+    }
+}
+
+impl Kept for Network {
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn wrap(object: Arc<Self>) -> Object {
+        Object::Network(object)
+    }
+}
+
+/// The objects of one kind, and which source contributed which names.
+struct Collection<T> {
+    objects: BTreeMap<ObjectKey, Arc<T>>,
+    by_source: HashMap<SourceId, Contributed>,
+}
+
+impl<T> Default for Collection<T> {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            by_source: HashMap::new(),
+        }
+    }
+}
+
+/// One source's names, and those its current watch has re-sent so far.
 #[derive(Default)]
-struct SourceObjects {
-    vms: BTreeSet<String>,
-    networks: BTreeSet<String>,
-    seen_vms: BTreeSet<String>,
-    seen_networks: BTreeSet<String>,
+struct Contributed {
+    current: BTreeSet<String>,
+    resent: BTreeSet<String>,
+}
+
+impl<T: Kept> Collection<T> {
+    /// Stores `object` unless an equal one is there, giving it the next
+    /// version; true when something changed.
+    fn upsert(&mut self, changes: &mut ChangeLog, source: &SourceId, mut object: T) -> bool {
+        let name = object.meta().name.clone().unwrap_or_default();
+        let contributed = self.by_source.entry(source.clone()).or_default();
+        contributed.current.insert(name.clone());
+        contributed.resent.insert(name.clone());
+        let key = (source.namespace.clone(), name);
+        let previous = self.objects.get(&key).cloned();
+        if let Some(existing) = &previous {
+            let mut unchanged = (**existing).clone();
+            unchanged.meta_mut().resource_version = None;
+            object.meta_mut().resource_version = None;
+            if unchanged == object {
+                return false;
+            }
+        }
+        object.meta_mut().resource_version = Some((changes.version + 1).to_string());
+        let object = Arc::new(object);
+        self.objects.insert(key, object.clone());
+        let kind = match previous {
+            None => ChangeType::Added,
+            Some(_) => ChangeType::Modified,
+        };
+        changes.record(kind, T::wrap(object), previous.map(T::wrap));
+        true
+    }
+
+    fn remove(&mut self, changes: &mut ChangeLog, source: &SourceId, name: &str) -> bool {
+        if let Some(contributed) = self.by_source.get_mut(source) {
+            contributed.current.remove(name);
+        }
+        let Some(removed) = self
+            .objects
+            .remove(&(source.namespace.clone(), name.to_owned()))
+        else {
+            return false;
+        };
+        let mut last = (*removed).clone();
+        last.meta_mut().resource_version = Some((changes.version + 1).to_string());
+        changes.record(ChangeType::Deleted, T::wrap(Arc::new(last)), None);
+        true
+    }
+
+    /// The source's watch re-sent its whole set: whatever it did not is gone.
+    fn synced(&mut self, changes: &mut ChangeLog, source: &SourceId) -> bool {
+        let Some(contributed) = self.by_source.get_mut(source) else {
+            return false;
+        };
+        let gone: Vec<String> = contributed
+            .current
+            .difference(&contributed.resent)
+            .cloned()
+            .collect();
+        contributed.current = std::mem::take(&mut contributed.resent);
+        let mut changed = false;
+        for name in gone {
+            changed |= self.remove(changes, source, &name);
+        }
+        changed
+    }
+
+    fn forget(&mut self, changes: &mut ChangeLog, source: &SourceId) {
+        if let Some(contributed) = self.by_source.remove(source) {
+            for name in contributed.current {
+                self.remove(changes, source, &name);
+            }
+        }
+    }
+
+    fn of_source<'a>(&'a self, source: &'a SourceId) -> impl Iterator<Item = &'a Arc<T>> + 'a {
+        self.by_source
+            .get(source)
+            .into_iter()
+            .flat_map(|contributed| contributed.current.iter())
+            .filter_map(|name| self.objects.get(&(source.namespace.clone(), name.clone())))
+    }
+
+    fn snapshot(&self, version: u64, namespace: Option<&str>) -> Snapshot<T> {
+        let items = match namespace {
+            None => self.objects.values().cloned().collect(),
+            Some(ns) => self
+                .objects
+                .range((ns.to_owned(), String::new())..)
+                .take_while(|((object_ns, _), _)| object_ns == ns)
+                .map(|(_, object)| object.clone())
+                .collect(),
+        };
+        Snapshot { version, items }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        self.objects
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
 }
 
 impl Store {
@@ -129,18 +289,20 @@ impl Store {
 
     pub fn virtual_machines(&self, namespace: Option<&str>) -> Snapshot<VirtualMachine> {
         let state = self.read();
-        Snapshot {
-            version: state.changes.version,
-            items: in_namespace(&state.vms, namespace),
-        }
+        state.vms.snapshot(state.changes.version, namespace)
     }
 
     pub fn networks(&self, namespace: Option<&str>) -> Snapshot<Network> {
         let state = self.read();
-        Snapshot {
-            version: state.changes.version,
-            items: in_namespace(&state.networks, namespace),
-        }
+        state.networks.snapshot(state.changes.version, namespace)
+    }
+
+    pub fn virtual_machine(&self, namespace: &str, name: &str) -> Option<Arc<VirtualMachine>> {
+        self.read().vms.get(namespace, name)
+    }
+
+    pub fn network(&self, namespace: &str, name: &str) -> Option<Arc<Network>> {
+        self.read().networks.get(namespace, name)
     }
 
     /// Changes after `version`, oldest first, or [`Expired`] when the log no
@@ -162,12 +324,35 @@ impl Store {
     /// How many VMs and networks the store holds.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.read();
-        (state.vms.len(), state.networks.len())
+        (state.vms.objects.len(), state.networks.objects.len())
+    }
+
+    /// For each source that has synced: how long since it last confirmed
+    /// that what the store holds of it is current.
+    pub fn sync_ages(&self) -> Vec<(SourceId, Duration)> {
+        let state = self.read();
+        let mut ages: Vec<_> = state
+            .confirmed
+            .iter()
+            .map(|(source, at)| (source.clone(), at.elapsed()))
+            .collect();
+        ages.sort();
+        ages
     }
 
     /// Resolves whenever the store's version moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.versions.subscribe()
+    }
+
+    /// New facts about the cluster: VMs whose concerns change get a new version.
+    pub fn set_cluster_facts(&self, facts: ClusterFacts) {
+        self.change(|state| {
+            if state.cluster != facts {
+                state.cluster = facts;
+                refresh_concerns(state, None);
+            }
+        });
     }
 
     /// Runs `change` on the state, then tells watchers if the version moved.
@@ -183,31 +368,6 @@ impl Store {
             moved
         });
     }
-
-    pub fn virtual_machine(&self, namespace: &str, name: &str) -> Option<Arc<VirtualMachine>> {
-        self.read()
-            .vms
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-
-    pub fn network(&self, namespace: &str, name: &str) -> Option<Arc<Network>> {
-        self.read()
-            .networks
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-}
-
-fn in_namespace<T>(map: &BTreeMap<ObjectKey, Arc<T>>, namespace: Option<&str>) -> Vec<Arc<T>> {
-    match namespace {
-        None => map.values().cloned().collect(),
-        Some(ns) => map
-            .range((ns.to_owned(), String::new())..)
-            .take_while(|((object_ns, _), _)| object_ns == ns)
-            .map(|(_, object)| object.clone())
-            .collect(),
-    }
 }
 
 impl InventorySink for Store {
@@ -217,171 +377,85 @@ impl InventorySink for Store {
 
     fn forget(&self, source: &SourceId) {
         self.change(|state| {
-            let Some(objects) = state.sources.remove(source) else {
-                return;
-            };
-            for name in objects.vms {
-                remove(
-                    &mut state.vms,
-                    &mut state.changes,
-                    source,
-                    &name,
-                    Object::VirtualMachine,
-                );
-            }
-            for name in objects.networks {
-                remove(
-                    &mut state.networks,
-                    &mut state.changes,
-                    source,
-                    &name,
-                    Object::Network,
-                );
-            }
+            state.vms.forget(&mut state.changes, source);
+            state.networks.forget(&mut state.changes, source);
+            state.confirmed.remove(source);
         });
     }
 }
 
 fn apply(state: &mut State, source: &SourceId, event: InventoryEvent) {
-    let objects = state.sources.entry(source.clone()).or_default();
-    match event {
+    let networks_changed = match event {
         InventoryEvent::Vm(spec) => {
-            let vm = virtual_machine(source, spec);
-            let name = vm.metadata.name.clone().unwrap_or_default();
-            objects.vms.insert(name.clone());
-            objects.seen_vms.insert(name.clone());
-            upsert(
-                &mut state.vms,
-                &mut state.changes,
-                source,
-                name,
-                vm,
-                Object::VirtualMachine,
-            );
+            let vm = virtual_machine(state, source, spec);
+            state.vms.upsert(&mut state.changes, source, vm);
+            false
         }
         InventoryEvent::Network(spec) => {
             let network = network(source, spec);
-            let name = network.metadata.name.clone().unwrap_or_default();
-            objects.networks.insert(name.clone());
-            objects.seen_networks.insert(name.clone());
-            upsert(
-                &mut state.networks,
-                &mut state.changes,
-                source,
-                name,
-                network,
-                Object::Network,
-            );
+            state.networks.upsert(&mut state.changes, source, network)
         }
         InventoryEvent::VmRemoved { id } => {
             let name = object_name(&source.name, &id);
-            objects.vms.remove(&name);
-            remove(
-                &mut state.vms,
-                &mut state.changes,
-                source,
-                &name,
-                Object::VirtualMachine,
-            );
+            state.vms.remove(&mut state.changes, source, &name);
+            false
         }
         InventoryEvent::NetworkRemoved { id } => {
             let name = object_name(&source.name, &id);
-            objects.networks.remove(&name);
-            remove(
-                &mut state.networks,
-                &mut state.changes,
-                source,
-                &name,
-                Object::Network,
-            );
+            state.networks.remove(&mut state.changes, source, &name)
         }
         InventoryEvent::Synced => {
-            // The watch re-sent its whole set: whatever it did not is gone.
-            let gone_vms: Vec<String> =
-                objects.vms.difference(&objects.seen_vms).cloned().collect();
-            let gone_networks: Vec<String> = objects
-                .networks
-                .difference(&objects.seen_networks)
-                .cloned()
-                .collect();
-            objects.vms = std::mem::take(&mut objects.seen_vms);
-            objects.networks = std::mem::take(&mut objects.seen_networks);
-            for name in gone_vms {
-                remove(
-                    &mut state.vms,
-                    &mut state.changes,
-                    source,
-                    &name,
-                    Object::VirtualMachine,
-                );
-            }
-            for name in gone_networks {
-                remove(
-                    &mut state.networks,
-                    &mut state.changes,
-                    source,
-                    &name,
-                    Object::Network,
-                );
-            }
+            state.vms.synced(&mut state.changes, source);
+            state.confirmed.insert(source.clone(), Instant::now());
+            state.networks.synced(&mut state.changes, source)
         }
-    }
-}
-
-/// Stores `object` unless an equal one is there, giving it the next version.
-fn upsert<T: Clone + PartialEq + HasMeta>(
-    map: &mut BTreeMap<ObjectKey, Arc<T>>,
-    changes: &mut ChangeLog,
-    source: &SourceId,
-    name: String,
-    mut object: T,
-    wrap: fn(Arc<T>) -> Object,
-) {
-    let key = (source.namespace.clone(), name);
-    let kind = match map.get(&key) {
-        None => ChangeType::Added,
-        Some(existing) => {
-            let mut unchanged = (**existing).clone();
-            unchanged.meta_mut().resource_version = None;
-            if unchanged == object {
-                return;
-            }
-            ChangeType::Modified
+        InventoryEvent::Current => {
+            state.confirmed.insert(source.clone(), Instant::now());
+            false
         }
     };
-    object.meta_mut().resource_version = Some((changes.version + 1).to_string());
-    let object = Arc::new(object);
-    changes.record(kind, wrap(object.clone()));
-    map.insert(key, object);
-}
-
-fn remove<T: Clone + HasMeta>(
-    map: &mut BTreeMap<ObjectKey, Arc<T>>,
-    changes: &mut ChangeLog,
-    source: &SourceId,
-    name: &str,
-    wrap: fn(Arc<T>) -> Object,
-) {
-    if let Some(removed) = map.remove(&(source.namespace.clone(), name.to_owned())) {
-        let mut last = (*removed).clone();
-        last.meta_mut().resource_version = Some((changes.version + 1).to_string());
-        changes.record(ChangeType::Deleted, wrap(Arc::new(last)));
+    if networks_changed {
+        refresh_concerns(state, Some(source));
     }
 }
 
-trait HasMeta {
-    fn meta_mut(&mut self) -> &mut ObjectMeta;
+/// The VLAN of each of the source's networks, by display name.
+fn network_vlans(state: &State, source: &SourceId) -> HashMap<String, Option<i32>> {
+    state
+        .networks
+        .of_source(source)
+        .map(|n| (n.spec.display_name.clone(), n.spec.vlan))
+        .collect()
 }
 
-impl HasMeta for VirtualMachine {
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-impl HasMeta for Network {
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+/// Recomputes the concerns of the VMs of `only` (or of every source), storing
+/// a new version of each VM whose concerns changed.
+fn refresh_concerns(state: &mut State, only: Option<&SourceId>) {
+    let sources: Vec<SourceId> = match only {
+        Some(source) => vec![source.clone()],
+        None => state.vms.by_source.keys().cloned().collect(),
+    };
+    for source in sources {
+        let vlans = network_vlans(state, &source);
+        let context = Context {
+            namespace: &source.namespace,
+            network_vlans: &vlans,
+            cluster: &state.cluster,
+        };
+        let changed: Vec<VirtualMachine> = state
+            .vms
+            .of_source(&source)
+            .filter_map(|vm| {
+                let now = concerns(&vm.spec, &context);
+                (now != vm.status.concerns).then(|| VirtualMachine {
+                    status: VirtualMachineStatus { concerns: now },
+                    ..(**vm).clone()
+                })
+            })
+            .collect();
+        for vm in changed {
+            state.vms.upsert(&mut state.changes, &source, vm);
+        }
     }
 }
 
@@ -408,14 +482,24 @@ fn source_reference(source: &SourceId) -> Option<SourceReference> {
     })
 }
 
-fn virtual_machine(source: &SourceId, mut spec: VirtualMachineSpec) -> VirtualMachine {
+fn virtual_machine(
+    state: &State,
+    source: &SourceId,
+    mut spec: VirtualMachineSpec,
+) -> VirtualMachine {
     spec.source = source_reference(source);
+    let vlans = network_vlans(state, source);
+    let context = Context {
+        namespace: &source.namespace,
+        network_vlans: &vlans,
+        cluster: &state.cluster,
+    };
     VirtualMachine {
         api_version: inventory::API_VERSION.to_owned(),
         kind: inventory::VIRTUAL_MACHINES.kind.to_owned(),
         metadata: metadata(source, &spec.id),
         status: VirtualMachineStatus {
-            concerns: concerns(&spec),
+            concerns: concerns(&spec, &context),
         },
         spec,
     }
@@ -514,5 +598,106 @@ mod tests {
         assert_eq!(names(&store, None), ["vc-vm-1"]);
         store.forget(&vc);
         assert!(names(&store, None).is_empty());
+    }
+
+    #[test]
+    fn modified_changes_carry_the_state_before() {
+        let store = Store::default();
+        let vc = source("ns", "vc");
+        store.apply(&vc, vm("vm-1", PowerState::On));
+        store.apply(&vc, vm("vm-1", PowerState::Off));
+        let changes = store.changes_since(1).unwrap();
+        let [change] = changes.as_slice() else {
+            panic!("one change: {changes:?}")
+        };
+        assert_eq!(change.kind, ChangeType::Modified);
+        let Some(Object::VirtualMachine(before)) = &change.previous else {
+            panic!("no previous state")
+        };
+        assert_eq!(before.spec.power_state, PowerState::On);
+    }
+
+    fn on_network(id: &str, network: &str) -> InventoryEvent {
+        InventoryEvent::Vm(VirtualMachineSpec {
+            id: id.into(),
+            display_name: "Web 01".into(),
+            disks: vec![vmm_api::inventory::Disk::default()],
+            nics: vec![vmm_api::inventory::Nic {
+                network: Some(network.into()),
+                ..Default::default()
+            }],
+            ..VirtualMachineSpec::default()
+        })
+    }
+
+    fn reasons(store: &Store, namespace: &str, name: &str) -> Vec<String> {
+        let vm = store.virtual_machine(namespace, name).unwrap();
+        vm.status
+            .concerns
+            .iter()
+            .map(|c| c.reason.clone())
+            .collect()
+    }
+
+    #[test]
+    fn concerns_follow_networks_and_cluster_facts() {
+        use crate::concerns::NadVlans;
+
+        let store = Store::default();
+        let vc = source("team-a", "vc");
+        store.apply(&vc, on_network("vm-1", "prod"));
+        assert!(
+            reasons(&store, "team-a", "vc-vm-1").is_empty(),
+            "nothing known yet"
+        );
+
+        let facts = |nads: Vec<NadVlans>, vms: &[(&str, &str)]| ClusterFacts {
+            nads: Some(nads),
+            vms: Some(
+                vms.iter()
+                    .map(|(ns, n)| ((*ns).to_owned(), (*n).to_owned()))
+                    .collect(),
+            ),
+        };
+        store.set_cluster_facts(facts(vec![NadVlans::Vlan(100)], &[("team-a", "web-01")]));
+        assert_eq!(reasons(&store, "team-a", "vc-vm-1"), ["NameTaken"]);
+
+        // The source now says prod is VLAN 200: no NAD carries it.
+        store.apply(
+            &vc,
+            InventoryEvent::Network(NetworkSpec {
+                id: "net-1".into(),
+                display_name: "prod".into(),
+                vlan: Some(200),
+                ..NetworkSpec::default()
+            }),
+        );
+        assert_eq!(
+            reasons(&store, "team-a", "vc-vm-1"),
+            ["NoNetworkToMapTo", "NameTaken"]
+        );
+        let version = store.virtual_machines(None).version;
+        store.set_cluster_facts(facts(vec![NadVlans::Vlan(200)], &[]));
+        assert!(reasons(&store, "team-a", "vc-vm-1").is_empty());
+        assert_eq!(
+            store.changes_since(version).unwrap().len(),
+            1,
+            "the VM got one new version"
+        );
+    }
+
+    #[test]
+    fn sources_report_how_fresh_they_are_once_synced() {
+        let store = Store::default();
+        let vc = source("ns", "vc");
+        store.apply(&vc, vm("vm-1", PowerState::On));
+        assert!(store.sync_ages().is_empty(), "not synced yet");
+        store.apply(&vc, InventoryEvent::Synced);
+        store.apply(&vc, InventoryEvent::Current);
+        let ages = store.sync_ages();
+        assert_eq!(ages.len(), 1);
+        assert_eq!(ages[0].0, vc);
+        store.forget(&vc);
+        assert!(store.sync_ages().is_empty());
     }
 }

@@ -20,7 +20,7 @@ use vmm_api::inventory::API_VERSION;
 use crate::list::{self, Format, ListQuery, Served};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{ChangeType, Store};
+use crate::store::{Change, ChangeType, Store};
 use crate::table::{self, IncludeObject};
 
 /// A watch that names no timeout ends after this, as kube-apiserver's do
@@ -146,13 +146,8 @@ impl<T: Served> Watch<T> {
                 let Some(item) = T::of(&change.object) else {
                     continue;
                 };
-                if !self.selected(item) {
+                let Some(kind) = self.event_type(&change, item) else {
                     continue;
-                }
-                let kind = match change.kind {
-                    ChangeType::Added => "ADDED",
-                    ChangeType::Modified => "MODIFIED",
-                    ChangeType::Deleted => "DELETED",
                 };
                 if !self.send(lines, kind, self.object(item)).await {
                     return;
@@ -167,6 +162,23 @@ impl<T: Served> Watch<T> {
                 }
                 () = lines.closed() => return,
             }
+        }
+    }
+
+    /// The event this watch sends for a change, as kube-apiserver's watch
+    /// cache does: an object that starts matching the selectors is ADDED for
+    /// this watcher, one that stops matching is DELETED (with its new state).
+    fn event_type(&self, change: &Change, item: &T) -> Option<&'static str> {
+        let now = self.selected(item);
+        let before = match (&change.kind, change.previous.as_ref().and_then(T::of)) {
+            (ChangeType::Modified, Some(previous)) => self.selected(previous),
+            _ => now,
+        };
+        match (change.kind, before, now) {
+            (_, false, false) => None,
+            (ChangeType::Added, _, _) | (ChangeType::Modified, false, true) => Some("ADDED"),
+            (ChangeType::Modified, true, true) => Some("MODIFIED"),
+            (ChangeType::Deleted, _, _) | (ChangeType::Modified, true, false) => Some("DELETED"),
         }
     }
 

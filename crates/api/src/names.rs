@@ -28,6 +28,20 @@ pub fn object_name(source: &str, id: &str) -> String {
     }
 }
 
+/// The Harvester VM name an import job uses when it names none: the source's
+/// display name as a DNS-1123 label (`Web 01` → `web-01`). Readable, not
+/// unique: a clash is a concern the user settles with `spec.targetName`.
+pub fn target_vm_name(display_name: &str) -> String {
+    let mut name = slug(display_name);
+    name.truncate(MAX_NAME_LEN);
+    let name = name.trim_matches('-');
+    if name.is_empty() {
+        "vm".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
 pub fn is_dns1123_label(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
@@ -86,6 +100,22 @@ mod tests {
         // Lossy forms of different ids never collide.
         assert_ne!(object_name("s", "VM-1"), object_name("s", "vm-1"));
         assert_ne!(object_name("s", "a/b"), object_name("s", "a b"));
+    }
+
+    #[test]
+    fn target_names_read_like_the_display_name() {
+        for (display, want) in [
+            ("Web 01", "web-01"),
+            ("db.prod.example.com", "db-prod-example-com"),
+            ("  --Ünïcødé--  ", "n-c-d"),
+            ("名前", "vm"),
+            ("", "vm"),
+        ] {
+            assert_eq!(target_vm_name(display), want, "{display:?}");
+        }
+        let long = target_vm_name(&format!("{}-x", "a".repeat(62)));
+        assert_eq!(long, "a".repeat(62), "cut to 63, then trailing '-' trimmed");
+        assert!(is_dns1123_label(&long));
     }
 
     #[test]

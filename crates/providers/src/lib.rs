@@ -35,6 +35,9 @@ pub enum InventoryEvent {
     /// The full set was sent: what was not reported before this is gone.
     /// Sent once per watch, after the initial events.
     Synced,
+    /// After `Synced`: the source confirmed that every change up to now was
+    /// sent (a long poll returned). How fresh the inventory is, for metrics.
+    Current,
 }
 
 /// A connected source that can list and watch its inventory.

@@ -10,78 +10,33 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use vmm_testkit::aggregation::ApiServiceRegistration;
-use vmm_testkit::process::free_port;
+use vmm_testkit::servers::{InventoryApi, start_inventory_api};
 use vmm_testkit::tls::reqwest_client;
-use vmm_testkit::{
-    ControlPlane, ManagedProcess, ProcessBuilder, TestNamespace, Vcsim, workspace_binary,
-};
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
 
 mod common;
 
 const GROUP: &str = "inventory.harvesterhci.io";
 const WAIT: Duration = Duration::from_secs(120);
 
-struct InventoryServer {
-    _process: ManagedProcess,
-    port: u16,
-    admin_port: u16,
-}
-
 /// vmm-apiserver, registered as `v1.inventory.harvesterhci.io`: one per test
 /// binary, since the group can be registered only once per cluster.
-fn inventory_server() -> &'static InventoryServer {
-    static SERVER: OnceLock<InventoryServer> = OnceLock::new();
-    SERVER.get_or_init(|| start_and_register(ControlPlane::shared()))
-}
-
-/// Starts vmm-apiserver with a certificate for `<service>.<namespace>.svc` and
-/// registers it with kubectl, waiting until the aggregator calls it Available.
-fn start_and_register(cp: &ControlPlane) -> InventoryServer {
-    let port = free_port().unwrap();
-    let registration =
-        ApiServiceRegistration::new(GROUP, "v1", port, cp.pki().cluster_ca.cert_pem());
-    let serving = cp
-        .pki()
-        .issue_aggregated_serving(&registration.service_name, &registration.service_namespace)
-        .unwrap();
-    let admin_port = free_port().unwrap();
-    let process = ProcessBuilder::new("vmm-apiserver", workspace_binary("vmm-apiserver").unwrap())
-        .args(["--listen-addr", &format!("127.0.0.1:{port}")])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
-        .arg("--tls-cert-file")
-        .arg(&serving.cert_path)
-        .arg("--tls-private-key-file")
-        .arg(&serving.key_path)
-        .env("KUBECONFIG", cp.kubeconfig_path())
-        .log_file(cp.dir().join("vmm-apiserver.log"))
-        .spawn()
-        .unwrap();
-    let (namespace, service, apiservice) = registration.objects();
-    for object in [
-        serde_json::to_string(&namespace),
-        serde_json::to_string(&service),
-        serde_json::to_string(&apiservice),
-    ] {
-        cp.kubectl_with_stdin(["apply", "-f", "-"], &object.unwrap())
-            .expect_success();
-    }
-    let available = cp.kubectl([
-        "wait",
-        "--for=condition=Available",
-        &format!("apiservice/{}", registration.apiservice_name()),
-        "--timeout=120s",
-    ]);
-    assert!(
-        available.success(),
-        "{available}\napiserver log:\n{}",
-        process.log_tail(30)
-    );
-    InventoryServer {
-        _process: process,
-        port,
-        admin_port,
-    }
+fn inventory_server() -> &'static InventoryApi {
+    static SERVER: OnceLock<InventoryApi> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let program = workspace_binary("vmm-apiserver").unwrap();
+        // On a thread with a runtime of its own: tests call this from theirs.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(start_inventory_api(ControlPlane::shared(), &program))
+        })
+        .join()
+        .expect("starting vmm-apiserver panicked")
+        .unwrap()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,7 +306,7 @@ async fn kubectl_browses_a_vcenters_vms_under_namespace_rbac() {
     // The admin endpoint counts what was served and held.
     let admin = reqwest_client(&[cp.pki().cluster_ca.cert_pem()], None).unwrap();
     let scrape = || async {
-        let url = format!("http://127.0.0.1:{}/metrics", server.admin_port);
+        let url = format!("http://127.0.0.1:{}/metrics", server.server.admin_port);
         admin.get(url).send().await.unwrap().text().await.unwrap()
     };
     let metrics = scrape().await;
@@ -517,4 +472,110 @@ fn wait_until_lines(lines: &Mutex<Vec<String>>, what: &str, done: impl Fn(&[Stri
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The concerns of `vm` in `namespace` once they satisfy `done`, as reasons.
+fn wait_for_concerns(
+    cp: &ControlPlane,
+    namespace: &str,
+    vm: &str,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let out = cp.kubectl(["get", "ivm", "-n", namespace, vm, "-o", "json"]);
+        let object: Value = serde_json::from_str(out.expect_success()).unwrap();
+        let reasons: Vec<String> = object["status"]["concerns"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if done(&reasons) {
+            return object;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{vm}: never {what}; concerns now {reasons:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Concerns that need the cluster follow it: a source network without any
+/// NetworkAttachmentDefinition to map to, and a KubeVirt VM already holding
+/// the name an import would give the VM. Also: each source's sync lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concerns_follow_networks_and_vms_in_the_cluster() {
+    let cp = ControlPlane::shared();
+    let server = inventory_server();
+    let vcsim = Vcsim::shared();
+    let ns = TestNamespace::new(cp, "concerns").unwrap();
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let names = wait_for_vms(cp, ns.name(), vcsim.info().vm_paths.len());
+    let vm = names.lines().next().unwrap().rsplit('/').next().unwrap();
+    let has = |reason: &'static str| move |r: &[String]| r.iter().any(|x| x == reason);
+    let lacks = |reason: &'static str| move |r: &[String]| r.iter().all(|x| x != reason);
+
+    // No NAD anywhere yet (no other test in this binary makes one).
+    let object = wait_for_concerns(cp, ns.name(), vm, "unmappable", has("NoNetworkToMapTo"));
+    let network = object["spec"]["nics"][0]["network"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let display_name = object["spec"]["displayName"].as_str().unwrap().to_owned();
+    let networks = ns.kubectl(["get", "inet", "-o", "json"]);
+    let networks: Value = serde_json::from_str(networks.expect_success()).unwrap();
+    let vlan = networks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["spec"]["displayName"] == network.as_str())
+        .and_then(|n| n["spec"]["vlan"].as_i64());
+    // A NAD as Harvester writes one, carrying the network's VLAN.
+    let mut config = serde_json::json!({"cniVersion": "0.3.1", "name": "mapped", "type": "bridge",
+        "bridge": "mgmt-br", "promiscMode": true, "ipam": {}});
+    if let Some(vlan) = vlan.filter(|v| *v != 0) {
+        config["vlan"] = vlan.into();
+    }
+    let nad = serde_json::json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "mapped", "namespace": ns.name()}, "spec": {"config": config.to_string()}});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &nad.to_string())
+        .expect_success();
+    wait_for_concerns(cp, ns.name(), vm, "mappable", lacks("NoNetworkToMapTo"));
+
+    // A KubeVirt VM with the name an import would use.
+    let target = vmm_api::names::target_vm_name(&display_name);
+    let kubevirt_vm = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": target, "namespace": ns.name()},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}}}}}});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &kubevirt_vm.to_string())
+        .expect_success();
+    let object = wait_for_concerns(cp, ns.name(), vm, "name-clashing", has("NameTaken"));
+    assert!(
+        object.to_string().contains("spec.targetName"),
+        "the message names the fix: {object}"
+    );
+    ns.kubectl(["delete", "virtualmachines.kubevirt.io", &target])
+        .expect_success();
+    wait_for_concerns(cp, ns.name(), vm, "clear", lacks("NameTaken"));
+
+    // How fresh the source's inventory is.
+    let url = format!("http://127.0.0.1:{}/metrics", server.server.admin_port);
+    let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let lag = format!(
+        r#"vmm_inventory_sync_lag_seconds{{namespace="{}",kind="Vsphere",source="vc"}} "#,
+        ns.name()
+    );
+    let seconds = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(lag.as_str()))
+        .unwrap_or_else(|| panic!("{lag} missing:\n{metrics}"));
+    seconds
+        .parse::<f64>()
+        .unwrap_or_else(|e| panic!("{lag}{seconds}: {e}"));
 }

@@ -13,6 +13,7 @@
 //! | [`namespace`] | one namespace per test |
 //! | [`aggregation`] | APIService → ExternalName Service → a local port |
 //! | [`vcsim`] | the vCenter simulator |
+//! | [`servers`] | our binaries against a control plane; the inventory API registered |
 //! | [`tls`] | rustls (ring) and reqwest clients trusting given roots |
 //!
 //! ```no_run
@@ -31,6 +32,7 @@ pub mod namespace;
 pub mod peers;
 pub mod pki;
 pub mod process;
+pub mod servers;
 pub mod tls;
 pub mod vcsim;
 

@@ -170,12 +170,6 @@ impl VsphereClient {
         &self.url
     }
 
-    /// The vim_rs session, for calls this provider does not wrap (tests use
-    /// it to power VMs off). Using it makes the caller depend on vim_rs.
-    pub fn vim(&self) -> &Arc<Client> {
-        &self.client
-    }
-
     /// Ends the session (idempotent). Stop watches first.
     pub async fn logout(&self) -> Result<(), VsphereError> {
         self.client
@@ -296,7 +290,11 @@ impl VsphereClient {
             let Some(set) = update else {
                 // Nothing changed within WAIT_SECONDS; this also keeps the
                 // session alive.
-                if !synced {
+                if synced {
+                    if events.send(InventoryEvent::Current).await.is_err() {
+                        return Ok(());
+                    }
+                } else {
                     // An empty inventory still syncs.
                     synced = true;
                     if !emitter.flush(&store, &mut dirty, true, events).await {
@@ -318,14 +316,49 @@ impl VsphereClient {
             if !emitter.flush(&store, &mut dirty, !synced, events).await {
                 return Ok(());
             }
-            if !synced {
+            let confirmation = if synced {
+                InventoryEvent::Current
+            } else {
                 synced = true;
                 tracing::debug!(objects = store.len(), "vSphere watch synced");
-                if events.send(InventoryEvent::Synced).await.is_err() {
-                    return Ok(());
-                }
+                InventoryEvent::Synced
+            };
+            if events.send(confirmation).await.is_err() {
+                return Ok(());
             }
         }
+    }
+
+    /// The vim_rs session, for calls this provider does not wrap (the
+    /// provider's own tests destroy VMs with it). Using it makes the caller
+    /// depend on vim_rs.
+    pub fn vim(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Powers the VM (managed object id, e.g. `vm-42`) on or off (hard, like
+    /// pulling the plug) and waits for vSphere's task to finish.
+    pub async fn set_power(&self, vm_id: &str, on: bool) -> Result<(), VsphereError> {
+        let call = if on {
+            "PowerOnVM_Task"
+        } else {
+            "PowerOffVM_Task"
+        };
+        let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
+        let task = if on {
+            vm.power_on_vm_task(None).await
+        } else {
+            vm.power_off_vm_task().await
+        }
+        .map_err(|e| classify(&self.url, call, &e, None))?;
+        let tracker = vim_rs::core::tasks::TaskTracker::new(self.handle());
+        let outcome = tracker.wait::<()>(task).await;
+        tracker.shutdown().await;
+        outcome.map_err(|e| VsphereError::Fault {
+            url: self.url.clone(),
+            call,
+            detail: e.to_string(),
+        })
     }
 
     async fn create_view(&self) -> Result<ManagedObjectReference, VsphereError> {

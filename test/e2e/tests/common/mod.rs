@@ -18,11 +18,6 @@ pub async fn power_off(vcsim: &Vcsim, vm_id: &str) {
     let actor = VsphereClient::connect(vcsim.url(), &credentials, Some(vcsim.ca_pem()), false)
         .await
         .expect("connect to vcsim");
-    let vim = actor.vim().clone();
-    let tracker = vim_rs::core::tasks::TaskTracker::new(vim.clone());
-    let vm = vim_rs::mo::VirtualMachine::new(vim.clone(), vm_id);
-    let task = vm.power_off_vm_task().await.expect("PowerOffVM_Task");
-    tracker.wait::<()>(task).await.expect("power-off task");
-    tracker.shutdown().await;
+    actor.set_power(vm_id, false).await.expect("power off");
     actor.logout().await.unwrap();
 }

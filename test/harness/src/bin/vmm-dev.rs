@@ -4,18 +4,12 @@
 //! `demo`; prints how to reach it; stops everything on Ctrl-C or SIGTERM.
 //! Every process it starts also dies with it if it is killed outright.
 
-use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use vmm_testkit::aggregation::{
-    ApiServiceRegistration, register_apiservice, wait_apiservice_available,
-};
-use vmm_testkit::process::free_port;
-use vmm_testkit::{ControlPlane, Inventory, ManagedProcess, ProcessBuilder, Vcsim, repo_root};
+use vmm_testkit::servers::{start_inventory_api, start_server};
+use vmm_testkit::{ControlPlane, Inventory, Vcsim, repo_root};
 
 const DEMO_NAMESPACE: &str = "demo";
 
@@ -73,8 +67,24 @@ fn main() -> Result<()> {
     let kubeconfig = args.state_dir.join("kubeconfig");
     std::fs::copy(cp.kubeconfig_path(), &kubeconfig).context("writing the kubeconfig")?;
 
-    let controller = start_server(&cp, &args.bin_dir, "vmm-controller", Vec::new())?;
-    let apiserver = runtime.block_on(start_inventory_api(&cp, &args.bin_dir))?;
+    let controller = start_server(
+        &cp,
+        &args.bin_dir.join("vmm-controller"),
+        "vmm-controller",
+        Vec::new(),
+    )?;
+    eprintln!(
+        "vmm-controller ready ({})",
+        controller.admin_url("/metrics")
+    );
+    let apiserver = runtime.block_on(start_inventory_api(
+        &cp,
+        &args.bin_dir.join("vmm-apiserver"),
+    ))?;
+    eprintln!(
+        "vmm-apiserver ready ({})",
+        apiserver.server.admin_url("/metrics")
+    );
 
     eprintln!("creating the demo source …");
     cp.kubectl(["create", "namespace", DEMO_NAMESPACE])
@@ -115,80 +125,4 @@ Stop everything with Ctrl-C.",
     drop(cp);
     let _ = std::fs::remove_file(&kubeconfig);
     Ok(())
-}
-
-/// Starts the inventory apiserver with a serving certificate for its Service
-/// name and registers it with kube-apiserver as `v1.inventory.harvesterhci.io`.
-async fn start_inventory_api(cp: &ControlPlane, bin_dir: &Path) -> Result<ManagedProcess> {
-    let port = free_port()?;
-    let registration = ApiServiceRegistration::new(
-        vmm_api::inventory::GROUP,
-        vmm_api::inventory::VERSION,
-        port,
-        cp.pki().cluster_ca.cert_pem(),
-    );
-    let serving = cp
-        .pki()
-        .issue_aggregated_serving(&registration.service_name, &registration.service_namespace)?;
-    let args = vec![
-        "--listen-addr".into(),
-        format!("127.0.0.1:{port}").into(),
-        "--tls-cert-file".into(),
-        serving.cert_path.into(),
-        "--tls-private-key-file".into(),
-        serving.key_path.into(),
-    ];
-    let process = start_server(cp, bin_dir, "vmm-apiserver", args)?;
-    let client = cp.try_client()?;
-    register_apiservice(&client, &registration).await?;
-    wait_apiservice_available(
-        &client,
-        &registration.apiservice_name(),
-        Duration::from_secs(60),
-    )
-    .await?;
-    Ok(process)
-}
-
-/// Starts one of our binaries against the control plane and waits for `/readyz`.
-fn start_server(
-    cp: &ControlPlane,
-    bin_dir: &Path,
-    name: &str,
-    args: Vec<OsString>,
-) -> Result<ManagedProcess> {
-    let program = bin_dir.join(name);
-    if !program.is_file() {
-        bail!(
-            "{} not found: build it first (cargo build -p {name}) or pass --bin-dir",
-            program.display()
-        );
-    }
-    let port = free_port()?;
-    let mut process = ProcessBuilder::new(name, &program)
-        .args(["--admin-addr", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .env("KUBECONFIG", cp.kubeconfig_path())
-        .log_file(cp.dir().join(format!("{name}.log")))
-        .spawn()?;
-    process.wait_ready(
-        "/readyz",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || http_ok(port, "/readyz"),
-    )?;
-    eprintln!("{name} ready (admin endpoint http://127.0.0.1:{port})");
-    Ok(process)
-}
-
-/// A plain HTTP/1.0 GET: enough for a local readiness probe, no client needed.
-fn http_ok(port: u16, path: &str) -> Result<bool> {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return Ok(false);
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
 }

@@ -1,0 +1,365 @@
+//! `inventory-bench`: the inventory API under a large vCenter, measured against
+//! what kube-apiserver does with the same data as custom resources, in one run
+//! (`docs/benchmarks.md`):
+//!
+//! - a full list and a first page through kube-apiserver, inventory vs a CRD
+//!   whose objects are copies of the inventory's (same names, specs, status);
+//! - the delay from a power change made in vcsim to the watch event a client of
+//!   kube-apiserver receives;
+//! - the apiserver's resident memory with the whole inventory held.
+//!
+//! Usage: `cargo run --release -p vmm-bench --bin inventory-bench -- [--vms 10000] [--rounds 5]`
+//! (needs `cargo build --release --bins` first for vmm-apiserver; `bench/inventory.sh` does both).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+use vmm_api::SourceKind;
+use vmm_providers::Credentials;
+use vmm_providers::vsphere::VsphereClient;
+use vmm_testkit::servers::start_inventory_api;
+use vmm_testkit::{ControlPlane, Inventory, Vcsim, workspace_binary};
+
+const NAMESPACE: &str = "bench";
+const INVENTORY: &str = "/apis/inventory.harvesterhci.io/v1";
+const CR_GROUP: &str = "bench.vmm.harvesterhci.io";
+const CREATE_CONCURRENCY: usize = 16;
+const WAIT: Duration = Duration::from_secs(1800);
+
+struct Args {
+    vms: u32,
+    rounds: usize,
+    page: u32,
+    apiserver: PathBuf,
+}
+
+const USAGE: &str = "usage: inventory-bench [--vms N] [--rounds R] [--page P] [--apiserver PATH]
+
+  --vms N           VMs in the simulated vCenter (default 10000)
+  --rounds R        measurements of each kind; medians are printed (default 5)
+  --page P          size of the first page (default 500)
+  --apiserver PATH  the vmm-apiserver binary (default: next to this program)";
+
+fn parse_args() -> Result<Args> {
+    let mut parsed = Args {
+        vms: 10_000,
+        rounds: 5,
+        page: 500,
+        apiserver: PathBuf::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--vms" => parsed.vms = value()?.parse().context("--vms needs a number")?,
+            "--rounds" => parsed.rounds = value()?.parse().context("--rounds needs a number")?,
+            "--page" => parsed.page = value()?.parse().context("--page needs a number")?,
+            "--apiserver" => parsed.apiserver = value()?.into(),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if parsed.rounds == 0 || parsed.vms == 0 {
+        bail!("--vms and --rounds must be at least 1");
+    }
+    if parsed.apiserver.as_os_str().is_empty() {
+        parsed.apiserver = workspace_binary("vmm-apiserver")?;
+    }
+    Ok(parsed)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let started = Instant::now();
+    eprintln!("starting etcd and kube-apiserver …");
+    let cp = ControlPlane::start()?;
+    eprintln!("starting vcsim with {} VMs …", args.vms);
+    let vcsim = Vcsim::start(Inventory::with_vms(args.vms))?;
+    eprintln!("vcsim ready after {:.0?}", started.elapsed());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(&args, &cp, &vcsim))
+}
+
+async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
+    let inventory = start_inventory_api(cp, &args.apiserver).await?;
+    let client = cp.try_client()?;
+    cp.kubectl(["create", "namespace", NAMESPACE]).ok()?;
+    let synced = Instant::now();
+    cp.apply_yaml(NAMESPACE, &vcsim.source_manifest("vc"))
+        .ok()?;
+    let vms_path = format!("{INVENTORY}/namespaces/{NAMESPACE}/virtualmachines");
+    wait_for_count(&client, &vms_path, args.vms as usize).await?;
+    let sync_time = synced.elapsed();
+    eprintln!("inventory synced: {} VMs in {sync_time:.1?}", args.vms);
+
+    let list: Value = serde_json::from_str(&get(&client, &vms_path).await?)?;
+    let items = list["items"].as_array().context("a list has items")?;
+    let crs_path = create_copies(cp, &client, items).await?;
+
+    let page = format!("?limit={}", args.page);
+    let cases = [
+        ("full list", vms_path.clone(), crs_path.clone()),
+        (
+            "first page",
+            format!("{vms_path}{page}"),
+            format!("{crs_path}{page}"),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (what, ours, theirs) in &cases {
+        let mut ours_times = Vec::new();
+        let mut theirs_times = Vec::new();
+        let (mut ours_bytes, mut theirs_bytes) = (0, 0);
+        for _ in 0..args.rounds {
+            let (t, n) = timed_get(&client, ours).await?;
+            ours_times.push(t);
+            ours_bytes = n;
+            let (t, n) = timed_get(&client, theirs).await?;
+            theirs_times.push(t);
+            theirs_bytes = n;
+        }
+        rows.push((
+            *what,
+            median(&mut ours_times),
+            ours_bytes,
+            median(&mut theirs_times),
+            theirs_bytes,
+        ));
+    }
+
+    let vm = &items[0];
+    let delays = watch_delays(args.rounds, &client, vcsim, &vms_path, vm).await?;
+    let (rss, peak) = memory(inventory.server.process.pid())?;
+
+    println!(
+        "\ninventory benchmark: {} VMs in vcsim, through kube-apiserver, median of {} rounds\n",
+        args.vms, args.rounds
+    );
+    println!(
+        "{:<28} {:>12} {:>10}   {:>12} {:>10}   {:>9}",
+        "", "inventory", "bytes", "CRs (etcd)", "bytes", "CR / ours"
+    );
+    for (what, ours, ours_bytes, theirs, theirs_bytes) in &rows {
+        let label = if *what == "first page" {
+            format!("{what} (limit={})", args.page)
+        } else {
+            (*what).to_owned()
+        };
+        println!(
+            "{label:<28} {:>12} {:>10}   {:>12} {:>10}   {:>8.1}×",
+            format_duration(*ours),
+            mib(*ours_bytes),
+            format_duration(*theirs),
+            mib(*theirs_bytes),
+            theirs.as_secs_f64() / ours.as_secs_f64()
+        );
+    }
+    let mut sorted = delays.clone();
+    let median_delay = median(&mut sorted);
+    let worst = delays.iter().max().copied().unwrap_or_default();
+    println!(
+        "\nwatch delay, vcsim power change → event at a kube-apiserver watch client: median {}, worst {} ({} changes)",
+        format_duration(median_delay),
+        format_duration(worst),
+        delays.len()
+    );
+    println!(
+        "vmm-apiserver memory with {} VMs held: RSS {} MiB, peak {} MiB",
+        args.vms,
+        rss / 1024,
+        peak / 1024
+    );
+    println!("initial sync of {} VMs: {sync_time:.1?}", args.vms);
+    let full = &rows[0];
+    println!(
+        "\ntargets: full list ≥ 5× faster than the CR list: {:.1}×; watch delay ≤ 1 s: {}; RSS ≤ 100 MiB: {} MiB",
+        full.3.as_secs_f64() / full.1.as_secs_f64(),
+        format_duration(worst),
+        peak / 1024
+    );
+    Ok(())
+}
+
+async fn get(client: &kube::Client, path: &str) -> Result<String> {
+    let request = http::Request::get(path)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Vec::new())?;
+    client
+        .request_text(request)
+        .await
+        .with_context(|| format!("GET {path}"))
+}
+
+/// Time to the last byte of a GET, and its size.
+async fn timed_get(client: &kube::Client, path: &str) -> Result<(Duration, usize)> {
+    let started = Instant::now();
+    let body = get(client, path).await?;
+    Ok((started.elapsed(), body.len()))
+}
+
+/// Waits until `path` lists `count` objects (one-item pages: cheap to poll).
+async fn wait_for_count(client: &kube::Client, path: &str, count: usize) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page: Value = serde_json::from_str(&get(client, &format!("{path}?limit=1")).await?)?;
+        let listed = page["items"].as_array().map_or(0, Vec::len)
+            + page["metadata"]["remainingItemCount"].as_u64().unwrap_or(0) as usize;
+        if listed >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{path} lists {listed} of {count} objects after {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A CRD with the inventory's names, and a copy of every inventory VM in it
+/// (same name, labels, spec and status): the reference kube-apiserver serves
+/// from its watch cache and etcd. Returns the copies' list path.
+async fn create_copies(
+    cp: &ControlPlane,
+    client: &kube::Client,
+    items: &[Value],
+) -> Result<String> {
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("virtualmachines.{CR_GROUP}")},
+        "spec": {"group": CR_GROUP, "scope": "Namespaced",
+            "names": {"plural": "virtualmachines", "singular": "virtualmachine", "kind": "VirtualMachine"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &crd.to_string())
+        .ok()?;
+    cp.kubectl([
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/virtualmachines.{CR_GROUP}"),
+        "--timeout=60s",
+    ])
+    .ok()?;
+    let path = format!("/apis/{CR_GROUP}/v1/namespaces/{NAMESPACE}/virtualmachines");
+    let started = Instant::now();
+    futures::stream::iter(items)
+        .map(|item| {
+            let body = json!({
+                "apiVersion": format!("{CR_GROUP}/v1"), "kind": "VirtualMachine",
+                "metadata": {"name": item["metadata"]["name"], "labels": item["metadata"]["labels"]},
+                "spec": item["spec"], "status": item["status"]});
+            let path = path.clone();
+            async move {
+                let request = http::Request::post(&path)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(serde_json::to_vec(&body)?)?;
+                client.request_text(request).await.context("creating a copy")
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    eprintln!(
+        "{} custom resources created in {:.1?}",
+        items.len(),
+        started.elapsed()
+    );
+    Ok(path)
+}
+
+/// Powers `vm` off and on `rounds` times from a session of its own; for each
+/// change, the time from the start of the vSphere call to the watch event
+/// (an upper bound: the change happens inside the call).
+async fn watch_delays(
+    rounds: usize,
+    client: &kube::Client,
+    vcsim: &Vcsim,
+    vms_path: &str,
+    vm: &Value,
+) -> Result<Vec<Duration>> {
+    let name = vm["metadata"]["name"].as_str().context("a VM has a name")?;
+    let id = vm["spec"]["id"].as_str().context("a VM has an id")?;
+    let data = [
+        ("username", vcsim.username()),
+        ("password", vcsim.password()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+    .collect();
+    let credentials = Credentials::from_secret(SourceKind::Vsphere, "bench", &data)?;
+    let actor =
+        VsphereClient::connect(vcsim.url(), &credentials, Some(vcsim.ca_pem()), false).await?;
+
+    let request = http::Request::get(format!(
+        "{vms_path}?watch=1&fieldSelector=metadata.name%3D{name}&allowWatchBookmarks=false"
+    ))
+    .body(Vec::new())?;
+    let mut lines = client.request_stream(request).await?.lines();
+    // The watch starts with the current state.
+    lines.next().await.context("the watch ended")??;
+
+    let mut delays = Vec::new();
+    let mut on = vm["spec"]["powerState"] == "On";
+    for _ in 0..rounds {
+        on = !on;
+        let want = if on { "On" } else { "Off" };
+        let started = Instant::now();
+        let change = actor.set_power(id, on);
+        let event = async {
+            while let Some(line) = lines.next().await {
+                let event: Value = serde_json::from_str(&line?)?;
+                if event["object"]["spec"]["powerState"] == want {
+                    return Ok(started.elapsed());
+                }
+            }
+            bail!("the watch ended")
+        };
+        let (changed, seen) = tokio::join!(change, tokio::time::timeout(WAIT, event));
+        changed?;
+        delays.push(seen.context("no watch event")??);
+    }
+    actor.logout().await?;
+    Ok(delays)
+}
+
+/// Resident and peak resident memory of a process, in KiB.
+fn memory(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{name} missing in /proc/{pid}/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn format_duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}

@@ -1,0 +1,116 @@
+//! Our own binaries (vmm-apiserver, vmm-controller) run against a control
+//! plane: started with its kubeconfig, waited for on `/readyz`, and the
+//! inventory apiserver registered with kube-apiserver's aggregator. Shared by
+//! the e2e suites, `vmm-dev` and the benchmarks, so all run the same way.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::aggregation::{ApiServiceRegistration, register_apiservice, wait_apiservice_available};
+use crate::control_plane::ControlPlane;
+use crate::process::{ManagedProcess, ProcessBuilder, free_port};
+
+/// How long a server may take to answer `/readyz`, and an APIService to
+/// become Available.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One of our binaries, running.
+pub struct Server {
+    pub process: ManagedProcess,
+    /// Its admin endpoint: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_port: u16,
+}
+
+impl Server {
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+}
+
+/// The inventory apiserver, registered as `v1.inventory.harvesterhci.io`.
+pub struct InventoryApi {
+    pub server: Server,
+    /// Its HTTPS port (what the APIService's Service points at).
+    pub port: u16,
+    pub registration: ApiServiceRegistration,
+}
+
+/// Starts `program` (one of our binaries) with the control plane's admin
+/// kubeconfig and an admin endpoint on a free port, and waits for `/readyz`.
+pub fn start_server(
+    cp: &ControlPlane,
+    program: &Path,
+    name: &str,
+    args: Vec<OsString>,
+) -> Result<Server> {
+    if !program.is_file() {
+        bail!(
+            "{} not found: build it first (cargo build --bins)",
+            program.display()
+        );
+    }
+    let admin_port = free_port()?;
+    let mut process = ProcessBuilder::new(name, program)
+        .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .args(args)
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .log_file(cp.dir().join(format!("{name}.log")))
+        .spawn()?;
+    process.wait_ready("/readyz", READY_TIMEOUT, Duration::from_millis(200), || {
+        http_ok(admin_port, "/readyz")
+    })?;
+    Ok(Server {
+        process,
+        admin_port,
+    })
+}
+
+/// Starts the inventory apiserver (`program`) with a serving certificate for
+/// its Service name and registers it, waiting until the aggregator calls it
+/// Available. The group can be registered once per control plane.
+pub async fn start_inventory_api(cp: &ControlPlane, program: &Path) -> Result<InventoryApi> {
+    let port = free_port()?;
+    let registration = ApiServiceRegistration::new(
+        vmm_api::inventory::GROUP,
+        vmm_api::inventory::VERSION,
+        port,
+        cp.pki().cluster_ca.cert_pem(),
+    );
+    let serving = cp
+        .pki()
+        .issue_aggregated_serving(&registration.service_name, &registration.service_namespace)?;
+    let args = vec![
+        "--listen-addr".into(),
+        format!("127.0.0.1:{port}").into(),
+        "--tls-cert-file".into(),
+        serving.cert_path.into(),
+        "--tls-private-key-file".into(),
+        serving.key_path.into(),
+    ];
+    let server = start_server(cp, program, "vmm-apiserver", args)?;
+    let client = cp.try_client()?;
+    register_apiservice(&client, &registration).await?;
+    wait_apiservice_available(&client, &registration.apiservice_name(), READY_TIMEOUT).await?;
+    Ok(InventoryApi {
+        server,
+        port,
+        registration,
+    })
+}
+
+/// A plain HTTP/1.0 GET: enough for a local probe, no client needed.
+pub fn http_ok(port: u16, path: &str) -> Result<bool> {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Ok(false);
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+}
