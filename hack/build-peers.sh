@@ -3,6 +3,7 @@
 #   bin/kube-apiserver bin/kubectl bin/kube-controller-manager   k8s.io/kubernetes (test/peers/kube)
 #   bin/etcd                         go.etcd.io/etcd/server/v3  (test/peers/etcd)
 #   bin/vcsim                        our program on govmomi's simulator (test/peers/vcsim)
+#   bin/helm                         helm.sh/helm/v3 (test/peers/helm): lint and render the chart
 #   crds/kubevirt-virtualmachines.yaml     KubeVirt's own generator   (test/peers/crds/kubevirt)
 #   crds/harvester-virtualmachineimages.yaml  controller-gen on Harvester's types (test/peers/crds/harvester)
 #   crds/nad.yaml                          NAD client's shipped manifest (test/peers/crds/nad)
@@ -61,7 +62,7 @@ done
 
 # shellcheck source=../test/peers/versions.env
 source "$SRC/versions.env"
-for v in KUBE_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION; do
+for v in KUBE_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION HELM_VERSION; do
 	[[ -n ${!v:-} ]] || die "$v is not set in test/peers/versions.env"
 done
 
@@ -197,6 +198,7 @@ check_all() {
 	check_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" 0
 	check_etcd_siblings
 	check_module vcsim github.com/vmware/govmomi "$GOVMOMI_VERSION" 0
+	check_module helm helm.sh/helm/v3 "$HELM_VERSION" 0
 	check_module crds/kubevirt kubevirt.io/kubevirt "$KUBEVIRT_VERSION" 1
 	check_module crds/harvester github.com/harvester/harvester "$HARVESTER_VERSION" 1
 	check_module crds/controller-gen sigs.k8s.io/controller-tools "$CONTROLLER_TOOLS_VERSION" 0
@@ -240,6 +242,7 @@ update_all() {
 	update_module kube k8s.io/kubernetes "$KUBE_VERSION" 1 "${KUBE_CMDS[@]}"
 	update_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" 0 go.etcd.io/etcd/server/v3
 	update_module vcsim github.com/vmware/govmomi "$GOVMOMI_VERSION" 0
+	update_module helm helm.sh/helm/v3 "$HELM_VERSION" 0 helm.sh/helm/v3/cmd/helm
 	update_module crds/kubevirt kubevirt.io/kubevirt "$KUBEVIRT_VERSION" 1
 	update_module crds/harvester github.com/harvester/harvester "$HARVESTER_VERSION" 1
 	update_module crds/controller-gen sigs.k8s.io/controller-tools "$CONTROLLER_TOOLS_VERSION" 0 \
@@ -320,6 +323,12 @@ build_vcsim() {
 	go -C "$SRC/vcsim" build -trimpath -ldflags "-s -w" -o "$TMP/bin/vcsim" .
 }
 
+build_helm() {
+	# The version helm prints and stamps into rendered charts' .Capabilities.HelmVersion.
+	go -C "$SRC/helm" build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+		-o "$TMP/bin/helm" helm.sh/helm/v3/cmd/helm
+}
+
 module_dir() { # module_dir NAME MODULE: download MODULE (verified against go.sum) and print its dir
 	go -C "$SRC/$1" mod download "$2"
 	go -C "$SRC/$1" list -m -f '{{.Dir}}' "$2"
@@ -359,13 +368,14 @@ T0=$EPOCHREALTIME
 timed kube build_kube
 timed etcd build_etcd
 timed vcsim build_vcsim
+timed helm build_helm
 timed crd-kubevirt crd_kubevirt
 timed crd-harvester crd_harvester
 timed crd-nad crd_nad
 TOTAL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 rm -rf "$WORK"
 
-for f in kube-apiserver kubectl etcd vcsim; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
+for f in kube-apiserver kubectl etcd vcsim helm; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
 for f in kubevirt-virtualmachines harvester-virtualmachineimages nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
 
 json_sizes() {
@@ -377,7 +387,7 @@ json_sizes() {
 }
 json_secs() {
 	local sep="" k
-	for k in kube etcd vcsim crd-kubevirt crd-harvester crd-nad; do
+	for k in kube etcd vcsim helm crd-kubevirt crd-harvester crd-nad; do
 		printf '%s"%s": %s' "$sep" "$k" "${SECS[$k]}"
 		sep=", "
 	done
@@ -386,7 +396,7 @@ cat >"$TMP/build-info.json" <<EOF
 {
   "key": "$KEY",
   "goVersion": "$GO_VERSION",
-  "versions": {"kubernetes": "$KUBE_VERSION", "etcd": "$ETCD_VERSION", "govmomi": "$GOVMOMI_VERSION", "kubevirt": "$KUBEVIRT_VERSION", "harvester": "$HARVESTER_VERSION", "controllerTools": "$CONTROLLER_TOOLS_VERSION", "nad": "$NAD_VERSION"},
+  "versions": {"kubernetes": "$KUBE_VERSION", "etcd": "$ETCD_VERSION", "govmomi": "$GOVMOMI_VERSION", "kubevirt": "$KUBEVIRT_VERSION", "harvester": "$HARVESTER_VERSION", "controllerTools": "$CONTROLLER_TOOLS_VERSION", "nad": "$NAD_VERSION", "helm": "$HELM_VERSION"},
   "buildSeconds": {$(json_secs), "total": $TOTAL},
   "binarySizes": {$(json_sizes)},
   "builtAt": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",

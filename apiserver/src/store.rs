@@ -48,11 +48,33 @@ impl std::fmt::Debug for Store {
 
 impl Default for Store {
     fn default() -> Self {
+        let first = first_version();
         Self {
-            state: RwLock::default(),
-            versions: watch::channel(0).0,
+            state: RwLock::new(State {
+                changes: ChangeLog {
+                    version: first,
+                    recent: VecDeque::new(),
+                    dropped_through: first,
+                },
+                ..State::default()
+            }),
+            versions: watch::channel(first).0,
         }
     }
+}
+
+/// Versions count up from a random multiple of 2^40, so two replicas (or a
+/// replica before and after a restart) never issue the same version: given
+/// another's version, a replica answers 410 and the client lists again, never
+/// serves a wrong page or misses an event. Below 2^63, for clients that parse
+/// versions as signed integers.
+fn first_version() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    // The system RNG does not fail on Linux; a fixed start only loses the
+    // cross-replica guarantee, never correctness within one replica.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    (u64::from_le_bytes(bytes) & ((1 << 23) - 1)) << 40
 }
 
 /// How many recent changes watchers can resume from.
@@ -579,7 +601,11 @@ mod tests {
         store.apply(&vc, vm("vm-1", PowerState::Off));
         let vm = store.virtual_machine("ns", "vc-vm-1").unwrap();
         assert_eq!(vm.spec.power_state, PowerState::Off);
-        assert_eq!(vm.metadata.resource_version.as_deref(), Some("2"));
+        assert_eq!(
+            vm.metadata.resource_version,
+            Some((first + 1).to_string()),
+            "one version per real change"
+        );
     }
 
     #[test]
@@ -601,12 +627,32 @@ mod tests {
     }
 
     #[test]
+    fn another_stores_versions_are_expired_here() {
+        let (one, other) = (Store::default(), Store::default());
+        let vc = source("ns", "vc");
+        for store in [&one, &other] {
+            store.apply(&vc, vm("vm-1", PowerState::On));
+            store.apply(&vc, vm("vm-1", PowerState::Off));
+        }
+        let (mine, theirs) = (
+            one.virtual_machines(None).version,
+            other.virtual_machines(None).version,
+        );
+        assert_ne!(mine, theirs, "each store starts at a random base");
+        assert!(one.changes_since(mine - 2).is_ok());
+        for version in [theirs, theirs - 1, 0, 1] {
+            assert_eq!(one.changes_since(version).unwrap_err(), Expired);
+        }
+    }
+
+    #[test]
     fn modified_changes_carry_the_state_before() {
         let store = Store::default();
         let vc = source("ns", "vc");
         store.apply(&vc, vm("vm-1", PowerState::On));
+        let added = store.virtual_machines(None).version;
         store.apply(&vc, vm("vm-1", PowerState::Off));
-        let changes = store.changes_since(1).unwrap();
+        let changes = store.changes_since(added).unwrap();
         let [change] = changes.as_slice() else {
             panic!("one change: {changes:?}")
         };

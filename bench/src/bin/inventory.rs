@@ -93,7 +93,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
-    let inventory = start_inventory_api(cp, &args.apiserver).await?;
+    let inventory = start_inventory_api(cp, &args.apiserver, cp.kubeconfig_path()).await?;
     let client = cp.try_client()?;
     cp.kubectl(["create", "namespace", NAMESPACE]).ok()?;
     let synced = Instant::now();

@@ -31,7 +31,8 @@ fn inventory_server() -> &'static InventoryApi {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(start_inventory_api(ControlPlane::shared(), &program))
+            let cp = ControlPlane::shared();
+            runtime.block_on(start_inventory_api(cp, &program, cp.kubeconfig_path()))
         })
         .join()
         .expect("starting vmm-apiserver panicked")

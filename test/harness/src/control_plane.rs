@@ -308,6 +308,45 @@ impl ControlPlane {
         Ok(out)
     }
 
+    /// A kubeconfig with a token kube-apiserver issued for a ServiceAccount
+    /// (valid for two hours): a process using it has exactly the RBAC of
+    /// that ServiceAccount, as in a pod.
+    pub fn kubeconfig_for_service_account(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let token = self
+            .kubectl(["create", "token", name, "-n", namespace, "--duration=2h"])
+            .ok()
+            .with_context(|| format!("token for {namespace}/{name}"))?
+            .trim()
+            .to_owned();
+        let path = self.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));
+        write_kubeconfig_for(
+            &path,
+            &self.server_url,
+            self.pki.cluster_ca.cert_path(),
+            serde_json::json!({ "token": token }),
+        )?;
+        Ok(path)
+    }
+
+    /// Starts kube-controller-manager with only `controllers` (e.g.
+    /// `clusterrole-aggregation`), as admin, serving nothing. Stops on drop.
+    pub fn start_controller_manager(&self, controllers: &[&str]) -> Result<ManagedProcess> {
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        ProcessBuilder::new(
+            "kube-controller-manager",
+            self.peers.kube_controller_manager(),
+        )
+        .args([
+            kubeconfig.as_str(),
+            &format!("--controllers={}", controllers.join(",")),
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--use-service-account-credentials=false",
+        ])
+        .log_file(self.dir.join("kube-controller-manager.log"))
+        .spawn()
+    }
+
     /// Runs the peers' kubectl as admin. Panics only when kubectl cannot be
     /// run at all; a failing command is reported in the output.
     #[track_caller]
@@ -437,6 +476,23 @@ fn kubectl_raw(
 }
 
 fn write_kubeconfig(path: &Path, server: &str, ca: &Path, cert: &CertFiles) -> Result<()> {
+    write_kubeconfig_for(
+        path,
+        server,
+        ca,
+        serde_json::json!({
+            "client-certificate": cert.cert_path,
+            "client-key": cert.key_path,
+        }),
+    )
+}
+
+fn write_kubeconfig_for(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    user: serde_json::Value,
+) -> Result<()> {
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -444,10 +500,7 @@ fn write_kubeconfig(path: &Path, server: &str, ca: &Path, cert: &CertFiles) -> R
             "server": server,
             "certificate-authority": ca,
         }}],
-        "users": [{"name": "user", "user": {
-            "client-certificate": cert.cert_path,
-            "client-key": cert.key_path,
-        }}],
+        "users": [{"name": "user", "user": user}],
         "contexts": [{"name": "vmm-e2e", "context": {"cluster": "vmm-e2e", "user": "user"}}],
         "current-context": "vmm-e2e",
     });

@@ -13,6 +13,7 @@
 //! | [`namespace`] | one namespace per test |
 //! | [`aggregation`] | APIService → ExternalName Service → a local port |
 //! | [`vcsim`] | the vCenter simulator |
+//! | [`chart`] | the Helm chart through the pinned helm |
 //! | [`servers`] | our binaries against a control plane; the inventory API registered |
 //! | [`tls`] | rustls (ring) and reqwest clients trusting given roots |
 //!
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod aggregation;
+pub mod chart;
 pub mod control_plane;
 pub mod namespace;
 pub mod peers;

@@ -98,7 +98,7 @@ impl Peers {
     pub fn from_dir(dir: PathBuf) -> Result<Peers> {
         let peers = Peers { dir };
         let mut missing = Vec::new();
-        for bin in ["kube-apiserver", "kubectl", "etcd", "vcsim"] {
+        for bin in ["kube-apiserver", "kubectl", "etcd", "vcsim", "helm"] {
             if !peers.bin(bin).is_file() {
                 missing.push(format!("bin/{bin}"));
             }
@@ -135,6 +135,14 @@ impl Peers {
 
     pub fn vcsim(&self) -> PathBuf {
         self.bin("vcsim")
+    }
+
+    pub fn kube_controller_manager(&self) -> PathBuf {
+        self.bin("kube-controller-manager")
+    }
+
+    pub fn helm(&self) -> PathBuf {
+        self.bin("helm")
     }
 
     /// Third-party CRDs (KubeVirt, Harvester, NAD).

@@ -40,14 +40,18 @@ pub struct InventoryApi {
     pub registration: ApiServiceRegistration,
 }
 
-/// Starts `program` (one of our binaries) with the control plane's admin
-/// kubeconfig and an admin endpoint on a free port, and waits for `/readyz`.
+/// Starts `program` (one of our binaries) with `kubeconfig` (the control
+/// plane's admin one, or a ServiceAccount's) and an admin endpoint on a free
+/// port, and waits for `/readyz`.
 pub fn start_server(
     cp: &ControlPlane,
     program: &Path,
-    name: &str,
+    kubeconfig: &Path,
     args: Vec<OsString>,
 ) -> Result<Server> {
+    let name = program
+        .file_name()
+        .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned());
     if !program.is_file() {
         bail!(
             "{} not found: build it first (cargo build --bins)",
@@ -55,10 +59,10 @@ pub fn start_server(
         );
     }
     let admin_port = free_port()?;
-    let mut process = ProcessBuilder::new(name, program)
+    let mut process = ProcessBuilder::new(&name, program)
         .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
         .args(args)
-        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .log_file(cp.dir().join(format!("{name}.log")))
         .spawn()?;
     process.wait_ready("/readyz", READY_TIMEOUT, Duration::from_millis(200), || {
@@ -70,10 +74,15 @@ pub fn start_server(
     })
 }
 
-/// Starts the inventory apiserver (`program`) with a serving certificate for
-/// its Service name and registers it, waiting until the aggregator calls it
-/// Available. The group can be registered once per control plane.
-pub async fn start_inventory_api(cp: &ControlPlane, program: &Path) -> Result<InventoryApi> {
+/// Starts the inventory apiserver (`program`, with `kubeconfig`) with a
+/// serving certificate for its Service name and registers it, waiting until
+/// the aggregator calls it Available. The group can be registered once per
+/// control plane.
+pub async fn start_inventory_api(
+    cp: &ControlPlane,
+    program: &Path,
+    kubeconfig: &Path,
+) -> Result<InventoryApi> {
     let port = free_port()?;
     let registration = ApiServiceRegistration::new(
         vmm_api::inventory::GROUP,
@@ -92,7 +101,7 @@ pub async fn start_inventory_api(cp: &ControlPlane, program: &Path) -> Result<In
         "--tls-private-key-file".into(),
         serving.key_path.into(),
     ];
-    let server = start_server(cp, program, "vmm-apiserver", args)?;
+    let server = start_server(cp, program, kubeconfig, args)?;
     let client = cp.try_client()?;
     register_apiservice(&client, &registration).await?;
     wait_apiservice_available(&client, &registration.apiservice_name(), READY_TIMEOUT).await?;

@@ -141,6 +141,15 @@ pub struct VcsimInfo {
     pub vm_paths: Vec<String>,
     #[serde(default)]
     pub pid: Option<u32>,
+    /// `https://127.0.0.1:<port>/harness/`: the peer's control API.
+    #[serde(default)]
+    pub harness_url: Option<String>,
+    /// `-lease-timeout` in seconds.
+    #[serde(default)]
+    pub lease_timeout_seconds: Option<f64>,
+    /// Extensions the peer has, e.g. `exportVm`, `harnessVms`.
+    #[serde(default)]
+    pub features: Vec<String>,
     /// Fields this version of the harness does not know.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
@@ -390,6 +399,11 @@ pub fn percent_encode_path(s: &str) -> String {
     out
 }
 
+mod control;
+pub mod soap;
+
+pub use control::*;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +426,68 @@ mod tests {
         .unwrap();
         assert_eq!(info.ca_file, None);
         assert_eq!(info.other.get("newField"), Some(&serde_json::json!(1)));
+    }
+
+    #[test]
+    fn xml_reader_reads_soap_faults_and_values() {
+        let doc = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>
+<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>a &lt;b&gt; &#233;&#x21;</faultstring>
+<detail><InvalidPowerStateFault xmlns="urn:vim25" xsi:type="InvalidPowerState"><existingState>poweredOn</existingState>
+<empty/></InvalidPowerStateFault></detail></soapenv:Fault>
+<!-- comment --><val _XMLSchema-instance:type='HttpNfcLeaseState'>ready</val></soapenv:Body></soapenv:Envelope>"#;
+        let root = soap::XmlElement::parse(doc).unwrap();
+        assert_eq!(root.name, "Envelope");
+        let fault = root.find("Fault").unwrap();
+        assert_eq!(fault.find("faultstring").unwrap().text(), "a <b> é!");
+        let detail = fault.find("detail").unwrap().children.first().unwrap();
+        assert_eq!(detail.attr("type"), Some("InvalidPowerState"));
+        assert_eq!(detail.find("existingState").unwrap().text(), "poweredOn");
+        let val = root.find("val").unwrap();
+        assert_eq!(
+            (val.attr("type"), val.text()),
+            (Some("HttpNfcLeaseState"), "ready")
+        );
+        assert!(soap::XmlElement::parse("<a><b></a>").is_err());
+        assert_eq!(soap::esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+    }
+
+    #[test]
+    fn sha256_of_bytes() {
+        assert_eq!(
+            sha256_bytes(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn vm_spec_serializes_to_the_peer_contract() {
+        let spec = VmSpec {
+            memory_mb: Some(4096),
+            firmware: Some(Firmware::Efi),
+            ..VmSpec::new("Web 01")
+        }
+        .powered_on(true)
+        .disk(DiskSpec::generated(64, 42, 0.5).on(Controller::Sata))
+        .disk(DiskSpec::raw_file("/x.raw"))
+        .nic(NicSpec::on("DC0_DVPG0").model(NicModel::E1000e));
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "name": "Web 01", "memoryMB": 4096, "firmware": "efi", "powerOn": true,
+                "disks": [
+                    {"capacityMiB": 64, "controller": "sata", "content": {"seed": 42, "dataFraction": 0.5}},
+                    {"capacityMiB": 0, "content": {"seed": 0, "dataFraction": 0.0, "rawFile": "/x.raw"}},
+                ],
+                "nics": [{"network": "DC0_DVPG0", "model": "e1000e"}],
+            })
+        );
+        let args = Inventory::default()
+            .with_lease_timeout(Duration::from_secs(2))
+            .args()
+            .join(" ");
+        assert!(args.contains("-lease-timeout 2000ms"), "{args}");
     }
 
     #[test]

@@ -57,13 +57,12 @@ func (f *inventoryFlags) newModel() (*simulator.Model, error) {
 	return m, nil
 }
 
-// installHandlers is where simulator extensions get hooked in after
-// Model.Create and before the HTTP server starts: Registry.Handler shims for
-// methods vcsim lacks (ExportVm, QueryChangedDiskAreas) and extra HTTP paths
-// via Service.Handle. Nothing is installed yet.
-func installHandlers(m *simulator.Model) error {
-	_ = m
-	return nil
+// installHandlers hooks our simulator extensions in after Model.Create and
+// before the HTTP server starts: the Registry.Handler shim for ExportVm and
+// our HttpNfcLease (export.go), and the HTTP paths /export/ and /harness/
+// (harness.go, vms.go, networks.go). See docs/peers.md.
+func installHandlers(m *simulator.Model, opts extOptions) (*extension, error) {
+	return newExtension(m, opts)
 }
 
 // inventoryInfo is what the ready line reports about the created inventory.
@@ -125,6 +124,7 @@ func describeInventory(m *simulator.Model) (*inventoryInfo, error) {
 	}
 	info.DatastoreDir = sds.Summary.Url
 
+	info.VMs = []string{} // [] rather than null in the ready line
 	for _, vm := range reg.All("VirtualMachine") {
 		info.VMs = append(info.VMs, inventoryPath(reg, vm))
 	}

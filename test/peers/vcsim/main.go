@@ -43,6 +43,10 @@ type readyLine struct {
 	VMPaths          []string `json:"vmPaths"`
 	TmpDir           string   `json:"tmpDir"`
 	PID              int      `json:"pid"`
+	// Extensions of ours (docs/peers.md): the control API and ExportVm.
+	HarnessURL          string   `json:"harnessUrl"`
+	LeaseTimeoutSeconds float64  `json:"leaseTimeoutSeconds"`
+	Features            []string `json:"features"`
 }
 
 func main() {
@@ -63,6 +67,9 @@ func run() error {
 	trace := fs.Bool("trace", false, "trace SOAP requests and responses to stderr")
 	watchStdin := fs.Bool("stdin-eof-exit", true, "exit when stdin reaches EOF")
 	tmpParent := fs.String("tmpdir", "", "parent of the temporary directory holding certificates and datastores (default $TMPDIR or /tmp)")
+	leaseTimeout := fs.Duration("lease-timeout", 300*time.Second, "an export HttpNfcLease turns to error without HttpNfcLeaseProgress for this long")
+	qemuImg := fs.String("qemu-img", "qemu-img", "qemu-img binary that converts exported disks to streamOptimized VMDKs")
+	keepExports := fs.Bool("export-cache", true, "keep converted VMDKs after their lease ends, for the next export of the unchanged disk")
 	var inv inventoryFlags
 	inv.register(fs)
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -73,6 +80,9 @@ func run() error {
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *leaseTimeout <= 0 {
+		return fmt.Errorf("-lease-timeout must be positive")
 	}
 	if *username == "" || *password == "" {
 		return fmt.Errorf("-username and -password must not be empty")
@@ -112,9 +122,17 @@ func run() error {
 	}
 	defer m.Remove()
 
-	if err := installHandlers(m); err != nil {
+	ext, err := installHandlers(m, extOptions{
+		leaseTimeout: *leaseTimeout,
+		qemuImg:      *qemuImg,
+		keepExports:  *keepExports,
+		tmpDir:       tmp,
+		thumbprint:   pki.Thumbprint(),
+	})
+	if err != nil {
 		return err
 	}
+	defer ext.close()
 	info, err := describeInventory(m)
 	if err != nil {
 		return err
@@ -131,6 +149,8 @@ func run() error {
 
 	u := *srv.URL
 	u.User = nil
+	ext.setBaseURL(&u)
+	harness := url.URL{Scheme: u.Scheme, Host: u.Host, Path: harnessPrefix}
 	line := readyLine{
 		URL:              u.String(),
 		Username:         *username,
@@ -147,6 +167,10 @@ func run() error {
 		VMPaths:          info.VMs,
 		TmpDir:           tmp,
 		PID:              os.Getpid(),
+
+		HarnessURL:          harness.String(),
+		LeaseTimeoutSeconds: leaseTimeout.Seconds(),
+		Features:            []string{"exportVm", "harnessVms", "harnessNetworks", "harnessLeases", "harnessFaults"},
 	}
 	out, err := json.Marshal(line)
 	if err != nil {

@@ -70,7 +70,7 @@ fn main() -> Result<()> {
     let controller = start_server(
         &cp,
         &args.bin_dir.join("vmm-controller"),
-        "vmm-controller",
+        cp.kubeconfig_path(),
         Vec::new(),
     )?;
     eprintln!(
@@ -80,6 +80,7 @@ fn main() -> Result<()> {
     let apiserver = runtime.block_on(start_inventory_api(
         &cp,
         &args.bin_dir.join("vmm-apiserver"),
+        cp.kubeconfig_path(),
     ))?;
     eprintln!(
         "vmm-apiserver ready ({})",

@@ -1,0 +1,3 @@
+//! Import jobs: from a source VM to a running Harvester VM.
+
+pub mod target;

@@ -1,0 +1,201 @@
+//! The Helm chart against the real kube-apiserver: it lints, renders objects
+//! the cluster accepts (server-side dry run) for default and other values,
+//! refuses bad values by its schema, gives users inventory access through the
+//! default `view`/`edit`/`admin` roles (ClusterRole aggregation by the real
+//! kube-controller-manager), and its RBAC for the inventory apiserver is
+//! enough: the real binary, with only a token of the chart's ServiceAccount,
+//! serves a vCenter's VMs and their cluster-dependent concerns.
+
+use std::time::{Duration, Instant};
+
+use vmm_testkit::chart::{chart_dir, helm, render};
+use vmm_testkit::servers::start_inventory_api;
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Polls `check` until it holds.
+fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if Instant::now() > deadline => panic!("never {what}: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
+#[test]
+fn the_chart_lints_and_the_cluster_accepts_what_it_renders() {
+    let cp = ControlPlane::shared();
+    let lint = helm(["lint".into(), chart_dir().into_os_string()]).unwrap();
+    assert!(lint.success(), "{lint}");
+
+    let ns = TestNamespace::new(cp, "chart-dry-run").unwrap();
+    let cases: [&[&str]; 2] = [
+        &[],
+        &[
+            "fullnameOverride=vmm",
+            "rbac.aggregateToDefaultRoles=false",
+            "apiserver.serviceAccount.create=false",
+            "apiserver.serviceAccount.name=custom-apiserver",
+        ],
+    ];
+    for set in cases {
+        let rendered = render("vmm", ns.name(), set).unwrap();
+        let manifest = rendered.ok().unwrap_or_else(|e| panic!("{set:?}: {e}"));
+        let applied = cp.kubectl_with_stdin(
+            ["apply", "--dry-run=server", "--server-side", "-f", "-"],
+            manifest,
+        );
+        assert!(applied.success(), "{set:?}: {applied}");
+    }
+
+    // The schema names what is wrong before anything reaches the cluster.
+    for (set, complaint) in [
+        ("fullnameOverride=Not_A_Name", "fullnameOverride"),
+        (
+            "rbac.aggregateToDefaultRoles=maybe",
+            "aggregateToDefaultRoles",
+        ),
+        ("rbac.typo=true", "typo"),
+    ] {
+        let refused = render("vmm", ns.name(), &[set]).unwrap();
+        assert!(
+            !refused.success() && refused.stderr.contains(complaint),
+            "{set}: {refused}"
+        );
+    }
+}
+
+#[test]
+fn inventory_access_comes_with_the_default_roles() {
+    let cp = ControlPlane::shared();
+    let _aggregation = cp
+        .start_controller_manager(&["clusterrole-aggregation"])
+        .unwrap();
+    let ns = TestNamespace::new(cp, "chart-roles").unwrap();
+    let manifest = render("roles", ns.name(), &[]).unwrap();
+    cp.kubectl_with_stdin(
+        ["apply", "--server-side", "-f", "-"],
+        manifest.ok().unwrap(),
+    )
+    .expect_success();
+
+    let suffix = vmm_testkit::namespace::random_suffix();
+    for role in ["view", "edit", "admin"] {
+        let user = format!("{role}-{suffix}");
+        ns.kubectl([
+            "create",
+            "rolebinding",
+            &user,
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ])
+        .expect_success();
+    }
+    let can = |role: &str, verb: &str, resource: &str| {
+        let out = cp.kubectl([
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            ns.name(),
+            &format!("--as={role}-{suffix}"),
+        ]);
+        out.stdout.trim() == "yes"
+    };
+    let cases = [
+        (
+            "view",
+            "list",
+            "virtualmachines.inventory.harvesterhci.io",
+            true,
+        ),
+        ("view", "watch", "networks.inventory.harvesterhci.io", true),
+        ("view", "get", "vspheres.source.harvesterhci.io", true),
+        ("view", "list", "importjobs.importjob.harvesterhci.io", true),
+        (
+            "view",
+            "create",
+            "importjobs.importjob.harvesterhci.io",
+            false,
+        ),
+        (
+            "edit",
+            "create",
+            "importjobs.importjob.harvesterhci.io",
+            true,
+        ),
+        ("edit", "delete", "vspheres.source.harvesterhci.io", true),
+        (
+            "edit",
+            "list",
+            "virtualmachines.inventory.harvesterhci.io",
+            true,
+        ),
+        ("admin", "create", "openstacks.source.harvesterhci.io", true),
+        (
+            "admin",
+            "delete",
+            "virtualmachines.inventory.harvesterhci.io",
+            false,
+        ),
+    ];
+    for (role, verb, resource, want) in cases {
+        eventually(&format!("{role} may {verb} {resource}: {want}"), || {
+            let got = can(role, verb, resource);
+            (got == want)
+                .then_some(())
+                .ok_or_else(|| format!("can-i says {got}"))
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_apiserver_needs_no_more_than_the_charts_rbac() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    let system = TestNamespace::new(cp, "chart-system").unwrap();
+    let manifest = render("vmm", system.name(), &[]).unwrap();
+    cp.kubectl_with_stdin(
+        ["apply", "--server-side", "-f", "-"],
+        manifest.ok().unwrap(),
+    )
+    .expect_success();
+    let kubeconfig = cp
+        .kubeconfig_for_service_account(system.name(), "vmm-apiserver")
+        .unwrap();
+    let program = workspace_binary("vmm-apiserver").unwrap();
+    let inventory = start_inventory_api(cp, &program, &kubeconfig)
+        .await
+        .unwrap();
+
+    let team = TestNamespace::new(cp, "chart-team").unwrap();
+    cp.apply_yaml(team.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let count = vcsim.info().vm_paths.len();
+    eventually("the VMs listed", || {
+        let out = team.kubectl(["get", "ivm", "-o", "name"]);
+        (out.success() && out.stdout.lines().count() == count)
+            .then_some(())
+            .ok_or_else(|| format!("{out}"))
+    });
+    // Reading NADs works too: with none in the cluster, every VM says so.
+    eventually("the NAD concern raised", || {
+        let out = team.kubectl([
+            "get",
+            "ivm",
+            "-o",
+            "jsonpath={.items[*].status.concerns[*].reason}",
+        ]);
+        out.stdout
+            .contains("NoNetworkToMapTo")
+            .then_some(())
+            .ok_or_else(|| format!("{out}"))
+    });
+    let log = inventory.server.process.log_tail(200);
+    assert!(!log.contains("forbidden"), "a request was refused:\n{log}");
+}

@@ -1,0 +1,50 @@
+//! The Helm chart (`charts/vm-migration`) through the peers' pinned helm:
+//! lint it and render it as an install would, for kubectl to apply.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::peers::{Peers, repo_root};
+use crate::process::{CmdOutput, run_tied};
+
+const HELM_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn chart_dir() -> PathBuf {
+    repo_root().join("charts/vm-migration")
+}
+
+/// Runs helm with `args`; helm's own state goes to a scratch directory.
+pub fn helm<I, S>(args: I) -> Result<CmdOutput>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let scratch = crate::process::run_dir()?;
+    let env: Vec<(OsString, OsString)> = ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"]
+        .into_iter()
+        .map(|var| (var.into(), scratch.clone().into_os_string()))
+        .collect();
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    run_tied(&Peers::get()?.helm(), &args, &env, None, HELM_TIMEOUT)
+}
+
+/// `helm template` of the chart as release `release` in `namespace`, CRDs
+/// included, with `--set` values.
+pub fn render(release: &str, namespace: &str, set: &[&str]) -> Result<CmdOutput> {
+    let mut args: Vec<OsString> = vec![
+        "template".into(),
+        release.into(),
+        chart_dir().into(),
+        "--namespace".into(),
+        namespace.into(),
+        "--include-crds".into(),
+    ];
+    for value in set {
+        args.push("--set".into());
+        args.push((*value).into());
+    }
+    helm(args)
+}
