@@ -5,6 +5,11 @@
 export VMM_CACHE_DIR="${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-migration}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$VMM_CACHE_DIR/cargo-target}"
 export GOTOOLCHAIN=local
+# A CI run builds once: incremental state only costs disk (tens of GB with two
+# checkouts) and time there.
+if [[ ${CI:-} == true ]]; then
+  export CARGO_INCREMENTAL=0
+fi
 
 # Installs the system packages, builds (or reuses) the test peers and exports
 # VMM_PEERS_DIR for the harness.

@@ -8,27 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
+use vmm_api::external;
 
 use crate::concerns::{ClusterFacts, NadVlans};
+use crate::sources::map_event;
 use crate::store::{ObjectKey, Store};
-
-fn nad_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
-        "network-attachment-definitions",
-    )
-}
-
-fn kubevirt_vm_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-        "virtualmachines",
-    )
-}
 
 /// One watch's view: complete only after its first full list.
 struct Known<V> {
@@ -73,17 +61,6 @@ impl<V: Clone + PartialEq> Known<V> {
     }
 }
 
-/// What a watch event says about one object, as `(key, value)`.
-fn entry<K, V>(event: Event<K>, read: impl Fn(K) -> (ObjectKey, V)) -> Event<(ObjectKey, V)> {
-    match event {
-        Event::Apply(object) => Event::Apply(read(object)),
-        Event::Delete(object) => Event::Delete(read(object)),
-        Event::Init => Event::Init,
-        Event::InitApply(object) => Event::InitApply(read(object)),
-        Event::InitDone => Event::InitDone,
-    }
-}
-
 fn key(meta: &kube::api::ObjectMeta) -> ObjectKey {
     (
         meta.namespace.clone().unwrap_or_default(),
@@ -115,13 +92,13 @@ fn logged<T>(what: &'static str) -> impl FnMut(Result<T, watcher::Error>) -> Opt
 }
 
 fn nad_updates(client: Client) -> impl Stream<Item = Update> {
-    let api = Api::<DynamicObject>::all_with(client, &nad_resource());
+    let api = Api::<DynamicObject>::all_with(client, &external::network_attachment_definition());
     let mut log = logged("NetworkAttachmentDefinitions");
     watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(move |result| std::future::ready(log(result)))
         .map(|event| {
-            Update::Nad(entry(event, |nad| {
+            Update::Nad(map_event(event, |nad| {
                 let config = nad
                     .data
                     .pointer("/spec/config")
@@ -134,12 +111,12 @@ fn nad_updates(client: Client) -> impl Stream<Item = Update> {
 
 fn vm_updates(client: Client) -> impl Stream<Item = Update> {
     // Names only: a metadata watch skips the specs and statuses we don't need.
-    let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &kubevirt_vm_resource());
+    let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &external::kubevirt_vm());
     let mut log = logged("KubeVirt VirtualMachines");
     watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(move |result| std::future::ready(log(result)))
-        .map(|event| Update::Vm(entry(event, |vm| (key(&vm.metadata), ()))))
+        .map(|event| Update::Vm(map_event(event, |vm| (key(&vm.metadata), ()))))
 }
 
 /// Keeps the store's cluster facts current until the task is dropped.

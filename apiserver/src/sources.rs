@@ -179,7 +179,8 @@ fn label(id: &SourceId) -> String {
     format!("{:?} {}/{}", id.kind, id.namespace, id.name)
 }
 
-fn map_event<K, T>(event: Event<K>, mut f: impl FnMut(K) -> T) -> Event<T> {
+/// A watch event about a `K`, as one about what `f` makes of it.
+pub(crate) fn map_event<K, T>(event: Event<K>, mut f: impl FnMut(K) -> T) -> Event<T> {
     match event {
         Event::Apply(k) => Event::Apply(f(k)),
         Event::Delete(k) => Event::Delete(f(k)),

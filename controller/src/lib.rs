@@ -4,7 +4,18 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`sources`] | the `Ready` condition of every source: reachable, logged in |
+//! | [`disks`] | the endpoint Harvester's image importer downloads each disk from |
 //! | [`import`] | import jobs: the VM to create ([`import::target`]) |
+//! | [`connect`] | logging in to a source with its Secret; failures as reasons |
+//! | [`conditions`] | status conditions as Kubernetes expects them |
+//! | [`context`], [`error`] | what reconcilers share; their error type |
 #![forbid(unsafe_code)]
 
+pub mod conditions;
+pub mod connect;
+pub mod context;
+pub mod disks;
+pub mod error;
 pub mod import;
+pub mod sources;

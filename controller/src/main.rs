@@ -1,7 +1,8 @@
-//! The controller: reconciles sources and import jobs. This first cut connects to
-//! the cluster, waits until our CRDs are served, and reports health and metrics.
+//! The controller: reconciles sources and import jobs. It waits until our CRDs
+//! are served, then runs the reconcilers; health and metrics on the admin port.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use kube::Client;
 use kube::discovery::{ApiGroup, Discovery};
+use vmm_api::source::{Harvester, Openstack, Vsphere};
+use vmm_controller::context::{Context, Limits};
+use vmm_controller::{disks, import, sources};
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
 #[derive(Debug, Parser)]
@@ -16,7 +20,28 @@ use vmm_runtime::{AdminState, CommonArgs, Readiness};
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    /// Address of the disk endpoint Harvester's image importer downloads from.
+    #[arg(long, env = "VMM_DISK_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    disk_listen_addr: SocketAddr,
+
+    /// The disk endpoint's URL as Harvester reaches it (the controller
+    /// Service's cluster DNS name), e.g.
+    /// `http://vm-migration-controller.harvester-system.svc:8080`.
+    #[arg(long, env = "VMM_DISK_URL")]
+    disk_url: String,
+
+    /// Import jobs running at once, in all.
+    #[arg(long, env = "VMM_MAX_JOBS", default_value_t = 4)]
+    max_jobs: usize,
+
+    /// Import jobs running at once from one source.
+    #[arg(long, env = "VMM_MAX_JOBS_PER_SOURCE", default_value_t = 2)]
+    max_jobs_per_source: usize,
 }
+
+/// How long reconciles in flight may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// The API groups whose CRDs must be installed before the controller can work.
 const REQUIRED_GROUPS: [&str; 2] = [vmm_api::source::GROUP, vmm_api::importjob::GROUP];
@@ -47,6 +72,49 @@ async fn main() -> anyhow::Result<()> {
         }
         // The admin server only ends early on SIGTERM or a bind error.
         result = &mut admin => return Ok(result??),
+    }
+    let limits = Limits {
+        max_jobs: args.max_jobs.max(1),
+        max_jobs_per_source: args.max_jobs_per_source.max(1),
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        std::env::var("POD_NAME").ok(),
+        args.disk_url,
+        limits,
+    ));
+    let listener = tokio::net::TcpListener::bind(args.disk_listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.disk_listen_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "disk endpoint listening");
+    let disks = disks::router(ctx.exports.registry.clone());
+    let serve_disks = async move {
+        axum::serve(listener, disks)
+            .with_graceful_shutdown(vmm_runtime::shutdown_signal())
+            .await
+    };
+    let work = async {
+        tokio::join!(
+            serve_disks,
+            sources::run::<Vsphere>(ctx.clone()),
+            sources::run::<Openstack>(ctx.clone()),
+            sources::run::<Harvester>(ctx.clone()),
+            import::run(ctx),
+        )
+        .0
+    };
+    // Every step is resumable: a reconcile cut short at shutdown is redone by
+    // the next process, so waiting long for one is not worth a slow rollout.
+    let grace = async {
+        vmm_runtime::shutdown_signal().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = work => served.context("disk endpoint")?,
+        () = grace => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "reconcilers still busy after the shutdown grace period; exiting"
+        ),
     }
     admin.await??;
     Ok(())

@@ -222,6 +222,28 @@ pub struct ImportJobStatus {
     /// One entry per source disk, in the source's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskStatus>,
+    /// The source VM, once preflight found it: later steps (and a restarted
+    /// controller) act on exactly this VM, even if another one takes its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_vm: Option<SourceVm>,
+    /// The export in progress at the source (on vSphere, the HttpNfcLease),
+    /// so that it is always ended, even by a restarted controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+}
+
+/// The source VM a job imports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceVm {
+    /// The source's id of the VM (vSphere: its managed object id).
+    pub id: String,
+    /// Its inventory path at the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Whether the job powered it off (it was on when the job found it).
+    #[serde(default)]
+    pub powered_off_by_job: bool,
 }
 
 /// Progress of one disk.
@@ -237,6 +259,10 @@ pub struct DiskStatus {
     pub bytes_per_second: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<i64>,
+    /// The source's key of the disk device (vSphere: the device key), to
+    /// match the export's files to disks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_key: Option<String>,
     /// The VirtualMachineImage holding this disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_name: Option<String>,

@@ -2,6 +2,7 @@
 //! and (through the generated CRDs) the UI. Pure data: no I/O lives here.
 //!
 //! - [`source`]: `source.harvesterhci.io/v1` `Vsphere`, `Openstack`, `Harvester` (CRDs)
+//! - [`external`]: KubeVirt's and Harvester's kinds we use, as dynamic resources
 //! - [`importjob`]: `importjob.harvesterhci.io/v1` `VirtualMachine`, Rust name [`ImportJob`] (CRD)
 #![forbid(unsafe_code)]
 // kube-derive takes one `printcolumn(...)` per column, which this lint misreads
@@ -9,6 +10,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod crds;
+pub mod external;
 pub mod importjob;
 pub mod inventory;
 pub mod names;

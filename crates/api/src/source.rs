@@ -243,3 +243,27 @@ pub struct HarvesterSpec {
     #[serde(flatten)]
     pub connection: Connection,
 }
+
+/// What every kind of source shares, for code that handles them alike.
+pub trait Source {
+    const KIND: SourceKind;
+    fn connection(&self) -> &Connection;
+    fn source_status(&self) -> Option<&SourceStatus>;
+}
+
+macro_rules! source {
+    ($kind:ident) => {
+        impl Source for $kind {
+            const KIND: SourceKind = SourceKind::$kind;
+            fn connection(&self) -> &Connection {
+                &self.spec.connection
+            }
+            fn source_status(&self) -> Option<&SourceStatus> {
+                self.status.as_ref()
+            }
+        }
+    };
+}
+source!(Vsphere);
+source!(Openstack);
+source!(Harvester);

@@ -39,8 +39,14 @@ fn binaries_serve_health_and_metrics_log_json_and_stop_on_sigterm() {
             serving.key_path.to_str().unwrap(),
         ),
     ];
+    let disk_addr = format!("127.0.0.1:{}", free_port().unwrap());
+    let disk_url = format!("http://{disk_addr}");
+    let controller_env = [
+        ("VMM_DISK_LISTEN_ADDR", disk_addr.as_str()),
+        ("VMM_DISK_URL", disk_url.as_str()),
+    ];
     for (binary, component, extra_env) in [
-        ("vmm-controller", "controller", &[][..]),
+        ("vmm-controller", "controller", &controller_env[..]),
         ("vmm-apiserver", "apiserver", &apiserver_env[..]),
     ] {
         let port = free_port().unwrap();

@@ -4,7 +4,6 @@
 //! topology, memory, firmware, MACs and networks intact.
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 use vmm_api::importjob::{ImportJob, ImportJobSpec};
 use vmm_api::inventory::{Disk, Firmware, Nic, VirtualMachineSpec};
@@ -53,10 +52,7 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
     let vm = virtual_machine(&job, "web-01", &source, &disks).unwrap();
     let typo_base = vm.clone();
 
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-        "virtualmachines",
-    );
+    let resource = vmm_api::external::kubevirt_vm();
     let api = Api::<DynamicObject>::namespaced_with(cp.client(), ns.name(), &resource);
     // As the controller writes it: server-side apply (idempotent on resume),
     // strictly validated.

@@ -112,6 +112,49 @@ pub async fn start_inventory_api(
     })
 }
 
+/// The controller, with its disk endpoint on a free loopback port.
+pub struct ControllerServer {
+    pub server: Server,
+    /// The disk endpoint's URL, as given to Harvester's importer.
+    pub disk_url: String,
+}
+
+/// Starts the controller (`program`, with `kubeconfig`) and waits for
+/// `/readyz`; `args` are passed on (e.g. `--max-jobs`).
+pub fn start_controller(
+    cp: &ControlPlane,
+    program: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> Result<ControllerServer> {
+    let disk_port = free_port()?;
+    let disk_url = format!("http://127.0.0.1:{disk_port}");
+    let mut all: Vec<OsString> = vec![
+        "--disk-listen-addr".into(),
+        format!("127.0.0.1:{disk_port}").into(),
+        "--disk-url".into(),
+        disk_url.clone().into(),
+    ];
+    all.extend(args.iter().map(OsString::from));
+    Ok(ControllerServer {
+        server: start_server(cp, program, kubeconfig, all)?,
+        disk_url,
+    })
+}
+
+/// `vmm-controller` (built next to the test binary) against the shared
+/// control plane, with the admin kubeconfig: started once per test binary.
+pub fn shared_controller() -> &'static ControllerServer {
+    static SERVER: std::sync::OnceLock<ControllerServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let cp = ControlPlane::shared();
+        let program =
+            crate::peers::workspace_binary("vmm-controller").unwrap_or_else(|e| panic!("{e:#}"));
+        start_controller(cp, &program, cp.kubeconfig_path(), &[])
+            .unwrap_or_else(|e| panic!("starting vmm-controller: {e:#}"))
+    })
+}
+
 /// A plain HTTP/1.0 GET: enough for a local probe, no client needed.
 pub fn http_ok(port: u16, path: &str) -> Result<bool> {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {

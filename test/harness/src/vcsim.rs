@@ -17,8 +17,12 @@ use serde::Deserialize;
 use crate::peers::Peers;
 use crate::process::{LOG_TAIL_LINES, ManagedProcess, ProcessBuilder, StdoutMode, run_dir};
 
-/// How long vcsim may take to print its ready line.
+/// How long vcsim may take to print its ready line, plus [`READY_PER_VM`]
+/// for each VM it creates.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Creating VMs dominates a big inventory's start (10,000 take minutes on 2
+/// busy cores).
+pub const READY_PER_VM: Duration = Duration::from_millis(60);
 
 /// The inventory vcsim creates (govmomi's vcsim flags, same meanings).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +224,10 @@ impl Vcsim {
                 }
             })?;
 
+        let vms = inventory.vms_per_pool
+            * inventory.datacenters
+            * (inventory.clusters + inventory.standalone_hosts).max(1);
+        let ready_timeout = READY_TIMEOUT + READY_PER_VM * vms;
         let line = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Ok(line)) if !line.trim().is_empty() => break line,
@@ -234,9 +242,9 @@ impl Vcsim {
                     process
                         .check_running()
                         .context("vcsim died before it was ready")?;
-                    if process.uptime() > READY_TIMEOUT {
+                    if process.uptime() > ready_timeout {
                         bail!(
-                            "vcsim printed no ready line within {READY_TIMEOUT:?}; last lines of {}:\n{}",
+                            "vcsim printed no ready line within {ready_timeout:?}; last lines of {}:\n{}",
                             log.display(),
                             process.log_tail(LOG_TAIL_LINES)
                         );

@@ -43,16 +43,90 @@ pub enum VsphereError {
         call: &'static str,
         detail: String,
     },
+
+    #[error(
+        "VM {vm} does not exist on {url} (deleted, or re-registered under a new id): look the VM up again by name"
+    )]
+    VmNotFound { url: String, vm: String },
+
+    #[error(
+        "VM {vm} on {url} cannot shut down its guest: VMware Tools is not running in it; start VMware Tools in the guest, shut the guest down from inside, or allow a forced power-off"
+    )]
+    ToolsUnavailable { url: String, vm: String },
+
+    #[error("{call} on VM {vm} at {url} needs the VM {required}, but it is {actual}: {fix}")]
+    InvalidPowerState {
+        url: String,
+        vm: String,
+        call: &'static str,
+        /// e.g. `powered off`.
+        required: &'static str,
+        /// e.g. `poweredOn`, as vSphere reports it.
+        actual: String,
+        fix: &'static str,
+    },
+
+    #[error(
+        "VM {vm} on {url} was still {state} after waiting {waited:?} for it to power off: check why the guest does not shut down, or allow a forced power-off"
+    )]
+    PowerOffTimeout {
+        url: String,
+        vm: String,
+        state: String,
+        waited: std::time::Duration,
+    },
+
+    #[error("export lease {lease} of VM {vm} on {url} failed: {detail}; start a new export")]
+    LeaseFailed {
+        url: String,
+        lease: String,
+        vm: String,
+        detail: String,
+    },
+
+    #[error(
+        "export lease {lease} on {url} is gone: vCenter no longer knows it (it ended, or vCenter restarted); start a new export"
+    )]
+    LeaseNotFound { url: String, lease: String },
+
+    #[error(
+        "export lease {lease} of VM {vm} on {url} was not ready after {waited:?} (still {state}); the lease was aborted: check the VM's tasks in vCenter, then retry"
+    )]
+    LeaseNotReady {
+        url: String,
+        lease: String,
+        vm: String,
+        state: String,
+        waited: std::time::Duration,
+    },
+
+    #[error("download of {url} failed: {detail}")]
+    Download {
+        /// The URL without its ticket (see `download::redact_url`).
+        url: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        detail: String,
+    },
+
+    #[error(
+        "{url} ignored the Range request for offset {offset} and sent the whole file: resume is not possible here, download it again from offset 0"
+    )]
+    RangeIgnored { url: String, offset: u64 },
 }
 
 impl VsphereError {
     /// True for the errors that a retry with backoff may cure (as opposed to
     /// configuration that a person must fix).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Unreachable { .. } | Self::SessionLost { .. } | Self::Fault { .. }
-        )
+        match self {
+            Self::Unreachable { .. } | Self::SessionLost { .. } | Self::Fault { .. } => true,
+            // No status: the connection failed or broke; 5xx and 429: the server is busy.
+            Self::Download { status, .. } => {
+                status.is_none_or(|s| s >= 500 || s == 408 || s == 429)
+            }
+            _ => false,
+        }
     }
 }
 

@@ -8,13 +8,22 @@
 //! - [`VsphereClient::watch`] streams [`InventoryEvent`]s: the full set, then
 //!   [`InventoryEvent::Synced`], then only changes (WaitForUpdatesEx on a
 //!   PropertyCollector of its own; never a rescan).
+//! - For imports: [`VsphereClient::find_vms`] and guest shutdown (`vm`),
+//!   [`VsphereClient::export`] and its [`ExportLease`] guard (`export`,
+//!   `lease`), and disk reads with the session's TLS trust and cookie,
+//!   [`VsphereClient::open_disk`] (`download`).
 //!
 //! Templates are skipped: they are not VMs to import (a VM turned into a
 //! template is reported as removed).
 
 mod convert;
+mod disks;
+mod download;
 mod error;
+mod export;
+mod lease;
 mod model;
+mod vm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +40,14 @@ use vmm_api::inventory::{NetworkSpec, VirtualMachineSpec};
 
 use crate::credentials::Credentials;
 use crate::{InventoryEvent, InventoryProvider, InventorySnapshot};
+pub use disks::{DiskBacking, DiskDetails};
+pub use download::DiskDownload;
 pub use error::VsphereError;
 use error::classify;
+pub use export::{Attached, DEFAULT_READY_TIMEOUT, ExportDisk, ExportLease};
+pub use lease::LeaseState;
 use model::{Dirty, ObjKind, Store};
+pub use vm::VmDetails;
 
 /// How long one WaitForUpdatesEx may wait on the server; the HTTP timeout is
 /// above it, so a vCenter that stops answering ends the watch with an error.
@@ -78,6 +92,10 @@ pub struct VsphereClient {
     client: Arc<Client>,
     url: String,
     about: About,
+    /// Disk downloads: same TLS and cookies, no overall request timeout.
+    transfer: reqwest::Client,
+    /// The session's cookies (`vmware_soap_session`), shared by both clients.
+    cookies: Arc<reqwest::cookie::Jar>,
 }
 
 impl std::fmt::Debug for VsphereClient {
@@ -120,9 +138,12 @@ impl VsphereClient {
         };
         let (url, server) = parse_endpoint(endpoint_url)?;
         let tls = tls_config(&url, ca_pem, insecure)?;
+        let cookies = Arc::new(reqwest::cookie::Jar::default());
+        let transfer =
+            download::transfer_client(&url, tls.clone(), cookies.clone(), CONNECT_TIMEOUT)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
-            .cookie_store(true)
+            .cookie_provider(cookies.clone())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_keepalive(Duration::from_secs(30))
@@ -159,7 +180,13 @@ impl VsphereClient {
             instance_uuid: a.instance_uuid.clone(),
         };
         tracing::debug!(url, version = %about.endpoint_version(), "logged in to vSphere");
-        Ok(Self { client, url, about })
+        Ok(Self {
+            client,
+            url,
+            about,
+            transfer,
+            cookies,
+        })
     }
 
     pub fn about(&self) -> &About {

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use vmm_testkit::servers::{start_inventory_api, start_server};
+use vmm_testkit::servers::{start_controller, start_inventory_api};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, repo_root};
 
 const DEMO_NAMESPACE: &str = "demo";
@@ -67,15 +67,16 @@ fn main() -> Result<()> {
     let kubeconfig = args.state_dir.join("kubeconfig");
     std::fs::copy(cp.kubeconfig_path(), &kubeconfig).context("writing the kubeconfig")?;
 
-    let controller = start_server(
+    let controller = start_controller(
         &cp,
         &args.bin_dir.join("vmm-controller"),
         cp.kubeconfig_path(),
-        Vec::new(),
+        &[],
     )?;
     eprintln!(
-        "vmm-controller ready ({})",
-        controller.admin_url("/metrics")
+        "vmm-controller ready ({}; disks served at {})",
+        controller.server.admin_url("/metrics"),
+        controller.disk_url
     );
     let apiserver = runtime.block_on(start_inventory_api(
         &cp,

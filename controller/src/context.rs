@@ -1,0 +1,41 @@
+//! What every reconciler shares.
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::import::transfer::Exports;
+
+/// How many import jobs run at once.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_jobs: usize,
+    pub max_jobs_per_source: usize,
+}
+
+pub struct Context {
+    pub client: Client,
+    /// Publishes Events, one series per object and reason.
+    pub recorder: Recorder,
+    /// The exports in progress and the disk endpoint's registry.
+    pub exports: Exports,
+    /// The disk endpoint's base URL as Harvester's importer reaches it, e.g.
+    /// `http://vm-migration-controller.harvester-system.svc:8080`.
+    pub disk_url: String,
+    pub limits: Limits,
+}
+
+impl Context {
+    pub fn new(client: Client, instance: Option<String>, disk_url: String, limits: Limits) -> Self {
+        let reporter = Reporter {
+            controller: "vm-migration-controller".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            exports: Exports::default(),
+            disk_url,
+            limits,
+        }
+    }
+}

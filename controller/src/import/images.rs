@@ -1,0 +1,201 @@
+//! One Harvester `VirtualMachineImage` per disk (`harvesterhci.io/v1beta1`,
+//! `sourceType: download`) pointing at the disk endpoint, and how to read its
+//! outcome the way Harvester reports it: `Imported=True`, or
+//! `RetryLimitExceeded=True` (never an "ImportFailed" reason: no Harvester code
+//! sets one; `shared/notes/harvester-conventions.md` §1).
+//!
+//! Images carry the job's label but no owner reference: once the job has
+//! succeeded they back the new VM's disks and must outlive the job. A job
+//! deleted before that deletes them itself.
+
+use kube::Api;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use vmm_api::importjob::{DiskStatus, ImportJob};
+
+use crate::import::target::JOB_LABEL;
+
+pub const FIELD_MANAGER: &str = "vm-migration-controller";
+/// Attempts Harvester makes per image before giving up (its maximum is 10):
+/// each attempt is one full download, and a controller restart costs one.
+const RETRY: i32 = 5;
+
+fn api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &vmm_api::external::virtual_machine_image(),
+    )
+}
+
+/// `<job>-disk-<index>`, within the 253 characters of an object name.
+pub fn name(job: &str, index: usize) -> String {
+    let suffix = format!("-disk-{index}");
+    let keep = job.len().min(253 - suffix.len());
+    format!("{}{suffix}", &job[..keep])
+}
+
+/// The image for disk `index` of `job`, downloaded from `url`.
+pub fn manifest(
+    job: &ImportJob,
+    target_name: &str,
+    index: usize,
+    disk: &DiskStatus,
+    url: &str,
+    storage_parameters: Option<&Value>,
+) -> Value {
+    let job_name = job.metadata.name.as_deref().unwrap_or_default();
+    // A display name is a label value: at most 63 characters, unique in the
+    // namespace (Harvester's webhook checks).
+    let suffix = format!("-disk-{index}");
+    let keep = target_name.len().min(63 - suffix.len());
+    let display_name = format!("{}{suffix}", &target_name[..keep]);
+    let mut spec = json!({
+        "displayName": display_name,
+        "sourceType": "download",
+        "url": url,
+        "retry": RETRY,
+        "description": format!("{} of {:?}, imported by job {job_name}", disk.name, job.spec.vm_name),
+    });
+    if let Some(parameters) = storage_parameters {
+        spec["storageClassParameters"] = parameters.clone();
+    }
+    json!({
+        "apiVersion": "harvesterhci.io/v1beta1",
+        "kind": "VirtualMachineImage",
+        "metadata": {
+            "name": name(job_name, index),
+            "namespace": job.metadata.namespace,
+            "labels": {JOB_LABEL: job_name},
+        },
+        "spec": spec,
+    })
+}
+
+/// Creates the image, or leaves an existing one as it is (server-side apply).
+pub async fn apply(client: &kube::Client, namespace: &str, manifest: &Value) -> kube::Result<()> {
+    let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
+    api(client, namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(manifest),
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn get(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> kube::Result<Option<DynamicObject>> {
+    api(client, namespace).get_opt(name).await
+}
+
+/// Every image of `job`, e.g. to clean up after a cancelled job.
+pub async fn delete_all(client: &kube::Client, namespace: &str, job: &str) -> kube::Result<()> {
+    let api = api(client, namespace);
+    let listed = api
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={job}")))
+        .await?;
+    for image in listed {
+        if let Some(name) = image.metadata.name {
+            api.delete(&name, &DeleteParams::background()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Where an image's import stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Importing,
+    Imported { storage_class: String },
+    Failed { message: String },
+}
+
+pub fn outcome(image: &DynamicObject) -> Outcome {
+    let status = &image.data["status"];
+    let condition = |type_: &str| {
+        status["conditions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["type"] == type_))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let gave_up = condition("RetryLimitExceeded");
+    if gave_up["status"] == "True" {
+        return Outcome::Failed {
+            message: gave_up["message"]
+                .as_str()
+                .unwrap_or("retry limit exceeded")
+                .to_owned(),
+        };
+    }
+    let storage_class = status["storageClassName"].as_str().unwrap_or_default();
+    if condition("Imported")["status"] == "True" && !storage_class.is_empty() {
+        return Outcome::Imported {
+            storage_class: storage_class.to_owned(),
+        };
+    }
+    Outcome::Importing
+}
+
+/// The disk endpoint token in an image's URL (`…/disks/<token>/<file>`), to
+/// serve it again after a restart.
+pub fn token(image: &DynamicObject) -> Option<String> {
+    let url = image.data["spec"]["url"].as_str()?;
+    let (_, rest) = url.split_once("/disks/")?;
+    rest.split('/').next().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(status: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "harvesterhci.io/v1beta1", "kind": "VirtualMachineImage",
+            "metadata": {"name": "x"},
+            "spec": {"url": "http://ctl:8080/disks/abc123/web-01-disk-0.img"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn outcomes_read_as_harvester_writes_them() {
+        let cases = [
+            (json!({}), Outcome::Importing),
+            (
+                json!({"conditions": [{"type": "Imported", "status": "Unknown", "reason": "Importing"}]}),
+                Outcome::Importing,
+            ),
+            (
+                json!({"storageClassName": "lh-1", "conditions": [{"type": "Imported", "status": "True"}]}),
+                Outcome::Imported {
+                    storage_class: "lh-1".into(),
+                },
+            ),
+            (
+                json!({"conditions": [
+                    {"type": "Imported", "status": "False", "reason": "Importing"},
+                    {"type": "RetryLimitExceeded", "status": "True", "message": "retry attempted 6/5 failed"}]}),
+                Outcome::Failed {
+                    message: "retry attempted 6/5 failed".into(),
+                },
+            ),
+        ];
+        for (status, want) in cases {
+            assert_eq!(outcome(&image(status.clone())), want, "{status}");
+        }
+        assert_eq!(token(&image(json!({}))).as_deref(), Some("abc123"));
+    }
+
+    #[test]
+    fn names_fit() {
+        assert_eq!(name("web-01", 1), "web-01-disk-1");
+        assert_eq!(name(&"j".repeat(253), 12).len(), 253);
+    }
+}

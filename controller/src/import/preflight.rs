@@ -1,0 +1,278 @@
+//! Preflight: everything that can be checked before the source VM is touched.
+//! Any failure ends the job with a reason and a message that says what to
+//! change, and the source VM keeps running.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Api;
+use kube::api::DynamicObject;
+use vmm_api::external;
+use vmm_api::importjob::ImportJob;
+use vmm_api::names::target_vm_name;
+use vmm_api::source::{Source, SourceKind, Vsphere};
+use vmm_providers::vsphere::{DiskBacking, VmDetails, VsphereClient};
+
+use crate::conditions::{self, READY};
+use crate::connect::{self, Refused};
+use crate::import::target::JOB_LABEL;
+
+/// What preflight found: the one VM to import and where it goes.
+pub struct Checked {
+    pub client: VsphereClient,
+    pub vm: VmDetails,
+    pub target_name: String,
+}
+
+/// The job's source, Ready, logged in to.
+pub async fn source(
+    client: &kube::Client,
+    namespace: &str,
+    job: &ImportJob,
+) -> Result<VsphereClient, Refused> {
+    let reference = &job.spec.source_cluster;
+    if reference.kind != SourceKind::Vsphere {
+        return Err(Refused::new(
+            "KindNotSupported",
+            format!(
+                "this version of vm-migration imports from Vsphere sources only, not {:?}",
+                reference.kind
+            ),
+        ));
+    }
+    let source = Api::<Vsphere>::namespaced(client.clone(), namespace)
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| Refused::new("SourceUnreadable", format!("cannot read the source: {e}")))?
+        .ok_or_else(|| {
+            Refused::new(
+                "SourceNotFound",
+                format!(
+                    "there is no Vsphere source {:?} in namespace {namespace}: create it, or name an existing one in spec.sourceCluster",
+                    reference.name
+                ),
+            )
+        })?;
+    let ready = source
+        .source_status()
+        .and_then(|s| conditions::find(&s.conditions, READY));
+    if let Some(ready) = ready.filter(|r| r.status != "True") {
+        return Err(Refused::new(
+            "SourceNotReady",
+            format!(
+                "source {} is not Ready ({}: {}): fix it first; the job checks again only when recreated",
+                reference.name, ready.reason, ready.message
+            ),
+        ));
+    }
+    connect::vsphere(client, namespace, source.connection()).await
+}
+
+/// Every check, in the order a person would fix them.
+pub async fn run(
+    client: &kube::Client,
+    namespace: &str,
+    job: &ImportJob,
+) -> Result<Checked, Refused> {
+    let vsphere = source(client, namespace, job).await?;
+    let found = vsphere
+        .find_vms(&job.spec.vm_name, job.spec.path.as_deref())
+        .await
+        .map_err(|e| connect::vsphere_refused(&e))?;
+    let vm = match <[VmDetails; 1]>::try_from(found) {
+        Ok([vm]) => vm,
+        Err(found) if found.is_empty() => {
+            let where_ = job
+                .spec
+                .path
+                .as_deref()
+                .map(|p| format!(" under {p}"))
+                .unwrap_or_default();
+            return Err(Refused::new(
+                "VmNotFound",
+                format!(
+                    "no VM named {:?}{where_} at the source: check spec.vmName (exact, case-sensitive) and spec.path",
+                    job.spec.vm_name
+                ),
+            ));
+        }
+        Err(found) => {
+            let paths: Vec<String> = found
+                .iter()
+                .map(|vm| vm.spec.path.clone().unwrap_or_else(|| vm.spec.id.clone()))
+                .collect();
+            return Err(Refused::new(
+                "VmNotUnique",
+                format!(
+                    "{} VMs are named {:?}: set spec.path to the one to import, one of {paths:?}",
+                    found.len(),
+                    job.spec.vm_name
+                ),
+            ));
+        }
+    };
+    disks(&vm)?;
+    networks(client, namespace, job, &vm).await?;
+    storage_class(client, job).await?;
+    let target_name = target(client, namespace, job, &vm).await?;
+    Ok(Checked {
+        client: vsphere,
+        vm,
+        target_name,
+    })
+}
+
+fn disks(vm: &VmDetails) -> Result<(), Refused> {
+    if vm.disks.is_empty() {
+        return Err(Refused::new(
+            "NoDisks",
+            "the VM has no disks: there is nothing to import",
+        ));
+    }
+    for disk in &vm.disks {
+        if disk.backing == DiskBacking::RawDevice {
+            return Err(Refused::new(
+                "UnsupportedDisk",
+                format!(
+                    "{} is a raw device mapping: its LUN cannot be exported; copy it to a virtual disk at the source first",
+                    disk.label
+                ),
+            ));
+        }
+        if disk.independent {
+            return Err(Refused::new(
+                "UnsupportedDisk",
+                format!(
+                    "{} is an independent disk: exports skip it; make it dependent at the source to import it",
+                    disk.label
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn networks(
+    client: &kube::Client,
+    namespace: &str,
+    job: &ImportJob,
+    vm: &VmDetails,
+) -> Result<(), Refused> {
+    let mut used = BTreeSet::new();
+    for nic in &vm.spec.nics {
+        let network = nic.network.as_deref().ok_or_else(|| {
+            Refused::new(
+                "NicWithoutNetwork",
+                format!(
+                    "{} is on no network the source can name, so it cannot be mapped",
+                    nic.name
+                ),
+            )
+        })?;
+        let mapping = job
+            .spec
+            .mapping
+            .iter()
+            .find(|m| m.source_network == network)
+            .ok_or_else(|| {
+                Refused::new(
+                    "NetworkNotMapped",
+                    format!(
+                        "{} is on source network {network:?}, which spec.mapping does not map: add {{sourceNetwork: {network:?}, destinationNetwork: <NAD>}}",
+                        nic.name
+                    ),
+                )
+            })?;
+        used.insert(mapping.destination_network.clone());
+    }
+    for nad in used {
+        let (nad_namespace, name) = nad.split_once('/').unwrap_or((namespace, &nad));
+        let found = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            nad_namespace,
+            &external::network_attachment_definition(),
+        )
+        .get_opt(name)
+        .await
+        .map_err(|e| {
+            Refused::new(
+                "NetworkUnreadable",
+                format!("cannot read NetworkAttachmentDefinition {nad_namespace}/{name}: {e}"),
+            )
+        })?;
+        if found.is_none() {
+            return Err(Refused::new(
+                "NetworkNotFound",
+                format!(
+                    "NetworkAttachmentDefinition {nad_namespace}/{name} does not exist: create the VM network in Harvester, or map to an existing one"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parameters of the job's storage class (copied into each image, as
+/// Harvester's UI does), or `None` for the default.
+pub async fn storage_class(
+    client: &kube::Client,
+    job: &ImportJob,
+) -> Result<Option<serde_json::Value>, Refused> {
+    let Some(name) = &job.spec.storage_class else {
+        return Ok(None);
+    };
+    let class = Api::<StorageClass>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|e| Refused::new("StorageClassUnreadable", format!("cannot read StorageClass {name}: {e}")))?
+        .ok_or_else(|| {
+            Refused::new(
+                "StorageClassNotFound",
+                format!("StorageClass {name} does not exist: name an existing one in spec.storageClass, or leave it unset for the default"),
+            )
+        })?;
+    Ok(Some(serde_json::json!(
+        class.parameters.unwrap_or_default()
+    )))
+}
+
+/// The Harvester VM's name, free in the namespace (or already this job's,
+/// when resuming).
+async fn target(
+    client: &kube::Client,
+    namespace: &str,
+    job: &ImportJob,
+    vm: &VmDetails,
+) -> Result<String, Refused> {
+    let name = job
+        .spec
+        .target_name
+        .clone()
+        .unwrap_or_else(|| target_vm_name(&vm.spec.display_name));
+    let existing =
+        Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &external::kubevirt_vm())
+            .get_opt(&name)
+            .await
+            .map_err(|e| {
+                Refused::new(
+                    "TargetUnreadable",
+                    format!("cannot read VirtualMachine {name}: {e}"),
+                )
+            })?;
+    let ours = existing.as_ref().is_some_and(|vm| {
+        vm.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(JOB_LABEL))
+            .is_some_and(|j| Some(j.as_str()) == job.metadata.name.as_deref())
+    });
+    if existing.is_some() && !ours {
+        return Err(Refused::new(
+            "TargetNameTaken",
+            format!(
+                "a VirtualMachine named {name} already exists in namespace {namespace}: set spec.targetName to a free name"
+            ),
+        ));
+    }
+    Ok(name)
+}

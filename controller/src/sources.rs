@@ -1,0 +1,260 @@
+//! Sources: can the endpoint be reached and logged in to with the Secret it
+//! names? The answer is the `Ready` condition (with a reason that names what
+//! to fix: `SecretNotFound`, `SecretInvalid`, `EndpointUnreachable`,
+//! `CertificateUntrusted`, `AuthenticationFailed`, ...), `endpointVersion`,
+//! `observedGeneration` and an Event on each change. A source is checked
+//! again periodically (sooner while it is failing) and at once when its
+//! Secret changes. The Secret is always read from the source's own namespace:
+//! the API has no field to name another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::conditions::{self, Observed, READY};
+use crate::connect;
+use crate::context::Context;
+use crate::error::Error;
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use vmm_api::source::{Source, SourceKind};
+
+/// How often a Ready source is checked again.
+const RECHECK: Duration = Duration::from_secs(300);
+/// The soonest a failing source is checked again.
+const RETRY_MIN: Duration = Duration::from_secs(15);
+
+/// What one check found.
+#[derive(Debug, PartialEq)]
+struct Checked {
+    ready: Observed,
+    endpoint_version: Option<String>,
+}
+
+impl Checked {
+    fn failed(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            ready: Observed::new(READY, false, reason, message),
+            endpoint_version: None,
+        }
+    }
+}
+
+/// A source kind as the reconciler handles it.
+pub trait SourceObject:
+    Source
+    + Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> SourceObject for K where
+    K: Source
+        + Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Reconciles every source of kind `K` until the process ends.
+pub async fn run<K: SourceObject>(ctx: Arc<Context>) {
+    let sources = Api::<K>::all(ctx.client.clone());
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
+    let controller = Controller::new(sources, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|source| {
+                    source.namespace() == namespace && source.connection().credentials.name == name
+                })
+                .map(|source| ObjectRef::from_obj(source.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "source reconcile");
+            }
+        })
+        .await;
+}
+
+async fn reconcile<K: SourceObject>(source: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = source.name_any();
+    let namespace = source.namespace().ok_or_else(|| Error::NoNamespace {
+        kind: kind_name(K::KIND),
+        name: name.clone(),
+    })?;
+    let checked = check(&ctx, &namespace, source.as_ref()).await;
+
+    let before = source
+        .source_status()
+        .and_then(|s| conditions::find(&s.conditions, READY))
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    let previous = source
+        .source_status()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = source.meta().generation;
+    let updated = conditions::set(&previous, &checked.ready, generation);
+    let mut status = json!({"conditions": updated, "observedGeneration": generation});
+    if let Some(version) = &checked.endpoint_version {
+        status["endpointVersion"] = json!(version);
+    }
+    Api::<K>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+
+    let status_word = if checked.ready.status {
+        "True"
+    } else {
+        "False"
+    };
+    if before.as_ref().map(|(s, r)| (s.as_str(), r.as_str()))
+        != Some((status_word, checked.ready.reason.as_str()))
+    {
+        let event = Event {
+            type_: if checked.ready.status {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: checked.ready.reason.clone(),
+            note: Some(truncate(&checked.ready.message, 1000)),
+            action: "CheckConnection".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &source.object_ref(&())).await {
+            tracing::warn!(%error, source = %name, "cannot publish an event");
+        }
+        tracing::info!(
+            source = %format!("{namespace}/{name}"),
+            ready = checked.ready.status,
+            reason = %checked.ready.reason,
+            "source checked"
+        );
+    }
+    Ok(Action::requeue(next_check(
+        checked.ready.status,
+        updated
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| c.last_transition_time.0),
+    )))
+}
+
+/// A failing source is retried sooner the more recently it failed: a quarter
+/// of the time since it went unready, between 15 s and the normal interval.
+fn next_check(ready: bool, since: Option<Timestamp>) -> Duration {
+    if ready {
+        return RECHECK;
+    }
+    let failing_for = since
+        .and_then(|t| Timestamp::now().duration_since(t).try_into().ok())
+        .unwrap_or(Duration::ZERO);
+    (failing_for / 4).clamp(RETRY_MIN, RECHECK)
+}
+
+fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "cannot update a source's status; retrying");
+    Action::requeue(RETRY_MIN)
+}
+
+async fn check<K: Source>(ctx: &Context, namespace: &str, source: &K) -> Checked {
+    if K::KIND != SourceKind::Vsphere {
+        return Checked::failed(
+            "KindNotSupported",
+            format!(
+                "this version of vm-migration cannot connect to {} sources yet; only Vsphere sources can be used",
+                kind_name(K::KIND)
+            ),
+        );
+    }
+    match connect::vsphere(&ctx.client, namespace, source.connection()).await {
+        Ok(client) => {
+            let version = client.about().endpoint_version();
+            if let Err(error) = client.logout().await {
+                tracing::debug!(%error, "logout after the check");
+            }
+            Checked {
+                ready: Observed::new(READY, true, "Connected", format!("logged in to {version}")),
+                endpoint_version: Some(version),
+            }
+        }
+        Err(refused) => Checked::failed(refused.reason, refused.message),
+    }
+}
+
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Vsphere => "Vsphere",
+        SourceKind::Openstack => "Openstack",
+        SourceKind::Harvester => "Harvester",
+    }
+}
+
+/// At most `max` bytes, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_sources_are_retried_sooner_the_fresher_the_failure() {
+        let now = Timestamp::now();
+        assert_eq!(next_check(true, Some(now)), RECHECK);
+        assert_eq!(next_check(false, Some(now)), RETRY_MIN);
+        let hour_ago = now - std::time::Duration::from_secs(3600);
+        assert_eq!(next_check(false, Some(hour_ago)), RECHECK);
+        let four_min_ago = now - std::time::Duration::from_secs(240);
+        let next = next_check(false, Some(four_min_ago));
+        assert!(
+            next >= Duration::from_secs(59) && next <= Duration::from_secs(61),
+            "{next:?}"
+        );
+    }
+
+    #[test]
+    fn messages_are_cut_at_characters() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

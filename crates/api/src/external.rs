@@ -1,0 +1,34 @@
+//! The third-party kinds we read and write, as dynamic API resources (we keep
+//! no typed copies of KubeVirt's or Harvester's APIs): one definition each,
+//! for the apiserver, the controller and the tests.
+
+use kube::core::{ApiResource, GroupVersionKind};
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+/// KubeVirt's `VirtualMachine` (`kubevirt.io/v1`).
+pub fn kubevirt_vm() -> ApiResource {
+    resource("kubevirt.io", "v1", "VirtualMachine", "virtualmachines")
+}
+
+/// Multus' `NetworkAttachmentDefinition`: a Harvester VM network.
+pub fn network_attachment_definition() -> ApiResource {
+    resource(
+        "k8s.cni.cncf.io",
+        "v1",
+        "NetworkAttachmentDefinition",
+        "network-attachment-definitions",
+    )
+}
+
+/// Harvester's `VirtualMachineImage` (`harvesterhci.io/v1beta1`).
+pub fn virtual_machine_image() -> ApiResource {
+    resource(
+        "harvesterhci.io",
+        "v1beta1",
+        "VirtualMachineImage",
+        "virtualmachineimages",
+    )
+}

@@ -1,0 +1,404 @@
+//! A vSphere import end to end, through the real kube-apiserver: the
+//! controller binary against vcsim (ExportVm with real disk bytes), the
+//! stand-in for Harvester's image controller downloading every disk for real,
+//! and the real KubeVirt CRD. Each image must hash like `qemu-img convert -O
+//! raw` of its source disk; the VM must have the source's shape; the source
+//! must be off; no export lease may stay open.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmm_testkit::harvester::{ImageController, Options, SHA256_ANNOTATION};
+use vmm_testkit::servers::{ControllerServer, shared_controller};
+use vmm_testkit::vcsim::{DiskSpec, Firmware, NicSpec, VmSpec, sha256_file};
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
+
+const WAIT: Duration = Duration::from_secs(300);
+
+fn controller() -> &'static ControllerServer {
+    shared_controller()
+}
+
+/// The job once its phase is Succeeded or Failed.
+fn wait_finished(ns: &TestNamespace, job: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = ns.kubectl(["get", "importjob", job, "-o", "json"]);
+        let job_now: Value = serde_json::from_str(out.expect_success()).unwrap();
+        let phase = job_now["status"]["phase"].as_str().unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            return job_now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never finished: {}\ncontroller log:\n{}",
+            job_now["status"],
+            controller().server.process.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// SHA-256 of `qemu-img convert -O raw` of a VMDK: the reference converter.
+fn reference_sha256(descriptor: &Path) -> String {
+    let out = std::env::temp_dir().join(format!(
+        "vmm-reference-{}-{}.raw",
+        std::process::id(),
+        vmm_testkit::namespace::random_suffix()
+    ));
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "vmdk", "-O", "raw"])
+        .arg(descriptor)
+        .arg(&out)
+        .status()
+        .expect("qemu-img runs");
+    assert!(status.success(), "qemu-img convert failed");
+    let sum = sha256_file(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    sum
+}
+
+fn nad(namespace: &str, name: &str, vlan: u16) -> Value {
+    let config = json!({"cniVersion": "0.3.1", "name": name, "type": "bridge",
+        "bridge": "mgmt-br", "promiscMode": true, "vlan": vlan, "ipam": {}});
+    json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"config": config.to_string()}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_disk_two_nic_vm_imports_intact() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    controller();
+    let _harvester = ImageController::start(
+        cp.client(),
+        Options {
+            retry_delay: Duration::from_secs(1),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let ns = TestNamespace::new(cp, "import").unwrap();
+    let name = format!("Web 01 {}", vmm_testkit::namespace::random_suffix());
+    let mut spec = VmSpec::new(&name)
+        .disk(DiskSpec::generated(48, 7, 0.5))
+        .disk(DiskSpec::generated(16, 8, 0.25))
+        .nic(NicSpec::on("VM Network"))
+        .nic(NicSpec::on("DC0_DVPG0"))
+        .powered_on(true);
+    spec.cpus = Some(4);
+    spec.cores_per_socket = Some(2);
+    spec.memory_mb = Some(1536);
+    spec.firmware = Some(Firmware::Efi);
+    let source_vm = vcsim.create_vm(&spec).await.unwrap();
+
+    for object in [nad(ns.name(), "vlan-a", 10), nad(ns.name(), "vlan-b", 20)] {
+        cp.kubectl_with_stdin(["apply", "-f", "-"], &object.to_string())
+            .expect_success();
+    }
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let job = json!({
+        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "web-01"},
+        "spec": {
+            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
+            "vmName": name,
+            "mapping": [
+                {"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"},
+                {"sourceNetwork": "DC0_DVPG0", "destinationNetwork": format!("{}/vlan-b", ns.name())},
+            ],
+            "gracefulShutdownTimeoutSeconds": 30,
+        },
+    });
+    cp.apply_yaml(ns.name(), &job.to_string()).expect_success();
+
+    let done = wait_finished(&ns, "web-01");
+    assert_eq!(
+        done["status"]["phase"],
+        "Succeeded",
+        "{}\n{}",
+        done["status"],
+        controller().server.process.log_tail(60)
+    );
+
+    // Every image holds exactly the bytes qemu-img makes of the source disk.
+    for (index, disk) in source_vm.disks.iter().enumerate() {
+        let image = ns.kubectl([
+            "get",
+            "virtualmachineimages.harvesterhci.io",
+            &format!("web-01-disk-{index}"),
+            "-o",
+            "json",
+        ]);
+        let image: Value = serde_json::from_str(image.expect_success()).unwrap();
+        assert_eq!(
+            image["metadata"]["annotations"][SHA256_ANNOTATION],
+            reference_sha256(&disk.descriptor_file).as_str(),
+            "disk {index}"
+        );
+        let status_disk = &done["status"]["disks"][index];
+        assert_eq!(status_disk["phase"], "Imported");
+        assert_eq!(status_disk["bytesDone"], disk.capacity_bytes);
+    }
+
+    // The VM: the source's shape, its MACs, the mapped networks.
+    let target = done["status"]["targetName"].as_str().unwrap().to_owned();
+    assert!(target.starts_with("web-01-"), "{target}");
+    let vm = ns.kubectl(["get", "virtualmachines.kubevirt.io", &target, "-o", "json"]);
+    let vm: Value = serde_json::from_str(vm.expect_success()).unwrap();
+    let domain = &vm["spec"]["template"]["spec"]["domain"];
+    assert_eq!(
+        domain["cpu"],
+        json!({"sockets": 2, "cores": 2, "threads": 1})
+    );
+    assert_eq!(domain["memory"]["guest"], "1536Mi");
+    assert!(
+        domain["firmware"]["bootloader"]["efi"].is_object(),
+        "{domain}"
+    );
+    for (index, nic) in source_vm.nics.iter().enumerate() {
+        assert_eq!(
+            domain["devices"]["interfaces"][index]["macAddress"],
+            nic.mac.as_str()
+        );
+    }
+    let networks = &vm["spec"]["template"]["spec"]["networks"];
+    assert_eq!(
+        networks[0]["multus"]["networkName"],
+        format!("{}/vlan-a", ns.name())
+    );
+    assert_eq!(
+        networks[1]["multus"]["networkName"],
+        format!("{}/vlan-b", ns.name())
+    );
+
+    // The source is off, and nothing is left open at the source.
+    let mut soap = vmm_testkit::vcsim::soap::SoapSession::login(vcsim)
+        .await
+        .unwrap();
+    let power = soap
+        .property("VirtualMachine", &source_vm.moref, "runtime.powerState")
+        .await
+        .unwrap()
+        .expect("the VM has a power state");
+    assert_eq!(power.text(), "poweredOff");
+    soap.logout().await.unwrap();
+    let open: Vec<_> = vcsim
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.is_open())
+        .collect();
+    assert!(open.is_empty(), "export leases left open: {open:?}");
+    let events = ns.kubectl([
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web-01",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    for reason in [
+        "Validating",
+        "PoweringOff",
+        "Exporting",
+        "Importing",
+        "Succeeded",
+    ] {
+        assert!(
+            events.stdout.contains(reason),
+            "no {reason} event: {events}"
+        );
+    }
+}
+
+/// The job's Ready condition once the job has Failed.
+fn failure(ns: &TestNamespace, job: &str) -> (String, String) {
+    let done = wait_finished(ns, job);
+    assert_eq!(
+        done["status"]["phase"], "Failed",
+        "{job}: {}",
+        done["status"]
+    );
+    let ready = done["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    (
+        ready["reason"].as_str().unwrap_or_default().to_owned(),
+        ready["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Every bad input ends the job in preflight with a reason that names the fix,
+/// and the source VM is never powered off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    controller();
+    let ns = TestNamespace::new(cp, "preflight").unwrap();
+    let suffix = vmm_testkit::namespace::random_suffix();
+    let solo = format!("Solo {suffix}");
+    let twin = format!("Twin {suffix}");
+    let vm = |name: &str| {
+        VmSpec::new(name)
+            .disk(DiskSpec::generated(8, 1, 0.1))
+            .nic(NicSpec::on("VM Network"))
+            .powered_on(true)
+    };
+    let solo_vm = vcsim.create_vm(&vm(&solo)).await.unwrap();
+    vcsim.create_vm(&vm(&twin)).await.unwrap();
+    let mut second = vm(&twin);
+    let datacenter = vcsim.info().datacenter_path.clone();
+    let datacenter = datacenter.unwrap_or_else(|| format!("/{}", vcsim.datacenter()));
+    second.folder = Some(format!("{datacenter}/vm/other-{suffix}"));
+    vcsim.create_vm(&second).await.unwrap();
+
+    cp.kubectl_with_stdin(
+        ["apply", "-f", "-"],
+        &nad(ns.name(), "vlan-a", 10).to_string(),
+    )
+    .expect_success();
+    let taken = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "taken", "namespace": ns.name()},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}}}}}});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &taken.to_string())
+        .expect_success();
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let closed = format!(
+        "https://127.0.0.1:{}/sdk",
+        vmm_testkit::process::free_port().unwrap()
+    );
+    let broken_sources = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong"},
+         "stringData": {"username": vcsim.username(), "password": "not-it"}},
+        {"apiVersion": "source.harvesterhci.io/v1", "kind": "Vsphere", "metadata": {"name": "badpw"},
+         "spec": {"endpoint": vcsim.url(), "credentials": {"name": "wrong"}, "caBundle": vcsim.ca_pem()}},
+        {"apiVersion": "source.harvesterhci.io/v1", "kind": "Vsphere", "metadata": {"name": "down"},
+         "spec": {"endpoint": closed, "credentials": {"name": "vc-credentials"}, "caBundle": vcsim.ca_pem()}},
+    ]});
+    cp.apply_yaml(ns.name(), &broken_sources.to_string())
+        .expect_success();
+    // The controller marks the broken sources first, so the jobs see them.
+    for source in ["badpw", "down"] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ready = ns.kubectl([
+                "get",
+                "vsphere",
+                source,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            if ready.stdout.trim() == "False" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{source} never became un-Ready");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    let mapped = json!([{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}]);
+    let cases: [(&str, Value, &str, &str); 9] = [
+        (
+            "unknown-source",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "nope"}, "vmName": solo, "mapping": mapped}),
+            "SourceNotFound",
+            "nope",
+        ),
+        (
+            "unknown-vm",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": "no such VM", "mapping": mapped}),
+            "VmNotFound",
+            "spec.vmName",
+        ),
+        (
+            "ambiguous-vm",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": twin, "mapping": mapped}),
+            "VmNotUnique",
+            "spec.path",
+        ),
+        (
+            "unmapped-nic",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": solo}),
+            "NetworkNotMapped",
+            "VM Network",
+        ),
+        (
+            "missing-nad",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": solo,
+            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "ghost"}]}),
+            "NetworkNotFound",
+            "ghost",
+        ),
+        (
+            "missing-class",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": solo, "mapping": mapped,
+            "storageClass": "ghost-class"}),
+            "StorageClassNotFound",
+            "ghost-class",
+        ),
+        (
+            "name-taken",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": solo, "mapping": mapped,
+            "targetName": "taken"}),
+            "TargetNameTaken",
+            "spec.targetName",
+        ),
+        (
+            "bad-credentials",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "badpw"}, "vmName": solo, "mapping": mapped}),
+            "SourceNotReady",
+            "AuthenticationFailed",
+        ),
+        (
+            "unreachable",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "down"}, "vmName": solo, "mapping": mapped}),
+            "SourceNotReady",
+            "EndpointUnreachable",
+        ),
+    ];
+    let jobs: Vec<Value> = cases
+        .iter()
+        .map(|(name, spec, ..)| {
+            json!({"apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+                   "metadata": {"name": name}, "spec": spec})
+        })
+        .collect();
+    cp.apply_yaml(
+        ns.name(),
+        &json!({"apiVersion": "v1", "kind": "List", "items": jobs}).to_string(),
+    )
+    .expect_success();
+    for (name, _, reason, says) in &cases {
+        let (got, message) = failure(&ns, name);
+        assert_eq!(&got, reason, "{name}: {message}");
+        assert!(message.contains(says), "{name}: {message}");
+        assert!(
+            !message.contains("not-it"),
+            "{name}: a password leaked: {message}"
+        );
+    }
+
+    let mut soap = vmm_testkit::vcsim::soap::SoapSession::login(vcsim)
+        .await
+        .unwrap();
+    let power = soap
+        .property("VirtualMachine", &solo_vm.moref, "runtime.powerState")
+        .await
+        .unwrap()
+        .expect("the VM has a power state");
+    assert_eq!(
+        power.text(),
+        "poweredOn",
+        "a failed preflight powered the VM off"
+    );
+    soap.logout().await.unwrap();
+}

@@ -1,0 +1,291 @@
+//! A stand-in for Harvester's image controller, and for the slice of its VM
+//! controller that turns a VM's `harvesterhci.io/volumeClaimTemplates`
+//! annotation into PVCs.
+//!
+//! Harvester itself cannot run here (it needs Longhorn, CDI and a node), but
+//! what our importer depends on is how Harvester and Longhorn *read the URL*
+//! of a `VirtualMachineImage` and how they *report* it. This stand-in does
+//! both for real against the real CRD (`harvesterhci.io/v1beta1`, which has
+//! no status subresource: status is merge-patched on the object), following
+//! `shared/notes/harvester-conventions.md` §1 and the Harvester v1.8 sources
+//! it cites:
+//!
+//! - **`backend: backingimage`** (the default): Harvester's HEAD (15 s,
+//!   200–399, Content-Length > 0 becomes `status.size`), a StorageClass
+//!   `lh-<image UID>` (provisioner `driver.longhorn.io`, parameter
+//!   `backingImage: vmi-<image UID>`), then Longhorn's backing-image
+//!   downloader: a second HEAD that must be exactly 200, and **one GET** that
+//!   must be 200, with no Range and no resume, redirects followed, and a 30 s
+//!   idle timeout. So a server sees two HEADs and one GET per attempt.
+//! - **`backend: cdi`**: Harvester's probes (`Range: bytes=0-127`, then a HEAD
+//!   that must carry Content-Length), then CDI's importer, modelled as ranged
+//!   GETs read in order (see [`Options::cdi_chunk_size`]).
+//! - Status the way Harvester's `vmiOperator` writes it: `Initialized`,
+//!   `Imported` (`Importing` → `Imported`), progress shown as 99 until ready,
+//!   `failed`/`lastFailedTime`/`RetryLimitExceeded` on failures, retries at
+//!   least [`Options::retry_delay`] apart until `failed > spec.retry`. Never
+//!   an `ImportFailed` reason: no Harvester code sets one.
+//!
+//! Everything it saw is recorded per image ([`ImportRecord`]: requests,
+//! attempts, SHA-256 of the bytes) and the SHA-256 is also put on the image
+//! as the annotation [`SHA256_ANNOTATION`], so tests that only have kubectl
+//! can compare it.
+//!
+//! The VM part ([`VmRecord`]) creates the PVCs of the annotation like
+//! Harvester's VM controller, checks each `harvesterhci.io/imageId` against
+//! the image's `status.storageClassName`, and records the owning VM on the PVC
+//! in Harvester's `harvesterhci.io/owned-by` annotation (Harvester sets no
+//! ownerReference on these PVCs). For a `cdi` image Harvester would make a
+//! DataVolume instead; there is no CDI here, so it is a PVC too.
+//!
+//! Not modelled: Longhorn's BackingImage object (only its name is used, in the
+//! StorageClass), qcow2 (`virtualSize` is the byte count: serve raw), `.gz`,
+//! Go's transparent gzip decoding. A job that fails on the Kubernetes side
+//! (e.g. the image was deleted) ends with [`Outcome::Error`] and is not
+//! retried.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use vmm_testkit::harvester::{ImageController, Options};
+//! # async fn example(client: kube::Client) -> anyhow::Result<()> {
+//! let controller = ImageController::start(client, Options::default())?;
+//! // … create a VirtualMachineImage "disk-0" in "team-a" …
+//! let record = controller
+//!     .wait_imported("team-a", "disk-0", Duration::from_secs(60))
+//!     .await?;
+//! println!("{} bytes, sha256 {:?}", record.bytes, record.sha256);
+//! # Ok(()) }
+//! ```
+
+mod backing;
+mod cdi;
+mod fetch;
+mod image;
+mod record;
+mod status;
+mod vm;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+
+pub use record::{Backend, ImportRecord, Outcome, Requester, SentRequest, VmRecord};
+pub use status::Condition;
+
+use record::{Key, Shared, key};
+
+/// The image's SHA-256 (hex), set when it is imported.
+pub const SHA256_ANNOTATION: &str = "test.vm-migration.harvesterhci.io/sha256";
+/// Why the stand-in's VM controller refused a VM's volume claim templates.
+pub const ERROR_ANNOTATION: &str = "test.vm-migration.harvesterhci.io/error";
+/// `<namespace>/<name>` of the image a PVC is made from.
+pub const IMAGE_ID_ANNOTATION: &str = "harvesterhci.io/imageId";
+/// A VM's PVCs, a JSON array of PVC objects (notes §2).
+pub const VOLUME_CLAIM_TEMPLATES_ANNOTATION: &str = "harvesterhci.io/volumeClaimTemplates";
+/// Harvester's record of which VMs use a PVC (`ref.AnnotationSchemaOwnerKeyName`).
+pub const OWNED_BY_ANNOTATION: &str = "harvesterhci.io/owned-by";
+/// The provisioner of the StorageClass Harvester makes per image.
+pub const LONGHORN_PROVISIONER: &str = "driver.longhorn.io";
+
+/// The field manager of every write (shown in `managedFields`).
+pub const FIELD_MANAGER: &str = "harvester-standin";
+
+fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..kube::api::PatchParams::default()
+    }
+}
+
+fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..kube::api::PostParams::default()
+    }
+}
+
+pub use vmm_api::external::{
+    kubevirt_vm as kubevirt_vm_resource, virtual_machine_image as image_resource,
+};
+
+/// The StorageClass Harvester v1.8 creates for a `backingimage` image.
+pub fn storage_class_name(image_uid: &str) -> String {
+    format!("lh-{image_uid}")
+}
+
+/// The Longhorn BackingImage name Harvester uses for an image.
+pub fn backing_image_name(image_uid: &str) -> String {
+    format!("vmi-{image_uid}")
+}
+
+/// How the stand-in behaves. The defaults are Harvester's.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch only this namespace (default: all).
+    pub namespace: Option<String>,
+    /// Harvester's `additional-ca` setting (PEM): trusted, besides nothing
+    /// else, for HTTPS URLs. Without it only plain `http://` URLs work.
+    pub additional_ca_pem: Option<String>,
+    /// Whether the `cdi` backend trusts [`additional_ca_pem`](Self::additional_ca_pem).
+    /// Default false: in v1.8 Harvester's CDI probes use Go's default client,
+    /// and a private CA for CDI needs a ConfigMap that only v1.9 supports.
+    pub cdi_uses_additional_ca: bool,
+    /// Harvester's HEAD timeout (15 s).
+    pub head_timeout: Duration,
+    /// Longhorn's `HTTPTimeout` (30 s): no byte for this long fails the
+    /// download. Also bounds the wait for response headers and the HEAD.
+    pub idle_timeout: Duration,
+    /// Delay before a retry (Harvester: at least 10 s after `lastFailedTime`).
+    /// Also the delay before CDI's importer runs again.
+    pub retry_delay: Duration,
+    /// At most one progress update per this interval.
+    pub progress_interval: Duration,
+    /// Bytes per ranged GET of the `cdi` backend's importer (8 MiB).
+    pub cdi_chunk_size: u64,
+    /// Keep each downloaded image as `<dir>/<namespace>_<name>.img` (off by
+    /// default: a test only needs the hash).
+    pub keep_dir: Option<PathBuf>,
+    /// Also run the VM part (volume claim templates → PVCs). Default true.
+    pub vm_controller: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            additional_ca_pem: None,
+            cdi_uses_additional_ca: false,
+            head_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(10),
+            progress_interval: Duration::from_secs(1),
+            cdi_chunk_size: 8 << 20,
+            keep_dir: None,
+            vm_controller: true,
+        }
+    }
+}
+
+/// What every task of one controller shares.
+struct Ctx {
+    client: kube::Client,
+    options: Options,
+    http: fetch::Http,
+    shared: Arc<Shared>,
+}
+
+/// The running stand-in; its tasks stop when it is dropped.
+pub struct ImageController {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl std::fmt::Debug for ImageController {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageController").finish_non_exhaustive()
+    }
+}
+
+impl ImageController {
+    /// Starts watching images (and VMs, see [`Options::vm_controller`]).
+    /// Call it inside a Tokio runtime; fails only on a bad CA PEM.
+    pub fn start(client: kube::Client, options: Options) -> Result<ImageController> {
+        let http = fetch::Http::new(&options)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(()),
+        });
+        let ctx = Arc::new(Ctx {
+            client,
+            options,
+            http,
+            shared: shared.clone(),
+        });
+        let mut tasks = vec![tokio::spawn(image::run(ctx.clone())).abort_handle()];
+        if ctx.options.vm_controller {
+            tasks.push(tokio::spawn(vm::run(ctx)).abort_handle());
+        }
+        Ok(ImageController { shared, tasks })
+    }
+
+    /// The record of image `namespace/name` (its latest UID), if it was handled.
+    pub fn result(&self, namespace: &str, name: &str) -> Option<ImportRecord> {
+        self.shared
+            .lock()
+            .images
+            .get(&key(namespace, name))
+            .cloned()
+    }
+
+    /// Waits until the image is imported; an error if it failed for good
+    /// (`RetryLimitExceeded=True`) or `timeout` passed.
+    pub async fn wait_imported(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ImportRecord> {
+        let record = self.wait_finished(namespace, name, timeout).await?;
+        match &record.outcome {
+            Outcome::Imported => Ok(record),
+            other => Err(anyhow!(
+                "image {namespace}/{name} was not imported: {other:?}; errors: {:?}",
+                record.errors
+            )),
+        }
+    }
+
+    /// Waits until the image is imported or failed for good, whichever.
+    pub async fn wait_finished(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ImportRecord> {
+        let k = key(namespace, name);
+        let what = format!("image {namespace}/{name} imported or failed");
+        self.shared
+            .wait(&what, timeout, |s| {
+                let r = s.images.get(&k)?;
+                (r.outcome != Outcome::InProgress).then(|| r.clone())
+            })
+            .await
+            .map_err(|e| anyhow!("{e:#}; record: {:?}", self.result(namespace, name)))
+    }
+
+    /// The VM part's record for VM `namespace/name`.
+    pub fn vm_result(&self, namespace: &str, name: &str) -> Option<VmRecord> {
+        self.shared.lock().vms.get(&key(namespace, name)).cloned()
+    }
+
+    /// Why the VM's volume claim templates were refused, if they were.
+    pub fn vm_error(&self, namespace: &str, name: &str) -> Option<String> {
+        self.vm_result(namespace, name)?.error()
+    }
+
+    /// Waits until the VM part has handled VM `namespace/name`.
+    pub async fn wait_vm(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<VmRecord> {
+        let k = key(namespace, name);
+        let what = format!("VM {namespace}/{name} handled");
+        self.shared
+            .wait(&what, timeout, |s| s.vms.get(&k).cloned())
+            .await
+    }
+}
+
+impl Drop for ImageController {
+    fn drop(&mut self) {
+        // Aborting the watch tasks drops their JoinSets, which aborts every
+        // download in flight.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,1103 @@
+//! The Harvester image-controller stand-in against the real CRDs in a real
+//! kube-apiserver, downloading from real HTTP(S) servers on 127.0.0.1.
+//!
+//! The servers here are raw HTTP/1.1 (one request per connection) so that a
+//! test controls every byte: a HEAD without Content-Length, a body that
+//! stalls or breaks off, Range support on or off, a redirect.
+//!
+//! Each test runs its own stand-in on its own namespace; they share the
+//! control plane of this test binary.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, PostParams};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use vmm_testkit::harvester::{
+    ERROR_ANNOTATION, ImageController, OWNED_BY_ANNOTATION, Options, Outcome, Requester,
+    SHA256_ANNOTATION, SentRequest, VOLUME_CLAIM_TEMPLATES_ANNOTATION, image_resource,
+    kubevirt_vm_resource,
+};
+use vmm_testkit::{ControlPlane, TestNamespace};
+
+/// Generous limit for anything that waits (never a pass/fail timing).
+const WAIT: Duration = Duration::from_secs(120);
+
+// --- a fault-injecting disk server -----------------------------------------
+
+/// How the test server answers `/disk.img` (and `/redirect`, a 302 to it).
+#[derive(Debug, Clone, Default)]
+struct Behaviour {
+    /// Status of every HEAD (default 200).
+    head_status: Option<u16>,
+    /// Status of every GET without Range (default 200).
+    get_status: Option<u16>,
+    /// Leave Content-Length out of HEAD answers.
+    no_head_length: bool,
+    /// Answer `Range: bytes=a-b` with 206 (else the whole image, 200).
+    ranges: bool,
+    /// After this many body bytes, send nothing for this long.
+    stall: Option<(usize, Duration)>,
+    /// Declare the full Content-Length but close this many bytes early.
+    short_by: usize,
+    /// Pause between 64 KiB pieces (so that progress can be seen).
+    throttle: Option<Duration>,
+    /// Answer the n-th GET with a Range header (1-based) with 500.
+    fail_nth_range: Option<usize>,
+}
+
+/// What the server saw of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    method: String,
+    path: String,
+    range: Option<String>,
+}
+
+struct DiskServer {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DiskServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DiskServer {
+    async fn start(data: Arc<Vec<u8>>, behaviour: Behaviour) -> DiskServer {
+        Self::start_tls(data, behaviour, None).await
+    }
+
+    async fn start_tls(
+        data: Arc<Vec<u8>>,
+        behaviour: Behaviour,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> DiskServer {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task_seen = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (data, behaviour, seen, tls) = (
+                    data.clone(),
+                    behaviour.clone(),
+                    task_seen.clone(),
+                    tls.clone(),
+                );
+                tokio::spawn(async move {
+                    let _ = match tls {
+                        None => serve(stream, &data, &behaviour, &seen).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => serve(stream, &data, &behaviour, &seen).await,
+                            Err(e) => Err(e.into()),
+                        },
+                    };
+                });
+            }
+        });
+        DiskServer {
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            seen,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/disk.img", self.base)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// (HEADs, GETs without Range, GETs with Range) for `path`.
+    fn counts(&self, path: &str) -> (usize, usize, usize) {
+        let seen = self.seen();
+        let n = |f: &dyn Fn(&Seen) -> bool| seen.iter().filter(|s| s.path == path && f(s)).count();
+        (
+            n(&|s| s.method == "HEAD"),
+            n(&|s| s.method == "GET" && s.range.is_none()),
+            n(&|s| s.method == "GET" && s.range.is_some()),
+        )
+    }
+}
+
+/// `bytes=a-b` or `bytes=a-`, clamped to `len`.
+fn parse_range(range: &str, len: usize) -> Option<(usize, usize)> {
+    let (a, b) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let first: usize = a.parse().ok()?;
+    let last = if b.is_empty() {
+        len - 1
+    } else {
+        b.parse::<usize>().ok()?.min(len - 1)
+    };
+    (first <= last).then_some((first, last))
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    data: &[u8],
+    behaviour: &Behaviour,
+    seen: &Mutex<Vec<Seen>>,
+) -> Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() > 64 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let path = request_line.next().unwrap_or_default().to_owned();
+    let range = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case("range"))
+        .map(|(_, v)| v.trim().to_owned());
+    let nth_range = {
+        let mut seen = seen.lock().expect("lock");
+        seen.push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            range: range.clone(),
+        });
+        seen.iter().filter(|s| s.range.is_some()).count()
+    };
+
+    let status_line = |code: u16| {
+        let reason = match code {
+            200 => "OK",
+            206 => "Partial Content",
+            302 => "Found",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            500 => "Internal Server Error",
+            _ => "Whatever",
+        };
+        format!("HTTP/1.1 {code} {reason}\r\nConnection: close\r\n")
+    };
+    let mut out: String;
+    let mut body: &[u8] = &[];
+    if path == "/redirect" {
+        out = status_line(302) + "Location: /disk.img\r\nContent-Length: 0\r\n\r\n";
+    } else if path != "/disk.img" {
+        out = status_line(404) + "Content-Length: 0\r\n\r\n";
+    } else if method == "HEAD" {
+        out = status_line(behaviour.head_status.unwrap_or(200));
+        if !behaviour.no_head_length {
+            out += &format!("Content-Length: {}\r\n", data.len());
+        }
+        if behaviour.ranges {
+            out += "Accept-Ranges: bytes\r\n";
+        }
+        out += "\r\n";
+    } else if range.is_some() && behaviour.fail_nth_range == Some(nth_range) {
+        out = status_line(500) + "Content-Length: 5\r\n\r\nerror";
+    } else if let (Some((first, last)), true) = (
+        range.as_deref().and_then(|r| parse_range(r, data.len())),
+        behaviour.ranges,
+    ) {
+        out = status_line(206)
+            + &format!(
+                "Content-Range: bytes {first}-{last}/{}\r\nContent-Length: {}\r\n\r\n",
+                data.len(),
+                last - first + 1
+            );
+        body = &data[first..=last];
+    } else {
+        let code = behaviour.get_status.unwrap_or(200);
+        if code == 200 {
+            out = status_line(200) + &format!("Content-Length: {}\r\n\r\n", data.len());
+            body = &data[..data.len() - behaviour.short_by];
+        } else {
+            out = status_line(code) + "Content-Length: 5\r\n\r\nerror";
+        }
+    }
+    stream.write_all(out.as_bytes()).await?;
+    let mut sent = 0;
+    for piece in body.chunks(64 * 1024) {
+        if let Some((after, pause)) = behaviour.stall
+            && sent <= after
+            && after < sent + piece.len()
+        {
+            let (a, b) = piece.split_at(after - sent);
+            stream.write_all(a).await?;
+            stream.flush().await?;
+            tokio::time::sleep(pause).await;
+            stream.write_all(b).await?;
+        } else {
+            stream.write_all(piece).await?;
+        }
+        sent += piece.len();
+        if let Some(pause) = behaviour.throttle {
+            stream.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
+    }
+    stream.flush().await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+// --- helpers ------------------------------------------------------------------
+
+/// `len` deterministic, incompressible bytes.
+fn disk_bytes(len: usize) -> Arc<Vec<u8>> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    Arc::new(data)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Test options: short delays, this namespace only.
+fn options(namespace: &str) -> Options {
+    Options {
+        namespace: Some(namespace.to_owned()),
+        retry_delay: Duration::from_millis(200),
+        progress_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(10),
+        ..Options::default()
+    }
+}
+
+fn images(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &image_resource())
+}
+
+/// Creates a download image; `spec` is merged over the required fields.
+async fn create_image(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    url: &str,
+    spec: Value,
+) -> DynamicObject {
+    let mut full = json!({"displayName": name, "sourceType": "download", "url": url});
+    if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+        full.extend(extra.clone());
+    }
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "harvesterhci.io/v1beta1",
+        "kind": "VirtualMachineImage",
+        "metadata": {"name": name},
+        "spec": full,
+    }))
+    .expect("image object");
+    images(client, namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create image")
+}
+
+async fn get_image(client: &kube::Client, namespace: &str, name: &str) -> DynamicObject {
+    images(client, namespace)
+        .get(name)
+        .await
+        .expect("get image")
+}
+
+fn condition<'a>(image: &'a DynamicObject, type_: &str) -> Option<&'a Value> {
+    image.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn cond_field(image: &DynamicObject, type_: &str, field: &str) -> String {
+    condition(image, type_)
+        .and_then(|c| c[field].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// No condition anywhere carries the reason nobody in Harvester sets.
+fn assert_no_import_failed(image: &DynamicObject) {
+    let conditions = image.data["status"]["conditions"].to_string();
+    assert!(!conditions.contains("ImportFailed"), "{conditions}");
+}
+
+fn sent(by: Requester, method: &'static str, range: Option<&str>, status: u16) -> SentRequest {
+    SentRequest {
+        by,
+        method,
+        range: range.map(str::to_owned),
+        status: Some(status),
+    }
+}
+
+// --- tests: backend backingimage ------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_raw_file_is_imported_with_one_full_get() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-import").expect("namespace");
+    let client = cp.client();
+    let data = disk_bytes((3 << 20) + 4321);
+    let behaviour = Behaviour {
+        throttle: Some(Duration::from_millis(15)),
+        ..Behaviour::default()
+    };
+    let server = DiskServer::start(data.clone(), behaviour).await;
+    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
+
+    // Watch the image while it imports: progress must move and stay below 100.
+    let poll_api = images(&client, ns.name());
+    let observed = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..400 {
+            if let Ok(Some(image)) = poll_api.get_opt("disk-0").await {
+                let progress = image.data["status"]["progress"].as_i64().unwrap_or(0);
+                let imported = cond_field(&image, "Imported", "status");
+                seen.push((
+                    progress,
+                    imported.clone(),
+                    cond_field(&image, "Imported", "reason"),
+                ));
+                if imported == "True" {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    });
+
+    let created = create_image(&client, ns.name(), "disk-0", &server.url(), json!({})).await;
+    let uid = created.metadata.uid.clone().expect("uid");
+    let record = controller
+        .wait_imported(ns.name(), "disk-0", WAIT)
+        .await
+        .expect("imported");
+    let expected_sha = sha256_hex(&data);
+    assert_eq!(record.sha256.as_deref(), Some(expected_sha.as_str()));
+    assert_eq!(record.bytes, data.len() as u64);
+    assert_eq!(record.attempts, 1);
+    assert!(record.errors.is_empty(), "{:?}", record.errors);
+    assert_eq!(
+        record.requests,
+        vec![
+            sent(Requester::Harvester, "HEAD", None, 200),
+            sent(Requester::Longhorn, "HEAD", None, 200),
+            sent(Requester::Longhorn, "GET", None, 200),
+        ],
+        "Harvester's HEAD, then Longhorn's HEAD and one full GET"
+    );
+    assert_eq!(server.counts("/disk.img"), (2, 1, 0), "{:?}", server.seen());
+
+    let image = get_image(&client, ns.name(), "disk-0").await;
+    let status = &image.data["status"];
+    let sc_name = format!("lh-{uid}");
+    assert_eq!(status["progress"], 100);
+    assert_eq!(status["size"], data.len());
+    assert_eq!(status["virtualSize"], data.len());
+    assert_eq!(status["storageClassName"], sc_name.as_str());
+    assert_eq!(status["appliedUrl"], server.url().as_str());
+    assert_eq!(status["failed"], 0);
+    assert_eq!(record.storage_class_name.as_deref(), Some(sc_name.as_str()));
+    for (type_, state, reason) in [
+        ("Initialized", "True", "Initialized"),
+        ("Imported", "True", "Imported"),
+        ("RetryLimitExceeded", "False", ""),
+    ] {
+        assert_eq!(
+            cond_field(&image, type_, "status"),
+            state,
+            "{type_}: {status}"
+        );
+        assert_eq!(
+            cond_field(&image, type_, "reason"),
+            reason,
+            "{type_}: {status}"
+        );
+    }
+    assert!(!cond_field(&image, "Imported", "lastUpdateTime").is_empty());
+    assert_eq!(
+        cond_field(&image, "Imported", "lastTransitionTime"),
+        "",
+        "Harvester's conditions never set lastTransitionTime"
+    );
+    assert_eq!(
+        image
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SHA256_ANNOTATION)),
+        Some(&expected_sha)
+    );
+
+    let sc = Api::<StorageClass>::all(client.clone())
+        .get(&sc_name)
+        .await
+        .expect("the image's StorageClass");
+    assert_eq!(sc.provisioner, "driver.longhorn.io");
+    let parameters = sc.parameters.unwrap_or_default();
+    assert_eq!(parameters.get("backingImage"), Some(&format!("vmi-{uid}")));
+    assert_eq!(
+        parameters.get("numberOfReplicas").map(String::as_str),
+        Some("3")
+    );
+
+    let observed = observed.await.expect("poller");
+    assert!(
+        observed
+            .iter()
+            .any(|(p, s, r)| (1..=99).contains(p) && s == "Unknown" && r == "Importing"),
+        "progress while importing: {observed:?}"
+    );
+    assert!(
+        observed.iter().all(|(p, s, _)| *p < 100 || s == "True"),
+        "100 only once imported: {observed:?}"
+    );
+
+    // Deleting the image deletes its StorageClass, as in Harvester.
+    images(&client, ns.name())
+        .delete("disk-0", &DeleteParams::default())
+        .await
+        .expect("delete image");
+    let storage_classes = Api::<StorageClass>::all(client);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while storage_classes
+        .get_opt(&sc_name)
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sc_name} still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_answered_500_is_retried_until_the_limit() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-get500").expect("namespace");
+    let client = cp.client();
+    let behaviour = Behaviour {
+        get_status: Some(500),
+        ..Behaviour::default()
+    };
+    let server = DiskServer::start(disk_bytes(64 << 10), behaviour).await;
+    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
+    create_image(
+        &client,
+        ns.name(),
+        "flaky",
+        &server.url(),
+        json!({"retry": 1}),
+    )
+    .await;
+
+    let record = controller
+        .wait_finished(ns.name(), "flaky", WAIT)
+        .await
+        .expect("finished");
+    let expected = format!(
+        "retry attempted 1/1 failed due to error: expected status code 200 from {}, got 500 Internal Server Error",
+        server.url()
+    );
+    assert_eq!(record.outcome, Outcome::Failed(expected.clone()));
+    assert_eq!(record.attempts, 2);
+    assert_eq!(server.counts("/disk.img"), (4, 2, 0), "{:?}", server.seen());
+
+    let image = get_image(&client, ns.name(), "flaky").await;
+    assert_eq!(image.data["status"]["failed"], 2);
+    assert!(
+        image.data["status"]["lastFailedTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert_eq!(cond_field(&image, "RetryLimitExceeded", "status"), "True");
+    assert_eq!(
+        cond_field(&image, "RetryLimitExceeded", "message"),
+        expected
+    );
+    assert_eq!(cond_field(&image, "Imported", "status"), "False");
+    assert_eq!(cond_field(&image, "Imported", "message"), expected);
+    // Harvester only flips the status: the reason stays "Importing".
+    assert_eq!(cond_field(&image, "Imported", "reason"), "Importing");
+    assert_no_import_failed(&image);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_decide_who_fails() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-head").expect("namespace");
+    let client = cp.client();
+    let data = disk_bytes(64 << 10);
+    // 405: already Harvester's own HEAD (200–399) fails: Initialized=False.
+    let refused = DiskServer::start(
+        data.clone(),
+        Behaviour {
+            head_status: Some(405),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    // 204: Harvester accepts it, Longhorn (exactly 200) does not.
+    let no_content = DiskServer::start(
+        data,
+        Behaviour {
+            head_status: Some(204),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
+    create_image(
+        &client,
+        ns.name(),
+        "refused",
+        &refused.url(),
+        json!({"retry": 1}),
+    )
+    .await;
+    create_image(
+        &client,
+        ns.name(),
+        "nocontent",
+        &no_content.url(),
+        json!({"retry": 0}),
+    )
+    .await;
+
+    let record = controller
+        .wait_finished(ns.name(), "refused", WAIT)
+        .await
+        .expect("finished");
+    assert!(
+        matches!(&record.outcome, Outcome::Failed(m)
+        if m.ends_with(&format!("got 405 status code from {}", refused.url()))),
+        "{record:?}"
+    );
+    assert_eq!(
+        refused.counts("/disk.img"),
+        (2, 0, 0),
+        "no GET after a refused HEAD"
+    );
+    let image = get_image(&client, ns.name(), "refused").await;
+    assert_eq!(image.data["status"]["failed"], 2);
+    assert_eq!(cond_field(&image, "RetryLimitExceeded", "status"), "True");
+    assert_eq!(cond_field(&image, "Initialized", "status"), "False");
+    assert!(
+        condition(&image, "Imported").is_none(),
+        "never initialized, so no Imported condition: {}",
+        image.data["status"]
+    );
+
+    let record = controller
+        .wait_finished(ns.name(), "nocontent", WAIT)
+        .await
+        .expect("finished");
+    assert!(
+        matches!(&record.outcome, Outcome::Failed(m)
+        if m == &format!("failed due to error: expected status code 200 from {}, got 204 No Content", no_content.url())),
+        "{record:?}"
+    );
+    assert_eq!(no_content.counts("/disk.img"), (2, 0, 0));
+    let image = get_image(&client, ns.name(), "nocontent").await;
+    assert_eq!(cond_field(&image, "Initialized", "status"), "True");
+    assert_eq!(cond_field(&image, "Imported", "status"), "False");
+    assert_eq!(image.data["status"]["failed"], 1);
+    assert_no_import_failed(&image);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_short_body_fails_the_attempt() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-body").expect("namespace");
+    let client = cp.client();
+    let data = disk_bytes(2 << 20);
+    let stalled = DiskServer::start(
+        data.clone(),
+        Behaviour {
+            stall: Some((1 << 20, Duration::from_secs(6))),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let short = DiskServer::start(
+        data,
+        Behaviour {
+            short_by: 1000,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let controller = ImageController::start(
+        client.clone(),
+        Options {
+            idle_timeout: Duration::from_secs(1),
+            ..options(ns.name())
+        },
+    )
+    .expect("start");
+    create_image(
+        &client,
+        ns.name(),
+        "stalled",
+        &stalled.url(),
+        json!({"retry": 0}),
+    )
+    .await;
+    create_image(
+        &client,
+        ns.name(),
+        "short",
+        &short.url(),
+        json!({"retry": 0}),
+    )
+    .await;
+
+    for (name, needle) in [
+        ("stalled", "idle timeout"),
+        ("short", "read the response body"),
+    ] {
+        let record = controller
+            .wait_finished(ns.name(), name, WAIT)
+            .await
+            .expect("finished");
+        assert!(
+            matches!(&record.outcome, Outcome::Failed(m) if m.contains(needle)),
+            "{name}: {record:?}"
+        );
+        assert_eq!(record.full_gets(), 1, "{name}: no resume, no Range");
+        assert_eq!(record.ranged_gets(), 0, "{name}");
+        let image = get_image(&client, ns.name(), name).await;
+        assert_eq!(cond_field(&image, "Imported", "status"), "False", "{name}");
+        assert_eq!(
+            cond_field(&image, "RetryLimitExceeded", "status"),
+            "True",
+            "{name}"
+        );
+        assert!(
+            image
+                .metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key(SHA256_ANNOTATION)),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_verified_against_the_additional_ca() {
+    let cp = ControlPlane::shared();
+    let trusted = TestNamespace::new(cp, "standin-tls").expect("namespace");
+    let untrusted = TestNamespace::new(cp, "standin-tls-no-ca").expect("namespace");
+    let client = cp.client();
+    let dir = vmm_testkit::process::run_dir().expect("run dir");
+    let ca = vmm_testkit::pki::Ca::new(&dir, "disk-ca", "disk server CA").expect("CA");
+    let serving = ca
+        .issue_server("disk", "127.0.0.1", &["127.0.0.1"])
+        .expect("serving certificate");
+    let acceptor = tls_acceptor(&serving).expect("TLS");
+    let data = disk_bytes(512 << 10);
+    let server = DiskServer::start_tls(data.clone(), Behaviour::default(), Some(acceptor)).await;
+    let url = format!("{}/redirect", server.base);
+
+    let with_ca = ImageController::start(
+        client.clone(),
+        Options {
+            additional_ca_pem: Some(ca.cert_pem().to_owned()),
+            ..options(trusted.name())
+        },
+    )
+    .expect("start");
+    let without_ca =
+        ImageController::start(client.clone(), options(untrusted.name())).expect("start");
+    create_image(&client, trusted.name(), "tls", &url, json!({})).await;
+    create_image(&client, untrusted.name(), "tls", &url, json!({"retry": 0})).await;
+
+    let record = with_ca
+        .wait_imported(trusted.name(), "tls", WAIT)
+        .await
+        .expect("imported over HTTPS, redirect followed");
+    assert_eq!(record.sha256, Some(sha256_hex(&data)));
+    let record = without_ca
+        .wait_finished(untrusted.name(), "tls", WAIT)
+        .await
+        .expect("finished");
+    assert!(matches!(record.outcome, Outcome::Failed(_)), "{record:?}");
+    assert_eq!(
+        record.requests.len(),
+        1,
+        "only Harvester's HEAD: {record:?}"
+    );
+    assert_eq!(record.requests[0].status, None);
+    let image = get_image(&client, untrusted.name(), "tls").await;
+    assert_eq!(cond_field(&image, "Initialized", "status"), "False");
+    // Both HEADs and the GET went through the redirect.
+    assert_eq!(server.counts("/redirect"), (2, 1, 0), "{:?}", server.seen());
+    assert_eq!(server.counts("/disk.img"), (2, 1, 0), "{:?}", server.seen());
+}
+
+fn tls_acceptor(serving: &vmm_testkit::pki::CertFiles) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let config = rustls::ServerConfig::builder_with_provider(vmm_testkit::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vmm_testkit::tls::certs_from_pem(&serving.cert_pem)?,
+            PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).context("key")?,
+        )?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+// --- tests: backend cdi ---------------------------------------------------------
+
+/// A StorageClass for `spec.targetStorageClassName` (cluster-scoped, so
+/// named after the namespace).
+async fn target_storage_class(client: &kube::Client, namespace: &str) -> String {
+    let name = format!("{namespace}-target");
+    let sc = StorageClass {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        provisioner: "csi.example.com".to_owned(),
+        ..StorageClass::default()
+    };
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &sc)
+        .await
+        .expect("target StorageClass");
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdi_needs_content_length_and_ranges() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-cdi-probe").expect("namespace");
+    let client = cp.client();
+    let target = target_storage_class(&client, ns.name()).await;
+    let data = disk_bytes(256 << 10);
+    let no_length = DiskServer::start(
+        data.clone(),
+        Behaviour {
+            no_head_length: true,
+            ranges: true,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let no_ranges = DiskServer::start(data, Behaviour::default()).await;
+    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
+    let spec = json!({"backend": "cdi", "retry": 0, "targetStorageClassName": target});
+    create_image(
+        &client,
+        ns.name(),
+        "no-length",
+        &no_length.url(),
+        spec.clone(),
+    )
+    .await;
+    create_image(&client, ns.name(), "no-ranges", &no_ranges.url(), spec).await;
+
+    for (name, needle) in [
+        ("no-length", "Content-Length is not found in the header"),
+        ("no-ranges", "expected status code 206"),
+    ] {
+        let record = controller
+            .wait_finished(ns.name(), name, WAIT)
+            .await
+            .expect("finished");
+        assert!(
+            matches!(&record.outcome, Outcome::Failed(m) if m.contains(needle)),
+            "{name}: {record:?}"
+        );
+        let image = get_image(&client, ns.name(), name).await;
+        assert_eq!(
+            cond_field(&image, "Initialized", "status"),
+            "False",
+            "{name}"
+        );
+        assert_eq!(
+            cond_field(&image, "RetryLimitExceeded", "status"),
+            "True",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        no_length.counts("/disk.img"),
+        (1, 0, 1),
+        "{:?}",
+        no_length.seen()
+    );
+    let _ = Api::<StorageClass>::all(client)
+        .delete(&target, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdi_imports_with_ranged_reads() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-cdi").expect("namespace");
+    let client = cp.client();
+    let target = target_storage_class(&client, ns.name()).await;
+    let data = disk_bytes((3 << 20) + 4321);
+    let server = DiskServer::start(
+        data.clone(),
+        Behaviour {
+            ranges: true,
+            // A Range-blind GET would fail: the importer must not use one.
+            get_status: Some(500),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let controller = ImageController::start(
+        client.clone(),
+        Options {
+            cdi_chunk_size: 1 << 20,
+            ..options(ns.name())
+        },
+    )
+    .expect("start");
+    let spec = json!({"backend": "cdi", "targetStorageClassName": target});
+    create_image(&client, ns.name(), "cdi-disk", &server.url(), spec).await;
+
+    let record = controller
+        .wait_imported(ns.name(), "cdi-disk", WAIT)
+        .await
+        .expect("imported");
+    assert_eq!(record.sha256, Some(sha256_hex(&data)));
+    assert_eq!(record.heads(), 1);
+    assert_eq!(record.full_gets(), 0);
+    assert_eq!(
+        record.ranged_gets(),
+        1 + 4,
+        "the header probe and 4 chunks of 1 MiB"
+    );
+    assert_eq!(
+        record.requests[0],
+        sent(Requester::Harvester, "GET", Some("bytes=0-127"), 206)
+    );
+    assert_eq!(
+        record.requests.last(),
+        Some(&sent(
+            Requester::CdiImporter,
+            "GET",
+            Some(&format!("bytes={}-{}", 3 << 20, data.len() - 1)),
+            206
+        ))
+    );
+    assert_eq!(server.counts("/disk.img"), (1, 0, 5), "{:?}", server.seen());
+
+    let image = get_image(&client, ns.name(), "cdi-disk").await;
+    assert_eq!(image.data["status"]["storageClassName"], target.as_str());
+    assert_eq!(image.data["status"]["size"], data.len());
+    assert_eq!(image.data["status"]["virtualSize"], data.len());
+    assert_eq!(image.data["status"]["progress"], 100);
+    assert_eq!(cond_field(&image, "Imported", "status"), "True");
+    let _ = Api::<StorageClass>::all(client)
+        .delete(&target, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdi_importer_failures_are_retried_without_counting() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-cdi-retry").expect("namespace");
+    let client = cp.client();
+    let target = target_storage_class(&client, ns.name()).await;
+    let data = disk_bytes(1 << 20);
+    let server = DiskServer::start(
+        data.clone(),
+        Behaviour {
+            ranges: true,
+            // 1 is Harvester's header probe, 2 the importer's first read.
+            fail_nth_range: Some(2),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
+    let spec = json!({"backend": "cdi", "retry": 0, "targetStorageClassName": target});
+    create_image(&client, ns.name(), "cdi-retry", &server.url(), spec).await;
+
+    let record = controller
+        .wait_imported(ns.name(), "cdi-retry", WAIT)
+        .await
+        .expect("imported after the importer ran again");
+    assert_eq!(record.sha256, Some(sha256_hex(&data)));
+    assert_eq!(record.attempts, 2, "{record:?}");
+    assert_eq!(record.errors.len(), 1, "{record:?}");
+    assert!(record.errors[0].contains("got 500"), "{record:?}");
+    let image = get_image(&client, ns.name(), "cdi-retry").await;
+    assert_eq!(
+        image.data["status"]["failed"], 0,
+        "DataVolume failures never reach the image"
+    );
+    assert_eq!(cond_field(&image, "Imported", "status"), "True");
+    let _ = Api::<StorageClass>::all(client)
+        .delete(&target, &DeleteParams::default())
+        .await;
+}
+
+// --- tests: the VM controller part ------------------------------------------------
+
+fn vm_object(name: &str, templates: &Value, claims: &[&str]) -> DynamicObject {
+    let volumes: Vec<Value> = claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"name": format!("disk-{i}"), "persistentVolumeClaim": {"claimName": c}}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {
+            "name": name,
+            "annotations": {VOLUME_CLAIM_TEMPLATES_ANNOTATION: templates.to_string()},
+        },
+        "spec": {
+            "runStrategy": "Halted",
+            "template": {"spec": {"domain": {"devices": {}}, "volumes": volumes}},
+        },
+    }))
+    .expect("VM object")
+}
+
+fn pvc_template(name: &str, image_id: &str, class: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "annotations": {"harvesterhci.io/imageId": image_id}},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "volumeMode": "Block",
+            "storageClassName": class,
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_claim_templates_become_pvcs() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "standin-vm").expect("namespace");
+    let namespace = ns.name();
+    let client = cp.client();
+    let server = DiskServer::start(disk_bytes(64 << 10), Behaviour::default()).await;
+    let controller = ImageController::start(client.clone(), options(namespace)).expect("start");
+    create_image(&client, namespace, "img", &server.url(), json!({})).await;
+    let record = controller
+        .wait_imported(namespace, "img", WAIT)
+        .await
+        .expect("imported");
+    let class = record.storage_class_name.clone().expect("storage class");
+    let image_id = format!("{namespace}/img");
+    let vms: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &kubevirt_vm_resource());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+
+    let good = json!([pvc_template("good-disk-0-abcde", &image_id, &class)]);
+    vms.create(
+        &PostParams::default(),
+        &vm_object("good", &good, &["good-disk-0-abcde"]),
+    )
+    .await
+    .expect("create VM");
+    let vm = controller
+        .wait_vm(namespace, "good", WAIT)
+        .await
+        .expect("VM handled");
+    assert_eq!(vm.error(), None);
+    assert_eq!(vm.created_pvcs, ["good-disk-0-abcde"]);
+    assert_eq!(vm.owned_pvcs, ["good-disk-0-abcde"]);
+    let pvc = pvcs.get("good-disk-0-abcde").await.expect("PVC");
+    let spec = pvc.spec.expect("spec");
+    assert_eq!(spec.storage_class_name.as_deref(), Some(class.as_str()));
+    assert_eq!(spec.volume_mode.as_deref(), Some("Block"));
+    let annotations: BTreeMap<String, String> = pvc.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.get("harvesterhci.io/imageId"), Some(&image_id));
+    assert_eq!(
+        annotations.get(OWNED_BY_ANNOTATION).map(String::as_str),
+        Some(
+            format!(r#"[{{"schema":"kubevirt.io.virtualmachine","refs":["{namespace}/good"]}}]"#)
+                .as_str()
+        )
+    );
+    assert!(
+        pvc.metadata.owner_references.unwrap_or_default().is_empty(),
+        "Harvester records the VM in owned-by, not in ownerReferences"
+    );
+
+    let bad = json!([
+        pvc_template("bad-missing", &format!("{namespace}/missing"), &class),
+        pvc_template("bad-format", "img", &class),
+        pvc_template("bad-class", &image_id, "longhorn"),
+    ]);
+    vms.create(
+        &PostParams::default(),
+        &vm_object("bad", &bad, &["bad-missing", "bad-format", "bad-class"]),
+    )
+    .await
+    .expect("create VM");
+    let vm = controller
+        .wait_vm(namespace, "bad", WAIT)
+        .await
+        .expect("VM handled");
+    assert_eq!(vm.errors.len(), 3, "{vm:?}");
+    assert!(
+        vm.created_pvcs.is_empty() && vm.owned_pvcs.is_empty(),
+        "{vm:?}"
+    );
+    let error = controller.vm_error(namespace, "bad").expect("error");
+    for needle in [
+        "not found",
+        "not <namespace>/<name>",
+        "is not the storage class",
+    ] {
+        assert!(error.contains(needle), "{needle}: {error}");
+    }
+    for name in ["bad-missing", "bad-format", "bad-class"] {
+        assert!(pvcs.get_opt(name).await.expect("get").is_none(), "{name}");
+    }
+    let vm = vms.get("bad").await.expect("VM");
+    assert_eq!(
+        vm.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(ERROR_ANNOTATION),
+        Some(&error)
+    );
+    if let Some(class) = record.storage_class_name {
+        let _ = Api::<StorageClass>::all(client)
+            .delete(&class, &DeleteParams::default())
+            .await;
+    }
+}
