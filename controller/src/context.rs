@@ -3,7 +3,10 @@
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use std::sync::Arc;
+
 use crate::import::transfer::Exports;
+use crate::metrics::Metrics;
 
 /// How many import jobs run at once.
 #[derive(Clone, Debug)]
@@ -22,10 +25,19 @@ pub struct Context {
     /// `http://vm-migration-controller.harvester-system.svc:8080`.
     pub disk_url: String,
     pub limits: Limits,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, instance: Option<String>, disk_url: String, limits: Limits) -> Self {
+    pub fn new(
+        client: Client,
+        instance: Option<String>,
+        disk_url: String,
+        limits: Limits,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Self {
+        let exports = Exports::default();
+        let metrics = Metrics::register(registry, exports.registry.clone());
         let reporter = Reporter {
             controller: "vm-migration-controller".into(),
             instance,
@@ -33,9 +45,10 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            exports: Exports::default(),
+            exports,
             disk_url,
             limits,
+            metrics,
         }
     }
 }

@@ -63,6 +63,8 @@ impl ServedDisk {
 #[derive(Default)]
 pub struct Registry {
     disks: Mutex<HashMap<String, Arc<ServedDisk>>>,
+    /// Raw bytes sent in all, for metrics.
+    pub served_total: AtomicU64,
 }
 
 impl Registry {
@@ -143,9 +145,9 @@ async fn serve(
     let counted = disk.clone();
     let expected = disk.capacity;
     let body = exact_length(stream, expected).inspect_ok(move |chunk| {
-        counted
-            .sent
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let len = chunk.len() as u64;
+        counted.sent.fetch_add(len, Ordering::Relaxed);
+        registry.served_total.fetch_add(len, Ordering::Relaxed);
     });
     (StatusCode::OK, length, kind, Body::from_stream(body)).into_response()
 }

@@ -8,6 +8,7 @@
 //! | [`disks`] | the endpoint Harvester's image importer downloads each disk from |
 //! | [`import`] | import jobs: the VM to create ([`import::target`]) |
 //! | [`connect`] | logging in to a source with its Secret; failures as reasons |
+//! | [`metrics`] | jobs by phase, bytes served, job durations |
 //! | [`conditions`] | status conditions as Kubernetes expects them |
 //! | [`context`], [`error`] | what reconcilers share; their error type |
 #![forbid(unsafe_code)]
@@ -18,4 +19,5 @@ pub mod context;
 pub mod disks;
 pub mod error;
 pub mod import;
+pub mod metrics;
 pub mod sources;

@@ -54,10 +54,22 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
 
+    let limits = Limits {
+        max_jobs: args.max_jobs.max(1),
+        max_jobs_per_source: args.max_jobs_per_source.max(1),
+    };
+    let mut registry = vmm_runtime::metrics_registry("controller");
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        std::env::var("POD_NAME").ok(),
+        args.disk_url,
+        limits,
+        &mut registry,
+    ));
     let readiness = Readiness::default();
     let admin = AdminState {
         readiness: readiness.clone(),
-        registry: Arc::new(vmm_runtime::metrics_registry("controller")),
+        registry: Arc::new(registry),
     };
     let mut admin = tokio::spawn(vmm_runtime::serve_admin(
         args.common.admin_addr,
@@ -73,16 +85,6 @@ async fn main() -> anyhow::Result<()> {
         // The admin server only ends early on SIGTERM or a bind error.
         result = &mut admin => return Ok(result??),
     }
-    let limits = Limits {
-        max_jobs: args.max_jobs.max(1),
-        max_jobs_per_source: args.max_jobs_per_source.max(1),
-    };
-    let ctx = Arc::new(Context::new(
-        client,
-        std::env::var("POD_NAME").ok(),
-        args.disk_url,
-        limits,
-    ));
     let listener = tokio::net::TcpListener::bind(args.disk_listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.disk_listen_addr))?;

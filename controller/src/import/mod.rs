@@ -77,6 +77,7 @@ pub async fn run(ctx: Arc<Context>) {
     .predicate_filter(changes, Default::default());
     let images =
         Api::<DynamicObject>::all_with(client, &vmm_api::external::virtual_machine_image());
+    let _ = ctx.metrics.jobs.set(store.clone());
     let state = Arc::new(Jobs {
         ctx,
         store: store.clone(),
@@ -153,6 +154,7 @@ async fn step(jobs: &Jobs, api: &Api<ImportJob>, job: &ImportJob) -> Result<Acti
                 .finish(&key(job), Ending::Abort("the import job failed"))
                 .await;
             status::patch(api, job, status::failed(job, &refused)).await?;
+            observe_duration(ctx, job, "failed");
             publish(
                 ctx,
                 job,
@@ -654,8 +656,21 @@ async fn create_vm(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
         Observed::new(READY, true, "Succeeded", message.clone()),
     );
     status::patch(api, job, done).await?;
+    observe_duration(ctx, job, "succeeded");
     publish(ctx, job, EventType::Normal, "Succeeded", &message).await;
     Ok(Action::await_change())
+}
+
+fn observe_duration(ctx: &Context, job: &ImportJob, outcome: &'static str) {
+    if let Some(created) = &job.metadata.creation_timestamp {
+        let seconds = k8s_openapi::jiff::Timestamp::now()
+            .duration_since(created.0)
+            .as_secs_f64();
+        ctx.metrics
+            .durations
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+            .observe(seconds.max(0.0));
+    }
 }
 
 /// The job is being deleted: end its export, and remove its images unless

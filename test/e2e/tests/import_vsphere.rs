@@ -194,6 +194,25 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
         .filter(|l| l.is_open())
         .collect();
     assert!(open.is_empty(), "export leases left open: {open:?}");
+    // Prometheus: the job by phase, the bytes served, the duration.
+    let metrics = reqwest::get(controller().server.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{metrics}"))
+    };
+    assert!(value(r#"vmm_import_jobs{phase="Succeeded"} "#) >= 1.0);
+    let capacity: u64 = source_vm.disks.iter().map(|d| d.capacity_bytes).sum();
+    assert!(value("vmm_import_disk_bytes_served_total ") >= capacity as f64);
+    assert!(value(r#"vmm_import_job_duration_seconds_count{outcome="succeeded"} "#) >= 1.0);
+
     let events = ns.kubectl([
         "get",
         "events",

@@ -1,0 +1,125 @@
+//! The controller's Prometheus metrics: import jobs by phase (read from the
+//! job cache at scrape time), disk bytes served to Harvester's importer, and
+//! how long finished jobs took.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use vmm_api::importjob::{ImportJob, ImportPhase};
+
+use crate::disks;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+const PHASES: [ImportPhase; 8] = [
+    ImportPhase::Pending,
+    ImportPhase::Validating,
+    ImportPhase::PoweringOff,
+    ImportPhase::Exporting,
+    ImportPhase::Importing,
+    ImportPhase::CreatingVm,
+    ImportPhase::Succeeded,
+    ImportPhase::Failed,
+];
+
+pub struct Metrics {
+    /// Seconds from a job's creation to its end, by outcome.
+    pub durations: Family<OutcomeLabel, Histogram>,
+    /// The job cache, once the import reconciler runs.
+    pub jobs: OnceLock<Store<ImportJob>>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them, with gauges read from the
+    /// disk registry and the job cache at scrape time.
+    pub fn register(registry: &mut Registry, disks: Arc<disks::Registry>) -> Arc<Self> {
+        let metrics = Arc::new(Self {
+            // 10 s to about 2 days.
+            durations: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(10.0, 2.0, 15))
+            }),
+            jobs: OnceLock::new(),
+        });
+        registry.register(
+            "import_job_duration_seconds",
+            "Time from an import job's creation to its end, by outcome",
+            metrics.durations.clone(),
+        );
+        registry.register_collector(Box::new(Scraped {
+            metrics: metrics.clone(),
+            disks,
+        }));
+        metrics
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+struct Scraped {
+    metrics: Arc<Metrics>,
+    disks: Arc<disks::Registry>,
+}
+
+impl std::fmt::Debug for Scraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scraped").finish_non_exhaustive()
+    }
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let served = ConstCounter::new(self.disks.served_total.load(Ordering::Relaxed));
+        served.encode(encoder.encode_descriptor(
+            "import_disk_bytes_served",
+            "Raw disk bytes sent to Harvester's image importer",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let Some(store) = self.metrics.jobs.get() else {
+            return Ok(());
+        };
+        let jobs = store.state();
+        let mut family = encoder.encode_descriptor(
+            "import_jobs",
+            "Import jobs by phase",
+            None,
+            MetricType::Gauge,
+        )?;
+        for phase in PHASES {
+            let count = jobs
+                .iter()
+                .filter(|job| {
+                    job.status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .unwrap_or_default()
+                        == phase
+                })
+                .count();
+            let label = PhaseLabel {
+                phase: serde_json::to_value(phase)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            };
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}
