@@ -72,15 +72,17 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
     let cp = ControlPlane::shared();
     let vcsim = Vcsim::shared();
     controller();
+    let ns = TestNamespace::new(cp, "import").unwrap();
+    // Only this test's namespace: another test here needs images left alone.
     let _harvester = ImageController::start(
         cp.client(),
         Options {
+            namespace: Some(ns.name().to_owned()),
             retry_delay: Duration::from_secs(1),
             ..Options::default()
         },
     )
     .unwrap();
-    let ns = TestNamespace::new(cp, "import").unwrap();
     let name = format!("Web 01 {}", vmm_testkit::namespace::random_suffix());
     let mut spec = VmSpec::new(&name)
         .disk(DiskSpec::generated(48, 7, 0.5))
@@ -419,5 +421,99 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
         "poweredOn",
         "a failed preflight powered the VM off"
     );
+    soap.logout().await.unwrap();
+}
+
+/// Deleting a job mid-import cancels it: its images are removed, the export
+/// lease is ended, and the source VM is left in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_mid_import_removes_what_it_made() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    controller();
+    // No image controller runs here: the images wait for a download that
+    // never comes, so the job stays in Importing until it is deleted.
+    let ns = TestNamespace::new(cp, "cancel").unwrap();
+    let name = format!("Cancel me {}", vmm_testkit::namespace::random_suffix());
+    let source_vm = vcsim
+        .create_vm(
+            &VmSpec::new(&name)
+                .disk(DiskSpec::generated(8, 3, 0.5))
+                .nic(NicSpec::on("VM Network"))
+                .powered_on(true),
+        )
+        .await
+        .unwrap();
+    cp.kubectl_with_stdin(
+        ["apply", "-f", "-"],
+        &nad(ns.name(), "vlan-a", 10).to_string(),
+    )
+    .expect_success();
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let job = json!({
+        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "cancel"},
+        "spec": {"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": name,
+                 "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}]},
+    });
+    cp.apply_yaml(ns.name(), &job.to_string()).expect_success();
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let phase = ns.kubectl([
+            "get",
+            "importjob",
+            "cancel",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        if phase.stdout.trim() == "Importing" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never Importing: {phase}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let images = || {
+        ns.kubectl([
+            "get",
+            "virtualmachineimages.harvesterhci.io",
+            "-l",
+            "importjob.harvesterhci.io/job=cancel",
+            "-o",
+            "name",
+        ])
+        .stdout
+    };
+    assert_eq!(images().lines().count(), 1, "one image per disk");
+    let open_leases = || async {
+        vcsim
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.is_open() && l.vm == source_vm.moref)
+            .count()
+    };
+    assert_eq!(open_leases().await, 1, "the export is open while importing");
+
+    ns.kubectl([
+        "delete",
+        "importjob",
+        "cancel",
+        "--wait=true",
+        "--timeout=60s",
+    ])
+    .expect_success();
+    assert_eq!(images(), "", "the job's images are gone");
+    assert_eq!(open_leases().await, 0, "the export lease was ended");
+    let mut soap = vmm_testkit::vcsim::soap::SoapSession::login(vcsim)
+        .await
+        .unwrap();
+    let still_there = soap
+        .property("VirtualMachine", &source_vm.moref, "name")
+        .await
+        .unwrap();
+    assert!(still_there.is_some(), "the source VM must never be deleted");
     soap.logout().await.unwrap();
 }
