@@ -98,10 +98,10 @@ async fn main() -> anyhow::Result<()> {
     let work = async {
         tokio::join!(
             serve_disks,
-            sources::run::<Vsphere>(ctx.clone()),
-            sources::run::<Openstack>(ctx.clone()),
-            sources::run::<Harvester>(ctx.clone()),
-            import::run(ctx),
+            logged("Vsphere sources", sources::run::<Vsphere>(ctx.clone())),
+            logged("Openstack sources", sources::run::<Openstack>(ctx.clone())),
+            logged("Harvester sources", sources::run::<Harvester>(ctx.clone())),
+            logged("import jobs", import::run(ctx)),
         )
         .0
     };
@@ -120,6 +120,12 @@ async fn main() -> anyhow::Result<()> {
     }
     admin.await??;
     Ok(())
+}
+
+/// Runs a reconciler, saying when it stopped.
+async fn logged(what: &'static str, reconciler: impl Future<Output = ()>) {
+    reconciler.await;
+    tracing::info!("{what}: reconciler stopped");
 }
 
 /// Polls discovery until every required group is served, saying what is missing.
