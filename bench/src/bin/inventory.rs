@@ -140,7 +140,7 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
     }
 
     let vm = &items[0];
-    let delays = watch_delays(args.rounds, &client, vcsim, &vms_path, vm).await?;
+    let (delays, mut calls) = watch_delays(args.rounds, &client, vcsim, &vms_path, vm).await?;
     let (rss, peak) = memory(inventory.server.process.pid())?;
 
     println!(
@@ -174,6 +174,10 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
         format_duration(median_delay),
         format_duration(worst),
         delays.len()
+    );
+    println!(
+        "  of which the power call itself (vSphere task to completion, as vim_rs waits for it): median {}",
+        format_duration(median(&mut calls))
     );
     println!(
         "vmm-apiserver memory with {} VMs held: RSS {} MiB, peak {} MiB",
@@ -281,14 +285,15 @@ async fn create_copies(
 
 /// Powers `vm` off and on `rounds` times from a session of its own; for each
 /// change, the time from the start of the vSphere call to the watch event
-/// (an upper bound: the change happens inside the call).
+/// (an upper bound: the change happens inside the call), and how long the
+/// call itself took (its task is done when it returns).
 async fn watch_delays(
     rounds: usize,
     client: &kube::Client,
     vcsim: &Vcsim,
     vms_path: &str,
     vm: &Value,
-) -> Result<Vec<Duration>> {
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let name = vm["metadata"]["name"].as_str().context("a VM has a name")?;
     let id = vm["spec"]["id"].as_str().context("a VM has an id")?;
     let data = [
@@ -311,6 +316,7 @@ async fn watch_delays(
     lines.next().await.context("the watch ended")??;
 
     let mut delays = Vec::new();
+    let mut calls = Vec::new();
     let mut on = vm["spec"]["powerState"] == "On";
     for _ in 0..rounds {
         on = !on;
@@ -326,12 +332,17 @@ async fn watch_delays(
             }
             bail!("the watch ended")
         };
-        let (changed, seen) = tokio::join!(change, tokio::time::timeout(WAIT, event));
+        let timed_change = async {
+            let result = change.await;
+            (result, started.elapsed())
+        };
+        let ((changed, call), seen) = tokio::join!(timed_change, tokio::time::timeout(WAIT, event));
         changed?;
+        calls.push(call);
         delays.push(seen.context("no watch event")??);
     }
     actor.logout().await?;
-    Ok(delays)
+    Ok((delays, calls))
 }
 
 /// Resident and peak resident memory of a process, in KiB.
