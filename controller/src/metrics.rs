@@ -112,10 +112,7 @@ impl Collector for Scraped {
                 })
                 .count();
             let label = PhaseLabel {
-                phase: serde_json::to_value(phase)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                phase: crate::import::status::phase_name(phase),
             };
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&label)?)?;

@@ -211,13 +211,14 @@ async fn advance(
         fields.extend(update.clone());
     }
     status::patch(api, job, fields).await?;
-    let reason = update["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == READY))
-        .and_then(|c| c["reason"].as_str())
-        .unwrap_or("Progressing")
-        .to_owned();
-    publish(ctx, job, EventType::Normal, &reason, message).await;
+    publish(
+        ctx,
+        job,
+        EventType::Normal,
+        &status::phase_name(next),
+        message,
+    )
+    .await;
     Ok(Action::requeue(Duration::ZERO))
 }
 
@@ -483,7 +484,8 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
     let namespace = job.namespace().unwrap_or_default();
     let job_key = key(job);
     let mut status = status::of(job);
-    let mut outcomes = Vec::new();
+    // Each disk's image and where its import stands, read once.
+    let mut found = Vec::new();
     for disk in &status.disks {
         let name = disk.image_name.clone().unwrap_or_default();
         let image = images::get(&ctx.client, &namespace, &name).await?.ok_or_else(|| {
@@ -492,16 +494,18 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
                 format!("VirtualMachineImage {name} was deleted while importing: delete and recreate the job"),
             )
         })?;
-        outcomes.push(image);
+        let outcome = images::outcome(&image);
+        found.push((image, outcome));
     }
-    if let Some((disk, message)) = status
-        .disks
-        .iter()
-        .zip(&outcomes)
-        .find_map(|(disk, image)| match images::outcome(image) {
-            Outcome::Failed { message } => Some((disk.name.clone(), message)),
-            _ => None,
-        })
+    if let Some((disk, message)) =
+        status
+            .disks
+            .iter()
+            .zip(&found)
+            .find_map(|(disk, (_, outcome))| match outcome {
+                Outcome::Failed { message } => Some((disk.name.clone(), message.clone())),
+                _ => None,
+            })
     {
         return Err(Refused::new(
             "ImageImportFailed",
@@ -509,9 +513,9 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
         )
         .into());
     }
-    let all_imported = outcomes
+    let all_imported = found
         .iter()
-        .all(|image| matches!(images::outcome(image), Outcome::Imported { .. }));
+        .all(|(_, outcome)| matches!(outcome, Outcome::Imported { .. }));
 
     // After a restart, or when the export broke: serve the disks again.
     let broken = ctx
@@ -526,11 +530,9 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
             .await;
     }
     if !all_imported && !ctx.exports.is_active(&job_key).await {
-        let tokens: Vec<Option<String>> = status
-            .disks
+        let tokens: Vec<Option<String>> = found
             .iter()
-            .zip(&outcomes)
-            .map(|(_, image)| match images::outcome(image) {
+            .map(|(image, outcome)| match outcome {
                 Outcome::Importing => images::token(image),
                 _ => None,
             })
@@ -570,8 +572,8 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
         .await;
     if let Some((elapsed, sent)) = sample {
         let mut served = sent.into_iter();
-        for (disk, image) in status.disks.iter_mut().zip(&outcomes) {
-            match images::outcome(image) {
+        for (disk, (_, outcome)) in status.disks.iter_mut().zip(&found) {
+            match outcome {
                 Outcome::Imported { .. } => {
                     disk.phase = DiskPhase::Imported;
                     disk.bytes_done = disk.capacity_bytes;

@@ -36,16 +36,21 @@ pub fn phase(job: &ImportJob, phase: ImportPhase, ready: Observed) -> Value {
     })
 }
 
-/// Moving on to `next`: `Ready` is False while the job runs.
-pub fn running(job: &ImportJob, next: ImportPhase, message: &str) -> Value {
-    let reason = serde_json::to_value(next)
+/// A phase's name as the API spells it (`CreatingVM`): also the `Ready`
+/// reason and the Event reason while the job is in it.
+pub fn phase_name(phase: ImportPhase) -> String {
+    serde_json::to_value(phase)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Moving on to `next`: `Ready` is False while the job runs.
+pub fn running(job: &ImportJob, next: ImportPhase, message: &str) -> Value {
     let ready = Observed {
         type_: READY,
         status: false,
-        reason,
+        reason: phase_name(next),
         message: message.to_owned(),
     };
     phase(job, next, ready)

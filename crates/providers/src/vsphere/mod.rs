@@ -580,20 +580,25 @@ fn filter_spec(view: &ManagedObjectReference) -> PropertyFilterSpec {
                 path_set: Some(paths.iter().map(|p| (*p).to_owned()).collect()),
             })
             .collect(),
-        object_set: vec![ObjectSpec {
-            obj: view.clone(),
-            skip: Some(true),
-            select_set: Some(vec![Box::new(TraversalSpec {
-                selection_spec_: SelectionSpec {
-                    name: Some("traverseView".to_owned()),
-                },
-                r#type: "ContainerView".to_owned(),
-                path: "view".to_owned(),
-                skip: Some(false),
-                select_set: None,
-            })]),
-        }],
+        object_set: vec![view_object_spec(view)],
         report_missing_objects_in_results: None,
+    }
+}
+
+/// Every object in a container view (the view itself skipped).
+pub(super) fn view_object_spec(view: &ManagedObjectReference) -> ObjectSpec {
+    ObjectSpec {
+        obj: view.clone(),
+        skip: Some(true),
+        select_set: Some(vec![Box::new(TraversalSpec {
+            selection_spec_: SelectionSpec {
+                name: Some("traverseView".to_owned()),
+            },
+            r#type: "ContainerView".to_owned(),
+            path: "view".to_owned(),
+            skip: Some(false),
+            select_set: None,
+        })]),
     }
 }
 

@@ -15,9 +15,11 @@ use vim_rs::types::boxed_types::ValueElements;
 use vim_rs::types::enums::MoTypesEnum;
 use vim_rs::types::structs::{
     DynamicProperty, ManagedObjectReference, ObjectSpec, PropertyFilterSpec, PropertySpec,
-    RetrieveOptions, SelectionSpec, TraversalSpec,
+    RetrieveOptions,
 };
 use vim_rs::types::vim_any::VimAny;
+
+use super::view_object_spec;
 use vmm_api::inventory::{PowerState, VirtualMachineSpec};
 
 use super::disks::{DiskDetails, datastore_of_file, disk_facts};
@@ -394,22 +396,6 @@ pub(crate) fn vm_ref(id: &str) -> ManagedObjectReference {
     ManagedObjectReference {
         r#type: MoTypesEnum::VirtualMachine,
         value: id.to_owned(),
-    }
-}
-
-fn view_object_spec(view: &ManagedObjectReference) -> ObjectSpec {
-    ObjectSpec {
-        obj: view.clone(),
-        skip: Some(true),
-        select_set: Some(vec![Box::new(TraversalSpec {
-            selection_spec_: SelectionSpec {
-                name: Some("traverseView".to_owned()),
-            },
-            r#type: "ContainerView".to_owned(),
-            path: "view".to_owned(),
-            skip: Some(false),
-            select_set: None,
-        })]),
     }
 }
 

@@ -68,11 +68,7 @@ impl Failure {
 
 /// Watches images until aborted; one job per image UID.
 pub(super) async fn run(ctx: Arc<Ctx>) {
-    let resource = image_resource();
-    let api: Api<DynamicObject> = match &ctx.options.namespace {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
-        None => Api::all_with(ctx.client.clone(), &resource),
-    };
+    let api = ctx.api(&image_resource());
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();

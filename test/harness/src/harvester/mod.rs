@@ -176,6 +176,16 @@ struct Ctx {
     shared: Arc<Shared>,
 }
 
+impl Ctx {
+    /// `resource` in the watched namespace, or in all.
+    fn api(&self, resource: &kube::core::ApiResource) -> kube::Api<kube::api::DynamicObject> {
+        match &self.options.namespace {
+            Some(ns) => kube::Api::namespaced_with(self.client.clone(), ns, resource),
+            None => kube::Api::all_with(self.client.clone(), resource),
+        }
+    }
+}
+
 /// The running stand-in; its tasks stop when it is dropped.
 pub struct ImageController {
     shared: Arc<Shared>,

@@ -34,11 +34,7 @@ const VM_SCHEMA: &str = "kubevirt.io.virtualmachine";
 
 /// Watches VMs until aborted; handles each value of a VM's annotation once.
 pub(super) async fn run(ctx: Arc<Ctx>) {
-    let resource = kubevirt_vm_resource();
-    let api: Api<DynamicObject> = match &ctx.options.namespace {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
-        None => Api::all_with(ctx.client.clone(), &resource),
-    };
+    let api = ctx.api(&kubevirt_vm_resource());
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
