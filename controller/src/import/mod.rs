@@ -17,6 +17,7 @@ pub mod status;
 pub mod target;
 pub mod transfer;
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -402,7 +403,7 @@ async fn serve_disks(
     let vm = source_vm(job)?;
     let client = preflight::source(&ctx.client, &namespace, job).await?;
     let mut wanted = Vec::new();
-    for (disk, token) in status.disks.iter().zip(tokens) {
+    for (index, (disk, token)) in status.disks.iter().zip(tokens).enumerate() {
         let (Some(key), Some(token)) = (disk.source_key.as_deref(), token) else {
             continue;
         };
@@ -416,6 +417,7 @@ async fn serve_disks(
             )
         })?;
         wanted.push(Wanted {
+            index,
             device_key,
             capacity: u64::try_from(disk.capacity_bytes).unwrap_or(0),
             token: token.clone(),
@@ -566,13 +568,16 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
         .with(&job_key, |active| {
             let elapsed = active.sampled.elapsed();
             active.sampled = Instant::now();
-            let sent: Vec<u64> = active.disks.iter().map(|d| d.sent()).collect();
+            let sent: HashMap<usize, u64> = active
+                .disks
+                .iter()
+                .map(|(index, disk)| (*index, disk.sent()))
+                .collect();
             (elapsed, sent)
         })
         .await;
     if let Some((elapsed, sent)) = sample {
-        let mut served = sent.into_iter();
-        for (disk, (_, outcome)) in status.disks.iter_mut().zip(&found) {
+        for (index, (disk, (_, outcome))) in status.disks.iter_mut().zip(&found).enumerate() {
             match outcome {
                 Outcome::Imported { .. } => {
                     disk.phase = DiskPhase::Imported;
@@ -581,7 +586,7 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
                     disk.eta_seconds = None;
                 }
                 _ => {
-                    if let Some(bytes) = served.next() {
+                    if let Some(&bytes) = sent.get(&index) {
                         status::advance(disk, bytes, elapsed);
                     }
                 }

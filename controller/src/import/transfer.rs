@@ -28,7 +28,9 @@ pub type JobKey = (String, String);
 /// One job's export and what is being served of it.
 pub struct Active {
     lease: Option<ExportLease>,
-    pub disks: Vec<Arc<ServedDisk>>,
+    /// The disks served, by their index in the job's status (after a
+    /// restart only those still importing are).
+    pub disks: Vec<(usize, Arc<ServedDisk>)>,
     tokens: Vec<String>,
     /// What the lease's keep-alive reports to the source.
     percent: Arc<AtomicU8>,
@@ -61,8 +63,10 @@ pub struct Exports {
     active: tokio::sync::Mutex<HashMap<JobKey, Active>>,
 }
 
-/// One disk to serve: its device key at the source, raw size, and token.
+/// One disk to serve: its index in the job's status, its device key at the
+/// source, raw size, and token.
 pub struct Wanted {
+    pub index: usize,
     pub device_key: i32,
     pub capacity: u64,
     pub token: String,
@@ -113,7 +117,7 @@ impl Exports {
             });
             let disk = ServedDisk::new(want.capacity, source);
             self.registry.register(&want.token, disk.clone());
-            disks.push(disk);
+            disks.push((want.index, disk));
         }
         let id = lease.id().to_owned();
         let active = Active {
