@@ -9,6 +9,7 @@
 //! | [`import`] | import jobs: the VM to create ([`import::target`]) |
 //! | [`connect`] | logging in to a source with its Secret; failures as reasons |
 //! | [`metrics`] | jobs by phase, bytes served, job durations |
+//! | [`crash`] | crash points for the restart tests (`VMM_CRASH_AT`) |
 //! | [`conditions`] | status conditions as Kubernetes expects them |
 //! | [`context`], [`error`] | what reconcilers share; their error type |
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 pub mod conditions;
 pub mod connect;
 pub mod context;
+pub mod crash;
 pub mod disks;
 pub mod error;
 pub mod import;

@@ -8,6 +8,7 @@
 //! succeeded they back the new VM's disks and must outlive the job. A job
 //! deleted before that deletes them itself.
 
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -35,14 +36,19 @@ pub fn name(job: &str, index: usize) -> String {
     format!("{}{suffix}", &job[..keep])
 }
 
-/// The image for disk `index` of `job`, downloaded from `url`.
+/// The provisioner of Longhorn volumes: images on it use Harvester's default
+/// `backingimage` backend.
+const LONGHORN_PROVISIONER: &str = "driver.longhorn.io";
+
+/// The image for disk `index` of `job`, downloaded from `url`, on
+/// `storage_class` (`None`: Harvester's default, Longhorn).
 pub fn manifest(
     job: &ImportJob,
     target_name: &str,
     index: usize,
     disk: &DiskStatus,
     url: &str,
-    storage_parameters: Option<&Value>,
+    storage_class: Option<&StorageClass>,
 ) -> Value {
     let job_name = job.metadata.name.as_deref().unwrap_or_default();
     // A display name is a label value: at most 63 characters, unique in the
@@ -57,8 +63,18 @@ pub fn manifest(
         "retry": RETRY,
         "description": format!("{} of {:?}, imported by job {job_name}", disk.name, job.spec.vm_name),
     });
-    if let Some(parameters) = storage_parameters {
-        spec["storageClassParameters"] = parameters.clone();
+    // As Harvester's UI does: a Longhorn class's parameters are copied to the
+    // class Harvester makes for the image; any other class takes the image
+    // through CDI (`backend: cdi`), which reads our endpoint with ranges.
+    match storage_class {
+        Some(class) if class.provisioner != LONGHORN_PROVISIONER => {
+            spec["backend"] = json!("cdi");
+            spec["targetStorageClassName"] = json!(class.metadata.name);
+        }
+        Some(class) => {
+            spec["storageClassParameters"] = json!(class.parameters.clone().unwrap_or_default());
+        }
+        None => {}
     }
     json!({
         "apiVersion": "harvesterhci.io/v1beta1",
@@ -162,6 +178,53 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    /// The backend follows the storage class, as Harvester's UI chooses it.
+    #[test]
+    fn the_storage_class_chooses_the_backend() {
+        let job: ImportJob = serde_json::from_value(json!({
+            "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": "web"},
+        }))
+        .unwrap();
+        let class = |name: &str, provisioner: &str| -> StorageClass {
+            serde_json::from_value(json!({
+                "metadata": {"name": name}, "provisioner": provisioner,
+                "parameters": {"numberOfReplicas": "2"},
+            }))
+            .unwrap()
+        };
+        let cases = [
+            (None, json!(null), json!(null), json!(null)),
+            (
+                Some(class("fast", "driver.longhorn.io")),
+                json!(null),
+                json!(null),
+                json!({"numberOfReplicas": "2"}),
+            ),
+            (
+                Some(class("ceph", "rbd.csi.ceph.com")),
+                json!("cdi"),
+                json!("ceph"),
+                json!(null),
+            ),
+        ];
+        for (class, backend, target, parameters) in cases {
+            let manifest = manifest(
+                &job,
+                "web",
+                0,
+                &DiskStatus::default(),
+                "http://x",
+                class.as_ref(),
+            );
+            let spec = &manifest["spec"];
+            assert_eq!(spec["backend"], backend, "{class:?}");
+            assert_eq!(spec["targetStorageClassName"], target, "{class:?}");
+            assert_eq!(spec["storageClassParameters"], parameters, "{class:?}");
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ use vmm_providers::vsphere::VsphereError;
 use crate::conditions::{Observed, READY};
 use crate::connect::{Refused, vsphere_refused};
 use crate::context::Context;
+use crate::crash;
 use crate::error::Error;
 use crate::import::images::Outcome;
 use crate::import::target::JOB_LABEL;
@@ -151,10 +152,10 @@ async fn step(jobs: &Jobs, api: &Api<ImportJob>, job: &ImportJob) -> Result<Acti
     match outcome {
         Ok(action) => Ok(action),
         Err(Stop::Refused(refused)) => {
-            ctx.exports
-                .finish(&key(job), Ending::Abort("the import job failed"))
-                .await;
-            status::patch(api, job, status::failed(job, &refused)).await?;
+            end_export(ctx, job, Ending::Abort("the import job failed")).await;
+            let mut failed = status::failed(job, &refused);
+            failed["export"] = serde_json::Value::Null;
+            status::patch(api, job, failed).await?;
             observe_duration(ctx, job, "failed");
             publish(
                 ctx,
@@ -312,6 +313,7 @@ async fn validate(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step 
     if let Err(error) = checked.client.logout().await {
         tracing::debug!(%error, "logout after preflight");
     }
+    crash::point(crash::VALIDATED);
     advance(
         ctx,
         api,
@@ -353,7 +355,10 @@ async fn power_off(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
             u64::try_from(job.spec.graceful_shutdown_timeout_seconds).unwrap_or(0),
         );
         let graceful = match client.shutdown_guest(&vm.id).await {
-            Ok(()) => client.wait_powered_off(&vm.id, timeout).await,
+            Ok(()) => {
+                crash::point(crash::SHUTDOWN_REQUESTED);
+                client.wait_powered_off(&vm.id, timeout).await
+            }
             Err(error) => Err(error),
         };
         match graceful {
@@ -455,12 +460,16 @@ async fn export(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step {
         ));
     }
     let export = serve_disks(ctx, job, &tokens).await?;
+    // Recorded before anything else: a restart re-attaches to it or ends it.
+    status::patch(api, job, json!({"export": export})).await?;
+    crash::point(crash::EXPORT_OPENED);
     let target_name = status.target_name.clone().unwrap_or_default();
-    let parameters = preflight::storage_class(&ctx.client, job).await?;
+    let storage_class = preflight::storage_class(&ctx.client, job).await?;
     for (index, (disk, token)) in status.disks.iter().zip(&tokens).enumerate() {
         let name = disk.image_name.clone().unwrap_or_default();
         let url = disk_url(ctx, token.as_deref().unwrap_or_default(), &name);
-        let manifest = images::manifest(job, &target_name, index, disk, &url, parameters.as_ref());
+        let manifest =
+            images::manifest(job, &target_name, index, disk, &url, storage_class.as_ref());
         images::apply(&ctx.client, &namespace, &manifest).await?;
     }
     let disks: Vec<DiskStatus> = status
@@ -477,7 +486,7 @@ async fn export(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step {
         job,
         ImportPhase::Importing,
         "Harvester is importing the disks",
-        json!({"export": export, "disks": disks}),
+        json!({"disks": disks}),
     )
     .await
 }
@@ -515,9 +524,14 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
         )
         .into());
     }
-    let all_imported = found
+    let imported = found
         .iter()
-        .all(|(_, outcome)| matches!(outcome, Outcome::Imported { .. }));
+        .filter(|(_, outcome)| matches!(outcome, Outcome::Imported { .. }))
+        .count();
+    let all_imported = imported == found.len();
+    if imported > 0 && !all_imported {
+        crash::point(crash::ONE_DISK_IMPORTED);
+    }
 
     // After a restart, or when the export broke: serve the disks again.
     let broken = ctx
@@ -544,7 +558,8 @@ async fn importing(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
     }
 
     if all_imported {
-        ctx.exports.finish(&job_key, Ending::Complete).await;
+        crash::point(crash::ALL_DISKS_IMPORTED);
+        end_export(ctx, job, Ending::Complete).await;
         for disk in &mut status.disks {
             disk.phase = DiskPhase::Imported;
             disk.bytes_done = disk.capacity_bytes;
@@ -653,6 +668,7 @@ async fn create_vm(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
         &Patch::Apply(&manifest),
     )
     .await?;
+    crash::point(crash::VM_APPLIED);
     let message = format!(
         "VirtualMachine {namespace}/{name} created from {:?}",
         job.spec.vm_name
@@ -666,6 +682,24 @@ async fn create_vm(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
     observe_duration(ctx, job, "succeeded");
     publish(ctx, job, EventType::Normal, "Succeeded", &message).await;
     Ok(Action::await_change())
+}
+
+/// Ends the job's export: the one this process holds, or else the one a
+/// previous process left open (its id is in status).
+async fn end_export(ctx: &Context, job: &ImportJob, how: Ending) {
+    if ctx.exports.finish(&key(job), how).await {
+        return;
+    }
+    let Some(lease) = status::of(job).export else {
+        return;
+    };
+    let namespace = job.namespace().unwrap_or_default();
+    match preflight::source(&ctx.client, &namespace, job).await {
+        Ok(client) => transfer::release(&client, &lease, how).await,
+        Err(refused) => {
+            tracing::warn!(job = %job.name_any(), lease, reason = refused.reason, "cannot reach the source to end a left-over export (it times out by itself)")
+        }
+    }
 }
 
 fn observe_duration(ctx: &Context, job: &ImportJob, outcome: &'static str) {
@@ -684,16 +718,8 @@ fn observe_duration(ctx: &Context, job: &ImportJob, outcome: &'static str) {
 /// they back the VM it created. Never touches the source VM.
 async fn cleanup(ctx: &Context, job: &ImportJob) -> Result<Action, Error> {
     let namespace = job.namespace().unwrap_or_default();
-    let job_key = key(job);
-    ctx.exports
-        .finish(&job_key, Ending::Abort("the import job was deleted"))
-        .await;
+    end_export(ctx, job, Ending::Abort("the import job was deleted")).await;
     let status = status::of(job);
-    if let Some(lease) = &status.export
-        && let Ok(client) = preflight::source(&ctx.client, &namespace, job).await
-    {
-        transfer::abandon(&client, lease, "the import job was deleted").await;
-    }
     if status.phase != Some(ImportPhase::Succeeded) {
         images::delete_all(&ctx.client, &namespace, &job.name_any()).await?;
     }

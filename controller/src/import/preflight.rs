@@ -212,12 +212,11 @@ async fn networks(
     Ok(())
 }
 
-/// The parameters of the job's storage class (copied into each image, as
-/// Harvester's UI does), or `None` for the default.
+/// The job's storage class, or `None` for Harvester's default.
 pub async fn storage_class(
     client: &kube::Client,
     job: &ImportJob,
-) -> Result<Option<serde_json::Value>, Refused> {
+) -> Result<Option<StorageClass>, Refused> {
     let Some(name) = &job.spec.storage_class else {
         return Ok(None);
     };
@@ -231,9 +230,7 @@ pub async fn storage_class(
                 format!("StorageClass {name} does not exist: name an existing one in spec.storageClass, or leave it unset for the default"),
             )
         })?;
-    Ok(Some(serde_json::json!(
-        class.parameters.unwrap_or_default()
-    )))
+    Ok(Some(class))
 }
 
 /// The Harvester VM's name, free in the namespace (or already this job's,

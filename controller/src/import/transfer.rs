@@ -127,48 +127,45 @@ impl Exports {
             percent,
             sampled: Instant::now(),
         };
-        if let Some(replaced) = self.active.lock().await.insert(job, active) {
-            self.end(replaced, Ending::Abort("replaced by a new export"))
-                .await;
+        let replaced = self.active.lock().await.insert(job, active);
+        if let Some(mut replaced) = replaced {
+            // Tokens served again now belong to the new export.
+            for token in replaced
+                .tokens
+                .iter()
+                .filter(|t| !wanted.iter().any(|w| &w.token == *t))
+            {
+                self.registry.unregister(token);
+            }
+            if let Some(lease) = replaced.lease.take() {
+                end(lease, Ending::Abort("replaced by a new export")).await;
+            }
         }
         Ok(id)
     }
 
-    /// Ends the job's export, if it has one: `Complete` once every disk is
-    /// imported, `Abort` otherwise. Its URLs stop working.
-    pub async fn finish(&self, job: &JobKey, how: Ending) {
-        let active = self.active.lock().await.remove(job);
-        if let Some(active) = active {
-            self.end(active, how).await;
-        }
-    }
-
-    async fn end(&self, mut active: Active, how: Ending) {
+    /// Ends the job's export, if this process holds it: `Complete` once
+    /// every disk is imported, `Abort` otherwise. Its URLs stop working.
+    /// Returns whether there was one.
+    pub async fn finish(&self, job: &JobKey, how: Ending) -> bool {
+        let Some(mut active) = self.active.lock().await.remove(job) else {
+            return false;
+        };
         for token in &active.tokens {
             self.registry.unregister(token);
         }
-        let Some(lease) = active.lease.take() else {
-            return;
-        };
-        let id = lease.id().to_owned();
-        let ended = match how {
-            Ending::Complete => lease.complete().await,
-            Ending::Abort(reason) => lease.abort(reason).await,
-        };
-        if let Err(error) = ended {
-            tracing::warn!(lease = %id, %error, "cannot end an export lease (it times out by itself)");
+        if let Some(lease) = active.lease.take() {
+            end(lease, how).await;
         }
+        true
     }
 }
 
-/// Ends a lease a previous run of the controller left behind.
-pub async fn abandon(client: &VsphereClient, lease_id: &str, reason: &str) {
+/// Ends a lease a previous run of the controller left behind, if it is
+/// still open.
+pub async fn release(client: &VsphereClient, lease_id: &str, how: Ending) {
     match ExportLease::attach(client, lease_id, Duration::from_secs(30)).await {
-        Ok(Attached::Ready(lease)) => {
-            if let Err(error) = lease.abort(reason).await {
-                tracing::warn!(lease = %lease_id, %error, "cannot abort a left-over export lease");
-            }
-        }
+        Ok(Attached::Ready(lease)) => end(*lease, how).await,
         Ok(_) => {}
         Err(error) => {
             tracing::warn!(lease = %lease_id, %error, "cannot read a left-over export lease")
@@ -176,6 +173,18 @@ pub async fn abandon(client: &VsphereClient, lease_id: &str, reason: &str) {
     }
 }
 
+async fn end(lease: ExportLease, how: Ending) {
+    let id = lease.id().to_owned();
+    let ended = match how {
+        Ending::Complete => lease.complete().await,
+        Ending::Abort(reason) => lease.abort(reason).await,
+    };
+    if let Err(error) = ended {
+        tracing::warn!(lease = %id, %error, "cannot end an export lease (it times out by itself)");
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
 pub enum Ending {
     Complete,
     Abort(&'static str),

@@ -5,13 +5,13 @@
 //! raw` of its source disk; the VM must have the source's shape; the source
 //! must be off; no export lease may stay open.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmm_testkit::harvester::{ImageController, Options, SHA256_ANNOTATION};
+use vmm_testkit::harvester::{Backend, ImageController, Options, Requester, SHA256_ANNOTATION};
+use vmm_testkit::import;
 use vmm_testkit::servers::{ControllerServer, shared_controller};
-use vmm_testkit::vcsim::{DiskSpec, Firmware, NicSpec, VmSpec, sha256_file};
+use vmm_testkit::vcsim::{DiskSpec, Firmware, NicSpec, VmSpec, qemu_img_raw_sha256};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -20,51 +20,14 @@ fn controller() -> &'static ControllerServer {
     shared_controller()
 }
 
-/// The job once its phase is Succeeded or Failed.
+/// The job once it has ended, or a panic with the controller's log.
 fn wait_finished(ns: &TestNamespace, job: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = ns.kubectl(["get", "importjob", job, "-o", "json"]);
-        let job_now: Value = serde_json::from_str(out.expect_success()).unwrap();
-        let phase = job_now["status"]["phase"].as_str().unwrap_or_default();
-        if phase == "Succeeded" || phase == "Failed" {
-            return job_now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job never finished: {}\ncontroller log:\n{}",
-            job_now["status"],
+    import::wait_finished(ns, job, WAIT).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\ncontroller log:\n{}",
             controller().server.process.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// SHA-256 of `qemu-img convert -O raw` of a VMDK: the reference converter.
-fn reference_sha256(descriptor: &Path) -> String {
-    let out = std::env::temp_dir().join(format!(
-        "vmm-reference-{}-{}.raw",
-        std::process::id(),
-        vmm_testkit::namespace::random_suffix()
-    ));
-    let status = std::process::Command::new("qemu-img")
-        .args(["convert", "-f", "vmdk", "-O", "raw"])
-        .arg(descriptor)
-        .arg(&out)
-        .status()
-        .expect("qemu-img runs");
-    assert!(status.success(), "qemu-img convert failed");
-    let sum = sha256_file(&out).unwrap();
-    std::fs::remove_file(&out).unwrap();
-    sum
-}
-
-fn nad(namespace: &str, name: &str, vlan: u16) -> Value {
-    let config = json!({"cniVersion": "0.3.1", "name": name, "type": "bridge",
-        "bridge": "mgmt-br", "promiscMode": true, "vlan": vlan, "ipam": {}});
-    json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"config": config.to_string()}})
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +59,10 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
     spec.firmware = Some(Firmware::Efi);
     let source_vm = vcsim.create_vm(&spec).await.unwrap();
 
-    for object in [nad(ns.name(), "vlan-a", 10), nad(ns.name(), "vlan-b", 20)] {
+    for object in [
+        import::nad(ns.name(), "vlan-a", 10),
+        import::nad(ns.name(), "vlan-b", 20),
+    ] {
         cp.kubectl_with_stdin(["apply", "-f", "-"], &object.to_string())
             .expect_success();
     }
@@ -138,7 +104,7 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
         let image: Value = serde_json::from_str(image.expect_success()).unwrap();
         assert_eq!(
             image["metadata"]["annotations"][SHA256_ANNOTATION],
-            reference_sha256(&disk.descriptor_file).as_str(),
+            qemu_img_raw_sha256(&disk.descriptor_file).unwrap().as_str(),
             "disk {index}"
         );
         let status_disk = &done["status"]["disks"][index];
@@ -178,16 +144,10 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
     );
 
     // The source is off, and nothing is left open at the source.
-    let mut soap = vmm_testkit::vcsim::soap::SoapSession::login(vcsim)
-        .await
-        .unwrap();
-    let power = soap
-        .property("VirtualMachine", &source_vm.moref, "runtime.powerState")
-        .await
-        .unwrap()
-        .expect("the VM has a power state");
-    assert_eq!(power.text(), "poweredOff");
-    soap.logout().await.unwrap();
+    assert_eq!(
+        vcsim.power_state(&source_vm.moref).await.unwrap(),
+        "poweredOff"
+    );
     let open: Vec<_> = vcsim
         .leases()
         .await
@@ -237,6 +197,102 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
     }
 }
 
+/// On a storage class that is not Longhorn, Harvester takes each image
+/// through CDI (`backend: cdi`): a probe of the first 128 bytes, a HEAD, then
+/// the importer's ranged reads. The image must still hash like qemu-img's
+/// conversion, every read answered 206, the export opened once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_storage_class_imports_through_cdi() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    controller();
+    let ns = TestNamespace::new(cp, "cdi").unwrap();
+    let harvester = ImageController::start(
+        cp.client(),
+        Options {
+            namespace: Some(ns.name().to_owned()),
+            retry_delay: Duration::from_secs(1),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let class = format!("ceph-{}", ns.name());
+    let storage_class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": class}, "provisioner": "rbd.csi.ceph.com"});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &storage_class.to_string())
+        .expect_success();
+    let name = format!("db {}", vmm_testkit::namespace::random_suffix());
+    let source_vm = vcsim
+        .create_vm(
+            &VmSpec::new(&name)
+                .disk(DiskSpec::generated(40, 11, 0.5))
+                .nic(NicSpec::on("VM Network"))
+                .powered_on(true),
+        )
+        .await
+        .unwrap();
+    cp.kubectl_with_stdin(
+        ["apply", "-f", "-"],
+        &import::nad(ns.name(), "vlan-a", 10).to_string(),
+    )
+    .expect_success();
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let job = json!({
+        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "db"},
+        "spec": {
+            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
+            "vmName": name,
+            "storageClass": class,
+            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
+        },
+    });
+    cp.apply_yaml(ns.name(), &job.to_string()).expect_success();
+    let done = wait_finished(&ns, "db");
+    assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
+
+    let image = ns.kubectl([
+        "get",
+        "virtualmachineimages.harvesterhci.io",
+        "db-disk-0",
+        "-o",
+        "json",
+    ]);
+    let image: Value = serde_json::from_str(image.expect_success()).unwrap();
+    assert_eq!(image["spec"]["backend"], "cdi");
+    assert_eq!(image["spec"]["targetStorageClassName"], class.as_str());
+    assert_eq!(
+        image["metadata"]["annotations"][SHA256_ANNOTATION],
+        qemu_img_raw_sha256(&source_vm.disks[0].descriptor_file)
+            .unwrap()
+            .as_str()
+    );
+    let record = harvester.result(ns.name(), "db-disk-0").unwrap();
+    assert_eq!(record.backend, Backend::Cdi);
+    let ranged: Vec<_> = record
+        .requests
+        .iter()
+        .filter(|r| r.by == Requester::CdiImporter)
+        .collect();
+    assert!(ranged.len() > 1, "{record:?}");
+    assert!(
+        ranged
+            .iter()
+            .all(|r| r.range.is_some() && r.status == Some(206)),
+        "{record:?}"
+    );
+    let leases: Vec<_> = vcsim
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.vm == source_vm.moref)
+        .collect();
+    assert_eq!(leases.len(), 1, "one export: {leases:?}");
+    assert!(!leases[0].is_open(), "{leases:?}");
+}
+
 /// The job's Ready condition once the job has Failed.
 fn failure(ns: &TestNamespace, job: &str) -> (String, String) {
     let done = wait_finished(ns, job);
@@ -283,7 +339,7 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
 
     cp.kubectl_with_stdin(
         ["apply", "-f", "-"],
-        &nad(ns.name(), "vlan-a", 10).to_string(),
+        &import::nad(ns.name(), "vlan-a", 10).to_string(),
     )
     .expect_success();
     let taken = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
@@ -408,20 +464,11 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
         );
     }
 
-    let mut soap = vmm_testkit::vcsim::soap::SoapSession::login(vcsim)
-        .await
-        .unwrap();
-    let power = soap
-        .property("VirtualMachine", &solo_vm.moref, "runtime.powerState")
-        .await
-        .unwrap()
-        .expect("the VM has a power state");
     assert_eq!(
-        power.text(),
+        vcsim.power_state(&solo_vm.moref).await.unwrap(),
         "poweredOn",
         "a failed preflight powered the VM off"
     );
-    soap.logout().await.unwrap();
 }
 
 /// Deleting a job mid-import cancels it: its images are removed, the export
@@ -446,7 +493,7 @@ async fn deleting_a_job_mid_import_removes_what_it_made() {
         .unwrap();
     cp.kubectl_with_stdin(
         ["apply", "-f", "-"],
-        &nad(ns.name(), "vlan-a", 10).to_string(),
+        &import::nad(ns.name(), "vlan-a", 10).to_string(),
     )
     .expect_success();
     cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))

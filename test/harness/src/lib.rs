@@ -14,6 +14,7 @@
 //! | [`aggregation`] | APIService → ExternalName Service → a local port |
 //! | [`vcsim`] | the vCenter simulator |
 //! | [`chart`] | the Helm chart through the pinned helm |
+//! | [`import`] | import jobs as a user drives them (networks, waiting for the end) |
 //! | [`harvester`] | stand-in for Harvester's image controller (downloads for real) and VM PVCs |
 //! | [`servers`] | our binaries against a control plane; the inventory API registered |
 //! | [`tls`] | rustls (ring) and reqwest clients trusting given roots |
@@ -32,6 +33,7 @@ pub mod aggregation;
 pub mod chart;
 pub mod control_plane;
 pub mod harvester;
+pub mod import;
 pub mod namespace;
 pub mod peers;
 pub mod pki;

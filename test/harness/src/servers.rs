@@ -3,7 +3,7 @@
 //! inventory apiserver registered with kube-apiserver's aggregator. Shared by
 //! the e2e suites, `vmm-dev` and the benchmarks, so all run the same way.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -49,6 +49,16 @@ pub fn start_server(
     kubeconfig: &Path,
     args: Vec<OsString>,
 ) -> Result<Server> {
+    spawn_server(cp, program, kubeconfig, args, &[])
+}
+
+fn spawn_server(
+    cp: &ControlPlane,
+    program: &Path,
+    kubeconfig: &Path,
+    args: Vec<OsString>,
+    env: &[(&str, &OsStr)],
+) -> Result<Server> {
     let name = program
         .file_name()
         .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned());
@@ -59,12 +69,15 @@ pub fn start_server(
         );
     }
     let admin_port = free_port()?;
-    let mut process = ProcessBuilder::new(&name, program)
+    let mut builder = ProcessBuilder::new(&name, program)
         .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
         .args(args)
         .env("KUBECONFIG", kubeconfig)
-        .log_file(cp.dir().join(format!("{name}.log")))
-        .spawn()?;
+        .log_file(cp.dir().join(format!("{name}-{admin_port}.log")));
+    for (key, value) in env {
+        builder = builder.env(*key, *value);
+    }
+    let mut process = builder.spawn()?;
     process.wait_ready("/readyz", READY_TIMEOUT, Duration::from_millis(200), || {
         http_ok(admin_port, "/readyz")
     })?;
@@ -117,6 +130,7 @@ pub struct ControllerServer {
     pub server: Server,
     /// The disk endpoint's URL, as given to Harvester's importer.
     pub disk_url: String,
+    pub disk_port: u16,
 }
 
 /// Starts the controller (`program`, with `kubeconfig`) and waits for
@@ -127,7 +141,35 @@ pub fn start_controller(
     kubeconfig: &Path,
     args: &[&str],
 ) -> Result<ControllerServer> {
-    let disk_port = free_port()?;
+    let options = ControllerOptions {
+        args,
+        ..ControllerOptions::default()
+    };
+    start_controller_with(cp, program, kubeconfig, &options)
+}
+
+/// How [`start_controller_with`] starts the controller.
+#[derive(Debug, Default)]
+pub struct ControllerOptions<'a> {
+    /// The disk endpoint's port (default: a free one). A controller started
+    /// again on the same port keeps the URLs Harvester was given.
+    pub disk_port: Option<u16>,
+    /// Passed on, e.g. `--max-jobs`.
+    pub args: &'a [&'a str],
+    /// Added to its environment, e.g. `VMM_CRASH_AT` or `TMPDIR`.
+    pub env: &'a [(&'a str, &'a OsStr)],
+}
+
+pub fn start_controller_with(
+    cp: &ControlPlane,
+    program: &Path,
+    kubeconfig: &Path,
+    options: &ControllerOptions<'_>,
+) -> Result<ControllerServer> {
+    let disk_port = match options.disk_port {
+        Some(port) => port,
+        None => free_port()?,
+    };
     let disk_url = format!("http://127.0.0.1:{disk_port}");
     let mut all: Vec<OsString> = vec![
         "--disk-listen-addr".into(),
@@ -135,10 +177,11 @@ pub fn start_controller(
         "--disk-url".into(),
         disk_url.clone().into(),
     ];
-    all.extend(args.iter().map(OsString::from));
+    all.extend(options.args.iter().map(OsString::from));
     Ok(ControllerServer {
-        server: start_server(cp, program, kubeconfig, all)?,
+        server: spawn_server(cp, program, kubeconfig, all, options.env)?,
         disk_url,
+        disk_port,
     })
 }
 

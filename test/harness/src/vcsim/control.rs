@@ -60,6 +60,19 @@ impl Vcsim {
         Ok(self.lease_report().await?.leases)
     }
 
+    /// A VM's `runtime.powerState` (`poweredOn`, `poweredOff`, `suspended`).
+    pub async fn power_state(&self, moref: &str) -> Result<String> {
+        let mut soap = soap::SoapSession::login(self).await?;
+        let power = soap
+            .property("VirtualMachine", moref, "runtime.powerState")
+            .await?
+            .with_context(|| format!("VM {moref} has no power state"))?
+            .text()
+            .to_owned();
+        soap.logout().await?;
+        Ok(power)
+    }
+
     /// How many leases are `initializing` or `ready`.
     pub async fn open_lease_count(&self) -> Result<usize> {
         Ok(self.lease_report().await?.open)
@@ -539,6 +552,27 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hash.update(&buf[..n]);
     }
     Ok(hex(hash.finish().as_ref()))
+}
+
+/// SHA-256 of `qemu-img convert -f vmdk -O raw` of a VMDK (its descriptor):
+/// what the reference converter makes of a source disk.
+pub fn qemu_img_raw_sha256(descriptor: &Path) -> Result<String> {
+    let out = crate::process::run_dir()?.join(format!(
+        "qemu-img-{}.raw",
+        crate::namespace::random_suffix()
+    ));
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "vmdk", "-O", "raw"])
+        .arg(descriptor)
+        .arg(&out)
+        .status()
+        .context("run qemu-img (Debian package qemu-utils)")?;
+    if !status.success() {
+        bail!("qemu-img convert {} failed: {status}", descriptor.display());
+    }
+    let sum = sha256_file(&out);
+    std::fs::remove_file(&out)?;
+    sum
 }
 
 /// SHA-256 (lower-case hex) of bytes.

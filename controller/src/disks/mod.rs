@@ -6,11 +6,16 @@
 //! zeros included, so the importer's 30 s idle timeout never fires and no
 //! local copy is made. A URL works only while its job registers it.
 //!
-//! Range requests (the `cdi` backend) are refused with 416 and a message: a
-//! streamOptimized export cannot seek (docs/decisions.md).
+//! Range requests (the `cdi` backend: a probe of the first 128 bytes, then
+//! its importer's ranged reads) are answered 206 from a [`cursor::Cursor`]
+//! kept per disk: the converted stream read in order, with a bounded spool
+//! behind it, since a streamOptimized export cannot seek.
+
+mod cursor;
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+
+use cursor::Cursor;
 use futures::{StreamExt, TryStreamExt};
 
 /// The raw bytes of one disk, in order, from the start.
@@ -40,8 +47,11 @@ pub struct ServedDisk {
     pub source: Arc<dyn DiskSource>,
     /// Raw bytes sent by the current (latest) GET.
     pub sent: AtomicU64,
-    /// GETs served, finished or not.
+    /// Times the source was opened (full GETs, and ranged reads that could
+    /// not continue an open cursor).
     pub reads: AtomicU64,
+    /// Where ranged reads stand; taken by the read in progress.
+    cursor: Mutex<Option<Cursor>>,
 }
 
 impl ServedDisk {
@@ -51,12 +61,44 @@ impl ServedDisk {
             source,
             sent: AtomicU64::new(0),
             reads: AtomicU64::new(0),
+            cursor: Mutex::new(None),
         })
     }
 
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
+
+    async fn open(&self) -> io::Result<RawStream> {
+        let stream = self.source.open().await?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// The cursor if it can read from `offset`, else a new one (the source
+    /// opened again).
+    async fn cursor_for(&self, offset: u64) -> io::Result<Cursor> {
+        let kept = lock(&self.cursor).take_if(|c| c.reaches(offset));
+        match kept {
+            Some(cursor) => Ok(cursor),
+            None => Ok(Cursor::new(self.open().await?, self.capacity)),
+        }
+    }
+
+    /// Gives a cursor back; of two, the one further along stays.
+    fn put_back(&self, cursor: Cursor) {
+        let mut slot = lock(&self.cursor);
+        if slot
+            .as_ref()
+            .is_none_or(|c| c.position() < cursor.position())
+        {
+            *slot = Some(cursor);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The disks the endpoint serves, by token.
@@ -81,7 +123,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ServedDisk>>> {
-        self.disks.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.disks)
     }
 }
 
@@ -119,28 +161,21 @@ async fn serve(
             "no disk is served at this URL (any more): its import job finished, failed or was deleted",
         );
     };
-    if headers.contains_key(header::RANGE) {
-        return refuse(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "range reads are not served: the disk is converted as it streams; use Harvester's default (backingimage) image backend",
-        );
-    }
-    let length = [(header::CONTENT_LENGTH, disk.capacity.to_string())];
-    let kind = [(header::CONTENT_TYPE, "application/octet-stream")];
+    let kind = [
+        (header::CONTENT_TYPE, "application/octet-stream"),
+        (header::ACCEPT_RANGES, "bytes"),
+    ];
     if method == Method::HEAD {
+        let length = [(header::CONTENT_LENGTH, disk.capacity.to_string())];
         return (StatusCode::OK, length, kind).into_response();
     }
-    let stream = match disk.source.open().await {
+    if let Some(range) = headers.get(header::RANGE) {
+        return serve_range(registry, disk, range.to_str().unwrap_or_default()).await;
+    }
+    let stream = match disk.open().await {
         Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "cannot open a disk at its source");
-            return refuse(
-                StatusCode::BAD_GATEWAY,
-                &format!("cannot read the disk from its source: {error}"),
-            );
-        }
+        Err(error) => return unreadable(&error),
     };
-    disk.reads.fetch_add(1, Ordering::Relaxed);
     disk.sent.store(0, Ordering::Relaxed);
     let counted = disk.clone();
     let expected = disk.capacity;
@@ -149,7 +184,108 @@ async fn serve(
         counted.sent.fetch_add(len, Ordering::Relaxed);
         registry.served_total.fetch_add(len, Ordering::Relaxed);
     });
+    let length = [(header::CONTENT_LENGTH, expected.to_string())];
     (StatusCode::OK, length, kind, Body::from_stream(body)).into_response()
+}
+
+/// 206 with the bytes of one range, or 416 saying why not.
+async fn serve_range(registry: Arc<Registry>, disk: Arc<ServedDisk>, range: &str) -> Response {
+    let range = match cursor::parse_range(range, disk.capacity) {
+        Ok(range) => range,
+        Err(message) => {
+            let mut refused = refuse(StatusCode::RANGE_NOT_SATISFIABLE, &message);
+            if let Ok(all) = format!("bytes */{}", disk.capacity).parse() {
+                refused.headers_mut().insert(header::CONTENT_RANGE, all);
+            }
+            return refused;
+        }
+    };
+    let cursor = match disk.cursor_for(range.start).await {
+        Ok(cursor) => cursor,
+        Err(error) => return unreadable(&error),
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (header::ACCEPT_RANGES, "bytes".to_owned()),
+        (
+            header::CONTENT_LENGTH,
+            (range.end - range.start).to_string(),
+        ),
+        (
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", range.start, range.end - 1, disk.capacity),
+        ),
+    ];
+    let body = ranged(registry, disk, cursor, range);
+    (
+        StatusCode::PARTIAL_CONTENT,
+        headers,
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn unreadable(error: &io::Error) -> Response {
+    tracing::warn!(%error, "cannot open a disk at its source");
+    refuse(
+        StatusCode::BAD_GATEWAY,
+        &format!("cannot read the disk from its source: {error}"),
+    )
+}
+
+/// A cursor lent to one ranged read: given back to its disk when the
+/// response ends, however it ends.
+struct Lent {
+    disk: Arc<ServedDisk>,
+    cursor: Option<Cursor>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(cursor) = self.cursor.take() {
+            self.disk.put_back(cursor);
+        }
+    }
+}
+
+/// `range` of the disk, read through `cursor`. Progress is how far into the
+/// disk ranged reads have got.
+fn ranged(
+    registry: Arc<Registry>,
+    disk: Arc<ServedDisk>,
+    cursor: Cursor,
+    range: Range<u64>,
+) -> RawStream {
+    let lent = Lent {
+        disk,
+        cursor: Some(cursor),
+    };
+    futures::stream::unfold(Some((lent, range)), move |state| {
+        let registry = registry.clone();
+        async move {
+            let (mut lent, range) = state?;
+            if range.start >= range.end {
+                return None;
+            }
+            let cursor = lent.cursor.as_mut()?;
+            match cursor.read(range.clone()).await {
+                Ok(piece) => {
+                    let next = range.start + piece.len() as u64;
+                    lent.disk.sent.fetch_max(next, Ordering::Relaxed);
+                    registry
+                        .served_total
+                        .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    Some((Ok(piece), Some((lent, next..range.end))))
+                }
+                // A broken cursor is not given back.
+                Err(error) => {
+                    lent.cursor = None;
+                    Some((Err(error), None))
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Fails the stream (so the client sees a cut connection, not a short image
@@ -228,11 +364,11 @@ mod tests {
         app: &Router,
         method: &str,
         path: &str,
-        range: bool,
+        range: Option<&str>,
     ) -> (StatusCode, HeaderMap, Result<Bytes, String>) {
         let mut request = Request::builder().method(method).uri(path);
-        if range {
-            request = request.header(header::RANGE, "bytes=0-127");
+        if let Some(range) = range {
+            request = request.header(header::RANGE, range);
         }
         let response = app
             .clone()
@@ -254,7 +390,7 @@ mod tests {
     async fn answers_as_harvesters_importer_expects() {
         let (app, disk) = app(6, vec![b"abc".to_vec(), b"def".to_vec()], true);
         let url = "/disks/t0k3n/disk-0.img";
-        let (status, headers, body) = call(&app, "HEAD", url, false).await;
+        let (status, headers, body) = call(&app, "HEAD", url, None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CONTENT_LENGTH], "6");
         assert!(body.unwrap().is_empty());
@@ -264,34 +400,55 @@ mod tests {
             "HEAD does not open the source"
         );
 
-        let (status, _, body) = call(&app, "GET", url, false).await;
+        assert_eq!(headers[header::ACCEPT_RANGES], "bytes");
+        let (status, _, body) = call(&app, "GET", url, None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body.unwrap(), "abcdef");
         assert_eq!(disk.sent(), 6);
 
         let cases = [
+            ("/disks/wrong/disk-0.img", None, StatusCode::NOT_FOUND),
+            (url, Some("bytes=9-"), StatusCode::RANGE_NOT_SATISFIABLE),
             (
-                "GET",
-                "/disks/wrong/disk-0.img",
-                false,
-                StatusCode::NOT_FOUND,
+                url,
+                Some("bytes=0-1,3-4"),
+                StatusCode::RANGE_NOT_SATISFIABLE,
             ),
-            ("GET", url, true, StatusCode::RANGE_NOT_SATISFIABLE),
         ];
-        for (method, path, range, want) in cases {
-            assert_eq!(
-                call(&app, method, path, range).await.0,
-                want,
-                "{method} {path}"
-            );
+        for (path, range, want) in cases {
+            let got = call(&app, "GET", path, range).await;
+            assert_eq!(got.0, want, "{path} {range:?}");
         }
+    }
+
+    /// The `cdi` backend: Harvester's probe of the first 128 bytes, then the
+    /// importer's ranged reads, all from one opening of the source.
+    #[tokio::test]
+    async fn ranged_reads_continue_one_stream() {
+        let (app, disk) = app(6, vec![b"abc".to_vec(), b"def".to_vec()], true);
+        let url = "/disks/t0k3n/disk-0.img";
+        let reads = [
+            ("bytes=0-127", "abcdef", "bytes 0-5/6"),
+            ("bytes=0-1", "ab", "bytes 0-1/6"),
+            ("bytes=2-4", "cde", "bytes 2-4/6"),
+            ("bytes=-1", "f", "bytes 5-5/6"),
+        ];
+        for (range, want, content_range) in reads {
+            let (status, headers, body) = call(&app, "GET", url, Some(range)).await;
+            assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{range}");
+            assert_eq!(headers[header::CONTENT_RANGE], content_range);
+            assert_eq!(headers[header::CONTENT_LENGTH], want.len().to_string());
+            assert_eq!(body.unwrap(), want, "{range}");
+        }
+        assert_eq!(disk.reads.load(Ordering::Relaxed), 1);
+        assert_eq!(disk.sent(), 6);
     }
 
     #[tokio::test]
     async fn a_source_that_breaks_its_promise_cuts_the_response() {
         for chunks in [vec![b"abc".to_vec()], vec![b"abcdefgh".to_vec()]] {
             let (app, _) = app(6, chunks, true);
-            let (status, _, body) = call(&app, "GET", "/disks/t0k3n/d.img", false).await;
+            let (status, _, body) = call(&app, "GET", "/disks/t0k3n/d.img", None).await;
             assert_eq!(status, StatusCode::OK, "the status is sent before the body");
             assert!(
                 body.is_err(),
@@ -299,7 +456,7 @@ mod tests {
             );
         }
         let (app, _) = app(6, vec![], false);
-        let (status, _, body) = call(&app, "GET", "/disks/t0k3n/d.img", false).await;
+        let (status, _, body) = call(&app, "GET", "/disks/t0k3n/d.img", None).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert!(
             body.unwrap()

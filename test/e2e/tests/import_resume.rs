@@ -1,0 +1,179 @@
+//! A controller that dies anywhere in an import leaves nothing the next one
+//! cannot finish. For each crash point of `vmm_controller::crash` (preflight
+//! passed, guest shutdown asked, export opened, one disk imported, every disk
+//! imported, VM applied) the controller binary runs with `VMM_CRASH_AT` and
+//! exits there without any cleanup; a second one, on the same disk URL, must
+//! finish the job with disks identical to `qemu-img`'s conversion, never
+//! download a finished disk again, and leave no export lease open, no stray
+//! image and no local file.
+
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmm_controller::crash;
+use vmm_controller::import::target::JOB_LABEL;
+use vmm_testkit::harvester::{ImageController, Options, SHA256_ANNOTATION};
+use vmm_testkit::process::{ManagedProcess, free_port};
+use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller_with};
+use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec, qemu_img_raw_sha256};
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import};
+
+const WAIT: Duration = Duration::from_secs(300);
+
+/// How many of the job's disks were imported when the controller died at
+/// `point` (the small disk 0 finishes first).
+fn imported_before(point: &str) -> usize {
+    match point {
+        crash::ONE_DISK_IMPORTED => 1,
+        crash::ALL_DISKS_IMPORTED | crash::VM_APPLIED => 2,
+        _ => 0,
+    }
+}
+
+fn wait_exit(process: &mut ManagedProcess) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = process.try_status().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never reached its crash point:\n{}",
+            process.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn job_manifest(name: &str, vm_name: &str) -> Value {
+    json!({
+        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
+            "vmName": vm_name,
+            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
+            "gracefulShutdownTimeoutSeconds": 30,
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_at_any_point_finishes_the_job() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    let ns = TestNamespace::new(cp, "resume").unwrap();
+    // Harvester retries a failed download after 10 s; sooner keeps this short.
+    let harvester = ImageController::start(
+        cp.client(),
+        Options {
+            namespace: Some(ns.name().to_owned()),
+            retry_delay: Duration::from_secs(2),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    cp.kubectl_with_stdin(
+        ["apply", "-f", "-"],
+        &import::nad(ns.name(), "vlan-a", 10).to_string(),
+    )
+    .expect_success();
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let program = vmm_testkit::peers::workspace_binary("vmm-controller").unwrap();
+    let disk_port = free_port().unwrap();
+    let scratch = cp.dir().join(format!("controller-tmp-{}", ns.name()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let start = |env: &[(&str, &OsStr)]| -> ControllerServer {
+        let options = ControllerOptions {
+            disk_port: Some(disk_port),
+            env,
+            ..ControllerOptions::default()
+        };
+        start_controller_with(cp, &program, cp.kubeconfig_path(), &options).unwrap()
+    };
+
+    for (seed, point) in (1..).zip(crash::POINTS) {
+        let vm_name = format!("resume {point} {}", vmm_testkit::namespace::random_suffix());
+        let source = vcsim
+            .create_vm(
+                &VmSpec::new(&vm_name)
+                    .disk(DiskSpec::generated(16, seed, 0.5))
+                    .disk(DiskSpec::generated(128, seed + 100, 0.5))
+                    .nic(NicSpec::on("VM Network"))
+                    .powered_on(true),
+            )
+            .await
+            .unwrap();
+        let job = format!("resume-{point}");
+
+        let mut first = start(&[
+            (crash::ENV, OsStr::new(point)),
+            ("TMPDIR", scratch.as_os_str()),
+        ]);
+        cp.apply_yaml(ns.name(), &job_manifest(&job, &vm_name).to_string())
+            .expect_success();
+        let exit = wait_exit(&mut first.server.process);
+        assert_eq!(exit.code(), Some(crash::EXIT_CODE), "{point}: {exit}");
+        drop(first);
+
+        let second = start(&[("TMPDIR", scratch.as_os_str())]);
+        let done = import::wait_finished(&ns, &job, WAIT)
+            .unwrap_or_else(|e| panic!("{point}: {e:#}\n{}", second.server.process.log_tail(40)));
+        assert_eq!(
+            done["status"]["phase"],
+            "Succeeded",
+            "{point}: {}\n{}",
+            done["status"],
+            second.server.process.log_tail(40)
+        );
+
+        // Identical disks; a disk finished before the crash was not fetched again.
+        for (index, disk) in source.disks.iter().enumerate() {
+            let image = format!("{job}-disk-{index}");
+            let got = ns.kubectl([
+                "get",
+                "virtualmachineimages.harvesterhci.io",
+                &image,
+                "-o",
+                "json",
+            ]);
+            let got: Value = serde_json::from_str(got.expect_success()).unwrap();
+            assert_eq!(
+                got["metadata"]["annotations"][SHA256_ANNOTATION],
+                qemu_img_raw_sha256(&disk.descriptor_file).unwrap().as_str(),
+                "{point}: disk {index}"
+            );
+            if index < imported_before(point) {
+                let record = harvester.result(ns.name(), &image).unwrap();
+                assert_eq!(record.attempts, 1, "{point}: {image}: {record:?}");
+            }
+        }
+        // Nothing leaked: only this job's two images, no open lease, no file.
+        let images = ns.kubectl([
+            "get",
+            "virtualmachineimages.harvesterhci.io",
+            "-l",
+            &format!("{JOB_LABEL}={job}"),
+            "-o",
+            "name",
+        ]);
+        assert_eq!(images.expect_success().lines().count(), 2, "{point}");
+        let open: Vec<_> = vcsim
+            .leases()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.vm == source.moref && l.is_open())
+            .collect();
+        assert!(open.is_empty(), "{point}: leases left open: {open:?}");
+        assert_eq!(
+            vcsim.power_state(&source.moref).await.unwrap(),
+            "poweredOff",
+            "{point}"
+        );
+        let files: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+        assert!(files.is_empty(), "{point}: local files left: {files:?}");
+    }
+}
