@@ -5,6 +5,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use std::sync::Arc;
 
+use crate::import::scratch::Scratch;
 use crate::import::transfer::Exports;
 use crate::metrics::Metrics;
 
@@ -34,9 +35,10 @@ impl Context {
         instance: Option<String>,
         disk_url: String,
         limits: Limits,
+        scratch: Scratch,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Self {
-        let exports = Exports::default();
+        let exports = Exports::new(scratch);
         let metrics = Metrics::register(registry, exports.registry.clone());
         let reporter = Reporter {
             controller: "vm-migration-controller".into(),

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use kube::Client;
 use kube::discovery::{ApiGroup, Discovery};
 use vmm_api::source::{Harvester, Openstack, Vsphere};
 use vmm_controller::context::{Context, Limits};
+use vmm_controller::import::scratch::Scratch;
 use vmm_controller::{disks, import, sources};
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
@@ -30,6 +32,12 @@ struct Args {
     /// `http://vm-migration-controller.harvester-system.svc:8080`.
     #[arg(long, env = "VMM_DISK_URL")]
     disk_url: String,
+
+    /// Where disks in formats that cannot be streamed (sparse VMDK, qcow2,
+    /// VHDX) are converted with qemu-img; files left by an earlier run are
+    /// removed at start. Default: the temporary directory.
+    #[arg(long, env = "VMM_SCRATCH_DIR")]
+    scratch_dir: Option<PathBuf>,
 
     /// Import jobs running at once, in all.
     #[arg(long, env = "VMM_MAX_JOBS", default_value_t = 4)]
@@ -58,12 +66,16 @@ async fn main() -> anyhow::Result<()> {
         max_jobs: args.max_jobs.max(1),
         max_jobs_per_source: args.max_jobs_per_source.max(1),
     };
+    let scratch_dir = args.scratch_dir.unwrap_or_else(std::env::temp_dir);
+    let scratch = Scratch::new(scratch_dir.clone())
+        .with_context(|| format!("cannot use {} as scratch directory", scratch_dir.display()))?;
     let mut registry = vmm_runtime::metrics_registry("controller");
     let ctx = Arc::new(Context::new(
         client.clone(),
         std::env::var("POD_NAME").ok(),
         args.disk_url,
         limits,
+        scratch,
         &mut registry,
     ));
     let readiness = Readiness::default();

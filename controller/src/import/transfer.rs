@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
+use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
-use vmm_diskstream::{Progress, SegmentReader, SourceFormat};
+use vmm_diskstream::{Progress, SegmentReader, Sniffed, SourceFormat};
 use vmm_providers::vsphere::{Attached, ExportLease, VsphereClient};
 
 use crate::connect::{Refused, vsphere_refused};
 use crate::disks::{DiskSource, RawStream, Registry, ServedDisk};
+use crate::import::scratch::Scratch;
 
 /// `(namespace, name)` of a job.
 pub type JobKey = (String, String);
@@ -57,10 +59,11 @@ impl Active {
 }
 
 /// The jobs being exported, and the endpoint their disks are served from.
-#[derive(Default)]
 pub struct Exports {
     pub registry: Arc<Registry>,
     active: tokio::sync::Mutex<HashMap<JobKey, Active>>,
+    /// Where disks the streamer cannot read are converted.
+    scratch: Scratch,
 }
 
 /// One disk to serve: its index in the job's status, its device key at the
@@ -73,6 +76,14 @@ pub struct Wanted {
 }
 
 impl Exports {
+    pub fn new(scratch: Scratch) -> Self {
+        Self {
+            registry: Arc::default(),
+            active: tokio::sync::Mutex::default(),
+            scratch,
+        }
+    }
+
     /// Runs `f` on the job's active export, if it has one.
     pub async fn with<T>(&self, job: &JobKey, f: impl FnOnce(&mut Active) -> T) -> Option<T> {
         self.active.lock().await.get_mut(job).map(f)
@@ -110,11 +121,9 @@ impl Exports {
                         ),
                     )
                 })?;
-            let source = Arc::new(Exported {
-                client: client.clone(),
-                url: exported.url.clone(),
-                capacity: want.capacity,
-            });
+            let source = self
+                .disk_source(client, &exported.url, want.capacity)
+                .await?;
             let disk = ServedDisk::new(want.capacity, source);
             self.registry.register(&want.token, disk.clone());
             disks.push((want.index, disk));
@@ -142,6 +151,45 @@ impl Exports {
             }
         }
         Ok(id)
+    }
+
+    /// How a disk of the export is served: converted as it streams when the
+    /// streamer reads its format, else converted in the scratch directory
+    /// first, before Harvester is told the URL.
+    async fn disk_source(
+        &self,
+        client: &VsphereClient,
+        url: &str,
+        capacity: u64,
+    ) -> Result<Arc<dyn DiskSource>, Refused> {
+        let (format, reader) = download(client, url).await.map_err(|e| {
+            Refused::new(
+                "ExportUnreadable",
+                format!("cannot read the source's export at {url}: {e}"),
+            )
+        })?;
+        if matches!(
+            format,
+            SourceFormat::StreamOptimizedVmdk | SourceFormat::Unknown
+        ) {
+            return Ok(Arc::new(Exported {
+                client: client.clone(),
+                url: url.to_owned(),
+                capacity,
+            }));
+        }
+        tracing::info!(%format, url, "not streamable in one pass: converting with qemu-img first");
+        let raw = self
+            .scratch
+            .convert(reader, format, capacity)
+            .await
+            .map_err(|e| {
+                Refused::new(
+                    "ConversionFailed",
+                    format!("cannot convert the source's {format} disk to raw: {e}"),
+                )
+            })?;
+        Ok(raw)
     }
 
     /// Ends the job's export, if this process holds it: `Complete` once
@@ -207,6 +255,16 @@ async fn open_lease(
     client.export(vm_id).await.map_err(|e| vsphere_refused(&e))
 }
 
+/// A download of an export's disk file, and its format.
+async fn download(
+    client: &VsphereClient,
+    url: &str,
+) -> io::Result<(SourceFormat, Sniffed<impl AsyncRead + Unpin + use<>>)> {
+    let download = client.open_disk(url, 0).await.map_err(io::Error::other)?;
+    let reader = StreamReader::new(download.into_stream().map_err(io::Error::other).boxed());
+    Ok(vmm_diskstream::sniff(reader).await?)
+}
+
 /// A disk of a vSphere export: its streamOptimized VMDK, converted to raw as
 /// it downloads (a flat file passes through).
 struct Exported {
@@ -221,12 +279,7 @@ impl DiskSource for Exported {
         let url = self.url.clone();
         let capacity = self.capacity;
         Box::pin(async move {
-            let download = client.open_disk(&url, 0).await.map_err(io::Error::other)?;
-            let reader =
-                StreamReader::new(download.into_stream().map_err(io::Error::other).boxed());
-            let (format, reader) = vmm_diskstream::sniff(reader)
-                .await
-                .map_err(io::Error::from)?;
+            let (format, reader) = download(&client, &url).await?;
             let segments = match format {
                 SourceFormat::StreamOptimizedVmdk => SegmentReader::vmdk(reader, Progress::new())
                     .await
@@ -234,7 +287,7 @@ impl DiskSource for Exported {
                 SourceFormat::Unknown => SegmentReader::flat(reader, capacity, Progress::new()),
                 other => {
                     return Err(io::Error::other(format!(
-                        "the export serves a {other:?} file, which is not streamed yet"
+                        "the export now serves a {other}, not what it served when it opened"
                     )));
                 }
             };

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use vmm_controller::import::scratch;
 use vmm_testkit::harvester::{Backend, ImageController, Options, Requester, SHA256_ANNOTATION};
 use vmm_testkit::import;
 use vmm_testkit::servers::{ControllerServer, shared_controller};
@@ -291,6 +292,81 @@ async fn a_third_party_storage_class_imports_through_cdi() {
         .collect();
     assert_eq!(leases.len(), 1, "one export: {leases:?}");
     assert!(!leases[0].is_open(), "{leases:?}");
+}
+
+/// A disk the export serves in a format the streamer cannot read in one pass
+/// (a monolithicSparse VMDK) is converted by qemu-img in the scratch
+/// directory first, then served, and the scratch files are gone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_that_cannot_stream_is_converted_by_qemu_img() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    controller();
+    let ns = TestNamespace::new(cp, "sparse").unwrap();
+    let _harvester = ImageController::start(
+        cp.client(),
+        Options {
+            namespace: Some(ns.name().to_owned()),
+            retry_delay: Duration::from_secs(1),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let name = format!("legacy {}", vmm_testkit::namespace::random_suffix());
+    let mut spec = VmSpec::new(&name)
+        .disk(DiskSpec::generated(24, 21, 0.5))
+        .nic(NicSpec::on("VM Network"))
+        .powered_on(true);
+    spec.export_subformat = Some("monolithicSparse".into());
+    let source_vm = vcsim.create_vm(&spec).await.unwrap();
+    cp.kubectl_with_stdin(
+        ["apply", "-f", "-"],
+        &import::nad(ns.name(), "vlan-a", 10).to_string(),
+    )
+    .expect_success();
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    let job = json!({
+        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "legacy"},
+        "spec": {
+            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
+            "vmName": name,
+            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
+        },
+    });
+    cp.apply_yaml(ns.name(), &job.to_string()).expect_success();
+    let done = wait_finished(&ns, "legacy");
+    assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
+    let image = ns.kubectl([
+        "get",
+        "virtualmachineimages.harvesterhci.io",
+        "legacy-disk-0",
+        "-o",
+        "json",
+    ]);
+    let image: Value = serde_json::from_str(image.expect_success()).unwrap();
+    assert_eq!(
+        image["metadata"]["annotations"][SHA256_ANNOTATION],
+        qemu_img_raw_sha256(&source_vm.disks[0].descriptor_file)
+            .unwrap()
+            .as_str()
+    );
+    assert!(
+        controller()
+            .server
+            .process
+            .log_tail(400)
+            .contains("converting with qemu-img first"),
+        "the fallback was not used"
+    );
+    // The shared controller's scratch directory is the temporary directory.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(scratch::PREFIX))
+        .collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
 }
 
 /// The job's Ready condition once the job has Failed.

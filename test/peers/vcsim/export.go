@@ -33,7 +33,8 @@ import (
 //
 //   - ExportVm on a VM that is not powered off fails with InvalidPowerState.
 //   - The lease starts `initializing` while every disk is converted to a
-//     streamOptimized VMDK with qemu-img, then turns `ready` with one
+//     streamOptimized VMDK with qemu-img (or the subformat the VM names,
+//     see vmRequest.ExportSubformat), then turns `ready` with one
 //     deviceUrl per disk at https://HOST/export/<ticket>/disk-<n>.vmdk.
 //   - Without HttpNfcLeaseProgress for -lease-timeout (counted from `ready`)
 //     the lease turns `error` (Timedout). HttpNfcLeaseComplete → `done`,
@@ -41,6 +42,10 @@ import (
 //     download in flight is cut when the lease leaves `ready`.
 //   - Leases stay in the inventory after they end, so state/error remain
 //     readable through the PropertyCollector.
+
+// exportSubformatKey is the VM's extraConfig key naming the VMDK subformat
+// its export serves (see vmRequest.ExportSubformat).
+const exportSubformatKey = "vmm.harness.exportSubformat"
 
 // Lease phases, as in HttpNfcLeaseState.
 const (
@@ -99,6 +104,7 @@ type leaseDisk struct {
 	flat      string // local flat file
 	capacity  int64
 	adapter   string // qemu-img adapter_type
+	subformat string // qemu-img subformat: streamOptimized unless the VM says
 	conv      *conversion
 }
 
@@ -138,14 +144,20 @@ func (m *exportManager) exportVM(ctx *simulator.Context, vmRef types.ManagedObje
 			&types.ManagedObjectNotFound{Obj: vmRef})
 	}
 	var (
-		power   types.VirtualMachinePowerState
-		devices object.VirtualDeviceList
-		vmName  string
+		power     types.VirtualMachinePowerState
+		devices   object.VirtualDeviceList
+		vmName    string
+		subformat = "streamOptimized"
 	)
 	ctx.WithLock(vm, func() {
 		power = vm.Runtime.PowerState
 		devices = append(devices, vm.Config.Hardware.Device...)
 		vmName = vm.Name
+		for _, o := range vm.Config.ExtraConfig {
+			if v := o.GetOptionValue(); v.Key == exportSubformatKey {
+				subformat, _ = v.Value.(string)
+			}
+		}
 	})
 	if power != types.VirtualMachinePowerStatePoweredOff {
 		return types.ManagedObjectReference{}, simulator.Fault(
@@ -195,6 +207,7 @@ func (m *exportManager) exportVM(ctx *simulator.Context, vmRef types.ManagedObje
 			flat:      filepath.Join(filepath.Dir(descFile), desc.Extent[0].Info),
 			capacity:  capacity,
 			adapter:   adapter,
+			subformat: subformat,
 		})
 		totalKB += capacity / 1024
 	}
@@ -237,7 +250,7 @@ func (m *exportManager) prepare(l *exportLease, totalKB int64) {
 		if l.state() != phaseInitializing { // aborted meanwhile
 			return
 		}
-		conv, err := m.cache.acquire(d.flat, d.capacity, d.adapter)
+		conv, err := m.cache.acquire(convKey{flat: d.flat, adapter: d.adapter, subformat: d.subformat}, d.capacity)
 		if err != nil {
 			m.finish(ctx, l, phaseError, "error", &types.LocalizedMethodFault{
 				Fault:            &types.SystemError{Reason: err.Error()},
@@ -606,8 +619,9 @@ func (m *exportManager) close() {
 // --- streamOptimized conversions, cached by flat-file identity ---
 
 type convKey struct {
-	flat    string
-	adapter string
+	flat      string
+	adapter   string
+	subformat string
 }
 
 type fileID struct {
@@ -620,7 +634,7 @@ type fileID struct {
 type conversion struct {
 	key     convKey
 	id      fileID
-	path    string // the streamOptimized VMDK
+	path    string // the converted VMDK
 	size    int64
 	modTime time.Time
 	done    chan struct{}
@@ -679,10 +693,11 @@ func identify(path string) (fileID, error) {
 	return id, nil
 }
 
-// acquire returns the streamOptimized conversion of flat (extended with
+// acquire returns the conversion of key.flat to key.subformat (extended with
 // zeros to capacity if shorter, as vcsim creates empty flat files),
 // converting it unless an up-to-date one exists.
-func (c *conversionCache) acquire(flat string, capacity int64, adapter string) (*conversion, error) {
+func (c *conversionCache) acquire(key convKey, capacity int64) (*conversion, error) {
+	flat := key.flat
 	if st, err := os.Lstat(flat); err == nil && st.Mode().IsRegular() && st.Size() < capacity {
 		if err := os.Truncate(flat, capacity); err != nil {
 			return nil, err
@@ -692,7 +707,6 @@ func (c *conversionCache) acquire(flat string, capacity int64, adapter string) (
 	if err != nil {
 		return nil, err
 	}
-	key := convKey{flat: flat, adapter: adapter}
 
 	c.mu.Lock()
 	if e := c.entries[key]; e != nil {
@@ -718,7 +732,7 @@ func (c *conversionCache) acquire(flat string, capacity int64, adapter string) (
 	c.entries[key] = e
 	c.mu.Unlock()
 
-	e.err = c.convert(flat, e.path, adapter)
+	e.err = c.convert(key, e.path)
 	if e.err == nil {
 		if st, err := os.Stat(e.path); err != nil {
 			e.err = err
@@ -734,11 +748,11 @@ func (c *conversionCache) acquire(flat string, capacity int64, adapter string) (
 	return e, nil
 }
 
-func (c *conversionCache) convert(flat, out, adapter string) error {
+func (c *conversionCache) convert(key convKey, out string) error {
 	start := time.Now()
 	part := out + ".part"
 	cmd := exec.Command(c.qemuImg, "convert", "-q", "-f", "raw", "-O", "vmdk",
-		"-o", "subformat=streamOptimized,adapter_type="+adapter, flat, part)
+		"-o", "subformat="+key.subformat+",adapter_type="+key.adapter, key.flat, part)
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		_ = os.Remove(part)
 		return fmt.Errorf("%s convert: %v: %s", c.qemuImg, err, strings.TrimSpace(string(msg)))
@@ -746,7 +760,7 @@ func (c *conversionCache) convert(flat, out, adapter string) error {
 	if err := os.Rename(part, out); err != nil {
 		return err
 	}
-	log.Printf("export: converted %s to streamOptimized in %s", flat, time.Since(start).Round(time.Millisecond))
+	log.Printf("export: converted %s to %s in %s", key.flat, key.subformat, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

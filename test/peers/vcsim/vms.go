@@ -35,17 +35,21 @@ type vmRequest struct {
 	// Default: the first cluster's (else host's) root pool in the datacenter.
 	ResourcePool string `json:"resourcePool,omitempty"`
 	// Datastore name; default: the datacenter's first datastore by name.
-	Datastore      string        `json:"datastore,omitempty"`
-	CPUs           int32         `json:"cpus,omitempty"`
-	CoresPerSocket int32         `json:"coresPerSocket,omitempty"`
-	MemoryMB       int64         `json:"memoryMB,omitempty"`
-	Firmware       string        `json:"firmware,omitempty"` // bios | efi
-	SecureBoot     bool          `json:"secureBoot,omitempty"`
-	GuestID        string        `json:"guestId,omitempty"`
-	Annotation     string        `json:"annotation,omitempty"`
-	PowerOn        bool          `json:"powerOn,omitempty"`
-	Disks          []diskRequest `json:"disks,omitempty"`
-	NICs           []nicRequest  `json:"nics,omitempty"`
+	Datastore      string `json:"datastore,omitempty"`
+	CPUs           int32  `json:"cpus,omitempty"`
+	CoresPerSocket int32  `json:"coresPerSocket,omitempty"`
+	MemoryMB       int64  `json:"memoryMB,omitempty"`
+	Firmware       string `json:"firmware,omitempty"` // bios | efi
+	SecureBoot     bool   `json:"secureBoot,omitempty"`
+	GuestID        string `json:"guestId,omitempty"`
+	Annotation     string `json:"annotation,omitempty"`
+	PowerOn        bool   `json:"powerOn,omitempty"`
+	// ExportSubformat: the VMDK subformat ExportVm serves this VM's disks in
+	// (qemu-img's names). Default streamOptimized, as vCenter's NFC does;
+	// another (monolithicSparse) tests an importer's fallback converter.
+	ExportSubformat string        `json:"exportSubformat,omitempty"`
+	Disks           []diskRequest `json:"disks,omitempty"`
+	NICs            []nicRequest  `json:"nics,omitempty"`
 }
 
 type diskRequest struct {
@@ -207,6 +211,10 @@ func (x *extension) createVM(ctx context.Context, req *vmRequest) (*vmResponse, 
 	}
 	if req.CoresPerSocket > 0 {
 		config.NumCoresPerSocket = types.NewInt32(req.CoresPerSocket)
+	}
+	if req.ExportSubformat != "" {
+		config.ExtraConfig = append(config.ExtraConfig,
+			&types.OptionValue{Key: exportSubformatKey, Value: req.ExportSubformat})
 	}
 	if req.Firmware == "efi" {
 		config.BootOptions = &types.VirtualMachineBootOptions{EfiSecureBootEnabled: types.NewBool(req.SecureBoot)}

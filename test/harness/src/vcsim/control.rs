@@ -171,6 +171,11 @@ pub struct VmSpec {
     /// Power the VM on after its disks are written.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub power_on: bool,
+    /// The VMDK subformat ExportVm serves the disks in (qemu-img's name):
+    /// default `streamOptimized`, as vCenter; `monolithicSparse` is one an
+    /// importer cannot stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_subformat: Option<String>,
     pub disks: Vec<DiskSpec>,
     pub nics: Vec<NicSpec>,
 }
