@@ -23,7 +23,7 @@ pub struct Context {
     /// The exports in progress and the disk endpoint's registry.
     pub exports: Exports,
     /// The disk endpoint's base URL as Harvester's importer reaches it, e.g.
-    /// `http://vm-migration-controller.harvester-system.svc:8080`.
+    /// `http://vm-migration-controller.harvester-system.svc:8000`.
     pub disk_url: String,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,

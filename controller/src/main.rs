@@ -24,12 +24,12 @@ struct Args {
     common: CommonArgs,
 
     /// Address of the disk endpoint Harvester's image importer downloads from.
-    #[arg(long, env = "VMM_DISK_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "VMM_DISK_LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     disk_listen_addr: SocketAddr,
 
     /// The disk endpoint's URL as Harvester reaches it (the controller
     /// Service's cluster DNS name), e.g.
-    /// `http://vm-migration-controller.harvester-system.svc:8080`.
+    /// `http://vm-migration-controller.harvester-system.svc:8000`.
     #[arg(long, env = "VMM_DISK_URL")]
     disk_url: String,
 

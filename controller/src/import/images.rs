@@ -174,7 +174,7 @@ mod tests {
         serde_json::from_value(json!({
             "apiVersion": "harvesterhci.io/v1beta1", "kind": "VirtualMachineImage",
             "metadata": {"name": "x"},
-            "spec": {"url": "http://ctl:8080/disks/abc123/web-01-disk-0.img"},
+            "spec": {"url": "http://ctl:8000/disks/abc123/web-01-disk-0.img"},
             "status": status,
         }))
         .unwrap()

@@ -2,17 +2,24 @@
 //! the cluster accepts (server-side dry run) for default and other values,
 //! refuses bad values by its schema, gives users inventory access through the
 //! default `view`/`edit`/`admin` roles (ClusterRole aggregation by the real
-//! kube-controller-manager), and its RBAC for the inventory apiserver is
-//! enough: the real binary, with only a token of the chart's ServiceAccount,
-//! serves a vCenter's VMs and their cluster-dependent concerns.
+//! kube-controller-manager), and its RBAC is enough for both binaries: with
+//! only tokens of the chart's ServiceAccounts, the inventory apiserver serves a
+//! vCenter's VMs and their cluster-dependent concerns, and the controller
+//! checks the source and imports a VM.
 
 use std::time::{Duration, Instant};
 
 use vmm_testkit::chart::{chart_dir, helm, render};
-use vmm_testkit::servers::start_inventory_api;
-use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
+use vmm_testkit::harvester::{ImageController, Options};
+use vmm_testkit::servers::{start_controller, start_inventory_api};
+use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec};
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import, workspace_binary};
 
 const WAIT: Duration = Duration::from_secs(120);
+
+/// For a chart applied for real: the harness registers the APIService itself,
+/// pointing at the binary it runs on loopback.
+const NO_APISERVICE: &[&str] = &["apiserver.apiService.create=false"];
 
 /// Polls `check` until it holds.
 fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
@@ -33,20 +40,39 @@ fn the_chart_lints_and_the_cluster_accepts_what_it_renders() {
     assert!(lint.success(), "{lint}");
 
     let ns = TestNamespace::new(cp, "chart-dry-run").unwrap();
-    let cases: [&[&str]; 2] = [
+    let cases: [&[&str]; 3] = [
         &[],
         &[
             "fullnameOverride=vmm",
             "rbac.aggregateToDefaultRoles=false",
             "apiserver.serviceAccount.create=false",
             "apiserver.serviceAccount.name=custom-apiserver",
+            "controller.serviceAccount.create=false",
+            "controller.serviceAccount.name=custom-controller",
+            "apiserver.replicas=3",
+            "controller.diskUrl=https://disks.example.com:8443",
+            "controller.maxJobs=8",
+            "imagePullPolicy=Always",
+        ],
+        &[
+            "apiserver.tls.existingSecret=inventory-tls",
+            "apiserver.tls.caBundle=Zm9v",
+            "apiserver.image.tag=v9.9.9",
         ],
     ];
     for set in cases {
         let rendered = render("vmm", ns.name(), set).unwrap();
         let manifest = rendered.ok().unwrap_or_else(|e| panic!("{set:?}: {e}"));
+        // Forced: the APIService may be registered by another test's harness.
         let applied = cp.kubectl_with_stdin(
-            ["apply", "--dry-run=server", "--server-side", "-f", "-"],
+            [
+                "apply",
+                "--dry-run=server",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
             manifest,
         );
         assert!(applied.success(), "{set:?}: {applied}");
@@ -60,6 +86,9 @@ fn the_chart_lints_and_the_cluster_accepts_what_it_renders() {
             "aggregateToDefaultRoles",
         ),
         ("rbac.typo=true", "typo"),
+        ("controller.maxJobs=0", "maxJobs"),
+        ("controller.scratchSizeLimit=lots", "scratchSizeLimit"),
+        ("imagePullPolicy=Sometimes", "imagePullPolicy"),
     ] {
         let refused = render("vmm", ns.name(), &[set]).unwrap();
         assert!(
@@ -76,7 +105,7 @@ fn inventory_access_comes_with_the_default_roles() {
         .start_controller_manager(&["clusterrole-aggregation"])
         .unwrap();
     let ns = TestNamespace::new(cp, "chart-roles").unwrap();
-    let manifest = render("roles", ns.name(), &[]).unwrap();
+    let manifest = render("roles", ns.name(), NO_APISERVICE).unwrap();
     cp.kubectl_with_stdin(
         ["apply", "--server-side", "-f", "-"],
         manifest.ok().unwrap(),
@@ -155,11 +184,11 @@ fn inventory_access_comes_with_the_default_roles() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_inventory_apiserver_needs_no_more_than_the_charts_rbac() {
+async fn both_binaries_need_no_more_than_the_charts_rbac() {
     let cp = ControlPlane::shared();
     let vcsim = Vcsim::shared();
     let system = TestNamespace::new(cp, "chart-system").unwrap();
-    let manifest = render("vmm", system.name(), &[]).unwrap();
+    let manifest = render("vmm", system.name(), NO_APISERVICE).unwrap();
     cp.kubectl_with_stdin(
         ["apply", "--server-side", "-f", "-"],
         manifest.ok().unwrap(),
@@ -198,4 +227,62 @@ async fn the_inventory_apiserver_needs_no_more_than_the_charts_rbac() {
     });
     let log = inventory.server.process.log_tail(200);
     assert!(!log.contains("forbidden"), "a request was refused:\n{log}");
+
+    // The controller, with only its ServiceAccount's token, imports a VM.
+    let kubeconfig = cp
+        .kubeconfig_for_service_account(system.name(), "vmm-controller")
+        .unwrap();
+    let program = workspace_binary("vmm-controller").unwrap();
+    let controller = start_controller(cp, &program, &kubeconfig, &[]).unwrap();
+    let _harvester = ImageController::start(
+        cp.client(),
+        Options {
+            namespace: Some(team.name().to_owned()),
+            retry_delay: Duration::from_secs(1),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let name = format!("chart {}", vmm_testkit::namespace::random_suffix());
+    vcsim
+        .create_vm(
+            &VmSpec::new(&name)
+                .disk(DiskSpec::generated(8, 31, 0.5))
+                .nic(NicSpec::on("VM Network"))
+                .powered_on(true),
+        )
+        .await
+        .unwrap();
+    cp.kubectl_with_stdin(
+        ["apply", "-f", "-"],
+        &import::nad(team.name(), "vlan-a", 10).to_string(),
+    )
+    .expect_success();
+    let job = serde_json::json!({
+        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "chart"},
+        "spec": {
+            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
+            "vmName": name,
+            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
+        },
+    });
+    cp.apply_yaml(team.name(), &job.to_string())
+        .expect_success();
+    let done = import::wait_finished(&team, "chart", WAIT).unwrap();
+    let log = controller.server.process.log_tail(300);
+    assert_eq!(
+        done["status"]["phase"], "Succeeded",
+        "{}\n{log}",
+        done["status"]
+    );
+    assert!(!log.contains("forbidden"), "a request was refused:\n{log}");
+    let ready = team.kubectl([
+        "get",
+        "vsphere",
+        "vc",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(ready.stdout.trim(), "True", "{ready}");
 }
