@@ -8,6 +8,7 @@
 //! | [`disks`] | the endpoint Harvester's image importer downloads each disk from |
 //! | [`import`] | import jobs: the VM to create ([`import::target`]) |
 //! | [`connect`] | logging in to a source with its Secret; failures as reasons |
+//! | [`leader`] | leader election with a Lease, so two replicas are safe |
 //! | [`metrics`] | jobs by phase, bytes served, job durations |
 //! | [`crash`] | crash points for the restart tests (`VMM_CRASH_AT`) |
 //! | [`conditions`] | status conditions as Kubernetes expects them |
@@ -21,5 +22,6 @@ pub mod crash;
 pub mod disks;
 pub mod error;
 pub mod import;
+pub mod leader;
 pub mod metrics;
 pub mod sources;

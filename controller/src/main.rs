@@ -14,6 +14,7 @@ use kube::discovery::{ApiGroup, Discovery};
 use vmm_api::source::{Harvester, Openstack, Vsphere};
 use vmm_controller::context::{Context, Limits};
 use vmm_controller::import::scratch::Scratch;
+use vmm_controller::leader::Elector;
 use vmm_controller::{disks, import, sources};
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
@@ -39,6 +40,15 @@ struct Args {
     #[arg(long, env = "VMM_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
 
+    /// Namespace of the Lease replicas elect a leader with (in a pod: its
+    /// own, from `POD_NAMESPACE`). Unset: no election, for one replica.
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// How long a leader that stops renewing keeps the lease.
+    #[arg(long, env = "VMM_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+
     /// Import jobs running at once, in all.
     #[arg(long, env = "VMM_MAX_JOBS", default_value_t = 4)]
     max_jobs: usize,
@@ -47,6 +57,9 @@ struct Args {
     #[arg(long, env = "VMM_MAX_JOBS_PER_SOURCE", default_value_t = 2)]
     max_jobs_per_source: usize,
 }
+
+/// The Lease replicas elect a leader with.
+const LEASE_NAME: &str = "vm-migration-controller";
 
 /// How long reconciles in flight may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -97,6 +110,23 @@ async fn main() -> anyhow::Result<()> {
         // The admin server only ends early on SIGTERM or a bind error.
         result = &mut admin => return Ok(result??),
     }
+    let elector = args.leader_election_namespace.as_deref().map(|namespace| {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        Elector::new(
+            client.clone(),
+            namespace,
+            LEASE_NAME,
+            identity,
+            Duration::from_secs(args.lease_duration_seconds.max(3)),
+        )
+    });
+    if let Some(elector) = &elector {
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = vmm_runtime::shutdown_signal() => return Ok(admin.await??),
+        }
+    }
     let listener = tokio::net::TcpListener::bind(args.disk_listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.disk_listen_addr))?;
@@ -123,15 +153,33 @@ async fn main() -> anyhow::Result<()> {
         vmm_runtime::shutdown_signal().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
+    let lost = async {
+        match &elector {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         served = work => served.context("disk endpoint")?,
         () = grace => tracing::warn!(
             grace = ?SHUTDOWN_GRACE,
             "reconcilers still busy after the shutdown grace period; exiting"
         ),
+        // Another replica leads now: stop at once, as a follower would start.
+        () = lost => anyhow::bail!("lost the leader lease; exiting so the new leader works alone"),
+    }
+    if let Some(elector) = &elector {
+        elector.release().await;
     }
     admin.await??;
     Ok(())
+}
+
+/// The host's name, for a leader identity outside a pod.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "controller".to_owned())
 }
 
 /// Runs a reconciler, saying when it stopped.

@@ -233,7 +233,9 @@ async fn both_binaries_need_no_more_than_the_charts_rbac() {
         .kubeconfig_for_service_account(system.name(), "vmm-controller")
         .unwrap();
     let program = workspace_binary("vmm-controller").unwrap();
-    let controller = start_controller(cp, &program, &kubeconfig, &[]).unwrap();
+    // With leader election, as in the chart's pod (its Lease RBAC too).
+    let args = ["--leader-election-namespace", system.name()];
+    let controller = start_controller(cp, &program, &kubeconfig, &args).unwrap();
     let _harvester = ImageController::start(
         cp.client(),
         Options {
