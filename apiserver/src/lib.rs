@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`serve`] | HTTPS with the front proxy's optional client certificate |
 //! | [`authn`], [`authz`] | who is asking (front proxy, bearer tokens); SubjectAccessReview |
+//! | [`certs`] | a serving certificate managed in a Secret, the APIService's caBundle kept current |
 //! | [`router`] | every route, built by one function |
 //! | [`discovery`], [`openapi`], [`list`], [`watch`], [`table`], [`status`] | what the routes answer |
 //! | [`selector`] | label and field selectors as kube-apiserver parses them |
@@ -17,6 +18,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod certs;
 pub mod cluster;
 pub mod concerns;
 pub mod discovery;

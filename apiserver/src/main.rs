@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -13,6 +14,7 @@ use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
 use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, RequestHeaderConfig, TokenAuthenticator};
 use vmm_apiserver::authz::{Authorizer, DEFAULT_AUTHZ_CACHE_TTL};
+use vmm_apiserver::certs::{Material, Reloadable, SelfManaged};
 use vmm_apiserver::metrics::Metrics;
 use vmm_apiserver::router::AppState;
 use vmm_apiserver::sources::SourceSync;
@@ -34,13 +36,42 @@ struct Args {
 
     /// PEM certificate (chain) to serve; its names must include
     /// `<service>.<namespace>.svc`, as the APIService routes there.
-    #[arg(long, env = "VMM_TLS_CERT_FILE")]
-    tls_cert_file: PathBuf,
+    #[arg(long, env = "VMM_TLS_CERT_FILE", requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
 
     /// PEM private key of the serving certificate.
-    #[arg(long, env = "VMM_TLS_PRIVATE_KEY_FILE")]
-    tls_private_key_file: PathBuf,
+    #[arg(long, env = "VMM_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+
+    /// Manage the serving certificate in this Secret (`<namespace>/<name>`)
+    /// instead of reading files: made when missing or near expiry, served,
+    /// reloaded when the Secret changes, and published as the APIService's
+    /// caBundle.
+    #[arg(
+        long,
+        env = "VMM_SERVING_SECRET",
+        conflicts_with = "tls_cert_file",
+        required_unless_present = "tls_cert_file",
+        requires = "service_name"
+    )]
+    serving_secret: Option<String>,
+
+    /// With `--serving-secret`: the Service, in the Secret's namespace, that
+    /// the APIService routes to (the certificate's names).
+    #[arg(long, env = "VMM_SERVICE_NAME")]
+    service_name: Option<String>,
+
+    /// With `--serving-secret`: the APIService whose caBundle is kept current.
+    #[arg(
+        long,
+        env = "VMM_APISERVICE",
+        default_value = "v1.inventory.harvesterhci.io"
+    )]
+    apiservice: String,
 }
+
+/// How often a managed certificate is checked for expiry without any change.
+const CERTIFICATE_RECHECK: Duration = Duration::from_secs(3600);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -50,14 +81,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
     let requestheader = Arc::new(RequestHeaderConfig::load(client.clone()).await?);
-    let read =
-        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let tls = serve::tls_config(
-        &read(&args.tls_cert_file)?,
-        &read(&args.tls_private_key_file)?,
-        requestheader.client_ca_pem.as_bytes(),
-    )
-    .context("building the TLS configuration")?;
+    let certificate = serving_certificate(&args, &client).await?;
+    let tls = serve::tls_config(certificate, requestheader.client_ca_pem.as_bytes())
+        .context("building the TLS configuration")?;
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
@@ -103,4 +129,40 @@ async fn main() -> anyhow::Result<()> {
     sync.await?;
     admin.await??;
     Ok(())
+}
+
+/// The serving certificate: from files, or managed in a Secret (and then
+/// kept current in the background).
+async fn serving_certificate(
+    args: &Args,
+    client: &kube::Client,
+) -> anyhow::Result<Arc<Reloadable>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let material = Material {
+            ca_pem: String::new(),
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        };
+        return Ok(Reloadable::new(&material)?);
+    }
+    let secret = args.serving_secret.as_deref().unwrap_or_default();
+    let (namespace, name) = secret
+        .split_once('/')
+        .context("--serving-secret takes <namespace>/<name>")?;
+    let service = args.service_name.as_deref().unwrap_or_default();
+    let managed = SelfManaged::new(client.clone(), namespace, name, service, &args.apiservice);
+    let material = managed
+        .ensure()
+        .await
+        .with_context(|| format!("making or reading the serving certificate in Secret {secret}"))?;
+    managed
+        .publish(&material.ca_pem)
+        .await
+        .context("setting the APIService's caBundle")?;
+    let certificate = Reloadable::new(&material)?;
+    tokio::spawn(managed.keep_current(certificate.clone(), material, CERTIFICATE_RECHECK));
+    Ok(certificate)
 }

@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -37,11 +38,11 @@ pub enum Error {
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionPeer(pub Option<PeerCertificate>);
 
-/// A TLS configuration that serves `cert_pem`/`key_pem` and accepts, but does not
-/// require, client certificates signed by `client_ca_pem`.
+/// A TLS configuration that serves what `certificate` resolves to and
+/// accepts, but does not require, client certificates signed by
+/// `client_ca_pem`.
 pub fn tls_config(
-    cert_pem: &[u8],
-    key_pem: &[u8],
+    certificate: Arc<dyn ResolvesServerCert>,
     client_ca_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -55,16 +56,23 @@ pub fn tls_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certificate);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A certificate chain and its key, ready to serve.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, Error> {
     let chain = CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>()?;
     if chain.is_empty() {
         return Err(Error::NoServingCertificate);
     }
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, PrivateKeyDer::from_pem_slice(key_pem)?)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    let key = PrivateKeyDer::from_pem_slice(key_pem)?;
+    let provider = rustls::crypto::ring::default_provider();
+    Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider)?))
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` resolves.
