@@ -12,10 +12,32 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+
+/// The label on the controller's pod that the disk endpoint's Service selects:
+/// `serving` on the leader only, so Harvester's downloads reach the replica
+/// that serves the job's disks; `standby` on the others.
+pub const DISK_ENDPOINT_LABEL: &str = "vm-migration.harvesterhci.io/disk-endpoint";
+
+/// Sets [`DISK_ENDPOINT_LABEL`] on our own pod.
+pub async fn label_pod(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    serving: bool,
+) -> Result<(), kube::Error> {
+    let value = if serving { "serving" } else { "standby" };
+    let patch = serde_json::json!({"metadata": {"labels": {DISK_ENDPOINT_LABEL: value}}});
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(pod, value, "disk endpoint label set");
+    Ok(())
+}
 
 /// One candidate for one lease.
 pub struct Elector {

@@ -14,7 +14,7 @@ use kube::discovery::{ApiGroup, Discovery};
 use vmm_api::source::{Harvester, Openstack, Vsphere};
 use vmm_controller::context::{Context, Limits};
 use vmm_controller::import::scratch::Scratch;
-use vmm_controller::leader::Elector;
+use vmm_controller::leader::{self, Elector};
 use vmm_controller::{disks, import, sources};
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
@@ -121,11 +121,18 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(args.lease_duration_seconds.max(3)),
         )
     });
+    // In a pod, the disk Service selects the leader's pod by a label: a
+    // replica starts as standby (a restarted leader too) and serves once it leads.
+    let pod = std::env::var("POD_NAME")
+        .ok()
+        .zip(args.leader_election_namespace.clone());
     if let Some(elector) = &elector {
+        label_own_pod(&client, pod.as_ref(), false).await;
         tokio::select! {
             () = elector.acquire() => {}
             () = vmm_runtime::shutdown_signal() => return Ok(admin.await??),
         }
+        label_own_pod(&client, pod.as_ref(), true).await;
     }
     let listener = tokio::net::TcpListener::bind(args.disk_listen_addr)
         .await
@@ -169,10 +176,20 @@ async fn main() -> anyhow::Result<()> {
         () = lost => anyhow::bail!("lost the leader lease; exiting so the new leader works alone"),
     }
     if let Some(elector) = &elector {
+        label_own_pod(&client, pod.as_ref(), false).await;
         elector.release().await;
     }
     admin.await??;
     Ok(())
+}
+
+/// Sets our pod's disk endpoint label (`(name, namespace)`, when in a pod).
+async fn label_own_pod(client: &Client, pod: Option<&(String, String)>, serving: bool) {
+    if let Some((name, namespace)) = pod
+        && let Err(error) = leader::label_pod(client, namespace, name, serving).await
+    {
+        tracing::warn!(%error, "cannot label our pod for the disk Service");
+    }
 }
 
 /// The host's name, for a leader identity outside a pod.
