@@ -10,9 +10,8 @@
 use std::time::{Duration, Instant};
 
 use vmm_testkit::chart::{chart_dir, helm, render};
-use vmm_testkit::harvester::{ImageController, Options};
 use vmm_testkit::servers::{start_controller, start_inventory_api};
-use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec};
+use vmm_testkit::vcsim::DiskSpec;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import, workspace_binary};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -236,41 +235,11 @@ async fn both_binaries_need_no_more_than_the_charts_rbac() {
     // With leader election, as in the chart's pod (its Lease RBAC too).
     let args = ["--leader-election-namespace", system.name()];
     let controller = start_controller(cp, &program, &kubeconfig, &args).unwrap();
-    let _harvester = ImageController::start(
-        cp.client(),
-        Options {
-            namespace: Some(team.name().to_owned()),
-            retry_delay: Duration::from_secs(1),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let _harvester = import::prepare(cp, vcsim, &team, Duration::from_secs(1)).unwrap();
     let name = format!("chart {}", vmm_testkit::namespace::random_suffix());
-    vcsim
-        .create_vm(
-            &VmSpec::new(&name)
-                .disk(DiskSpec::generated(8, 31, 0.5))
-                .nic(NicSpec::on("VM Network"))
-                .powered_on(true),
-        )
-        .await
-        .unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(team.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    let job = serde_json::json!({
-        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
-        "metadata": {"name": "chart"},
-        "spec": {
-            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
-            "vmName": name,
-            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
-        },
-    });
-    cp.apply_yaml(team.name(), &job.to_string())
-        .expect_success();
+    let disks = vec![DiskSpec::generated(8, 31, 0.5)];
+    import::source_vm(vcsim, &name, disks).await.unwrap();
+    import::create_job(cp, &team, "chart", &name, serde_json::json!({})).unwrap();
     let done = import::wait_finished(&team, "chart", WAIT).unwrap();
     let log = controller.server.process.log_tail(300);
     assert_eq!(

@@ -14,9 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vmm_controller::crash;
 use vmm_testkit::chart::render;
-use vmm_testkit::harvester::{ImageController, Options};
 use vmm_testkit::servers::{ControllerOptions, start_controller_with};
-use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec};
+use vmm_testkit::vcsim::DiskSpec;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -74,25 +73,9 @@ fn chart_wiring(namespace: &str) -> (Value, String) {
 /// An import job for a new VM in vcsim, created.
 async fn job(cp: &ControlPlane, vcsim: &Vcsim, ns: &TestNamespace<'_>, name: &str, seed: u64) {
     let vm_name = format!("{name} {}", vmm_testkit::namespace::random_suffix());
-    vcsim
-        .create_vm(
-            &VmSpec::new(&vm_name)
-                .disk(DiskSpec::generated(8, seed, 0.5))
-                .nic(NicSpec::on("VM Network"))
-                .powered_on(true),
-        )
-        .await
-        .unwrap();
-    let job = json!({
-        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {
-            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
-            "vmName": vm_name,
-            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
-        },
-    });
-    cp.apply_yaml(ns.name(), &job.to_string()).expect_success();
+    let disks = vec![DiskSpec::generated(8, seed, 0.5)];
+    import::source_vm(vcsim, &vm_name, disks).await.unwrap();
+    import::create_job(cp, ns, name, &vm_name, json!({})).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,22 +83,7 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over() {
     let cp = ControlPlane::shared();
     let vcsim = Vcsim::shared();
     let ns = TestNamespace::new(cp, "leader").unwrap();
-    let _harvester = ImageController::start(
-        cp.client(),
-        Options {
-            namespace: Some(ns.name().to_owned()),
-            retry_delay: Duration::from_secs(1),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
+    let _harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
     // Pod objects as the chart's Deployment makes them (never scheduled here).
     let (labels, selector) = chart_wiring(ns.name());
     for pod in ["ctl-a", "ctl-b"] {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use vmm_controller::crash;
 use vmm_controller::import::target::JOB_LABEL;
-use vmm_testkit::harvester::{ImageController, Options, SHA256_ANNOTATION};
+use vmm_testkit::harvester::SHA256_ANNOTATION;
 use vmm_testkit::process::{ManagedProcess, free_port};
 use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller_with};
-use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec, qemu_img_raw_sha256};
+use vmm_testkit::vcsim::{DiskSpec, qemu_img_raw_sha256};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import};
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -46,41 +46,13 @@ fn wait_exit(process: &mut ManagedProcess) -> std::process::ExitStatus {
     }
 }
 
-fn job_manifest(name: &str, vm_name: &str) -> Value {
-    json!({
-        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
-        "metadata": {"name": name},
-        "spec": {
-            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
-            "vmName": vm_name,
-            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
-            "gracefulShutdownTimeoutSeconds": 30,
-        },
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_at_any_point_finishes_the_job() {
     let cp = ControlPlane::shared();
     let vcsim = Vcsim::shared();
     let ns = TestNamespace::new(cp, "resume").unwrap();
     // Harvester retries a failed download after 10 s; sooner keeps this short.
-    let harvester = ImageController::start(
-        cp.client(),
-        Options {
-            namespace: Some(ns.name().to_owned()),
-            retry_delay: Duration::from_secs(2),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
+    let harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(2)).unwrap();
     let program = vmm_testkit::peers::workspace_binary("vmm-controller").unwrap();
     let disk_port = free_port().unwrap();
     let scratch = cp.dir().join(format!("controller-tmp-{}", ns.name()));
@@ -96,24 +68,18 @@ async fn a_controller_killed_at_any_point_finishes_the_job() {
 
     for (seed, point) in (1..).zip(crash::POINTS) {
         let vm_name = format!("resume {point} {}", vmm_testkit::namespace::random_suffix());
-        let source = vcsim
-            .create_vm(
-                &VmSpec::new(&vm_name)
-                    .disk(DiskSpec::generated(16, seed, 0.5))
-                    .disk(DiskSpec::generated(128, seed + 100, 0.5))
-                    .nic(NicSpec::on("VM Network"))
-                    .powered_on(true),
-            )
-            .await
-            .unwrap();
+        let disks = vec![
+            DiskSpec::generated(16, seed, 0.5),
+            DiskSpec::generated(128, seed + 100, 0.5),
+        ];
+        let source = import::source_vm(vcsim, &vm_name, disks).await.unwrap();
         let job = format!("resume-{point}");
 
         let mut first = start(&[
             (crash::ENV, OsStr::new(point)),
             ("TMPDIR", scratch.as_os_str()),
         ]);
-        cp.apply_yaml(ns.name(), &job_manifest(&job, &vm_name).to_string())
-            .expect_success();
+        import::create_job(cp, &ns, &job, &vm_name, json!({})).unwrap();
         let exit = wait_exit(&mut first.server.process);
         assert_eq!(exit.code(), Some(crash::EXIT_CODE), "{point}: {exit}");
         drop(first);

@@ -208,48 +208,16 @@ async fn a_third_party_storage_class_imports_through_cdi() {
     let vcsim = Vcsim::shared();
     controller();
     let ns = TestNamespace::new(cp, "cdi").unwrap();
-    let harvester = ImageController::start(
-        cp.client(),
-        Options {
-            namespace: Some(ns.name().to_owned()),
-            retry_delay: Duration::from_secs(1),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
     let class = format!("ceph-{}", ns.name());
     let storage_class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": class}, "provisioner": "rbd.csi.ceph.com"});
     cp.kubectl_with_stdin(["apply", "-f", "-"], &storage_class.to_string())
         .expect_success();
     let name = format!("db {}", vmm_testkit::namespace::random_suffix());
-    let source_vm = vcsim
-        .create_vm(
-            &VmSpec::new(&name)
-                .disk(DiskSpec::generated(40, 11, 0.5))
-                .nic(NicSpec::on("VM Network"))
-                .powered_on(true),
-        )
-        .await
-        .unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
-    let job = json!({
-        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
-        "metadata": {"name": "db"},
-        "spec": {
-            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
-            "vmName": name,
-            "storageClass": class,
-            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
-        },
-    });
-    cp.apply_yaml(ns.name(), &job.to_string()).expect_success();
+    let disks = vec![DiskSpec::generated(40, 11, 0.5)];
+    let source_vm = import::source_vm(vcsim, &name, disks).await.unwrap();
+    import::create_job(cp, &ns, "db", &name, json!({"storageClass": class})).unwrap();
     let done = wait_finished(&ns, "db");
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
 
@@ -303,15 +271,7 @@ async fn a_format_that_cannot_stream_is_converted_by_qemu_img() {
     let vcsim = Vcsim::shared();
     controller();
     let ns = TestNamespace::new(cp, "sparse").unwrap();
-    let _harvester = ImageController::start(
-        cp.client(),
-        Options {
-            namespace: Some(ns.name().to_owned()),
-            retry_delay: Duration::from_secs(1),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let _harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
     let name = format!("legacy {}", vmm_testkit::namespace::random_suffix());
     let mut spec = VmSpec::new(&name)
         .disk(DiskSpec::generated(24, 21, 0.5))
@@ -319,23 +279,7 @@ async fn a_format_that_cannot_stream_is_converted_by_qemu_img() {
         .powered_on(true);
     spec.export_subformat = Some("monolithicSparse".into());
     let source_vm = vcsim.create_vm(&spec).await.unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
-    let job = json!({
-        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
-        "metadata": {"name": "legacy"},
-        "spec": {
-            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
-            "vmName": name,
-            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
-        },
-    });
-    cp.apply_yaml(ns.name(), &job.to_string()).expect_success();
+    import::create_job(cp, &ns, "legacy", &name, json!({})).unwrap();
     let done = wait_finished(&ns, "legacy");
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
     let image = ns.kubectl([

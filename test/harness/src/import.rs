@@ -1,12 +1,16 @@
-//! Import jobs as a user drives them: the networks they map to, and waiting
-//! with kubectl until a job has ended.
+//! Import jobs as a user drives them: what a namespace needs (the image
+//! controller stand-in, a NAD, the source), a source VM, the job, and
+//! waiting with kubectl until it has ended.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+use crate::control_plane::ControlPlane;
+use crate::harvester::{ImageController, Options};
 use crate::namespace::TestNamespace;
+use crate::vcsim::{CreatedVm, DiskSpec, NicSpec, Vcsim, VmSpec};
 
 /// A bridge NetworkAttachmentDefinition on `vlan`, as Harvester's UI makes one.
 pub fn nad(namespace: &str, name: &str, vlan: u16) -> Value {
@@ -35,4 +39,65 @@ pub fn wait_finished(ns: &TestNamespace, job: &str, timeout: Duration) -> Result
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// What an import test needs in its namespace: the stand-in for Harvester's
+/// image controller watching it (retrying after `retry_delay`), the NAD
+/// `vlan-a` (VLAN 10) and the `Vsphere` source `vc` for vcsim.
+pub fn prepare(
+    cp: &ControlPlane,
+    vcsim: &Vcsim,
+    ns: &TestNamespace<'_>,
+    retry_delay: Duration,
+) -> Result<ImageController> {
+    let harvester = ImageController::start(
+        cp.client(),
+        Options {
+            namespace: Some(ns.name().to_owned()),
+            retry_delay,
+            ..Options::default()
+        },
+    )?;
+    cp.kubectl_with_stdin(
+        ["apply", "-f", "-"],
+        &nad(ns.name(), "vlan-a", 10).to_string(),
+    )
+    .ok()?;
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+        .ok()?;
+    Ok(harvester)
+}
+
+/// A VM in vcsim with one NIC on "VM Network", powered on, and `disks`.
+pub async fn source_vm(vcsim: &Vcsim, name: &str, disks: Vec<DiskSpec>) -> Result<CreatedVm> {
+    let mut spec = VmSpec::new(name)
+        .nic(NicSpec::on("VM Network"))
+        .powered_on(true);
+    spec.disks = disks;
+    vcsim.create_vm(&spec).await
+}
+
+/// Creates the import job `name` for `vm_name` of the source `vc`, mapping
+/// "VM Network" to `vlan-a`; `spec` fields are added (e.g. `storageClass`).
+pub fn create_job(
+    cp: &ControlPlane,
+    ns: &TestNamespace<'_>,
+    name: &str,
+    vm_name: &str,
+    spec: Value,
+) -> Result<()> {
+    let mut job = json!({
+        "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {
+            "sourceCluster": {"kind": "Vsphere", "name": "vc"},
+            "vmName": vm_name,
+            "mapping": [{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}],
+        },
+    });
+    if let (Some(all), Some(extra)) = (job["spec"].as_object_mut(), spec.as_object()) {
+        all.extend(extra.clone());
+    }
+    cp.apply_yaml(ns.name(), &job.to_string()).ok()?;
+    Ok(())
 }
