@@ -2,7 +2,7 @@
 # Builds the real test peers from pinned upstream Go modules:
 #   bin/kube-apiserver bin/kubectl bin/kube-controller-manager   k8s.io/kubernetes (test/peers/kube)
 #   bin/etcd                         go.etcd.io/etcd/server/v3  (test/peers/etcd)
-#   bin/vcsim                        our program on govmomi's simulator (test/peers/vcsim)
+#   bin/vcsim                        our program on govmomi's simulator, patched (test/peers/vcsim)
 #   bin/helm                         helm.sh/helm/v3 (test/peers/helm): lint and render the chart
 #   crds/kubevirt-virtualmachines.yaml     KubeVirt's own generator   (test/peers/crds/kubevirt)
 #   crds/harvester-virtualmachineimages.yaml  controller-gen on Harvester's types (test/peers/crds/harvester)
@@ -320,7 +320,17 @@ build_etcd() {
 }
 
 build_vcsim() {
-	go -C "$SRC/vcsim" build -trimpath -ldflags "-s -w" -o "$TMP/bin/vcsim" .
+	# On a copy of govmomi with test/peers/vcsim/patches applied, replacing it in a copy of our module
+	# (whose committed go.mod stays replace-free for --check).
+	local govmomi=$WORK/govmomi module=$WORK/vcsim p
+	cp -R "$(module_dir vcsim github.com/vmware/govmomi)" "$govmomi"
+	chmod -R u+w "$govmomi"
+	for p in "$SRC"/vcsim/patches/*.patch; do
+		patch -d "$govmomi" -p1 --forward --quiet <"$p" || die "$(basename "$p") does not apply to govmomi $GOVMOMI_VERSION"
+	done
+	cp -R "$SRC/vcsim" "$module"
+	go -C "$module" mod edit -replace "github.com/vmware/govmomi=$govmomi"
+	go -C "$module" build -trimpath -ldflags "-s -w" -o "$TMP/bin/vcsim" .
 }
 
 build_helm() {

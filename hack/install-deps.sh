@@ -10,6 +10,7 @@ declare -A wanted=(
   [curl]=curl
   [git]=git
   [flock]=util-linux
+  [patch]=patch           # hack/build-peers.sh patches govmomi (test/peers/vcsim/patches)
 )
 
 missing=()

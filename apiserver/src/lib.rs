@@ -9,6 +9,7 @@
 //! | [`certs`] | a serving certificate managed in a Secret, the APIService's caBundle kept current |
 //! | [`router`] | every route, built by one function |
 //! | [`discovery`], [`openapi`], [`list`], [`watch`], [`table`], [`status`] | what the routes answer |
+//! | [`json`] | JSON answers serialized from the typed objects, lists streamed in chunks |
 //! | [`selector`] | label and field selectors as kube-apiserver parses them |
 //! | [`store`], [`concerns`] | the inventory in memory |
 //! | [`cluster`] | NADs and KubeVirt VM names, for concerns |
@@ -22,6 +23,7 @@ pub mod certs;
 pub mod cluster;
 pub mod concerns;
 pub mod discovery;
+pub mod json;
 pub mod list;
 pub mod metrics;
 pub mod openapi;

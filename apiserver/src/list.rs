@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vmm_api::inventory::{self, Network, ResourceNames, VirtualMachine};
 
+use crate::json;
 use crate::selector::{FieldSelector, FieldTable, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Object, Snapshot, Store};
@@ -255,6 +256,12 @@ pub(crate) fn selected<T: Served>(
         && T::FIELDS.matches(fields, item)
 }
 
+/// Whether every pair of selectors selects both `a` and `b` or neither: they
+/// have the same labels and selectable fields.
+pub(crate) fn selected_alike<T: Served>(a: &T, b: &T) -> bool {
+    a.metadata().labels == b.metadata().labels && T::FIELDS.same(a, b)
+}
+
 /// `GET` of a collection.
 pub fn list<T: Served>(
     store: &Store,
@@ -309,13 +316,12 @@ pub fn list<T: Served>(
             table["apiVersion"] = json!(version);
             Json(table).into_response()
         }
-        Format::Json => Json(json!({
-            "apiVersion": inventory::API_VERSION,
-            "kind": format!("{}List", T::NAMES.kind),
-            "metadata": metadata,
-            "items": page.iter().map(|item| item.as_ref()).collect::<Vec<&T>>(),
-        }))
-        .into_response(),
+        Format::Json => json::list(
+            inventory::API_VERSION,
+            &format!("{}List", T::NAMES.kind),
+            &metadata,
+            page.into_iter().cloned().collect(),
+        ),
     })
 }
 

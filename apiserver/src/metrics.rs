@@ -1,8 +1,9 @@
 //! The apiserver's Prometheus metrics: requests by verb, resource and code,
-//! their latency, how much inventory is held and how fresh each source's is.
+//! their latency, how much inventory is held, how fresh each source's is and
+//! when it last changed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -18,6 +19,7 @@ use prometheus_client::registry::Registry;
 use vmm_api::inventory;
 
 use crate::authz::{Attributes, attributes};
+use crate::sink::SourceId;
 use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +45,16 @@ struct SourceLabels {
     namespace: String,
     kind: String,
     source: String,
+}
+
+impl From<SourceId> for SourceLabels {
+    fn from(source: SourceId) -> Self {
+        Self {
+            namespace: source.namespace,
+            kind: format!("{:?}", source.kind),
+            source: source.name,
+        }
+    }
 }
 
 pub struct Metrics {
@@ -103,12 +115,22 @@ impl Collector for StoreGauges {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for (source, age) in self.0.sync_ages() {
-            let labels = SourceLabels {
-                namespace: source.namespace,
-                kind: format!("{:?}", source.kind),
-                source: source.name,
-            };
-            ConstGauge::new(age.as_secs_f64()).encode(lag.encode_family(&labels)?)?;
+            ConstGauge::new(age.as_secs_f64())
+                .encode(lag.encode_family(&SourceLabels::from(source))?)?;
+        }
+        let mut changed = encoder.encode_descriptor(
+            "inventory_last_change_timestamp_seconds",
+            "Unix time at which a change from the source (an object added, modified or removed) \
+             last reached the inventory",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (source, at) in self.0.last_changes() {
+            let unix = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            ConstGauge::new(unix.as_secs_f64())
+                .encode(changed.encode_family(&SourceLabels::from(source))?)?;
         }
         Ok(())
     }
@@ -202,6 +224,7 @@ mod tests {
             r#"vmm_inventory_objects{resource="networks"} 0"#,
             r#"vmm_apiserver_request_duration_seconds_count{verb="list",resource="virtualmachines"} 1"#,
             r#"vmm_inventory_sync_lag_seconds{namespace="a",kind="Vsphere",source="vc"} 0."#,
+            r#"vmm_inventory_last_change_timestamp_seconds{namespace="a",kind="Vsphere",source="vc"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

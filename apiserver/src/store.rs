@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::watch;
@@ -18,6 +18,7 @@ use vmm_api::names::object_name;
 use vmm_providers::InventoryEvent;
 
 use crate::concerns::{ClusterFacts, Context, concerns};
+use crate::list::{Served, selected_alike};
 use crate::sink::{InventorySink, SourceId};
 
 /// `(namespace, name)`: the order lists are served in.
@@ -95,8 +96,10 @@ pub enum ChangeType {
 }
 
 /// What one version changed. A deleted object carries its last state; a
-/// modified one also its state before, so a watch with a selector can tell an
-/// object that stopped matching (DELETED) from one that started (ADDED).
+/// modified one also its state before when a selector could tell the two
+/// apart, so a watch with a selector can tell an object that stopped matching
+/// (DELETED) from one that started (ADDED). Without it, every selector selects
+/// both states or neither.
 #[derive(Clone, Debug)]
 pub struct Change {
     pub version: u64,
@@ -142,19 +145,17 @@ struct State {
     cluster: ClusterFacts,
     /// When each source last confirmed that its objects here are current.
     confirmed: HashMap<SourceId, Instant>,
+    /// When a change from each source last reached the store.
+    changed: HashMap<SourceId, SystemTime>,
 }
 
 /// An inventory kind as the store keeps it.
-trait Kept: Clone + PartialEq {
-    fn meta(&self) -> &ObjectMeta;
+trait Kept: Served + Clone + PartialEq {
     fn meta_mut(&mut self) -> &mut ObjectMeta;
     fn wrap(object: Arc<Self>) -> Object;
 }
 
 impl Kept for VirtualMachine {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
     }
@@ -164,9 +165,6 @@ impl Kept for VirtualMachine {
 }
 
 impl Kept for Network {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
     }
@@ -201,28 +199,30 @@ impl<T: Kept> Collection<T> {
     /// Stores `object` unless an equal one is there, giving it the next
     /// version; true when something changed.
     fn upsert(&mut self, changes: &mut ChangeLog, source: &SourceId, mut object: T) -> bool {
-        let name = object.meta().name.clone().unwrap_or_default();
+        let name = object.metadata().name.clone().unwrap_or_default();
         let contributed = self.by_source.entry(source.clone()).or_default();
         contributed.current.insert(name.clone());
         contributed.resent.insert(name.clone());
         let key = (source.namespace.clone(), name);
         let previous = self.objects.get(&key).cloned();
         if let Some(existing) = &previous {
-            let mut unchanged = (**existing).clone();
-            unchanged.meta_mut().resource_version = None;
-            object.meta_mut().resource_version = None;
-            if unchanged == object {
+            object.meta_mut().resource_version = existing.metadata().resource_version.clone();
+            if **existing == object {
                 return false;
             }
         }
         object.meta_mut().resource_version = Some((changes.version + 1).to_string());
         let object = Arc::new(object);
         self.objects.insert(key, object.clone());
-        let kind = match previous {
-            None => ChangeType::Added,
-            Some(_) => ChangeType::Modified,
+        let (kind, previous) = match previous {
+            None => (ChangeType::Added, None),
+            Some(before) => (
+                ChangeType::Modified,
+                // Kept only while a watch's selector may need it.
+                (!selected_alike(before.as_ref(), object.as_ref())).then(|| T::wrap(before)),
+            ),
         };
-        changes.record(kind, T::wrap(object), previous.map(T::wrap));
+        changes.record(kind, T::wrap(object), previous);
         true
     }
 
@@ -268,12 +268,13 @@ impl<T: Kept> Collection<T> {
         }
     }
 
-    fn of_source<'a>(&'a self, source: &'a SourceId) -> impl Iterator<Item = &'a Arc<T>> + 'a {
+    fn of_source<'a>(&'a self, source: &'a SourceId) -> impl Iterator<Item = &'a T> + 'a {
         self.by_source
             .get(source)
             .into_iter()
             .flat_map(|contributed| contributed.current.iter())
             .filter_map(|name| self.objects.get(&(source.namespace.clone(), name.clone())))
+            .map(|object| object.as_ref())
     }
 
     fn snapshot(&self, version: u64, namespace: Option<&str>) -> Snapshot<T> {
@@ -362,6 +363,18 @@ impl Store {
         ages
     }
 
+    /// For each source that changed something here: when it last did.
+    pub fn last_changes(&self) -> Vec<(SourceId, SystemTime)> {
+        let state = self.read();
+        let mut changes: Vec<_> = state
+            .changed
+            .iter()
+            .map(|(source, at)| (source.clone(), *at))
+            .collect();
+        changes.sort();
+        changes
+    }
+
     /// Resolves whenever the store's version moves.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.versions.subscribe()
@@ -394,7 +407,13 @@ impl Store {
 
 impl InventorySink for Store {
     fn apply(&self, source: &SourceId, event: InventoryEvent) {
-        self.change(|state| apply(state, source, event));
+        self.change(|state| {
+            let version = state.changes.version;
+            apply(state, source, event);
+            if state.changes.version != version {
+                state.changed.insert(source.clone(), SystemTime::now());
+            }
+        });
     }
 
     fn forget(&self, source: &SourceId) {
@@ -402,6 +421,7 @@ impl InventorySink for Store {
             state.vms.forget(&mut state.changes, source);
             state.networks.forget(&mut state.changes, source);
             state.confirmed.remove(source);
+            state.changed.remove(source);
         });
     }
 }
@@ -471,7 +491,7 @@ fn refresh_concerns(state: &mut State, only: Option<&SourceId>) {
                 let now = concerns(&vm.spec, &context);
                 (now != vm.status.concerns).then(|| VirtualMachine {
                     status: VirtualMachineStatus { concerns: now },
-                    ..(**vm).clone()
+                    ..vm.clone()
                 })
             })
             .collect();
@@ -646,7 +666,7 @@ mod tests {
     }
 
     #[test]
-    fn modified_changes_carry_the_state_before() {
+    fn modified_changes_carry_the_state_before_while_selectors_tell_it_apart() {
         let store = Store::default();
         let vc = source("ns", "vc");
         store.apply(&vc, vm("vm-1", PowerState::On));
@@ -661,6 +681,16 @@ mod tests {
             panic!("no previous state")
         };
         assert_eq!(before.spec.power_state, PowerState::On);
+
+        // More CPUs: no selectable field changed, so no state before is kept.
+        let powered_off = store.virtual_machines(None).version;
+        let InventoryEvent::Vm(mut spec) = vm("vm-1", PowerState::Off) else {
+            unreachable!()
+        };
+        spec.cpus = 8;
+        store.apply(&vc, InventoryEvent::Vm(spec));
+        let changes = store.changes_since(powered_off).unwrap();
+        assert!(changes[0].previous.is_none(), "{changes:?}");
     }
 
     fn on_network(id: &str, network: &str) -> InventoryEvent {
@@ -743,7 +773,10 @@ mod tests {
         let ages = store.sync_ages();
         assert_eq!(ages.len(), 1);
         assert_eq!(ages[0].0, vc);
+        let [(changed, _)] = store.last_changes().try_into().unwrap();
+        assert_eq!(changed, vc);
         store.forget(&vc);
         assert!(store.sync_ages().is_empty());
+        assert!(store.last_changes().is_empty());
     }
 }

@@ -13,10 +13,12 @@ use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vmm_api::inventory::API_VERSION;
 
+use crate::json;
 use crate::list::{self, Format, ListQuery, Served};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -116,13 +118,13 @@ impl<T: Served> Watch<T> {
             None => {
                 let snapshot = T::snapshot(store, self.namespace.as_deref());
                 for item in &snapshot.items {
-                    if self.selected(item) && !self.send(lines, "ADDED", self.object(item)).await {
+                    if self.selected(item) && !self.send_object(lines, "ADDED", item).await {
                         return;
                     }
                 }
                 if initial_events
                     && !self
-                        .send(lines, "BOOKMARK", bookmark::<T>(snapshot.version, true))
+                        .send(lines, "BOOKMARK", &bookmark::<T>(snapshot.version, true))
                         .await
                 {
                     return;
@@ -137,7 +139,7 @@ impl<T: Served> Watch<T> {
                     let expired = ApiError::expired(format!(
                         "resourceVersion {sent} is too old to watch from: list again, then watch from the list's version"
                     ));
-                    let _ = self.send(lines, "ERROR", json!(expired.to_status())).await;
+                    let _ = self.send(lines, "ERROR", &expired.to_status()).await;
                     return;
                 }
             };
@@ -149,14 +151,14 @@ impl<T: Served> Watch<T> {
                 let Some(kind) = self.event_type(&change, item) else {
                     continue;
                 };
-                if !self.send(lines, kind, self.object(item)).await {
+                if !self.send_object(lines, kind, item).await {
                     return;
                 }
             }
             tokio::select! {
                 changed = versions.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(BOOKMARK_INTERVAL), if self.bookmarks => {
-                    if !self.send(lines, "BOOKMARK", bookmark::<T>(sent, false)).await {
+                    if !self.send(lines, "BOOKMARK", &bookmark::<T>(sent, false)).await {
                         return;
                     }
                 }
@@ -190,10 +192,10 @@ impl<T: Served> Watch<T> {
             && list::selected(item, &self.labels, &self.fields)
     }
 
-    /// The event's object: the object itself, or a one-row Table.
-    fn object(&self, item: &T) -> Value {
+    /// Sends one event about `item`: the object itself, or a one-row Table.
+    async fn send_object(&self, lines: &mpsc::Sender<Bytes>, kind: &str, item: &T) -> bool {
         match self.format {
-            Format::Json => json!(item),
+            Format::Json => self.send(lines, kind, item).await,
             Format::Table { version } => {
                 let version_of_item = item.metadata().resource_version.clone();
                 let mut table = table::table(
@@ -202,16 +204,26 @@ impl<T: Served> Watch<T> {
                     self.include,
                 );
                 table["apiVersion"] = json!(version);
-                table
+                self.send(lines, kind, &table).await
             }
         }
     }
 
-    /// Sends one event; false once the client is gone.
-    async fn send(&self, lines: &mpsc::Sender<Bytes>, kind: &str, object: Value) -> bool {
-        let mut line = json!({"type": kind, "object": object}).to_string();
-        line.push('\n');
-        lines.send(Bytes::from(line)).await.is_ok()
+    /// Sends one event; false once the client is gone (or the object does
+    /// not serialize, which none of ours fails to).
+    async fn send(
+        &self,
+        lines: &mpsc::Sender<Bytes>,
+        kind: &str,
+        object: &(impl Serialize + Sync),
+    ) -> bool {
+        match json::event(kind, object) {
+            Ok(line) => lines.send(line).await.is_ok(),
+            Err(error) => {
+                tracing::error!(%error, "a watch event does not serialize; ending the watch");
+                false
+            }
+        }
     }
 }
 

@@ -119,6 +119,14 @@ impl<T: 'static> FieldTable<T> {
     pub fn matches(&self, selector: &FieldSelector, object: &T) -> bool {
         selector.matches_with(|path| self.get(object, path))
     }
+
+    /// Whether `a` and `b` have the same value at every path, so that every
+    /// field selector selects both or neither.
+    pub fn same(&self, a: &T, b: &T) -> bool {
+        self.entries
+            .iter()
+            .all(|(_, getter)| getter(a) == getter(b))
+    }
 }
 
 /// A parsed field selector: terms ANDed, in the order upstream evaluates them

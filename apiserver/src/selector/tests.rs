@@ -516,6 +516,8 @@ fn field_selector_matches() {
         );
     }
     assert_eq!(VM_FIELDS.get(&on, "spec.nope"), None);
+    assert!(VM_FIELDS.same(&on, &on));
+    assert!(!VM_FIELDS.same(&on, &unknown));
 
     // A plain map is a FieldSource (upstream's fields.Set).
     let set = labels(&[("metadata.name", "web"), ("spec.powerState", "On")]);

@@ -5,14 +5,17 @@
 //! - a full list and a first page through kube-apiserver, inventory vs a CRD
 //!   whose objects are copies of the inventory's (same names, specs, status);
 //! - the delay from a power change made in vcsim to the watch event a client of
-//!   kube-apiserver receives;
+//!   kube-apiserver receives, split at the moment the change reached the
+//!   apiserver's store (its `vmm_inventory_last_change_timestamp_seconds`);
+//!   then again with vcsim's upstream `WaitForUpdatesEx`, which our peer patches
+//!   (docs/peers.md);
 //! - the apiserver's resident memory with the whole inventory held.
 //!
 //! Usage: `cargo run --release -p vmm-bench --bin inventory-bench -- [--vms 10000] [--rounds 5]`
 //! (needs `cargo build --release --bins` first for vmm-apiserver; `bench/inventory.sh` does both).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
@@ -20,10 +23,11 @@ use serde_json::{Value, json};
 use vmm_api::SourceKind;
 use vmm_providers::Credentials;
 use vmm_providers::vsphere::VsphereClient;
-use vmm_testkit::servers::start_inventory_api;
+use vmm_testkit::servers::{InventoryApi, start_inventory_api};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, workspace_binary};
 
 const NAMESPACE: &str = "bench";
+const SOURCE: &str = "vc";
 const INVENTORY: &str = "/apis/inventory.harvesterhci.io/v1";
 const CR_GROUP: &str = "bench.vmm.harvesterhci.io";
 const CREATE_CONCURRENCY: usize = 16;
@@ -32,21 +36,24 @@ const WAIT: Duration = Duration::from_secs(1800);
 struct Args {
     vms: u32,
     rounds: usize,
+    upstream_rounds: usize,
     page: u32,
     apiserver: PathBuf,
 }
 
-const USAGE: &str = "usage: inventory-bench [--vms N] [--rounds R] [--page P] [--apiserver PATH]
+const USAGE: &str = "usage: inventory-bench [--vms N] [--rounds R] [--upstream-rounds U] [--page P] [--apiserver PATH]
 
-  --vms N           VMs in the simulated vCenter (default 10000)
-  --rounds R        measurements of each kind; medians are printed (default 5)
-  --page P          size of the first page (default 500)
-  --apiserver PATH  the vmm-apiserver binary (default: next to this program)";
+  --vms N              VMs in the simulated vCenter (default 10000)
+  --rounds R           measurements of each kind; medians are printed (default 5)
+  --upstream-rounds U  power changes watched with vcsim's upstream WaitForUpdatesEx (default 3; 0 skips)
+  --page P             size of the first page (default 500)
+  --apiserver PATH     the vmm-apiserver binary (default: next to this program)";
 
 fn parse_args() -> Result<Args> {
     let mut parsed = Args {
         vms: 10_000,
         rounds: 5,
+        upstream_rounds: 3,
         page: 500,
         apiserver: PathBuf::new(),
     };
@@ -59,6 +66,11 @@ fn parse_args() -> Result<Args> {
         match arg.as_str() {
             "--vms" => parsed.vms = value()?.parse().context("--vms needs a number")?,
             "--rounds" => parsed.rounds = value()?.parse().context("--rounds needs a number")?,
+            "--upstream-rounds" => {
+                parsed.upstream_rounds = value()?
+                    .parse()
+                    .context("--upstream-rounds needs a number")?;
+            }
             "--page" => parsed.page = value()?.parse().context("--page needs a number")?,
             "--apiserver" => parsed.apiserver = value()?.into(),
             "-h" | "--help" => {
@@ -97,7 +109,7 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
     let client = cp.try_client()?;
     cp.kubectl(["create", "namespace", NAMESPACE]).ok()?;
     let synced = Instant::now();
-    cp.apply_yaml(NAMESPACE, &vcsim.source_manifest("vc"))
+    cp.apply_yaml(NAMESPACE, &vcsim.source_manifest(SOURCE))
         .ok()?;
     let vms_path = format!("{INVENTORY}/namespaces/{NAMESPACE}/virtualmachines");
     wait_for_count(&client, &vms_path, args.vms as usize).await?;
@@ -139,8 +151,13 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
         ));
     }
 
-    let vm = &items[0];
-    let (delays, mut calls) = watch_delays(args.rounds, &client, vcsim, &vms_path, vm).await?;
+    let mut watcher = Watcher::start(&client, vcsim, &inventory, &vms_path, &items[0]).await?;
+    let mut patched = watcher.delays(args.rounds).await?;
+    set_full_recollect(vcsim, true).await?;
+    let upstream = watcher.delays(args.upstream_rounds).await;
+    set_full_recollect(vcsim, false).await?;
+    let mut upstream = upstream?;
+    watcher.actor.logout().await?;
     let (rss, peak) = memory(inventory.server.process.pid())?;
 
     println!(
@@ -166,19 +183,11 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
             theirs.as_secs_f64() / ours.as_secs_f64()
         );
     }
-    let mut sorted = delays.clone();
-    let median_delay = median(&mut sorted);
-    let worst = delays.iter().max().copied().unwrap_or_default();
-    println!(
-        "\nwatch delay, vcsim power change → event at a kube-apiserver watch client: median {}, worst {} ({} changes)",
-        format_duration(median_delay),
-        format_duration(worst),
-        delays.len()
-    );
-    println!(
-        "  of which the power call itself (vSphere task to completion, as vim_rs waits for it): median {}",
-        format_duration(median(&mut calls))
-    );
+    println!("\nwatch delay, vcsim power change → event at a kube-apiserver watch client:");
+    patched.print("vcsim as built (patches/0001)");
+    if !upstream.total.is_empty() {
+        upstream.print("vcsim's upstream WaitForUpdatesEx");
+    }
     println!(
         "vmm-apiserver memory with {} VMs held: RSS {} MiB, peak {} MiB",
         args.vms,
@@ -188,9 +197,9 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
     println!("initial sync of {} VMs: {sync_time:.1?}", args.vms);
     let full = &rows[0];
     println!(
-        "\ntargets: full list ≥ 5× faster than the CR list: {:.1}×; watch delay ≤ 1 s: {}; RSS ≤ 100 MiB: {} MiB",
+        "\ntargets: full list ≥ 5× faster than the CR list: {:.1}×; watch delay ≤ 1 s: {} (worst); RSS ≤ 100 MiB: {} MiB (peak)",
         full.3.as_secs_f64() / full.1.as_secs_f64(),
-        format_duration(worst),
+        format_duration(patched.total.iter().max().copied().unwrap_or_default()),
         peak / 1024
     );
     Ok(())
@@ -283,66 +292,160 @@ async fn create_copies(
     Ok(path)
 }
 
-/// Powers `vm` off and on `rounds` times from a session of its own; for each
-/// change, the time from the start of the vSphere call to the watch event
-/// (an upper bound: the change happens inside the call), and how long the
-/// call itself took (its task is done when it returns).
-async fn watch_delays(
-    rounds: usize,
-    client: &kube::Client,
-    vcsim: &Vcsim,
-    vms_path: &str,
-    vm: &Value,
-) -> Result<(Vec<Duration>, Vec<Duration>)> {
-    let name = vm["metadata"]["name"].as_str().context("a VM has a name")?;
-    let id = vm["spec"]["id"].as_str().context("a VM has an id")?;
-    let data = [
-        ("username", vcsim.username()),
-        ("password", vcsim.password()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
-    .collect();
-    let credentials = Credentials::from_secret(SourceKind::Vsphere, "bench", &data)?;
-    let actor =
-        VsphereClient::connect(vcsim.url(), &credentials, Some(vcsim.ca_pem()), false).await?;
+/// A watch through kube-apiserver on one VM, and a vSphere session of its own
+/// that powers the VM off and on.
+struct Watcher<'a> {
+    vcsim: &'a Vcsim,
+    actor: VsphereClient,
+    id: String,
+    on: bool,
+    lines: futures::io::Lines<Box<dyn futures::AsyncBufRead + Send + Unpin>>,
+    metrics: String,
+}
 
-    let request = http::Request::get(format!(
-        "{vms_path}?watch=1&fieldSelector=metadata.name%3D{name}&allowWatchBookmarks=false"
-    ))
-    .body(Vec::new())?;
-    let mut lines = client.request_stream(request).await?.lines();
-    // The watch starts with the current state.
-    lines.next().await.context("the watch ended")??;
+/// The delays of a series of power changes.
+#[derive(Default)]
+struct Delays {
+    /// From the start of the vSphere call to the watch event (an upper bound:
+    /// the change happens inside the call).
+    total: Vec<Duration>,
+    /// The call itself: vim_rs returns once the task completed.
+    call: Vec<Duration>,
+    /// From the start of the call until the change reached the apiserver's
+    /// store: vcsim's WaitForUpdatesEx answer and the provider.
+    to_store: Vec<Duration>,
+    /// From the store to the watch client: the apiserver's watch and
+    /// kube-apiserver's proxy.
+    from_store: Vec<Duration>,
+}
 
-    let mut delays = Vec::new();
-    let mut calls = Vec::new();
-    let mut on = vm["spec"]["powerState"] == "On";
-    for _ in 0..rounds {
-        on = !on;
-        let want = if on { "On" } else { "Off" };
-        let started = Instant::now();
-        let change = actor.set_power(id, on);
-        let event = async {
-            while let Some(line) = lines.next().await {
-                let event: Value = serde_json::from_str(&line?)?;
-                if event["object"]["spec"]["powerState"] == want {
-                    return Ok(started.elapsed());
-                }
-            }
-            bail!("the watch ended")
-        };
-        let timed_change = async {
-            let result = change.await;
-            (result, started.elapsed())
-        };
-        let ((changed, call), seen) = tokio::join!(timed_change, tokio::time::timeout(WAIT, event));
-        changed?;
-        calls.push(call);
-        delays.push(seen.context("no watch event")??);
+impl Delays {
+    fn print(&mut self, label: &str) {
+        let worst = self.total.iter().max().copied().unwrap_or_default();
+        println!(
+            "  {label}: median {}, worst {} ({} changes)",
+            format_duration(median(&mut self.total)),
+            format_duration(worst),
+            self.total.len()
+        );
+        println!(
+            "    the power call itself (vSphere task to completion, as vim_rs waits for it): median {}",
+            format_duration(median(&mut self.call))
+        );
+        println!(
+            "    call start → change in vmm-apiserver's store (vcsim, the provider): median {}",
+            format_duration(median(&mut self.to_store))
+        );
+        println!(
+            "    store → watch client (vmm-apiserver's watch, kube-apiserver's proxy): median {}",
+            format_duration(median(&mut self.from_store))
+        );
     }
-    actor.logout().await?;
-    Ok((delays, calls))
+}
+
+impl<'a> Watcher<'a> {
+    async fn start(
+        client: &kube::Client,
+        vcsim: &'a Vcsim,
+        inventory: &InventoryApi,
+        vms_path: &str,
+        vm: &Value,
+    ) -> Result<Self> {
+        let name = vm["metadata"]["name"].as_str().context("a VM has a name")?;
+        let id = vm["spec"]["id"].as_str().context("a VM has an id")?;
+        let data = [
+            ("username", vcsim.username()),
+            ("password", vcsim.password()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+        .collect();
+        let credentials = Credentials::from_secret(SourceKind::Vsphere, "bench", &data)?;
+        let actor =
+            VsphereClient::connect(vcsim.url(), &credentials, Some(vcsim.ca_pem()), false).await?;
+        let request = http::Request::get(format!(
+            "{vms_path}?watch=1&fieldSelector=metadata.name%3D{name}&allowWatchBookmarks=false"
+        ))
+        .body(Vec::new())?;
+        let stream: Box<dyn futures::AsyncBufRead + Send + Unpin> =
+            Box::new(client.request_stream(request).await?);
+        let mut lines = stream.lines();
+        // The watch starts with the current state.
+        lines.next().await.context("the watch ended")??;
+        Ok(Self {
+            vcsim,
+            actor,
+            id: id.to_owned(),
+            on: vm["spec"]["powerState"] == "On",
+            lines,
+            metrics: inventory.server.admin_url("/metrics"),
+        })
+    }
+
+    /// Powers the VM off or on `rounds` times, one change at a time.
+    async fn delays(&mut self, rounds: usize) -> Result<Delays> {
+        let mut delays = Delays::default();
+        for _ in 0..rounds {
+            self.on = !self.on;
+            let want = if self.on { "On" } else { "Off" };
+            let (actor, id, on, lines) = (&self.actor, &self.id, self.on, &mut self.lines);
+            let started_at = SystemTime::now();
+            let started = Instant::now();
+            let change = async {
+                let result = actor.set_power(id, on).await;
+                (result, started.elapsed())
+            };
+            let event = async {
+                while let Some(line) = lines.next().await {
+                    let event: Value = serde_json::from_str(&line?)?;
+                    if event["object"]["spec"]["powerState"] == want {
+                        return Ok(started.elapsed());
+                    }
+                }
+                bail!("the watch ended")
+            };
+            let ((changed, call), seen) = tokio::join!(change, tokio::time::timeout(WAIT, event));
+            changed?;
+            let seen = seen.context("no watch event")??;
+            let to_store = self.last_change().await?.duration_since(started_at)?;
+            delays.total.push(seen);
+            delays.call.push(call);
+            delays.to_store.push(to_store);
+            delays.from_store.push(seen.saturating_sub(to_store));
+        }
+        Ok(delays)
+    }
+
+    /// When a change from the source last reached the apiserver's store.
+    async fn last_change(&self) -> Result<SystemTime> {
+        let http = self.vcsim.http_client()?;
+        let text = http.get(&self.metrics).send().await?.text().await?;
+        let labels = format!(r#"namespace="{NAMESPACE}",kind="Vsphere",source="{SOURCE}""#);
+        let seconds: f64 = text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("vmm_inventory_last_change_timestamp_seconds{")?
+                    .strip_prefix(labels.as_str())?
+                    .strip_prefix("} ")
+            })
+            .context("no vmm_inventory_last_change_timestamp_seconds for the source")?
+            .parse()?;
+        Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds))
+    }
+}
+
+/// Switches vcsim between its upstream WaitForUpdatesEx (`true`: every filter
+/// collected again per update) and the patched one (docs/peers.md).
+async fn set_full_recollect(vcsim: &Vcsim, full: bool) -> Result<()> {
+    vcsim
+        .http_client()?
+        .put(vcsim.harness_url("property-collector"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(json!({ "fullRecollect": full }).to_string())
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
 }
 
 /// Resident and peak resident memory of a process, in KiB.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"sync"
+
+	"github.com/vmware/govmomi/simulator"
 )
 
 // serveHarness routes the test-control endpoints under /harness/. They need
@@ -19,6 +21,8 @@ import (
 //	POST   /harness/faults    queue a fault for the next export download(s)
 //	GET    /harness/faults    pending faults
 //	DELETE /harness/faults    drop pending faults
+//	PUT    /harness/property-collector  {"fullRecollect": bool}: upstream's
+//	                          WaitForUpdatesEx (true) or our patch's (patches/)
 func (x *extension) serveHarness(w http.ResponseWriter, r *http.Request) {
 	route := r.Method + " " + r.URL.Path
 	switch route {
@@ -64,9 +68,24 @@ func (x *extension) serveHarness(w http.ResponseWriter, r *http.Request) {
 	case "DELETE /harness/faults":
 		x.faults.clear()
 		writeJSON(w, http.StatusOK, map[string]any{"pending": 0})
+	case "PUT /harness/property-collector":
+		var req propertyCollectorMode
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		simulator.FullRecollect.Store(req.FullRecollect)
+		writeJSON(w, http.StatusOK, req)
 	default:
 		writeError(w, notFound("no harness endpoint %s", route))
 	}
+}
+
+// propertyCollectorMode chooses how WaitForUpdatesEx finds what a filter
+// selects after updates: FullRecollect is upstream's way, collecting every
+// filter again per update; false (the default) is patches/0001's.
+type propertyCollectorMode struct {
+	FullRecollect bool `json:"fullRecollect"`
 }
 
 func decodeJSON(r *http.Request, v any) error {

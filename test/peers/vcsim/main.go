@@ -170,7 +170,7 @@ func run() error {
 
 		HarnessURL:          harness.String(),
 		LeaseTimeoutSeconds: leaseTimeout.Seconds(),
-		Features:            []string{"exportVm", "harnessVms", "harnessNetworks", "harnessLeases", "harnessFaults"},
+		Features:            []string{"exportVm", "harnessVms", "harnessNetworks", "harnessLeases", "harnessFaults", "harnessPropertyCollector"},
 	}
 	out, err := json.Marshal(line)
 	if err != nil {

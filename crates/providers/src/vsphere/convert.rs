@@ -2,6 +2,8 @@
 //! the replica. Unknown shapes become [`Value::Other`] rather than errors:
 //! vcsim and real vCenters differ in what they fill in.
 
+use std::collections::HashMap;
+
 use vim_rs::types::boxed_types::ValueElements;
 use vim_rs::types::convert::CastInto;
 use vim_rs::types::enums::VirtualMachinePowerStateEnum;
@@ -70,7 +72,19 @@ fn from_elements(path: &str, v: ValueElements) -> Value {
         ValueElements::VirtualMachinePowerState(p) => Value::Power(power(&p)),
         ValueElements::ArrayOfTag(tags) => Value::Tags(tags.into_iter().map(|t| t.key).collect()),
         ValueElements::ArrayOfVirtualDevice(devices) => {
-            Value::Devices(devices.iter().map(|d| device(d.as_ref())).collect())
+            let controllers: HashMap<i32, &'static str> = devices
+                .iter()
+                .filter_map(|d| {
+                    let kind = controller_kind(d.data_type().as_str())?;
+                    Some((d.get_virtual_device().key, kind))
+                })
+                .collect();
+            Value::Devices(
+                devices
+                    .iter()
+                    .filter_map(|d| device(d.as_ref(), &controllers))
+                    .collect(),
+            )
         }
         other => {
             tracing::debug!(path, value_type = other.as_str(), "property value not read");
@@ -103,35 +117,36 @@ fn label(dev: &dyn VirtualDeviceTrait) -> String {
         .unwrap_or_default()
 }
 
-fn device(dev: &(dyn VirtualDeviceTrait + 'static)) -> Device {
+/// The device, if it is one the mapping reads: a disk (with the kind of its
+/// controller, by key among `controllers`) or a NIC.
+fn device(
+    dev: &(dyn VirtualDeviceTrait + 'static),
+    controllers: &HashMap<i32, &'static str>,
+) -> Option<Device> {
     let type_name = dev.data_type().as_str();
-    if let Some(kind) = controller_kind(type_name) {
-        return Device::Controller {
-            key: dev.get_virtual_device().key,
-            kind: kind.to_owned(),
-        };
-    }
     if let Some(disk) = dev.as_any_ref().downcast_ref::<VirtualDisk>() {
         let (file, datastore, raw_device, independent) = match disk.backing.as_deref() {
             Some(b) => disk_backing(b),
             None => (None, None, false, false),
         };
-        return Device::Disk {
+        return Some(Device::Disk {
             label: label(dev),
             capacity_bytes: disk
                 .capacity_in_bytes
                 .unwrap_or(disk.capacity_in_kb.saturating_mul(1024)),
-            controller_key: disk.controller_key,
+            controller: disk
+                .controller_key
+                .and_then(|key| controllers.get(&key).copied()),
             file,
             datastore,
             raw_device,
             independent,
-        };
+        });
     }
     let eth: Option<&dyn VirtualEthernetCardTrait> = dev.into_ref();
     if let Some(eth) = eth {
         let card = eth.get_virtual_ethernet_card();
-        return Device::Nic {
+        return Some(Device::Nic {
             label: label(dev),
             model: nic_model(type_name),
             mac: card.mac_address.clone().filter(|m| !m.is_empty()),
@@ -140,9 +155,9 @@ fn device(dev: &(dyn VirtualDeviceTrait + 'static)) -> Device {
                 .as_deref()
                 .map(nic_backing)
                 .unwrap_or(NicBacking::Unknown),
-        };
+        });
     }
-    Device::Other
+    None
 }
 
 /// (file, datastore ref, raw device mapping, independent)

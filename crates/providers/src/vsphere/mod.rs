@@ -25,6 +25,7 @@ mod lease;
 mod model;
 mod vm;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,6 @@ use vim_rs::types::structs::{
     ManagedObjectReference, ObjectContent, ObjectSpec, PropertyFilterSpec, PropertySpec,
     RetrieveOptions, SelectionSpec, TraversalSpec, UpdateSet, WaitOptions,
 };
-use vmm_api::inventory::{NetworkSpec, VirtualMachineSpec};
 
 use crate::credentials::Credentials;
 use crate::{InventoryEvent, InventoryProvider, InventorySnapshot};
@@ -441,16 +441,18 @@ impl InventoryProvider for VsphereClient {
     }
 }
 
-/// Remembers what was sent, so only real changes go out.
+/// Remembers which objects were sent, so that one that is gone (or is no
+/// longer a VM to import, or a network to map) is reported removed. Their
+/// specs are not kept: the receiver compares what it holds with what comes.
 #[derive(Default)]
 struct Emitter {
-    vms: std::collections::HashMap<String, VirtualMachineSpec>,
-    networks: std::collections::HashMap<String, NetworkSpec>,
+    vms: HashSet<String>,
+    networks: HashSet<String>,
 }
 
 impl Emitter {
-    /// Sends the changes `dirty` may hold (all of them with `everything`);
-    /// false when the receiver is gone.
+    /// Sends the objects `dirty` names (all of them with `everything`) as
+    /// they are now; false when the receiver is gone.
     async fn flush(
         &mut self,
         store: &Store,
@@ -466,57 +468,47 @@ impl Emitter {
                     store
                         .network_ids()
                         .map(str::to_owned)
-                        .chain(self.networks.keys().cloned())
+                        .chain(self.networks.iter().cloned())
                         .collect(),
                 ),
                 dedup(
                     store
                         .vm_ids()
                         .map(str::to_owned)
-                        .chain(self.vms.keys().cloned())
+                        .chain(self.vms.iter().cloned())
                         .collect(),
                 ),
             )
         } else {
             let is_vm = |id: &String| match store.kind(id) {
                 Some(kind) => kind == ObjKind::VirtualMachine,
-                None => self.vms.contains_key(id),
+                None => self.vms.contains(id),
             };
             dirty.ids.into_iter().partition(|id| !is_vm(id))
         };
-        let mut out = Vec::new();
         // Networks first, so a consumer knows them before the VMs naming them.
         for id in net_ids {
-            match store.network_spec(&id) {
+            let event = match store.network_spec(&id) {
                 Some(spec) => {
-                    if self.networks.get(&id) != Some(&spec) {
-                        self.networks.insert(id, spec.clone());
-                        out.push(InventoryEvent::Network(spec));
-                    }
+                    self.networks.insert(id);
+                    InventoryEvent::Network(spec)
                 }
-                None => {
-                    if self.networks.remove(&id).is_some() {
-                        out.push(InventoryEvent::NetworkRemoved { id });
-                    }
-                }
+                None if self.networks.remove(&id) => InventoryEvent::NetworkRemoved { id },
+                None => continue,
+            };
+            if events.send(event).await.is_err() {
+                return false;
             }
         }
         for id in vm_ids {
-            match store.vm_spec(&id) {
+            let event = match store.vm_spec(&id) {
                 Some(spec) => {
-                    if self.vms.get(&id) != Some(&spec) {
-                        self.vms.insert(id, spec.clone());
-                        out.push(InventoryEvent::Vm(spec));
-                    }
+                    self.vms.insert(id);
+                    InventoryEvent::Vm(spec)
                 }
-                None => {
-                    if self.vms.remove(&id).is_some() {
-                        out.push(InventoryEvent::VmRemoved { id });
-                    }
-                }
-            }
-        }
-        for event in out {
+                None if self.vms.remove(&id) => InventoryEvent::VmRemoved { id },
+                None => continue,
+            };
             if events.send(event).await.is_err() {
                 return false;
             }

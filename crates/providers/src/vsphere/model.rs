@@ -2,7 +2,10 @@
 //! types (no vim_rs types), and the pure mapping from it to the inventory
 //! specs. Property values arrive per object and path (from RetrievePropertiesEx
 //! or WaitForUpdatesEx, see `convert`); the specs are derived from the replica,
-//! so paths, host names and NIC network names need no call per VM.
+//! so paths, host names and NIC network names need no call per VM. The replica
+//! holds only what the mapping reads: the watched paths (by their static
+//! names) and the devices that are disks or NICs, each disk with its
+//! controller's kind.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,15 +80,11 @@ pub(crate) enum Value {
 /// One virtual device, reduced.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Device {
-    Controller {
-        key: i32,
-        /// `pvscsi`, `lsilogic`, `lsilogic-sas`, `buslogic`, `ide`, `sata`, `nvme`, ...
-        kind: String,
-    },
     Disk {
         label: String,
         capacity_bytes: i64,
-        controller_key: Option<i32>,
+        /// The kind of its controller (see [`controller_kind`]).
+        controller: Option<&'static str>,
         file: Option<String>,
         datastore: Option<String>,
         raw_device: bool,
@@ -97,7 +96,6 @@ pub(crate) enum Device {
         mac: Option<String>,
         backing: NicBacking,
     },
-    Other,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -120,30 +118,51 @@ pub(crate) enum NicBacking {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Object {
     pub kind: ObjKind,
-    pub props: BTreeMap<String, Value>,
+    /// By path as [`PROPERTY_PATHS`] spells it: a handful each, so a list.
+    props: Vec<(&'static str, Value)>,
 }
 
 impl Object {
+    fn new(kind: ObjKind) -> Self {
+        Self {
+            kind,
+            props: Vec::new(),
+        }
+    }
+    fn prop(&self, path: &str) -> Option<&Value> {
+        self.props.iter().find(|(p, _)| *p == path).map(|(_, v)| v)
+    }
+    fn set(&mut self, path: &'static str, value: Option<Value>) {
+        let at = self.props.iter().position(|(p, _)| *p == path);
+        match (at, value) {
+            (Some(i), Some(v)) => self.props[i].1 = v,
+            (None, Some(v)) => self.props.push((path, v)),
+            (Some(i), None) => {
+                self.props.swap_remove(i);
+            }
+            (None, None) => {}
+        }
+    }
     fn text(&self, path: &str) -> Option<&str> {
-        match self.props.get(path) {
+        match self.prop(path) {
             Some(Value::Text(s)) => Some(s),
             _ => None,
         }
     }
     fn reference(&self, path: &str) -> Option<&str> {
-        match self.props.get(path) {
+        match self.prop(path) {
             Some(Value::Ref(s)) => Some(s),
             _ => None,
         }
     }
     fn int(&self, path: &str) -> Option<i64> {
-        match self.props.get(path) {
+        match self.prop(path) {
             Some(Value::Int(i)) => Some(*i),
             _ => None,
         }
     }
     fn boolean(&self, path: &str) -> Option<bool> {
-        match self.props.get(path) {
+        match self.prop(path) {
             Some(Value::Bool(b)) => Some(*b),
             _ => None,
         }
@@ -200,6 +219,15 @@ pub(crate) const PROPERTY_PATHS: &[(&str, &[&str])] = &[
     ("Datastore", &["name"]),
 ];
 
+/// `path` as [`PROPERTY_PATHS`] spells it, or `None` for a path not read.
+fn watched_path(path: &str) -> Option<&'static str> {
+    PROPERTY_PATHS
+        .iter()
+        .flat_map(|(_, paths)| paths.iter())
+        .find(|p| **p == path)
+        .copied()
+}
+
 /// All watched objects, by managed object id (unique within a vCenter).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Store {
@@ -223,14 +251,14 @@ impl Store {
 
     /// An object entered (or is seen for the first time).
     pub fn enter(&mut self, id: &str, kind: ObjKind, dirty: &mut Dirty) {
-        self.objects.entry(id.to_owned()).or_insert_with(|| Object {
-            kind,
-            props: BTreeMap::new(),
-        });
+        self.objects
+            .entry(id.to_owned())
+            .or_insert_with(|| Object::new(kind));
         mark(kind, id, false, dirty);
     }
 
-    /// Sets (or with `None`, clears) one property.
+    /// Sets (or with `None`, clears) one property; paths not watched are
+    /// not kept.
     pub fn set(
         &mut self,
         id: &str,
@@ -239,18 +267,13 @@ impl Store {
         value: Option<Value>,
         dirty: &mut Dirty,
     ) {
-        let obj = self.objects.entry(id.to_owned()).or_insert_with(|| Object {
-            kind,
-            props: BTreeMap::new(),
-        });
-        match value {
-            Some(v) => {
-                obj.props.insert(path.to_owned(), v);
-            }
-            None => {
-                obj.props.remove(path);
-            }
-        }
+        let Some(path) = watched_path(path) else {
+            return;
+        };
+        self.objects
+            .entry(id.to_owned())
+            .or_insert_with(|| Object::new(kind))
+            .set(path, value);
         let fans_out = kind.is_network() && (path == "name" || path == "key");
         mark(kind, id, fans_out, dirty);
     }
@@ -300,24 +323,17 @@ impl Store {
             return None;
         }
         let name = vm.name()?;
-        let devices: &[Device] = match vm.props.get("config.hardware.device") {
+        let devices: &[Device] = match vm.prop("config.hardware.device") {
             Some(Value::Devices(d)) => d,
             _ => &[],
         };
-        let controllers: BTreeMap<i32, &str> = devices
-            .iter()
-            .filter_map(|d| match d {
-                Device::Controller { key, kind } => Some((*key, kind.as_str())),
-                _ => None,
-            })
-            .collect();
         let disks = devices
             .iter()
             .filter_map(|d| match d {
                 Device::Disk {
                     label,
                     capacity_bytes,
-                    controller_key,
+                    controller,
                     file,
                     datastore,
                     raw_device,
@@ -330,9 +346,7 @@ impl Store {
                         .and_then(|ds| self.display_name(ds))
                         .or_else(|| file.as_deref().and_then(datastore_of_file)),
                     file: file.clone(),
-                    controller: controller_key
-                        .and_then(|k| controllers.get(&k))
-                        .map(|k| (*k).to_owned()),
+                    controller: controller.map(str::to_owned),
                     raw_device: *raw_device,
                     independent: *independent,
                 }),
@@ -363,7 +377,7 @@ impl Store {
             display_name: unescape_name(name),
             path: self.path(id),
             uuid: vm.text("config.instanceUuid").map(str::to_owned),
-            power_state: match vm.props.get("runtime.powerState") {
+            power_state: match vm.prop("runtime.powerState") {
                 Some(Value::Power(p)) => *p,
                 _ => PowerState::Unknown,
             },
@@ -386,7 +400,7 @@ impl Store {
                 .and_then(|h| self.display_name(h)),
             disks,
             nics,
-            snapshots: match vm.props.get("snapshot") {
+            snapshots: match vm.prop("snapshot") {
                 Some(Value::SnapshotCount(n)) => *n,
                 _ => 0,
             },
@@ -402,7 +416,7 @@ impl Store {
             ObjKind::DistributedVirtualPortgroup if is_uplink(net) => return None,
             ObjKind::DistributedVirtualPortgroup => (
                 NetworkKind::DistributedPortgroup,
-                match net.props.get("config.defaultPortConfig") {
+                match net.prop("config.defaultPortConfig") {
                     Some(Value::Vlan(v)) => *v,
                     _ => None,
                 },
@@ -451,7 +465,7 @@ impl Store {
                 .values()
                 .find(|o| {
                     o.kind == ObjKind::OpaqueNetwork
-                        && matches!(o.props.get("summary"), Some(Value::OpaqueId(x)) if x == id)
+                        && matches!(o.prop("summary"), Some(Value::OpaqueId(x)) if x == id)
                 })
                 .and_then(|o| o.name().map(unescape_name)),
             NicBacking::Unknown => None,
@@ -497,7 +511,7 @@ impl Store {
 /// `<dvs>-DVUplinks-<n>` (as vCenter does), so without `config.uplink` the
 /// name decides.
 fn is_uplink(pg: &Object) -> bool {
-    let tagged = matches!(pg.props.get("tag"),
+    let tagged = matches!(pg.prop("tag"),
         Some(Value::Tags(t)) if t.iter().any(|k| k == "SYSTEM/DVS.UPLINKPG"));
     match pg.boolean("config.uplink") {
         Some(uplink) => uplink || tagged,
@@ -771,14 +785,10 @@ mod tests {
             VirtualMachine,
             "config.hardware.device",
             Value::Devices(vec![
-                Device::Controller {
-                    key: 1000,
-                    kind: "pvscsi".into(),
-                },
                 Device::Disk {
                     label: "Hard disk 1".into(),
                     capacity_bytes: 10 << 30,
-                    controller_key: Some(1000),
+                    controller: Some("pvscsi"),
                     file: Some("[LocalDS_0] web/web.vmdk".into()),
                     datastore: Some("datastore-4".into()),
                     raw_device: false,
@@ -787,7 +797,7 @@ mod tests {
                 Device::Disk {
                     label: "Hard disk 2".into(),
                     capacity_bytes: 1 << 30,
-                    controller_key: Some(1000),
+                    controller: Some("pvscsi"),
                     file: Some("[SAN_1] web/rdm.vmdk".into()),
                     datastore: None,
                     raw_device: true,
