@@ -135,7 +135,8 @@ impl Job {
         let mut response = self.send(Requester::Longhorn, "GET", None, idle).await?;
         self.expect_status(&response, 200)?;
         let want_sha512 = !self.spec.checksum.is_empty();
-        let mut sink = Sink::new(self.keep_path().as_deref(), want_sha512).await?;
+        let hashing = self.ctx.options.hashing;
+        let mut sink = Sink::new(self.keep_path().as_deref(), hashing, want_sha512).await?;
         let mut last_report = Instant::now();
         while let Some(chunk) = fetch::next_chunk(&mut response, idle).await? {
             sink.write(&chunk).await?;

@@ -1,7 +1,7 @@
 //! HTTP the way Harvester's, Longhorn's and CDI's Go clients do it: normal
 //! certificate verification against the given roots only, redirects
-//! followed, the body streamed (never buffered whole) into SHA-256 (and
-//! SHA-512 when the image has a `checksum`).
+//! followed, the body streamed (never buffered whole) into SHA-256 (unless
+//! [`Hashing::Off`]) and SHA-512 (when the image has a `checksum`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_LENGTH, HeaderMap};
 use ring::digest;
 use tokio::io::AsyncWriteExt;
 
-use super::Options;
+use super::{Hashing, Options};
 
 /// Go's default User-Agent: what every one of these clients sends.
 const GO_USER_AGENT: &str = "Go-http-client/1.1";
@@ -103,7 +103,7 @@ pub(super) async fn next_chunk(
 /// What a finished download saw.
 #[derive(Debug)]
 pub(super) struct Digest {
-    pub sha256: String,
+    pub sha256: Option<String>,
     pub sha512: Option<String>,
     pub bytes: u64,
     pub kept: Option<PathBuf>,
@@ -111,7 +111,7 @@ pub(super) struct Digest {
 
 /// The bytes of one download attempt, hashed in order as they arrive.
 pub(super) struct Sink {
-    sha256: digest::Context,
+    sha256: Option<digest::Context>,
     sha512: Option<digest::Context>,
     bytes: u64,
     file: Option<(tokio::fs::File, PathBuf)>,
@@ -124,7 +124,7 @@ fn hex(bytes: &[u8]) -> String {
 impl Sink {
     /// `keep`: also write the bytes there. `sha512`: also compute SHA-512
     /// (the algorithm of `spec.checksum`).
-    pub async fn new(keep: Option<&Path>, sha512: bool) -> Result<Self> {
+    pub async fn new(keep: Option<&Path>, hashing: Hashing, sha512: bool) -> Result<Self> {
         let file = match keep {
             None => None,
             Some(path) => {
@@ -138,7 +138,7 @@ impl Sink {
             }
         };
         Ok(Self {
-            sha256: digest::Context::new(&digest::SHA256),
+            sha256: (hashing == Hashing::Sha256).then(|| digest::Context::new(&digest::SHA256)),
             sha512: sha512.then(|| digest::Context::new(&digest::SHA512)),
             bytes: 0,
             file,
@@ -150,9 +150,8 @@ impl Sink {
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        self.sha256.update(chunk);
-        if let Some(sha512) = &mut self.sha512 {
-            sha512.update(chunk);
+        for context in [&mut self.sha256, &mut self.sha512].into_iter().flatten() {
+            context.update(chunk);
         }
         self.bytes += chunk.len() as u64;
         if let Some((file, path)) = &mut self.file {
@@ -172,7 +171,7 @@ impl Sink {
             }
         };
         Ok(Digest {
-            sha256: hex(self.sha256.finish().as_ref()),
+            sha256: self.sha256.map(|c| hex(c.finish().as_ref())),
             sha512: self.sha512.map(|c| hex(c.finish().as_ref())),
             bytes: self.bytes,
             kept,
@@ -201,15 +200,23 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_in_order() {
-        let mut sink = Sink::new(None, true).await.expect("sink");
+        let mut sink = Sink::new(None, Hashing::Sha256, true).await.expect("sink");
         sink.write(b"ab").await.expect("write");
         sink.write(b"c").await.expect("write");
         let d = sink.finish().await.expect("finish");
         assert_eq!(d.bytes, 3);
         assert_eq!(
-            d.sha256,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            d.sha256.as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
         assert!(d.sha512.is_some_and(|s| s.starts_with("ddaf35a193617aba")));
+    }
+
+    #[tokio::test]
+    async fn hashing_off_counts_only() {
+        let mut sink = Sink::new(None, Hashing::Off, false).await.expect("sink");
+        sink.write(b"abc").await.expect("write");
+        let d = sink.finish().await.expect("finish");
+        assert_eq!((d.bytes, d.sha256, d.sha512), (3, None, None));
     }
 }

@@ -249,7 +249,8 @@ impl Job {
         Ok(())
     }
 
-    /// The import succeeded: status, the SHA-256 annotation and the record.
+    /// The import succeeded: status, the SHA-256 annotation (removed when
+    /// not hashed: a merge patch's null) and the record.
     pub async fn finish_imported(&mut self, digest: super::fetch::Digest) -> Result<()> {
         let bytes = i64::try_from(digest.bytes).context("image size")?;
         self.status.imported(bytes, bytes);
@@ -257,7 +258,7 @@ impl Job {
         patch["metadata"] = json!({"annotations": {SHA256_ANNOTATION: digest.sha256}});
         self.patch(patch).await?;
         self.record(|r| {
-            r.sha256 = Some(digest.sha256);
+            r.sha256 = digest.sha256;
             r.bytes = digest.bytes;
             r.kept_file = digest.kept;
         });
