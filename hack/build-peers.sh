@@ -6,6 +6,9 @@
 #   bin/helm                         helm.sh/helm/v3 (test/peers/helm): lint and render the chart
 #   crds/kubevirt-virtualmachines.yaml     KubeVirt's own generator   (test/peers/crds/kubevirt)
 #   crds/harvester-virtualmachineimages.yaml  controller-gen on Harvester's types (test/peers/crds/harvester)
+#   crds/harvester-addons.yaml             the same run: the Addon our charts/addon manifest is
+#   crds/rancher-managedcharts.yaml        ManagedChart as Rancher registers it (wrangler, from the
+#                                          rancher/pkg/apis Harvester pins; test/peers/crds/harvester)
 #   crds/nad.yaml                          NAD client's shipped manifest (test/peers/crds/nad)
 # Versions: test/peers/versions.env. Details: docs/peers.md.
 #
@@ -35,10 +38,14 @@ SELF=$ROOT/hack/build-peers.sh
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0
 # -buildvcs=false: the wrapper modules live in our git checkout; don't stamp its state into binaries.
 export GOFLAGS="-buildvcs=false -mod=readonly"
+# The rancher/pkg/apis pseudo-version Harvester pins is not in sum.golang.org; with --update its hash
+# comes from the proxy's download (it equals the one in Harvester's own go.sum).
+export GONOSUMDB=github.com/rancher/rancher
 
 KUBE_CMDS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-controller-manager)
 HARVESTER_API_PKG=github.com/harvester/harvester/pkg/apis/harvesterhci.io/v1beta1
 HARVESTER_CRD_FILE=harvesterhci.io_virtualmachineimages.yaml
+HARVESTER_ADDON_CRD_FILE=harvesterhci.io_addons.yaml
 NAD_MANIFEST=artifacts/networks-crd.yaml
 NAD_CRD_NAME=network-attachment-definitions.k8s.cni.cncf.io
 
@@ -356,6 +363,9 @@ crd_harvester() {
 	# Harvester's dependency versions (its replace list) exactly as pinned there.
 	(cd "$SRC/crds/harvester" && "$WORK/controller-gen" crd paths="$HARVESTER_API_PKG" output:crd:dir="$WORK/harvester")
 	cp "$WORK/harvester/$HARVESTER_CRD_FILE" "$TMP/crds/harvester-virtualmachineimages.yaml"
+	cp "$WORK/harvester/$HARVESTER_ADDON_CRD_FILE" "$TMP/crds/harvester-addons.yaml"
+	go -C "$SRC/crds/harvester" build -trimpath -o "$WORK/managedchart-crd" ./managedchart
+	"$WORK/managedchart-crd" >"$TMP/crds/rancher-managedcharts.yaml"
 	# Cross-check with the manifest Harvester ships (its scripts/generate-manifest blanks the version).
 	local hdir shipped
 	hdir=$(module_dir crds/harvester github.com/harvester/harvester)
@@ -386,7 +396,7 @@ TOTAL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 rm -rf "$WORK"
 
 for f in kube-apiserver kubectl etcd vcsim helm; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
-for f in kubevirt-virtualmachines harvester-virtualmachineimages nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
+for f in kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons rancher-managedcharts nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
 
 json_sizes() {
 	local sep="" f

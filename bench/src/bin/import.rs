@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
 use serde_json::{Value, json};
 use vmm_testkit::harvester::{Hashing, ImageController, Options};
 use vmm_testkit::process::run_dir;
@@ -67,61 +68,27 @@ const DISKS: [Disk; 2] = [
     },
 ];
 
+/// Imports disks through the controller against today's method and curl.
+#[derive(Parser)]
+#[command(name = "import-bench")]
 struct Args {
+    /// Capacity of each disk, in MiB.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     size_mib: u64,
-    rounds: usize,
-    controller: PathBuf,
+    /// Measurements of each method per disk; medians are printed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
+    /// The vmm-controller binary (default: next to this program).
+    #[arg(long)]
+    controller: Option<PathBuf>,
+    /// Where the reproduced method keeps its files (default: a fresh directory
+    /// under $TMPDIR/vmm-e2e, removed at the end).
+    #[arg(long)]
     scratch: Option<PathBuf>,
 }
 
-const USAGE: &str =
-    "usage: import-bench [--size-mib N] [--rounds R] [--controller PATH] [--scratch DIR]
-
-  --size-mib N       capacity of each disk (default 4096)
-  --rounds R         measurements of each method per disk; medians are printed (default 3)
-  --controller PATH  the vmm-controller binary (default: next to this program)
-  --scratch DIR      where the reproduced method keeps its files (default: a fresh
-                     directory under $TMPDIR/vmm-e2e, removed at the end)";
-
-fn parse_args() -> Result<Args> {
-    let mut parsed = Args {
-        size_mib: 4096,
-        rounds: 3,
-        controller: PathBuf::new(),
-        scratch: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--size-mib" => {
-                parsed.size_mib = value()?.parse().context("--size-mib needs a number")?
-            }
-            "--rounds" => parsed.rounds = value()?.parse().context("--rounds needs a number")?,
-            "--controller" => parsed.controller = value()?.into(),
-            "--scratch" => parsed.scratch = Some(value()?.into()),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    ensure!(
-        parsed.size_mib > 0 && parsed.rounds > 0,
-        "--size-mib and --rounds must be at least 1"
-    );
-    if parsed.controller.as_os_str().is_empty() {
-        parsed.controller = workspace_binary("vmm-controller")?;
-    }
-    Ok(parsed)
-}
-
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
     let scratch = match &args.scratch {
         Some(dir) => dir.join(format!("import-bench-{}", std::process::id())),
         None => run_dir()?.join("scratch"),
@@ -206,6 +173,10 @@ struct Bench<'a> {
 }
 
 async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim, scratch: &Path) -> Result<()> {
+    let controller = match &args.controller {
+        Some(path) => path.clone(),
+        None => workspace_binary("vmm-controller")?,
+    };
     let client = cp.try_client()?;
     cp.kubectl(["create", "namespace", NAMESPACE]).ok()?;
     cp.apply_yaml(NAMESPACE, &vcsim.source_manifest(SOURCE))
@@ -215,7 +186,7 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim, scratch: &Path) -> R
         client: client.clone(),
         vcsim,
         ca_file: ca_file(vcsim),
-        controller: start_controller(cp, &args.controller, cp.kubeconfig_path(), &[])?,
+        controller: start_controller(cp, &controller, cp.kubeconfig_path(), &[])?,
         images: ImageController::start(
             client,
             Options {

@@ -14,14 +14,13 @@
 //! Usage: `cargo run --release -p vmm-bench --bin inventory-bench -- [--vms 10000] [--rounds 5]`
 //! (needs `cargo build --release --bins` first for vmm-apiserver; `bench/inventory.sh` does both).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
-use vmm_api::SourceKind;
-use vmm_providers::Credentials;
 use vmm_providers::vsphere::VsphereClient;
 use vmm_testkit::servers::{InventoryApi, start_inventory_api};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, workspace_binary};
@@ -33,64 +32,33 @@ const CR_GROUP: &str = "bench.vmm.harvesterhci.io";
 const CREATE_CONCURRENCY: usize = 16;
 const WAIT: Duration = Duration::from_secs(1800);
 
+/// Measures the inventory API against the same objects served as custom resources.
+#[derive(Parser)]
+#[command(name = "inventory-bench")]
 struct Args {
+    /// VMs in the simulated vCenter.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     vms: u32,
-    rounds: usize,
-    upstream_rounds: usize,
+    /// Measurements of each kind; medians are printed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
+    /// Power changes watched with vcsim's upstream WaitForUpdatesEx (0 skips).
+    #[arg(long, default_value_t = 3)]
+    upstream_rounds: u16,
+    /// Size of the first page.
+    #[arg(long, default_value_t = 500)]
     page: u32,
-    apiserver: PathBuf,
-}
-
-const USAGE: &str = "usage: inventory-bench [--vms N] [--rounds R] [--upstream-rounds U] [--page P] [--apiserver PATH]
-
-  --vms N              VMs in the simulated vCenter (default 10000)
-  --rounds R           measurements of each kind; medians are printed (default 5)
-  --upstream-rounds U  power changes watched with vcsim's upstream WaitForUpdatesEx (default 3; 0 skips)
-  --page P             size of the first page (default 500)
-  --apiserver PATH     the vmm-apiserver binary (default: next to this program)";
-
-fn parse_args() -> Result<Args> {
-    let mut parsed = Args {
-        vms: 10_000,
-        rounds: 5,
-        upstream_rounds: 3,
-        page: 500,
-        apiserver: PathBuf::new(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--vms" => parsed.vms = value()?.parse().context("--vms needs a number")?,
-            "--rounds" => parsed.rounds = value()?.parse().context("--rounds needs a number")?,
-            "--upstream-rounds" => {
-                parsed.upstream_rounds = value()?
-                    .parse()
-                    .context("--upstream-rounds needs a number")?;
-            }
-            "--page" => parsed.page = value()?.parse().context("--page needs a number")?,
-            "--apiserver" => parsed.apiserver = value()?.into(),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    if parsed.rounds == 0 || parsed.vms == 0 {
-        bail!("--vms and --rounds must be at least 1");
-    }
-    if parsed.apiserver.as_os_str().is_empty() {
-        parsed.apiserver = workspace_binary("vmm-apiserver")?;
-    }
-    Ok(parsed)
+    /// The vmm-apiserver binary (default: next to this program).
+    #[arg(long)]
+    apiserver: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
+    let apiserver = match &args.apiserver {
+        Some(path) => path.clone(),
+        None => workspace_binary("vmm-apiserver")?,
+    };
     let started = Instant::now();
     eprintln!("starting etcd and kube-apiserver …");
     let cp = ControlPlane::start()?;
@@ -101,11 +69,11 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(&args, &cp, &vcsim))
+        .block_on(run(&args, &apiserver, &cp, &vcsim))
 }
 
-async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
-    let inventory = start_inventory_api(cp, &args.apiserver, cp.kubeconfig_path()).await?;
+async fn run(args: &Args, apiserver: &Path, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
+    let inventory = start_inventory_api(cp, apiserver, cp.kubeconfig_path()).await?;
     let client = cp.try_client()?;
     cp.kubectl(["create", "namespace", NAMESPACE]).ok()?;
     let synced = Instant::now();
@@ -152,9 +120,9 @@ async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim) -> Result<()> {
     }
 
     let mut watcher = Watcher::start(&client, vcsim, &inventory, &vms_path, &items[0]).await?;
-    let mut patched = watcher.delays(args.rounds).await?;
+    let mut patched = watcher.delays(args.rounds.into()).await?;
     set_full_recollect(vcsim, true).await?;
-    let upstream = watcher.delays(args.upstream_rounds).await;
+    let upstream = watcher.delays(args.upstream_rounds.into()).await;
     set_full_recollect(vcsim, false).await?;
     let mut upstream = upstream?;
     watcher.actor.logout().await?;
@@ -353,16 +321,7 @@ impl<'a> Watcher<'a> {
     ) -> Result<Self> {
         let name = vm["metadata"]["name"].as_str().context("a VM has a name")?;
         let id = vm["spec"]["id"].as_str().context("a VM has an id")?;
-        let data = [
-            ("username", vcsim.username()),
-            ("password", vcsim.password()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
-        .collect();
-        let credentials = Credentials::from_secret(SourceKind::Vsphere, "bench", &data)?;
-        let actor =
-            VsphereClient::connect(vcsim.url(), &credentials, Some(vcsim.ca_pem()), false).await?;
+        let actor = vcsim.connect().await?;
         let request = http::Request::get(format!(
             "{vms_path}?watch=1&fieldSelector=metadata.name%3D{name}&allowWatchBookmarks=false"
         ))

@@ -4,8 +4,11 @@
 
 use std::path::PathBuf;
 
+/// From cargo's run-time variable: a test binary built in another checkout
+/// sharing the target directory must not read (or write) that checkout.
 fn crd_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/vm-migration/crds")
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    PathBuf::from(manifest).join("../../charts/vm-migration/crds")
 }
 
 fn render(crd: &impl serde::Serialize) -> String {

@@ -8,40 +8,21 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use vmm_api::inventory::{NetworkKind, PowerState};
 use vmm_providers::vsphere::{VsphereClient, VsphereError};
-use vmm_providers::{Credentials, InventoryEvent, InventoryProvider};
+use vmm_providers::{InventoryEvent, InventoryProvider};
+use vmm_testkit::vcsim::credentials;
 use vmm_testkit::{Inventory, Vcsim};
 
 /// Generous: vcsim on a loaded 2-core machine.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn credentials(username: &str, password: &str) -> Credentials {
-    // SecretString has no public constructor; go through the Secret reader.
-    let data = [("username", username), ("password", password)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
-        .collect();
-    Credentials::from_secret(vmm_api::SourceKind::Vsphere, "test", &data).unwrap()
-}
-
 async fn shared_vcsim() -> &'static Vcsim {
     tokio::task::spawn_blocking(Vcsim::shared).await.unwrap()
-}
-
-async fn connect(vcsim: &Vcsim) -> VsphereClient {
-    VsphereClient::connect(
-        vcsim.url(),
-        &credentials(vcsim.username(), vcsim.password()),
-        Some(vcsim.ca_pem()),
-        false,
-    )
-    .await
-    .expect("connect to vcsim")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connects_and_reads_about() {
     let vcsim = shared_vcsim().await;
-    let client = connect(vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     let about = client.about();
     assert!(
         !about.name.is_empty() && !about.version.is_empty(),
@@ -121,7 +102,7 @@ async fn unreachable_endpoint_is_reported_as_such() {
 #[tokio::test(flavor = "multi_thread")]
 async fn initial_inventory_matches_vcsim() {
     let vcsim = shared_vcsim().await;
-    let client = connect(vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     let inventory = client.inventory().await.expect("inventory");
 
     let paths: BTreeSet<String> = inventory
@@ -202,7 +183,7 @@ async fn watch_reports_initial_set_then_power_off_and_destroy() {
         .await
         .unwrap()
         .expect("start vcsim");
-    let watcher = connect(&vcsim).await;
+    let watcher = vcsim.connect().await.unwrap();
     let (tx, mut rx) = mpsc::channel(64);
     let watch = tokio::spawn({
         let watcher = watcher.clone();
@@ -236,7 +217,7 @@ async fn watch_reports_initial_set_then_power_off_and_destroy() {
         .clone();
 
     // Power it off from a second session.
-    let actor = connect(&vcsim).await;
+    let actor = vcsim.connect().await.unwrap();
     actor.set_power(&target.id, false).await.expect("power off");
 
     let (event, before) = wait_for(
@@ -286,7 +267,7 @@ async fn watch_ends_with_an_error_when_vcsim_goes_away() {
         .await
         .unwrap()
         .expect("start vcsim");
-    let watcher = Arc::new(connect(&vcsim).await);
+    let watcher = Arc::new(vcsim.connect().await.unwrap());
     let (tx, mut rx) = mpsc::channel(64);
     let watch = tokio::spawn({
         let watcher = watcher.clone();
@@ -315,7 +296,7 @@ async fn large_inventories_are_paged() {
         .expect("start vcsim");
     let expected: BTreeSet<String> = vcsim.info().vm_paths.iter().cloned().collect();
     assert_eq!(expected.len(), 150);
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
 
     let inventory = client.inventory().await.expect("inventory");
     let paths: BTreeSet<String> = inventory

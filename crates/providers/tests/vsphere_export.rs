@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use vmm_api::inventory::PowerState;
-use vmm_providers::Credentials;
 use vmm_providers::vsphere::{
     Attached, DiskBacking, ExportLease, LeaseState, VsphereClient, VsphereError,
 };
@@ -20,14 +19,6 @@ use vmm_testkit::vcsim::{Controller, CreatedVm, DiskSpec, NicSpec, VmSpec, sha25
 use vmm_testkit::{Inventory, Vcsim};
 
 const READY: Duration = Duration::from_secs(120);
-
-fn credentials(username: &str, password: &str) -> Credentials {
-    let data = [("username", username), ("password", password)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
-        .collect();
-    Credentials::from_secret(vmm_api::SourceKind::Vsphere, "test", &data).unwrap()
-}
 
 /// A vcsim without model VMs (the tests make their own).
 async fn start_vcsim(lease_timeout: Option<Duration>) -> Vcsim {
@@ -42,17 +33,6 @@ async fn start_vcsim(lease_timeout: Option<Duration>) -> Vcsim {
         .await
         .unwrap()
         .expect("start vcsim")
-}
-
-async fn connect(vcsim: &Vcsim) -> VsphereClient {
-    VsphereClient::connect(
-        vcsim.url(),
-        &credentials(vcsim.username(), vcsim.password()),
-        Some(vcsim.ca_pem()),
-        false,
-    )
-    .await
-    .expect("connect to vcsim")
 }
 
 fn scratch() -> PathBuf {
@@ -147,7 +127,7 @@ async fn finds_vms_by_name_and_path() {
         .create_vm(&VmSpec::new(unicode_name).disk(DiskSpec::zeros(8)))
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
 
     let both = client.find_vms("Web 01", None).await.unwrap();
     let ids: Vec<&str> = both.iter().map(|v| v.spec.id.as_str()).collect();
@@ -245,7 +225,7 @@ async fn shuts_the_guest_down_and_waits_for_power_off() {
         .create_vm(&VmSpec::new("Guest 2").powered_on(true))
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     assert_eq!(client.power_state(&vm.moref).await.unwrap(), PowerState::On);
 
     // vcsim runs ShutdownGuest as a task that powers the VM off; it does not
@@ -291,7 +271,7 @@ async fn exports_two_disks_after_shutdown_and_completes() {
         )
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     client.shutdown_guest(&vm.moref).await.unwrap();
     client
         .wait_powered_off(&vm.moref, Duration::from_secs(30))
@@ -373,7 +353,7 @@ async fn exporting_a_powered_on_vm_fails_clearly_without_a_lease() {
         )
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     let err = client.export(&vm.moref).await.unwrap_err();
     match &err {
         VsphereError::InvalidPowerState {
@@ -406,7 +386,7 @@ async fn a_dropped_lease_is_aborted() {
         .create_vm(&VmSpec::new("Dropped").disk(DiskSpec::generated(8, 3, 0.5)))
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     let mut lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
     lease.keep_alive(Arc::new(AtomicU8::new(10)));
     assert_eq!(vcsim.open_lease_count().await.unwrap(), 1);
@@ -436,7 +416,7 @@ async fn attaches_to_an_existing_lease() {
         )
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     let lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
     let first: Vec<_> = lease.disks().to_vec();
     let id = lease.detach();
@@ -444,7 +424,7 @@ async fn attaches_to_an_existing_lease() {
     assert_eq!(vcsim.open_lease_count().await.unwrap(), 1);
 
     // A new session, as after a restart.
-    let other = connect(&vcsim).await;
+    let other = vcsim.connect().await.unwrap();
     let Attached::Ready(lease) = ExportLease::attach(&other, &id, READY).await.unwrap() else {
         panic!("the lease should be ready");
     };
@@ -487,7 +467,7 @@ async fn a_lease_without_progress_times_out_and_keep_alive_prevents_it() {
         .create_vm(&VmSpec::new("Slow Reader").disk(DiskSpec::generated(8, 5, 0.5)))
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
 
     // Kept alive for three lease timeouts: still ready.
     let mut kept = client.export_with_timeout(&vm.moref, READY).await.unwrap();
@@ -548,7 +528,7 @@ async fn datastore_fallback_reads_the_flat_file_with_range() {
         .create_vm(&VmSpec::new("Fällback 01 ☃").disk(DiskSpec::generated(16, 6, 0.5)))
         .await
         .unwrap();
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     let details = client.vm_details(&vm.moref).await.unwrap();
     let disk = &details.disks[0];
     let url = client
@@ -607,7 +587,7 @@ async fn datastore_fallback_reads_the_flat_file_with_range() {
 async fn disk_downloads_carry_the_session_cookie_to_other_hosts() {
     use std::io::{Read, Write};
     let vcsim = start_vcsim(None).await;
-    let client = connect(&vcsim).await;
+    let client = vcsim.connect().await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {

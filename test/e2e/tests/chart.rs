@@ -5,14 +5,16 @@
 //! kube-controller-manager), and its RBAC is enough for both binaries: with
 //! only tokens of the chart's ServiceAccounts, the inventory apiserver serves a
 //! vCenter's VMs and their cluster-dependent concerns, and the controller
-//! checks the source and imports a VM.
+//! checks the source and imports a VM. The Harvester Addon and the Rancher
+//! ManagedChart that install the chart are accepted by those projects' CRDs,
+//! and carry values the chart accepts.
 
 use std::time::{Duration, Instant};
 
 use vmm_testkit::chart::{chart_dir, helm, render};
 use vmm_testkit::servers::{start_controller, start_inventory_api};
 use vmm_testkit::vcsim::DiskSpec;
-use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import, workspace_binary};
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import, repo_root, workspace_binary};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -94,6 +96,59 @@ fn the_chart_lints_and_the_cluster_accepts_what_it_renders() {
             !refused.success() && refused.stderr.contains(complaint),
             "{set}: {refused}"
         );
+    }
+}
+
+#[test]
+fn the_addon_and_the_managed_chart_are_accepted_with_their_values() {
+    let cp = ControlPlane::shared();
+    // (file, where the object carries the chart's values)
+    let cases = [
+        ("harvester-addon.yaml", "/spec/valuesContent"),
+        ("rancher-managedchart.yaml", "/spec/values"),
+    ];
+    for (file, values_at) in cases {
+        let path = repo_root().join("charts/addon").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let object: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let namespace = object["metadata"]["namespace"].as_str().unwrap();
+        let home = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+        cp.kubectl_with_stdin(["apply", "-f", "-"], &home.to_string())
+            .expect_success();
+        let dry_run = |manifest: &str| {
+            cp.kubectl_with_stdin(
+                ["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+                manifest,
+            )
+        };
+        let accepted = dry_run(&text);
+        assert!(accepted.success(), "{file}: {accepted}");
+        // Strict: a field the CRD does not know is refused, so the check above means something.
+        let mut typo = object.clone();
+        typo["spec"]["chartVersion"] = "0.1.0".into();
+        let refused = dry_run(&typo.to_string());
+        assert!(
+            !refused.success() && refused.stderr.contains("chartVersion"),
+            "{file} with an unknown field: {refused}"
+        );
+
+        let values = match object.pointer(values_at).unwrap() {
+            serde_json::Value::String(yaml) => yaml.clone(),
+            map => serde_yaml::to_string(map).unwrap(),
+        };
+        let values_file = vmm_testkit::process::run_dir()
+            .unwrap()
+            .join(format!("{file}.values.yaml"));
+        std::fs::write(&values_file, values).unwrap();
+        let rendered = helm([
+            "template".into(),
+            "vmm".into(),
+            chart_dir().into_os_string(),
+            "--values".into(),
+            values_file.into_os_string(),
+        ])
+        .unwrap();
+        assert!(rendered.success(), "{file}'s values: {rendered}");
     }
 }
 

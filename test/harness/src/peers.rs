@@ -16,10 +16,18 @@ use crate::process::{spawn_tied, tied_command};
 /// Environment variable naming a ready peers directory (skips the build script).
 pub const PEERS_DIR_ENV: &str = "VMM_PEERS_DIR";
 
-/// The root of the repository this crate is part of.
+/// The root of the repository being tested: the workspace holding the package
+/// cargo runs (`CARGO_MANIFEST_DIR` at run time), else the one this crate was
+/// compiled in. Cargo reuses a shared target directory's artifacts across
+/// checkouts, so the compile-time path may name another checkout.
 pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest.join("../..");
+    let compiled_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let root = running
+        .iter()
+        .flat_map(|dir| dir.ancestors())
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map_or(compiled_in, Path::to_path_buf);
     root.canonicalize().unwrap_or(root)
 }
 

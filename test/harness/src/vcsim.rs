@@ -14,6 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
+use vmm_api::SourceKind;
+use vmm_providers::Credentials;
+use vmm_providers::vsphere::VsphereClient;
+
 use crate::peers::Peers;
 use crate::process::{LOG_TAIL_LINES, ManagedProcess, ProcessBuilder, StdoutMode, run_dir};
 
@@ -169,6 +173,17 @@ pub struct Vcsim {
     dir: PathBuf,
 }
 
+/// vSphere credentials as a Source's Secret gives them (the only way to make
+/// them: their secret type has no public constructor).
+pub fn credentials(username: &str, password: &str) -> Credentials {
+    let data = [("username", username), ("password", password)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+        .collect();
+    Credentials::from_secret(SourceKind::Vsphere, "test", &data)
+        .expect("a username and a password are vSphere credentials")
+}
+
 impl Vcsim {
     /// A vcsim with the default inventory, shared by the tests of this binary
     /// (started on first use). Tests that change the inventory should start
@@ -306,6 +321,15 @@ impl Vcsim {
     /// serving certificate itself.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// A session of the product's vSphere client as this simulator's user,
+    /// trusting its CA: what a second client (or the controller) opens.
+    pub async fn connect(&self) -> Result<VsphereClient> {
+        let credentials = credentials(self.username(), self.password());
+        VsphereClient::connect(self.url(), &credentials, Some(self.ca_pem()), false)
+            .await
+            .context("connect to vcsim")
     }
 
     /// The serving certificate, PEM.

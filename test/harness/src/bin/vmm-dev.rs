@@ -7,53 +7,39 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use clap::Parser;
 use vmm_testkit::servers::{start_controller, start_inventory_api};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, repo_root};
 
 const DEMO_NAMESPACE: &str = "demo";
 
-const USAGE: &str = "usage: vmm-dev [--vms N] [--state-dir DIR] [--bin-dir DIR]
-
-  --vms N          VMs per resource pool in the simulated vCenter (default 4)
-  --state-dir DIR  where the kubeconfig is written (default <repo>/.vmm)
-  --bin-dir DIR    where vmm-apiserver and vmm-controller are (default: next to vmm-dev)";
-
+/// The whole system on this machine, for trying it out.
+#[derive(Parser)]
+#[command(name = "vmm-dev")]
 struct Args {
+    /// VMs per resource pool in the simulated vCenter.
+    #[arg(long, default_value_t = 4)]
     vms: u32,
-    state_dir: PathBuf,
-    bin_dir: PathBuf,
-}
-
-fn parse_args() -> Result<Args> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let mut parsed = Args {
-        vms: 4,
-        state_dir: repo_root().join(".vmm"),
-        bin_dir: exe.parent().map(Path::to_path_buf).unwrap_or_default(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--vms" => parsed.vms = value()?.parse().context("--vms needs a number")?,
-            "--state-dir" => parsed.state_dir = value()?.into(),
-            "--bin-dir" => parsed.bin_dir = value()?.into(),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    Ok(parsed)
+    /// Where the kubeconfig is written (default <repo>/.vmm).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Where vmm-apiserver and vmm-controller are (default: next to vmm-dev).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
+    let state_dir = args.state_dir.unwrap_or_else(|| repo_root().join(".vmm"));
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .context("cannot find this program's path")?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -63,13 +49,13 @@ fn main() -> Result<()> {
     eprintln!("starting vcsim with {} VMs per pool …", args.vms);
     let vcsim = Vcsim::start(Inventory::with_vms(args.vms))?;
 
-    std::fs::create_dir_all(&args.state_dir)?;
-    let kubeconfig = args.state_dir.join("kubeconfig");
+    std::fs::create_dir_all(&state_dir)?;
+    let kubeconfig = state_dir.join("kubeconfig");
     std::fs::copy(cp.kubeconfig_path(), &kubeconfig).context("writing the kubeconfig")?;
 
     let controller = start_controller(
         &cp,
-        &args.bin_dir.join("vmm-controller"),
+        &bin_dir.join("vmm-controller"),
         cp.kubeconfig_path(),
         &[],
     )?;
@@ -80,7 +66,7 @@ fn main() -> Result<()> {
     );
     let apiserver = runtime.block_on(start_inventory_api(
         &cp,
-        &args.bin_dir.join("vmm-apiserver"),
+        &bin_dir.join("vmm-apiserver"),
         cp.kubeconfig_path(),
     ))?;
     eprintln!(
