@@ -15,24 +15,22 @@ use vmm_api::inventory::PowerState;
 use vmm_providers::vsphere::{
     Attached, DiskBacking, ExportLease, LeaseState, VsphereClient, VsphereError,
 };
+use vmm_testkit::Vcsim;
 use vmm_testkit::vcsim::{Controller, CreatedVm, DiskSpec, NicSpec, VmSpec, sha256_file};
-use vmm_testkit::{Inventory, Vcsim};
 
 const READY: Duration = Duration::from_secs(120);
 
-/// A vcsim without model VMs (the tests make their own).
-async fn start_vcsim(lease_timeout: Option<Duration>) -> Vcsim {
-    let mut inventory = Inventory {
-        vms_per_pool: 0,
-        ..Inventory::default()
-    };
-    if let Some(timeout) = lease_timeout {
-        inventory = inventory.with_lease_timeout(timeout);
-    }
-    tokio::task::spawn_blocking(move || Vcsim::start(inventory))
+/// A vcsim of the test's own with the one VM `spec` describes, and a session.
+async fn vcsim_with_vm(
+    spec: &VmSpec,
+    lease_timeout: Option<Duration>,
+) -> (Vcsim, CreatedVm, VsphereClient) {
+    let vcsim = Vcsim::start_without_vms(lease_timeout)
         .await
-        .unwrap()
-        .expect("start vcsim")
+        .expect("start vcsim");
+    let vm = vcsim.create_vm(spec).await.unwrap();
+    let client = vcsim.connect().await.unwrap();
+    (vcsim, vm, client)
 }
 
 fn scratch() -> PathBuf {
@@ -94,9 +92,25 @@ fn assert_no_password(vcsim: &Vcsim, err: &VsphereError) {
     assert!(!text.contains(vcsim.password()), "{text}");
 }
 
+/// Opens `url`, which must answer 404; returns the error.
+async fn open_disk_not_found(client: &VsphereClient, url: &str) -> VsphereError {
+    let err = client.open_disk(url, 0).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VsphereError::Download {
+                status: Some(404),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    err
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn finds_vms_by_name_and_path() {
-    let vcsim = start_vcsim(None).await;
+    let vcsim = Vcsim::start_without_vms(None).await.expect("start vcsim");
     let prod = vcsim
         .create_vm(
             &VmSpec {
@@ -216,16 +230,11 @@ async fn finds_vms_by_name_and_path() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shuts_the_guest_down_and_waits_for_power_off() {
-    let vcsim = start_vcsim(None).await;
-    let vm = vcsim
-        .create_vm(&VmSpec::new("Guest 1").powered_on(true))
-        .await
-        .unwrap();
+    let (vcsim, vm, client) = vcsim_with_vm(&VmSpec::new("Guest 1").powered_on(true), None).await;
     let slow = vcsim
         .create_vm(&VmSpec::new("Guest 2").powered_on(true))
         .await
         .unwrap();
-    let client = vcsim.connect().await.unwrap();
     assert_eq!(client.power_state(&vm.moref).await.unwrap(), PowerState::On);
 
     // vcsim runs ShutdownGuest as a task that powers the VM off; it does not
@@ -260,18 +269,12 @@ async fn shuts_the_guest_down_and_waits_for_power_off() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exports_two_disks_after_shutdown_and_completes() {
-    let vcsim = start_vcsim(None).await;
-    let vm = vcsim
-        .create_vm(
-            &VmSpec::new("Export Me 01")
-                .disk(DiskSpec::generated(48, 1, 0.5))
-                .disk(DiskSpec::generated(24, 2, 0.25).on(Controller::Sata))
-                .nic(NicSpec::on("VM Network"))
-                .powered_on(true),
-        )
-        .await
-        .unwrap();
-    let client = vcsim.connect().await.unwrap();
+    let spec = VmSpec::new("Export Me 01")
+        .disk(DiskSpec::generated(48, 1, 0.5))
+        .disk(DiskSpec::generated(24, 2, 0.25).on(Controller::Sata))
+        .nic(NicSpec::on("VM Network"))
+        .powered_on(true);
+    let (vcsim, vm, client) = vcsim_with_vm(&spec, None).await;
     client.shutdown_guest(&vm.moref).await.unwrap();
     client
         .wait_powered_off(&vm.moref, Duration::from_secs(30))
@@ -344,16 +347,10 @@ async fn exports_two_disks_after_shutdown_and_completes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exporting_a_powered_on_vm_fails_clearly_without_a_lease() {
-    let vcsim = start_vcsim(None).await;
-    let vm = vcsim
-        .create_vm(
-            &VmSpec::new("Running")
-                .disk(DiskSpec::zeros(8))
-                .powered_on(true),
-        )
-        .await
-        .unwrap();
-    let client = vcsim.connect().await.unwrap();
+    let spec = VmSpec::new("Running")
+        .disk(DiskSpec::zeros(8))
+        .powered_on(true);
+    let (vcsim, vm, client) = vcsim_with_vm(&spec, None).await;
     let err = client.export(&vm.moref).await.unwrap_err();
     match &err {
         VsphereError::InvalidPowerState {
@@ -381,12 +378,8 @@ async fn exporting_a_powered_on_vm_fails_clearly_without_a_lease() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_lease_is_aborted() {
-    let vcsim = start_vcsim(None).await;
-    let vm = vcsim
-        .create_vm(&VmSpec::new("Dropped").disk(DiskSpec::generated(8, 3, 0.5)))
-        .await
-        .unwrap();
-    let client = vcsim.connect().await.unwrap();
+    let spec = VmSpec::new("Dropped").disk(DiskSpec::generated(8, 3, 0.5));
+    let (vcsim, vm, client) = vcsim_with_vm(&spec, None).await;
     let mut lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
     lease.keep_alive(Arc::new(AtomicU8::new(10)));
     assert_eq!(vcsim.open_lease_count().await.unwrap(), 1);
@@ -407,16 +400,10 @@ async fn a_dropped_lease_is_aborted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attaches_to_an_existing_lease() {
-    let vcsim = start_vcsim(None).await;
-    let vm = vcsim
-        .create_vm(
-            &VmSpec::new("Attach Me")
-                .disk(DiskSpec::generated(8, 4, 0.5))
-                .disk(DiskSpec::zeros(4)),
-        )
-        .await
-        .unwrap();
-    let client = vcsim.connect().await.unwrap();
+    let spec = VmSpec::new("Attach Me")
+        .disk(DiskSpec::generated(8, 4, 0.5))
+        .disk(DiskSpec::zeros(4));
+    let (vcsim, vm, client) = vcsim_with_vm(&spec, None).await;
     let lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
     let first: Vec<_> = lease.disks().to_vec();
     let id = lease.detach();
@@ -462,12 +449,8 @@ async fn attaches_to_an_existing_lease() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_without_progress_times_out_and_keep_alive_prevents_it() {
-    let vcsim = start_vcsim(Some(Duration::from_secs(2))).await;
-    let vm = vcsim
-        .create_vm(&VmSpec::new("Slow Reader").disk(DiskSpec::generated(8, 5, 0.5)))
-        .await
-        .unwrap();
-    let client = vcsim.connect().await.unwrap();
+    let spec = VmSpec::new("Slow Reader").disk(DiskSpec::generated(8, 5, 0.5));
+    let (vcsim, vm, client) = vcsim_with_vm(&spec, Some(Duration::from_secs(2))).await;
 
     // Kept alive for three lease timeouts: still ready.
     let mut kept = client.export_with_timeout(&vm.moref, READY).await.unwrap();
@@ -505,17 +488,7 @@ async fn a_lease_without_progress_times_out_and_keep_alive_prevents_it() {
     assert_eq!(vcsim.open_lease_count().await.unwrap(), 0);
 
     // Its URL is dead; the error names neither ticket nor password.
-    let err = client.open_disk(&url, 0).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VsphereError::Download {
-                status: Some(404),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = open_disk_not_found(&client, &url).await;
     let ticket = url.rsplit('/').nth(1).unwrap();
     assert!(!err.to_string().contains(ticket), "{err}");
     eprintln!("{err}");
@@ -523,12 +496,8 @@ async fn a_lease_without_progress_times_out_and_keep_alive_prevents_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn datastore_fallback_reads_the_flat_file_with_range() {
-    let vcsim = start_vcsim(None).await;
-    let vm: CreatedVm = vcsim
-        .create_vm(&VmSpec::new("Fällback 01 ☃").disk(DiskSpec::generated(16, 6, 0.5)))
-        .await
-        .unwrap();
-    let client = vcsim.connect().await.unwrap();
+    let spec = VmSpec::new("Fällback 01 ☃").disk(DiskSpec::generated(16, 6, 0.5));
+    let (vcsim, vm, client) = vcsim_with_vm(&spec, None).await;
     let details = client.vm_details(&vm.moref).await.unwrap();
     let disk = &details.disks[0];
     let url = client
@@ -568,17 +537,7 @@ async fn datastore_fallback_reads_the_flat_file_with_range() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let missing = client.datastore_file_url("/DC0", vcsim.datastore(), "nope/nope-flat.vmdk");
-    let err = client.open_disk(&missing, 0).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VsphereError::Download {
-                status: Some(404),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    open_disk_not_found(&client, &missing).await;
 }
 
 /// ESXi's NFC URLs point at the host, not at vCenter, so the cookie jar
@@ -586,7 +545,7 @@ async fn datastore_fallback_reads_the_flat_file_with_range() {
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_downloads_carry_the_session_cookie_to_other_hosts() {
     use std::io::{Read, Write};
-    let vcsim = start_vcsim(None).await;
+    let vcsim = Vcsim::start_without_vms(None).await.expect("start vcsim");
     let client = vcsim.connect().await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -347,22 +347,30 @@ impl Drop for StubAggregatedServer {
     }
 }
 
-async fn serve_one(
-    acceptor: tokio_rustls::TlsAcceptor,
-    stream: tokio::net::TcpStream,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
-    discovery_path: &str,
-    body: &str,
-) -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tls = acceptor.accept(stream).await?;
-    let server_name = tls.get_ref().1.server_name().map(str::to_owned);
+/// The head of one HTTP/1.1 request, as a test server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// As sent: the path and any query.
+    pub target: String,
+    /// Header names in lower case, values trimmed, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads one request head, up to its blank line, for test servers that
+/// answer one request per connection (what follows the head is not kept).
+/// `None` when the client closes first or sends more than 64 KiB.
+pub async fn read_request_head<S>(stream: &mut S) -> Result<Option<RequestHead>>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tls.read(&mut buf).await?;
+        let n = stream.read(&mut buf).await?;
         if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
+            return Ok(None);
         }
         head.extend_from_slice(&buf[..n]);
     }
@@ -371,13 +379,38 @@ async fn serve_one(
     let mut request_line = lines.next().unwrap_or_default().split(' ');
     let method = request_line.next().unwrap_or_default().to_string();
     let target = request_line.next().unwrap_or_default().to_string();
-    let path = target.split('?').next().unwrap_or_default().to_string();
     let headers = lines
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let (status, body) = if method == "GET" && path == discovery_path {
+    Ok(Some(RequestHead {
+        method,
+        target,
+        headers,
+    }))
+}
+
+async fn serve_one(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+    discovery_path: &str,
+    body: &str,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = acceptor.accept(stream).await?;
+    let server_name = tls.get_ref().1.server_name().map(str::to_owned);
+    let Some(head) = read_request_head(&mut tls).await? else {
+        return Ok(());
+    };
+    let path = head
+        .target
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let (status, body) = if head.method == "GET" && path == discovery_path {
         ("200 OK", body.to_string())
     } else {
         (
@@ -389,9 +422,9 @@ async fn serve_one(
         .unwrap_or_else(|p| p.into_inner())
         .push(SeenRequest {
             server_name,
-            method,
+            method: head.method,
             path,
-            headers,
+            headers: head.headers,
         });
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

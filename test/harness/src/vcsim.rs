@@ -287,6 +287,18 @@ impl Vcsim {
         })
     }
 
+    /// A vcsim of the caller's own with no VMs (the test creates its own, so
+    /// the peer's lease and cache counts are the test's alone), with
+    /// `-lease-timeout` when given. [`start`](Self::start) blocks, so it runs
+    /// off the async runtime.
+    pub async fn start_without_vms(lease_timeout: Option<Duration>) -> Result<Vcsim> {
+        let mut inventory = Inventory::with_vms(0);
+        if let Some(timeout) = lease_timeout {
+            inventory = inventory.with_lease_timeout(timeout);
+        }
+        tokio::task::spawn_blocking(move || Vcsim::start(inventory)).await?
+    }
+
     /// Everything the ready line said.
     pub fn info(&self) -> &VcsimInfo {
         &self.info

@@ -17,11 +17,12 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, PostParams};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use vmm_testkit::aggregation::read_request_head;
 use vmm_testkit::harvester::{
-    ERROR_ANNOTATION, ImageController, OWNED_BY_ANNOTATION, Options, Outcome, Requester,
-    SHA256_ANNOTATION, SentRequest, VOLUME_CLAIM_TEMPLATES_ANNOTATION, image_resource,
-    kubevirt_vm_resource,
+    ERROR_ANNOTATION, ImageController, ImportRecord, OWNED_BY_ANNOTATION, Options, Outcome,
+    Requester, SHA256_ANNOTATION, SentRequest, VOLUME_CLAIM_TEMPLATES_ANNOTATION, VmRecord,
+    image_resource, kubevirt_vm_resource,
 };
 use vmm_testkit::{ControlPlane, TestNamespace};
 
@@ -72,7 +73,11 @@ impl Drop for DiskServer {
 }
 
 impl DiskServer {
-    async fn start(data: Arc<Vec<u8>>, behaviour: Behaviour) -> DiskServer {
+    /// Serves `data` over HTTP, answering as the default [`Behaviour`]
+    /// changed by `tweak`.
+    async fn start(data: Arc<Vec<u8>>, tweak: impl FnOnce(&mut Behaviour)) -> DiskServer {
+        let mut behaviour = Behaviour::default();
+        tweak(&mut behaviour);
         Self::start_tls(data, behaviour, None).await
     }
 
@@ -152,25 +157,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     behaviour: &Behaviour,
     seen: &Mutex<Vec<Seen>>,
 ) -> Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() > 64 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_owned();
-    let path = request_line.next().unwrap_or_default().to_owned();
-    let range = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case("range"))
-        .map(|(_, v)| v.trim().to_owned());
+    let Some(head) = read_request_head(&mut stream).await? else {
+        return Ok(());
+    };
+    let (method, path) = (head.method, head.target);
+    let range = head
+        .headers
+        .into_iter()
+        .find_map(|(name, value)| (name == "range").then_some(value));
     let nth_range = {
         let mut seen = seen.lock().expect("lock");
         seen.push(Seen {
@@ -280,10 +274,9 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Test options: short delays, this namespace only.
-fn options(namespace: &str) -> Options {
+/// Test options: short delays ([`Fixture::new`] adds the namespace).
+fn options() -> Options {
     Options {
-        namespace: Some(namespace.to_owned()),
         retry_delay: Duration::from_millis(200),
         progress_interval: Duration::from_millis(100),
         idle_timeout: Duration::from_secs(10),
@@ -291,40 +284,128 @@ fn options(namespace: &str) -> Options {
     }
 }
 
-fn images(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), namespace, &image_resource())
+/// One test's own namespace on the shared control plane, a client, and a
+/// stand-in that watches only that namespace.
+struct Fixture {
+    // Fields drop in this order: the stand-in stops before its namespace goes.
+    controller: ImageController,
+    client: kube::Client,
+    ns: TestNamespace<'static>,
 }
 
-/// Creates a download image; `spec` is merged over the required fields.
-async fn create_image(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    url: &str,
-    spec: Value,
-) -> DynamicObject {
-    let mut full = json!({"displayName": name, "sourceType": "download", "url": url});
-    if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
-        full.extend(extra.clone());
+impl Fixture {
+    fn new(prefix: &str, options: Options) -> Fixture {
+        let cp = ControlPlane::shared();
+        let ns = TestNamespace::new(cp, prefix).expect("namespace");
+        let client = cp.client();
+        let options = Options {
+            namespace: Some(ns.name().to_owned()),
+            ..options
+        };
+        let controller = ImageController::start(client.clone(), options).expect("start");
+        Fixture {
+            controller,
+            client,
+            ns,
+        }
     }
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "harvesterhci.io/v1beta1",
-        "kind": "VirtualMachineImage",
-        "metadata": {"name": name},
-        "spec": full,
-    }))
-    .expect("image object");
-    images(client, namespace)
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("create image")
+
+    fn ns(&self) -> &str {
+        self.ns.name()
+    }
+
+    fn images(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), self.ns(), &image_resource())
+    }
+
+    /// Creates a download image; `spec` is merged over the required fields.
+    async fn create_image(&self, name: &str, url: &str, spec: Value) -> DynamicObject {
+        let mut full = json!({"displayName": name, "sourceType": "download", "url": url});
+        if let (Some(full), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
+            full.extend(extra.clone());
+        }
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "harvesterhci.io/v1beta1",
+            "kind": "VirtualMachineImage",
+            "metadata": {"name": name},
+            "spec": full,
+        }))
+        .expect("image object");
+        self.images()
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("create image")
+    }
+
+    async fn get_image(&self, name: &str) -> DynamicObject {
+        self.images().get(name).await.expect("get image")
+    }
+
+    /// The stand-in's record once image `name` is imported or failed for good.
+    async fn finished(&self, name: &str) -> ImportRecord {
+        self.controller
+            .wait_finished(self.ns(), name, WAIT)
+            .await
+            .expect("finished")
+    }
+
+    /// The stand-in's record once image `name` is imported (panics if it
+    /// failed for good).
+    async fn imported(&self, name: &str) -> ImportRecord {
+        self.controller
+            .wait_imported(self.ns(), name, WAIT)
+            .await
+            .expect("imported")
+    }
+
+    /// Waits for image `name` to fail for good with a message containing
+    /// `needle`; returns the record and the image.
+    async fn failed_with(&self, name: &str, needle: &str) -> (ImportRecord, DynamicObject) {
+        let record = self.finished(name).await;
+        assert!(failure(&record).contains(needle), "{name}: {record:?}");
+        let image = self.get_image(name).await;
+        assert_eq!(
+            cond_field(&image, "RetryLimitExceeded", "status"),
+            "True",
+            "{name}"
+        );
+        (record, image)
+    }
+
+    /// A StorageClass for `spec.targetStorageClassName` (cluster-scoped, so
+    /// named after the namespace).
+    async fn target_storage_class(&self) -> String {
+        let name = format!("{}-target", self.ns());
+        let sc = StorageClass {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
+            provisioner: "csi.example.com".to_owned(),
+            ..StorageClass::default()
+        };
+        Api::<StorageClass>::all(self.client.clone())
+            .create(&PostParams::default(), &sc)
+            .await
+            .expect("target StorageClass");
+        name
+    }
+
+    /// Deletes a StorageClass the test made: cluster-scoped, so it does not
+    /// go with the namespace.
+    async fn delete_storage_class(&self, name: &str) {
+        let _ = Api::<StorageClass>::all(self.client.clone())
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
 }
 
-async fn get_image(client: &kube::Client, namespace: &str, name: &str) -> DynamicObject {
-    images(client, namespace)
-        .get(name)
-        .await
-        .expect("get image")
+/// The message of an import that failed for good (panics on any other outcome).
+fn failure(record: &ImportRecord) -> &str {
+    match &record.outcome {
+        Outcome::Failed(message) => message,
+        _ => panic!("not failed for good: {record:?}"),
+    }
 }
 
 fn condition<'a>(image: &'a DynamicObject, type_: &str) -> Option<&'a Value> {
@@ -360,19 +441,15 @@ fn sent(by: Requester, method: &'static str, range: Option<&str>, status: u16) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_raw_file_is_imported_with_one_full_get() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-import").expect("namespace");
-    let client = cp.client();
+    let t = Fixture::new("standin-import", options());
     let data = disk_bytes((3 << 20) + 4321);
-    let behaviour = Behaviour {
-        throttle: Some(Duration::from_millis(15)),
-        ..Behaviour::default()
-    };
-    let server = DiskServer::start(data.clone(), behaviour).await;
-    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
+    let server = DiskServer::start(data.clone(), |b| {
+        b.throttle = Some(Duration::from_millis(15));
+    })
+    .await;
 
     // Watch the image while it imports: progress must move and stay below 100.
-    let poll_api = images(&client, ns.name());
+    let poll_api = t.images();
     let observed = tokio::spawn(async move {
         let mut seen = Vec::new();
         for _ in 0..400 {
@@ -393,12 +470,9 @@ async fn a_served_raw_file_is_imported_with_one_full_get() {
         seen
     });
 
-    let created = create_image(&client, ns.name(), "disk-0", &server.url(), json!({})).await;
+    let created = t.create_image("disk-0", &server.url(), json!({})).await;
     let uid = created.metadata.uid.clone().expect("uid");
-    let record = controller
-        .wait_imported(ns.name(), "disk-0", WAIT)
-        .await
-        .expect("imported");
+    let record = t.imported("disk-0").await;
     let expected_sha = sha256_hex(&data);
     assert_eq!(record.sha256.as_deref(), Some(expected_sha.as_str()));
     assert_eq!(record.bytes, data.len() as u64);
@@ -415,7 +489,7 @@ async fn a_served_raw_file_is_imported_with_one_full_get() {
     );
     assert_eq!(server.counts("/disk.img"), (2, 1, 0), "{:?}", server.seen());
 
-    let image = get_image(&client, ns.name(), "disk-0").await;
+    let image = t.get_image("disk-0").await;
     let status = &image.data["status"];
     let sc_name = format!("lh-{uid}");
     assert_eq!(status["progress"], 100);
@@ -456,7 +530,8 @@ async fn a_served_raw_file_is_imported_with_one_full_get() {
         Some(&expected_sha)
     );
 
-    let sc = Api::<StorageClass>::all(client.clone())
+    let storage_classes = Api::<StorageClass>::all(t.client.clone());
+    let sc = storage_classes
         .get(&sc_name)
         .await
         .expect("the image's StorageClass");
@@ -481,11 +556,10 @@ async fn a_served_raw_file_is_imported_with_one_full_get() {
     );
 
     // Deleting the image deletes its StorageClass, as in Harvester.
-    images(&client, ns.name())
+    t.images()
         .delete("disk-0", &DeleteParams::default())
         .await
         .expect("delete image");
-    let storage_classes = Api::<StorageClass>::all(client);
     let deadline = tokio::time::Instant::now() + WAIT;
     while storage_classes
         .get_opt(&sc_name)
@@ -503,28 +577,12 @@ async fn a_served_raw_file_is_imported_with_one_full_get() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_answered_500_is_retried_until_the_limit() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-get500").expect("namespace");
-    let client = cp.client();
-    let behaviour = Behaviour {
-        get_status: Some(500),
-        ..Behaviour::default()
-    };
-    let server = DiskServer::start(disk_bytes(64 << 10), behaviour).await;
-    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
-    create_image(
-        &client,
-        ns.name(),
-        "flaky",
-        &server.url(),
-        json!({"retry": 1}),
-    )
-    .await;
+    let t = Fixture::new("standin-get500", options());
+    let server = DiskServer::start(disk_bytes(64 << 10), |b| b.get_status = Some(500)).await;
+    t.create_image("flaky", &server.url(), json!({"retry": 1}))
+        .await;
 
-    let record = controller
-        .wait_finished(ns.name(), "flaky", WAIT)
-        .await
-        .expect("finished");
+    let record = t.finished("flaky").await;
     let expected = format!(
         "retry attempted 1/1 failed due to error: expected status code 200 from {}, got 500 Internal Server Error",
         server.url()
@@ -533,7 +591,7 @@ async fn a_get_answered_500_is_retried_until_the_limit() {
     assert_eq!(record.attempts, 2);
     assert_eq!(server.counts("/disk.img"), (4, 2, 0), "{:?}", server.seen());
 
-    let image = get_image(&client, ns.name(), "flaky").await;
+    let image = t.get_image("flaky").await;
     assert_eq!(image.data["status"]["failed"], 2);
     assert!(
         image.data["status"]["lastFailedTime"]
@@ -554,61 +612,26 @@ async fn a_get_answered_500_is_retried_until_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_answers_decide_who_fails() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-head").expect("namespace");
-    let client = cp.client();
+    let t = Fixture::new("standin-head", options());
     let data = disk_bytes(64 << 10);
     // 405: already Harvester's own HEAD (200–399) fails: Initialized=False.
-    let refused = DiskServer::start(
-        data.clone(),
-        Behaviour {
-            head_status: Some(405),
-            ..Behaviour::default()
-        },
-    )
-    .await;
+    let refused = DiskServer::start(data.clone(), |b| b.head_status = Some(405)).await;
     // 204: Harvester accepts it, Longhorn (exactly 200) does not.
-    let no_content = DiskServer::start(
-        data,
-        Behaviour {
-            head_status: Some(204),
-            ..Behaviour::default()
-        },
-    )
-    .await;
-    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
-    create_image(
-        &client,
-        ns.name(),
-        "refused",
-        &refused.url(),
-        json!({"retry": 1}),
-    )
-    .await;
-    create_image(
-        &client,
-        ns.name(),
-        "nocontent",
-        &no_content.url(),
-        json!({"retry": 0}),
-    )
-    .await;
+    let no_content = DiskServer::start(data, |b| b.head_status = Some(204)).await;
+    t.create_image("refused", &refused.url(), json!({"retry": 1}))
+        .await;
+    t.create_image("nocontent", &no_content.url(), json!({"retry": 0}))
+        .await;
 
-    let record = controller
-        .wait_finished(ns.name(), "refused", WAIT)
-        .await
-        .expect("finished");
-    assert!(
-        matches!(&record.outcome, Outcome::Failed(m)
-        if m.ends_with(&format!("got 405 status code from {}", refused.url()))),
-        "{record:?}"
-    );
+    let record = t.finished("refused").await;
+    let refused_by = format!("got 405 status code from {}", refused.url());
+    assert!(failure(&record).ends_with(&refused_by), "{record:?}");
     assert_eq!(
         refused.counts("/disk.img"),
         (2, 0, 0),
         "no GET after a refused HEAD"
     );
-    let image = get_image(&client, ns.name(), "refused").await;
+    let image = t.get_image("refused").await;
     assert_eq!(image.data["status"]["failed"], 2);
     assert_eq!(cond_field(&image, "RetryLimitExceeded", "status"), "True");
     assert_eq!(cond_field(&image, "Initialized", "status"), "False");
@@ -618,17 +641,16 @@ async fn head_answers_decide_who_fails() {
         image.data["status"]
     );
 
-    let record = controller
-        .wait_finished(ns.name(), "nocontent", WAIT)
-        .await
-        .expect("finished");
-    assert!(
-        matches!(&record.outcome, Outcome::Failed(m)
-        if m == &format!("failed due to error: expected status code 200 from {}, got 204 No Content", no_content.url())),
-        "{record:?}"
+    let record = t.finished("nocontent").await;
+    assert_eq!(
+        failure(&record),
+        format!(
+            "failed due to error: expected status code 200 from {}, got 204 No Content",
+            no_content.url()
+        )
     );
     assert_eq!(no_content.counts("/disk.img"), (2, 0, 0));
-    let image = get_image(&client, ns.name(), "nocontent").await;
+    let image = t.get_image("nocontent").await;
     assert_eq!(cond_field(&image, "Initialized", "status"), "True");
     assert_eq!(cond_field(&image, "Imported", "status"), "False");
     assert_eq!(image.data["status"]["failed"], 1);
@@ -637,72 +659,32 @@ async fn head_answers_decide_who_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_or_short_body_fails_the_attempt() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-body").expect("namespace");
-    let client = cp.client();
-    let data = disk_bytes(2 << 20);
-    let stalled = DiskServer::start(
-        data.clone(),
-        Behaviour {
-            stall: Some((1 << 20, Duration::from_secs(6))),
-            ..Behaviour::default()
-        },
-    )
-    .await;
-    let short = DiskServer::start(
-        data,
-        Behaviour {
-            short_by: 1000,
-            ..Behaviour::default()
-        },
-    )
-    .await;
-    let controller = ImageController::start(
-        client.clone(),
+    let t = Fixture::new(
+        "standin-body",
         Options {
             idle_timeout: Duration::from_secs(1),
-            ..options(ns.name())
+            ..options()
         },
-    )
-    .expect("start");
-    create_image(
-        &client,
-        ns.name(),
-        "stalled",
-        &stalled.url(),
-        json!({"retry": 0}),
-    )
+    );
+    let data = disk_bytes(2 << 20);
+    let stalled = DiskServer::start(data.clone(), |b| {
+        b.stall = Some((1 << 20, Duration::from_secs(6)));
+    })
     .await;
-    create_image(
-        &client,
-        ns.name(),
-        "short",
-        &short.url(),
-        json!({"retry": 0}),
-    )
-    .await;
+    let short = DiskServer::start(data, |b| b.short_by = 1000).await;
+    t.create_image("stalled", &stalled.url(), json!({"retry": 0}))
+        .await;
+    t.create_image("short", &short.url(), json!({"retry": 0}))
+        .await;
 
     for (name, needle) in [
         ("stalled", "idle timeout"),
         ("short", "read the response body"),
     ] {
-        let record = controller
-            .wait_finished(ns.name(), name, WAIT)
-            .await
-            .expect("finished");
-        assert!(
-            matches!(&record.outcome, Outcome::Failed(m) if m.contains(needle)),
-            "{name}: {record:?}"
-        );
+        let (record, image) = t.failed_with(name, needle).await;
         assert_eq!(record.full_gets(), 1, "{name}: no resume, no Range");
         assert_eq!(record.ranged_gets(), 0, "{name}");
-        let image = get_image(&client, ns.name(), name).await;
         assert_eq!(cond_field(&image, "Imported", "status"), "False", "{name}");
-        assert_eq!(
-            cond_field(&image, "RetryLimitExceeded", "status"),
-            "True",
-            "{name}"
-        );
         assert!(
             image
                 .metadata
@@ -716,10 +698,6 @@ async fn a_stalled_or_short_body_fails_the_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_is_verified_against_the_additional_ca() {
-    let cp = ControlPlane::shared();
-    let trusted = TestNamespace::new(cp, "standin-tls").expect("namespace");
-    let untrusted = TestNamespace::new(cp, "standin-tls-no-ca").expect("namespace");
-    let client = cp.client();
     let dir = vmm_testkit::process::run_dir().expect("run dir");
     let ca = vmm_testkit::pki::Ca::new(&dir, "disk-ca", "disk server CA").expect("CA");
     let serving = ca
@@ -730,28 +708,23 @@ async fn https_is_verified_against_the_additional_ca() {
     let server = DiskServer::start_tls(data.clone(), Behaviour::default(), Some(acceptor)).await;
     let url = format!("{}/redirect", server.base);
 
-    let with_ca = ImageController::start(
-        client.clone(),
+    let trusted = Fixture::new(
+        "standin-tls",
         Options {
             additional_ca_pem: Some(ca.cert_pem().to_owned()),
-            ..options(trusted.name())
+            ..options()
         },
-    )
-    .expect("start");
-    let without_ca =
-        ImageController::start(client.clone(), options(untrusted.name())).expect("start");
-    create_image(&client, trusted.name(), "tls", &url, json!({})).await;
-    create_image(&client, untrusted.name(), "tls", &url, json!({"retry": 0})).await;
+    );
+    let untrusted = Fixture::new("standin-tls-no-ca", options());
+    trusted.create_image("tls", &url, json!({})).await;
+    untrusted
+        .create_image("tls", &url, json!({"retry": 0}))
+        .await;
 
-    let record = with_ca
-        .wait_imported(trusted.name(), "tls", WAIT)
-        .await
-        .expect("imported over HTTPS, redirect followed");
+    // Imported over HTTPS, the redirect followed.
+    let record = trusted.imported("tls").await;
     assert_eq!(record.sha256, Some(sha256_hex(&data)));
-    let record = without_ca
-        .wait_finished(untrusted.name(), "tls", WAIT)
-        .await
-        .expect("finished");
+    let record = untrusted.finished("tls").await;
     assert!(matches!(record.outcome, Outcome::Failed(_)), "{record:?}");
     assert_eq!(
         record.requests.len(),
@@ -759,7 +732,7 @@ async fn https_is_verified_against_the_additional_ca() {
         "only Harvester's HEAD: {record:?}"
     );
     assert_eq!(record.requests[0].status, None);
-    let image = get_image(&client, untrusted.name(), "tls").await;
+    let image = untrusted.get_image("tls").await;
     assert_eq!(cond_field(&image, "Initialized", "status"), "False");
     // Both HEADs and the GET went through the redirect.
     assert_eq!(server.counts("/redirect"), (2, 1, 0), "{:?}", server.seen());
@@ -781,75 +754,30 @@ fn tls_acceptor(serving: &vmm_testkit::pki::CertFiles) -> Result<tokio_rustls::T
 
 // --- tests: backend cdi ---------------------------------------------------------
 
-/// A StorageClass for `spec.targetStorageClassName` (cluster-scoped, so
-/// named after the namespace).
-async fn target_storage_class(client: &kube::Client, namespace: &str) -> String {
-    let name = format!("{namespace}-target");
-    let sc = StorageClass {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..ObjectMeta::default()
-        },
-        provisioner: "csi.example.com".to_owned(),
-        ..StorageClass::default()
-    };
-    Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &sc)
-        .await
-        .expect("target StorageClass");
-    name
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdi_needs_content_length_and_ranges() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-cdi-probe").expect("namespace");
-    let client = cp.client();
-    let target = target_storage_class(&client, ns.name()).await;
+    let t = Fixture::new("standin-cdi-probe", options());
+    let target = t.target_storage_class().await;
     let data = disk_bytes(256 << 10);
-    let no_length = DiskServer::start(
-        data.clone(),
-        Behaviour {
-            no_head_length: true,
-            ranges: true,
-            ..Behaviour::default()
-        },
-    )
+    let no_length = DiskServer::start(data.clone(), |b| {
+        b.no_head_length = true;
+        b.ranges = true;
+    })
     .await;
-    let no_ranges = DiskServer::start(data, Behaviour::default()).await;
-    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
+    let no_ranges = DiskServer::start(data, |_| {}).await;
     let spec = json!({"backend": "cdi", "retry": 0, "targetStorageClassName": target});
-    create_image(
-        &client,
-        ns.name(),
-        "no-length",
-        &no_length.url(),
-        spec.clone(),
-    )
-    .await;
-    create_image(&client, ns.name(), "no-ranges", &no_ranges.url(), spec).await;
+    t.create_image("no-length", &no_length.url(), spec.clone())
+        .await;
+    t.create_image("no-ranges", &no_ranges.url(), spec).await;
 
     for (name, needle) in [
         ("no-length", "Content-Length is not found in the header"),
         ("no-ranges", "expected status code 206"),
     ] {
-        let record = controller
-            .wait_finished(ns.name(), name, WAIT)
-            .await
-            .expect("finished");
-        assert!(
-            matches!(&record.outcome, Outcome::Failed(m) if m.contains(needle)),
-            "{name}: {record:?}"
-        );
-        let image = get_image(&client, ns.name(), name).await;
+        let (_, image) = t.failed_with(name, needle).await;
         assert_eq!(
             cond_field(&image, "Initialized", "status"),
             "False",
-            "{name}"
-        );
-        assert_eq!(
-            cond_field(&image, "RetryLimitExceeded", "status"),
-            "True",
             "{name}"
         );
     }
@@ -859,43 +787,30 @@ async fn cdi_needs_content_length_and_ranges() {
         "{:?}",
         no_length.seen()
     );
-    let _ = Api::<StorageClass>::all(client)
-        .delete(&target, &DeleteParams::default())
-        .await;
+    t.delete_storage_class(&target).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdi_imports_with_ranged_reads() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-cdi").expect("namespace");
-    let client = cp.client();
-    let target = target_storage_class(&client, ns.name()).await;
-    let data = disk_bytes((3 << 20) + 4321);
-    let server = DiskServer::start(
-        data.clone(),
-        Behaviour {
-            ranges: true,
-            // A Range-blind GET would fail: the importer must not use one.
-            get_status: Some(500),
-            ..Behaviour::default()
-        },
-    )
-    .await;
-    let controller = ImageController::start(
-        client.clone(),
+    let t = Fixture::new(
+        "standin-cdi",
         Options {
             cdi_chunk_size: 1 << 20,
-            ..options(ns.name())
+            ..options()
         },
-    )
-    .expect("start");
+    );
+    let target = t.target_storage_class().await;
+    let data = disk_bytes((3 << 20) + 4321);
+    let server = DiskServer::start(data.clone(), |b| {
+        b.ranges = true;
+        // A Range-blind GET would fail: the importer must not use one.
+        b.get_status = Some(500);
+    })
+    .await;
     let spec = json!({"backend": "cdi", "targetStorageClassName": target});
-    create_image(&client, ns.name(), "cdi-disk", &server.url(), spec).await;
+    t.create_image("cdi-disk", &server.url(), spec).await;
 
-    let record = controller
-        .wait_imported(ns.name(), "cdi-disk", WAIT)
-        .await
-        .expect("imported");
+    let record = t.imported("cdi-disk").await;
     assert_eq!(record.sha256, Some(sha256_hex(&data)));
     assert_eq!(record.heads(), 1);
     assert_eq!(record.full_gets(), 0);
@@ -919,58 +834,64 @@ async fn cdi_imports_with_ranged_reads() {
     );
     assert_eq!(server.counts("/disk.img"), (1, 0, 5), "{:?}", server.seen());
 
-    let image = get_image(&client, ns.name(), "cdi-disk").await;
+    let image = t.get_image("cdi-disk").await;
     assert_eq!(image.data["status"]["storageClassName"], target.as_str());
     assert_eq!(image.data["status"]["size"], data.len());
     assert_eq!(image.data["status"]["virtualSize"], data.len());
     assert_eq!(image.data["status"]["progress"], 100);
     assert_eq!(cond_field(&image, "Imported", "status"), "True");
-    let _ = Api::<StorageClass>::all(client)
-        .delete(&target, &DeleteParams::default())
-        .await;
+    t.delete_storage_class(&target).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdi_importer_failures_are_retried_without_counting() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-cdi-retry").expect("namespace");
-    let client = cp.client();
-    let target = target_storage_class(&client, ns.name()).await;
+    let t = Fixture::new("standin-cdi-retry", options());
+    let target = t.target_storage_class().await;
     let data = disk_bytes(1 << 20);
-    let server = DiskServer::start(
-        data.clone(),
-        Behaviour {
-            ranges: true,
-            // 1 is Harvester's header probe, 2 the importer's first read.
-            fail_nth_range: Some(2),
-            ..Behaviour::default()
-        },
-    )
+    let server = DiskServer::start(data.clone(), |b| {
+        b.ranges = true;
+        // 1 is Harvester's header probe, 2 the importer's first read.
+        b.fail_nth_range = Some(2);
+    })
     .await;
-    let controller = ImageController::start(client.clone(), options(ns.name())).expect("start");
     let spec = json!({"backend": "cdi", "retry": 0, "targetStorageClassName": target});
-    create_image(&client, ns.name(), "cdi-retry", &server.url(), spec).await;
+    t.create_image("cdi-retry", &server.url(), spec).await;
 
-    let record = controller
-        .wait_imported(ns.name(), "cdi-retry", WAIT)
-        .await
-        .expect("imported after the importer ran again");
+    // Imported after the importer ran again.
+    let record = t.imported("cdi-retry").await;
     assert_eq!(record.sha256, Some(sha256_hex(&data)));
     assert_eq!(record.attempts, 2, "{record:?}");
     assert_eq!(record.errors.len(), 1, "{record:?}");
     assert!(record.errors[0].contains("got 500"), "{record:?}");
-    let image = get_image(&client, ns.name(), "cdi-retry").await;
+    let image = t.get_image("cdi-retry").await;
     assert_eq!(
         image.data["status"]["failed"], 0,
         "DataVolume failures never reach the image"
     );
     assert_eq!(cond_field(&image, "Imported", "status"), "True");
-    let _ = Api::<StorageClass>::all(client)
-        .delete(&target, &DeleteParams::default())
-        .await;
+    t.delete_storage_class(&target).await;
 }
 
 // --- tests: the VM controller part ------------------------------------------------
+
+impl Fixture {
+    fn vms(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), self.ns(), &kubevirt_vm_resource())
+    }
+
+    /// Creates VM `name` with these volume claim templates and volumes, and
+    /// waits until the VM part has handled it.
+    async fn create_vm(&self, name: &str, templates: &Value, claims: &[&str]) -> VmRecord {
+        self.vms()
+            .create(&PostParams::default(), &vm_object(name, templates, claims))
+            .await
+            .expect("create VM");
+        self.controller
+            .wait_vm(self.ns(), name, WAIT)
+            .await
+            .expect("VM handled")
+    }
+}
 
 fn vm_object(name: &str, templates: &Value, claims: &[&str]) -> DynamicObject {
     let volumes: Vec<Value> = claims
@@ -1007,34 +928,17 @@ fn pvc_template(name: &str, image_id: &str, class: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_claim_templates_become_pvcs() {
-    let cp = ControlPlane::shared();
-    let ns = TestNamespace::new(cp, "standin-vm").expect("namespace");
-    let namespace = ns.name();
-    let client = cp.client();
-    let server = DiskServer::start(disk_bytes(64 << 10), Behaviour::default()).await;
-    let controller = ImageController::start(client.clone(), options(namespace)).expect("start");
-    create_image(&client, namespace, "img", &server.url(), json!({})).await;
-    let record = controller
-        .wait_imported(namespace, "img", WAIT)
-        .await
-        .expect("imported");
+    let t = Fixture::new("standin-vm", options());
+    let namespace = t.ns();
+    let server = DiskServer::start(disk_bytes(64 << 10), |_| {}).await;
+    t.create_image("img", &server.url(), json!({})).await;
+    let record = t.imported("img").await;
     let class = record.storage_class_name.clone().expect("storage class");
     let image_id = format!("{namespace}/img");
-    let vms: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &kubevirt_vm_resource());
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(t.client.clone(), namespace);
 
     let good = json!([pvc_template("good-disk-0-abcde", &image_id, &class)]);
-    vms.create(
-        &PostParams::default(),
-        &vm_object("good", &good, &["good-disk-0-abcde"]),
-    )
-    .await
-    .expect("create VM");
-    let vm = controller
-        .wait_vm(namespace, "good", WAIT)
-        .await
-        .expect("VM handled");
+    let vm = t.create_vm("good", &good, &["good-disk-0-abcde"]).await;
     assert_eq!(vm.error(), None);
     assert_eq!(vm.created_pvcs, ["good-disk-0-abcde"]);
     assert_eq!(vm.owned_pvcs, ["good-disk-0-abcde"]);
@@ -1061,22 +965,14 @@ async fn volume_claim_templates_become_pvcs() {
         pvc_template("bad-format", "img", &class),
         pvc_template("bad-class", &image_id, "longhorn"),
     ]);
-    vms.create(
-        &PostParams::default(),
-        &vm_object("bad", &bad, &["bad-missing", "bad-format", "bad-class"]),
-    )
-    .await
-    .expect("create VM");
-    let vm = controller
-        .wait_vm(namespace, "bad", WAIT)
-        .await
-        .expect("VM handled");
+    let claims = ["bad-missing", "bad-format", "bad-class"];
+    let vm = t.create_vm("bad", &bad, &claims).await;
     assert_eq!(vm.errors.len(), 3, "{vm:?}");
     assert!(
         vm.created_pvcs.is_empty() && vm.owned_pvcs.is_empty(),
         "{vm:?}"
     );
-    let error = controller.vm_error(namespace, "bad").expect("error");
+    let error = t.controller.vm_error(namespace, "bad").expect("error");
     for needle in [
         "not found",
         "not <namespace>/<name>",
@@ -1084,10 +980,10 @@ async fn volume_claim_templates_become_pvcs() {
     ] {
         assert!(error.contains(needle), "{needle}: {error}");
     }
-    for name in ["bad-missing", "bad-format", "bad-class"] {
+    for name in claims {
         assert!(pvcs.get_opt(name).await.expect("get").is_none(), "{name}");
     }
-    let vm = vms.get("bad").await.expect("VM");
+    let vm = t.vms().get("bad").await.expect("VM");
     assert_eq!(
         vm.metadata
             .annotations
@@ -1096,8 +992,6 @@ async fn volume_claim_templates_become_pvcs() {
         Some(&error)
     );
     if let Some(class) = record.storage_class_name {
-        let _ = Api::<StorageClass>::all(client)
-            .delete(&class, &DeleteParams::default())
-            .await;
+        t.delete_storage_class(&class).await;
     }
 }

@@ -12,30 +12,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use tokio::io::AsyncWriteExt;
+use vmm_testkit::Vcsim;
 use vmm_testkit::process::run_dir;
 use vmm_testkit::vcsim::soap::{DeviceUrl, SoapFault, SoapSession};
 use vmm_testkit::vcsim::{
     Controller, CreatedDisk, DiskSpec, ExportFault, Firmware, NetworkKind, NetworkSpec, NicModel,
     NicSpec, VmSpec, sha256_bytes, sha256_file,
 };
-use vmm_testkit::{Inventory, Vcsim};
 
 const READY_WAIT: Duration = Duration::from_secs(120);
-
-/// A vcsim without model VMs (the tests make their own).
-async fn start_vcsim(lease_timeout: Option<Duration>) -> Vcsim {
-    let mut inventory = Inventory {
-        vms_per_pool: 0,
-        ..Inventory::default()
-    };
-    if let Some(timeout) = lease_timeout {
-        inventory = inventory.with_lease_timeout(timeout);
-    }
-    tokio::task::spawn_blocking(move || Vcsim::start(inventory))
-        .await
-        .expect("join")
-        .expect("start vcsim")
-}
 
 /// GETs `url` into `dest`; returns the byte count.
 async fn download(http: &reqwest::Client, url: &str, dest: &Path) -> Result<u64> {
@@ -171,7 +156,7 @@ async fn status_of(http: &reqwest::Client, url: &str) -> reqwest::StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_disks_are_stream_optimized_copies_of_the_flat_files() {
-    let vcsim = start_vcsim(None).await;
+    let vcsim = Vcsim::start_without_vms(None).await.expect("start vcsim");
     let http = vcsim.http_client().unwrap();
     let dir = run_dir().unwrap();
 
@@ -369,7 +354,7 @@ async fn exported_disks_are_stream_optimized_copies_of_the_flat_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_of_a_powered_on_vm_fails_with_invalid_power_state() {
-    let vcsim = start_vcsim(None).await;
+    let vcsim = Vcsim::start_without_vms(None).await.expect("start vcsim");
     let vm = vcsim
         .create_vm(
             &VmSpec::new("running vm")
@@ -393,7 +378,9 @@ async fn export_of_a_powered_on_vm_fails_with_invalid_power_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_without_progress_times_out_and_stops_serving() {
-    let vcsim = start_vcsim(Some(Duration::from_secs(2))).await;
+    let vcsim = Vcsim::start_without_vms(Some(Duration::from_secs(2)))
+        .await
+        .expect("start vcsim");
     assert_eq!(vcsim.info().lease_timeout_seconds, Some(2.0));
     let http = vcsim.http_client().unwrap();
     let vm = vcsim
@@ -439,7 +426,7 @@ async fn a_lease_without_progress_times_out_and_stops_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_injected_faults_raw_file_disks_and_the_conversion_cache() {
-    let vcsim = start_vcsim(None).await;
+    let vcsim = Vcsim::start_without_vms(None).await.expect("start vcsim");
     let http = vcsim.http_client().unwrap();
     let dir = run_dir().unwrap();
 
