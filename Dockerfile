@@ -1,4 +1,5 @@
-# Container images, for users with Docker. Two targets:
+# Container images, for users with Docker (hack/build-images.sh builds the same
+# two without a daemon, reproducibly, as an OCI layout). Two targets:
 #   docker build --target apiserver  -t vm-migration-apiserver .
 #   docker build --target controller -t vm-migration-controller .
 # Binaries are linked statically (glibc, crt-static) so the apiserver runs on
@@ -17,9 +18,9 @@ RUN cargo build --release --locked --target x86_64-unknown-linux-gnu \
 
 FROM scratch AS apiserver
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build /out/vmm-apiserver /vmm-apiserver
+COPY --from=build /out/vmm-apiserver /usr/local/bin/vmm-apiserver
 USER 65532:65532
-ENTRYPOINT ["/vmm-apiserver"]
+ENTRYPOINT ["/usr/local/bin/vmm-apiserver"]
 
 FROM docker.io/library/debian:bookworm-slim AS controller
 RUN apt-get update \
