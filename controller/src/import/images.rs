@@ -40,6 +40,15 @@ pub fn name(job: &str, index: usize) -> String {
 /// `backingimage` backend.
 const LONGHORN_PROVISIONER: &str = "driver.longhorn.io";
 
+/// The class of a CDI image (any class but Longhorn's), which is also the
+/// class of the VM's volumes. A Longhorn image gets a class Harvester makes
+/// for it, so its volumes' class is known only once it exists.
+pub fn cdi_class(storage_class: Option<&StorageClass>) -> Option<&str> {
+    storage_class
+        .filter(|class| class.provisioner != LONGHORN_PROVISIONER)
+        .and_then(|class| class.metadata.name.as_deref())
+}
+
 /// The image for disk `index` of `job`, downloaded from `url`, on
 /// `storage_class` (`None`: Harvester's default, Longhorn).
 pub fn manifest(
@@ -66,15 +75,11 @@ pub fn manifest(
     // As Harvester's UI does: a Longhorn class's parameters are copied to the
     // class Harvester makes for the image; any other class takes the image
     // through CDI (`backend: cdi`), which reads our endpoint with ranges.
-    match storage_class {
-        Some(class) if class.provisioner != LONGHORN_PROVISIONER => {
-            spec["backend"] = json!("cdi");
-            spec["targetStorageClassName"] = json!(class.metadata.name);
-        }
-        Some(class) => {
-            spec["storageClassParameters"] = json!(class.parameters.clone().unwrap_or_default());
-        }
-        None => {}
+    if let Some(class) = cdi_class(storage_class) {
+        spec["backend"] = json!("cdi");
+        spec["targetStorageClassName"] = json!(class);
+    } else if let Some(class) = storage_class {
+        spec["storageClassParameters"] = json!(class.parameters.clone().unwrap_or_default());
     }
     json!({
         "apiVersion": "harvesterhci.io/v1beta1",

@@ -13,6 +13,7 @@
 
 pub mod images;
 pub mod preflight;
+pub mod quota;
 pub mod scratch;
 pub mod status;
 pub mod target;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, ListParams};
 use vmm_api::external;
 use vmm_api::importjob::ImportJob;
 use vmm_api::names::target_vm_name;
@@ -16,6 +16,7 @@ use vmm_providers::vsphere::{DiskBacking, VmDetails, VsphereClient};
 use crate::conditions::{self, READY};
 use crate::connect::{self, Refused};
 use crate::import::target::JOB_LABEL;
+use crate::import::{images, quota};
 
 /// What preflight found: the one VM to import and where it goes.
 pub struct Checked {
@@ -113,7 +114,14 @@ pub async fn run(
     };
     disks(&vm)?;
     networks(client, namespace, job, &vm).await?;
-    storage_class(client, job).await?;
+    macs(client, job, &vm).await?;
+    let class = storage_class(client, job).await?;
+    let volumes = quota::Request {
+        claims: vm.disks.len() as i128,
+        bytes: vm.disks.iter().map(|d| i128::from(d.capacity_bytes)).sum(),
+        class: images::cdi_class(class.as_ref()),
+    };
+    quota::check(client, namespace, &volumes).await?;
     let target_name = target(client, namespace, job, &vm).await?;
     Ok(Checked {
         client: vsphere,
@@ -212,6 +220,70 @@ async fn networks(
     Ok(())
 }
 
+/// Refuses a VM whose MAC address a KubeVirt VM in the cluster already has
+/// (one not made by this job): two guests with one MAC on a network break
+/// each other's traffic, and the clash shows only after the source is off.
+async fn macs(client: &kube::Client, job: &ImportJob, vm: &VmDetails) -> Result<(), Refused> {
+    let wanted: Vec<(&str, String)> = vm
+        .spec
+        .nics
+        .iter()
+        .filter_map(|nic| {
+            Some((
+                nic.name.as_str(),
+                nic.mac_address.as_deref()?.to_ascii_lowercase(),
+            ))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let api = Api::<DynamicObject>::all_with(client.clone(), &external::kubevirt_vm());
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await.map_err(|e| {
+            Refused::new(
+                "VirtualMachinesUnreadable",
+                format!("cannot list KubeVirt VirtualMachines to check MAC addresses: {e}"),
+            )
+        })?;
+        for existing in page.items.iter().filter(|vm| !made_by(vm, job)) {
+            let interfaces =
+                existing.data["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
+                    .as_array()
+                    .into_iter()
+                    .flatten();
+            for mac in interfaces.filter_map(|i| i["macAddress"].as_str()) {
+                if let Some((nic, _)) = wanted.iter().find(|(_, m)| m.eq_ignore_ascii_case(mac)) {
+                    return Err(Refused::new(
+                        "MacAddressInUse",
+                        format!(
+                            "{nic} has MAC address {mac}, which VirtualMachine {}/{} already has: delete that VM (an earlier import of this one?) or change its MAC first",
+                            existing.metadata.namespace.as_deref().unwrap_or_default(),
+                            existing.metadata.name.as_deref().unwrap_or_default(),
+                        ),
+                    ));
+                }
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Whether `vm` is the one `job` creates (a resumed job meets its own VM).
+fn made_by(vm: &DynamicObject, job: &ImportJob) -> bool {
+    vm.metadata.namespace == job.metadata.namespace
+        && vm
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(JOB_LABEL))
+            .is_some_and(|j| Some(j.as_str()) == job.metadata.name.as_deref())
+}
+
 /// The job's storage class, or `None` for Harvester's default.
 pub async fn storage_class(
     client: &kube::Client,
@@ -256,13 +328,7 @@ async fn target(
                     format!("cannot read VirtualMachine {name}: {e}"),
                 )
             })?;
-    let ours = existing.as_ref().is_some_and(|vm| {
-        vm.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(JOB_LABEL))
-            .is_some_and(|j| Some(j.as_str()) == job.metadata.name.as_deref())
-    });
+    let ours = existing.as_ref().is_some_and(|vm| made_by(vm, job));
     if existing.is_some() && !ours {
         return Err(Refused::new(
             "TargetNameTaken",

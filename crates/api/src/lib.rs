@@ -14,6 +14,7 @@ pub mod external;
 pub mod importjob;
 pub mod inventory;
 pub mod names;
+pub mod quantity;
 pub mod source;
 
 pub use importjob::{ImportJob, ImportJobSpec, ImportJobStatus};

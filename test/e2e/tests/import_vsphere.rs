@@ -351,6 +351,33 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
     };
     let solo_vm = vcsim.create_vm(&vm(&solo)).await.unwrap();
     vcsim.create_vm(&vm(&twin)).await.unwrap();
+    // A VM whose MAC a KubeVirt VM in another namespace already has (written
+    // in upper case there: MACs compare without case).
+    let dup = format!("Dup {suffix}");
+    let pid = std::process::id().to_be_bytes();
+    let mac = format!("00:50:56:3a:{:02x}:{:02x}", pid[2], pid[3]);
+    let mut dup_vm = vm(&dup);
+    dup_vm.nics[0] = NicSpec::on("VM Network").mac(&mac);
+    vcsim.create_vm(&dup_vm).await.unwrap();
+    let elsewhere = TestNamespace::new(cp, "preflight-mac").unwrap();
+    let holder = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "holder", "namespace": elsewhere.name()},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {
+            "interfaces": [{"name": "nic-0", "bridge": {}, "macAddress": mac.to_uppercase()}]}}}}}});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &holder.to_string())
+        .expect_success();
+    let holder_path = format!("{}/holder", elsewhere.name());
+    // A CDI storage class (its volumes are in that class) with a quota in the
+    // namespace too small for one disk.
+    let tight = format!("tight-{suffix}");
+    let class_and_quota = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": tight},
+         "provisioner": "csi.example.com"},
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "small", "namespace": ns.name()},
+         "spec": {"hard": {format!("{tight}.storageclass.storage.k8s.io/requests.storage"): "1Mi"}}},
+    ]});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &class_and_quota.to_string())
+        .expect_success();
     let mut second = vm(&twin);
     let datacenter = vcsim.info().datacenter_path.clone();
     let datacenter = datacenter.unwrap_or_else(|| format!("/{}", vcsim.datacenter()));
@@ -403,7 +430,7 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
     }
 
     let mapped = json!([{"sourceNetwork": "VM Network", "destinationNetwork": "vlan-a"}]);
-    let cases: [(&str, Value, &str, &str); 9] = [
+    let cases: [(&str, Value, &str, &str); 11] = [
         (
             "unknown-source",
             json!({"sourceCluster": {"kind": "Vsphere", "name": "nope"}, "vmName": solo, "mapping": mapped}),
@@ -441,6 +468,19 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
             "storageClass": "ghost-class"}),
             "StorageClassNotFound",
             "ghost-class",
+        ),
+        (
+            "mac-in-use",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": dup, "mapping": mapped}),
+            "MacAddressInUse",
+            &holder_path,
+        ),
+        (
+            "over-quota",
+            json!({"sourceCluster": {"kind": "Vsphere", "name": "vc"}, "vmName": solo, "mapping": mapped,
+            "storageClass": tight}),
+            "QuotaExceeded",
+            "ResourceQuota small",
         ),
         (
             "name-taken",
