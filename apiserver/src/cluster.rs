@@ -1,14 +1,14 @@
 //! The cluster facts some concerns need, kept current by two watches:
 //! NetworkAttachmentDefinitions (what a source network could map to) and
-//! KubeVirt VirtualMachine names (what an import's default target name would
-//! clash with). A cluster without one of these CRDs simply has no such facts:
+//! KubeVirt VirtualMachines (the names an import's default target name would
+//! clash with, and the MAC addresses an import must not repeat). A cluster without one of these CRDs simply has no such facts:
 //! the concerns that need them are not raised.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use kube::api::{Api, DynamicObject, PartialObjectMeta};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
@@ -70,7 +70,7 @@ fn key(meta: &kube::api::ObjectMeta) -> ObjectKey {
 
 enum Update {
     Nad(Event<(ObjectKey, NadVlans)>),
-    Vm(Event<(ObjectKey, ())>),
+    Vm(Event<(ObjectKey, Vec<String>)>),
 }
 
 /// Logs a watch failure once per run of failures, not on every retry.
@@ -110,13 +110,16 @@ fn nad_updates(client: Client) -> impl Stream<Item = Update> {
 }
 
 fn vm_updates(client: Client) -> impl Stream<Item = Update> {
-    // Names only: a metadata watch skips the specs and statuses we don't need.
-    let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &external::kubevirt_vm());
+    let api = Api::<DynamicObject>::all_with(client, &external::kubevirt_vm());
     let mut log = logged("KubeVirt VirtualMachines");
     watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(move |result| std::future::ready(log(result)))
-        .map(|event| Update::Vm(map_event(event, |vm| (key(&vm.metadata), ()))))
+        .map(|event| {
+            Update::Vm(map_event(event, |vm| {
+                (key(vm.meta()), external::kubevirt_vm_macs(&vm.data))
+            }))
+        })
 }
 
 /// Keeps the store's cluster facts current until the task is dropped.
@@ -140,6 +143,12 @@ pub async fn watch(client: Client, store: Arc<Store>) {
                     .current
                     .as_ref()
                     .map(|current| current.keys().cloned().collect::<BTreeSet<_>>()),
+                macs: vms.current.as_ref().map(|current| {
+                    current
+                        .iter()
+                        .flat_map(|(vm, macs)| macs.iter().map(|mac| (mac.clone(), vm.clone())))
+                        .collect()
+                }),
             });
         }
     }

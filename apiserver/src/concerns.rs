@@ -1,9 +1,10 @@
 //! Concerns: what would make an import of a VM fail or lose something, so the
 //! UI can say so before anyone starts. Most come from what the source reports;
-//! two need the cluster: whether a source network has any Harvester network to
-//! map to, and whether the VM's default target name is taken.
+//! three need the cluster: whether a source network has any Harvester network
+//! to map to, whether the VM's default target name is taken, and whether a
+//! KubeVirt VM already has one of its MAC addresses.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
 use serde::Deserialize;
@@ -21,6 +22,8 @@ pub struct ClusterFacts {
     pub nads: Option<Vec<NadVlans>>,
     /// KubeVirt VirtualMachines by namespace and name.
     pub vms: Option<BTreeSet<ObjectKey>>,
+    /// The KubeVirt VM each MAC address (lower case) is on.
+    pub macs: Option<BTreeMap<String, ObjectKey>>,
 }
 
 /// Which VLANs a NetworkAttachmentDefinition carries, read from its CNI config
@@ -172,6 +175,22 @@ pub fn concerns(vm: &VirtualMachineSpec, context: &Context<'_>) -> Vec<Concern> 
             );
         }
     }
+    if let Some(macs) = &context.cluster.macs {
+        for nic in &vm.nics {
+            let Some(mac) = &nic.mac_address else {
+                continue;
+            };
+            if let Some((namespace, name)) = macs.get(&mac.to_ascii_lowercase()) {
+                add(
+                    "MacAddressInUse",
+                    format!(
+                        "{} has MAC address {mac}, which VirtualMachine {namespace}/{name} already has: an import would fail until that VM is deleted or re-addressed",
+                        nic.name
+                    ),
+                );
+            }
+        }
+    }
     if vm.disks.is_empty() {
         add(
             "NoDisks",
@@ -300,7 +319,7 @@ mod tests {
         for (nads, networks, want) in cases {
             let cluster = ClusterFacts {
                 nads: Some(nads.to_vec()),
-                vms: None,
+                ..ClusterFacts::default()
             };
             let context = Context {
                 namespace: "ns",
@@ -319,8 +338,8 @@ mod tests {
     fn the_default_target_name_must_be_free_in_the_namespace() {
         let vlans = HashMap::new();
         let cluster = ClusterFacts {
-            nads: None,
             vms: Some(BTreeSet::from([("team-a".to_owned(), "web-01".to_owned())])),
+            ..ClusterFacts::default()
         };
         let context = |namespace| Context {
             namespace,
@@ -335,5 +354,36 @@ mod tests {
             found[0].message
         );
         assert!(concerns(&vm_on(&[]), &context("team-b")).is_empty());
+    }
+
+    #[test]
+    fn a_mac_address_a_kubevirt_vm_has_is_a_concern_in_any_namespace() {
+        let vlans = HashMap::new();
+        let holder = ("team-b".to_owned(), "web-01".to_owned());
+        let cluster = ClusterFacts {
+            macs: Some(BTreeMap::from([("00:50:56:aa:bb:01".to_owned(), holder)])),
+            ..ClusterFacts::default()
+        };
+        let context = Context {
+            namespace: "team-a",
+            network_vlans: &vlans,
+            cluster: &cluster,
+        };
+        let with_mac = |mac: &str| VirtualMachineSpec {
+            nics: vec![Nic {
+                mac_address: Some(mac.to_owned()),
+                ..nic(Some("VM Network"))
+            }],
+            ..vm_on(&[])
+        };
+        let found = concerns(&with_mac("00:50:56:AA:BB:01"), &context);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].reason, "MacAddressInUse");
+        assert!(
+            found[0].message.contains("team-b/web-01"),
+            "{}",
+            found[0].message
+        );
+        assert!(concerns(&with_mac("00:50:56:aa:bb:02"), &context).is_empty());
     }
 }

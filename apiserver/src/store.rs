@@ -734,6 +734,7 @@ mod tests {
                     .map(|(ns, n)| ((*ns).to_owned(), (*n).to_owned()))
                     .collect(),
             ),
+            macs: Some(BTreeMap::new()),
         };
         store.set_cluster_facts(facts(vec![NadVlans::Vlan(100)], &[("team-a", "web-01")]));
         assert_eq!(reasons(&store, "team-a", "vc-vm-1"), ["NameTaken"]);

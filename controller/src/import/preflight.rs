@@ -248,13 +248,8 @@ async fn macs(client: &kube::Client, job: &ImportJob, vm: &VmDetails) -> Result<
             )
         })?;
         for existing in page.items.iter().filter(|vm| !made_by(vm, job)) {
-            let interfaces =
-                existing.data["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
-                    .as_array()
-                    .into_iter()
-                    .flatten();
-            for mac in interfaces.filter_map(|i| i["macAddress"].as_str()) {
-                if let Some((nic, _)) = wanted.iter().find(|(_, m)| m.eq_ignore_ascii_case(mac)) {
+            for mac in external::kubevirt_vm_macs(&existing.data) {
+                if let Some((nic, _)) = wanted.iter().find(|(_, m)| *m == mac) {
                     return Err(Refused::new(
                         "MacAddressInUse",
                         format!(

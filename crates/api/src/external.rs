@@ -13,6 +13,18 @@ pub fn kubevirt_vm() -> ApiResource {
     resource("kubevirt.io", "v1", "VirtualMachine", "virtualmachines")
 }
 
+/// The MAC addresses a KubeVirt VM's interfaces ask for (in lower case: MACs
+/// compare without case), from the object's JSON.
+pub fn kubevirt_vm_macs(vm: &serde_json::Value) -> Vec<String> {
+    vm.pointer("/spec/template/spec/domain/devices/interfaces")
+        .and_then(|i| i.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|interface| interface["macAddress"].as_str())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
 /// Multus' `NetworkAttachmentDefinition`: a Harvester VM network.
 pub fn network_attachment_definition() -> ApiResource {
     resource(

@@ -507,8 +507,8 @@ fn wait_for_concerns(
 }
 
 /// Concerns that need the cluster follow it: a source network without any
-/// NetworkAttachmentDefinition to map to, and a KubeVirt VM already holding
-/// the name an import would give the VM. Also: each source's sync lag.
+/// NetworkAttachmentDefinition to map to, a KubeVirt VM already holding the
+/// name an import would give the VM, and one holding the VM's MAC address. Also: each source's sync lag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concerns_follow_networks_and_vms_in_the_cluster() {
     let cp = ControlPlane::shared();
@@ -564,6 +564,29 @@ async fn concerns_follow_networks_and_vms_in_the_cluster() {
     ns.kubectl(["delete", "virtualmachines.kubevirt.io", &target])
         .expect_success();
     wait_for_concerns(cp, ns.name(), vm, "clear", lacks("NameTaken"));
+
+    // A KubeVirt VM in another namespace with the VM's MAC address.
+    let mac = object["spec"]["nics"][0]["macAddress"]
+        .as_str()
+        .expect("vcsim gives each NIC a MAC")
+        .to_uppercase();
+    let elsewhere = TestNamespace::new(cp, "concerns-mac").unwrap();
+    let holder = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "holder", "namespace": elsewhere.name()},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {
+            "interfaces": [{"name": "nic-0", "bridge": {}, "macAddress": mac}]}}}}}});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &holder.to_string())
+        .expect_success();
+    let object = wait_for_concerns(cp, ns.name(), vm, "MAC-clashing", has("MacAddressInUse"));
+    let holder_path = format!("{}/holder", elsewhere.name());
+    assert!(
+        object.to_string().contains(&holder_path),
+        "the message names the VM: {object}"
+    );
+    elsewhere
+        .kubectl(["delete", "virtualmachines.kubevirt.io", "holder"])
+        .expect_success();
+    wait_for_concerns(cp, ns.name(), vm, "clear of MACs", lacks("MacAddressInUse"));
 
     // How fresh the source's inventory is.
     let url = format!("http://127.0.0.1:{}/metrics", server.server.admin_port);
