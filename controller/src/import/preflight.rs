@@ -116,12 +116,16 @@ pub async fn run(
     networks(client, namespace, job, &vm).await?;
     macs(client, job, &vm).await?;
     let class = storage_class(client, job).await?;
-    let volumes = quota::Request {
-        claims: vm.disks.len() as i128,
-        bytes: vm.disks.iter().map(|d| i128::from(d.capacity_bytes)).sum(),
+    let disks: Vec<i64> = vm.disks.iter().map(|d| d.capacity_bytes).collect();
+    let adds = quota::Request {
+        disks: &disks,
         class: images::cdi_class(class.as_ref()),
+        running: job.spec.power_on.then(|| {
+            let memory = i128::from(vm.spec.memory_mib) << 20;
+            (i128::from(vm.spec.cpus), memory)
+        }),
     };
-    quota::check(client, namespace, &volumes).await?;
+    quota::check(client, namespace, &adds).await?;
     let target_name = target(client, namespace, job, &vm).await?;
     Ok(Checked {
         client: vsphere,

@@ -1,34 +1,52 @@
-//! Preflight against the namespace's ResourceQuotas: the VM's volumes (one
-//! PVC per disk, each the disk's size) must fit, or the import would power
-//! the source off, copy every disk, and then leave a VM whose volumes the
-//! quota refuses (Harvester's importer loops on this: harvester#8849).
+//! Preflight against the namespace's ResourceQuotas: what the import adds
+//! must fit, or it would power the source off, copy every disk, and then be
+//! refused the VM, its volumes or its pod (Harvester's importer loops on the
+//! same for space: harvester#8849). It adds one image and one PVC of the
+//! disk's size per disk, one VirtualMachine, and, when it starts the VM, a
+//! virt-launcher pod whose limits are at least the guest's CPUs and memory
+//! (Harvester adds overhead on top, so this check is a lower bound).
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::Api;
 use kube::api::ListParams;
-use vmm_api::quantity::whole_units;
+use vmm_api::quantity::milli_units;
 
 use crate::connect::Refused;
 
-/// What the VM's volumes will request.
+/// What an import adds to its namespace.
 pub struct Request<'a> {
-    pub claims: i128,
-    pub bytes: i128,
-    /// Their storage class, when known before the images exist.
+    /// The capacity of each disk, in bytes.
+    pub disks: &'a [i64],
+    /// The volumes' storage class, when known before the images exist.
     pub class: Option<&'a str>,
+    /// The guest's CPUs and memory in bytes, when the import starts the VM.
+    pub running: Option<(i128, i128)>,
 }
 
 impl Request<'_> {
-    /// Each quota resource the request counts against, with its amount.
+    /// Each quota resource the request counts against, in thousandths.
     fn amounts(&self) -> Vec<(String, i128)> {
+        const WHOLE: i128 = 1000;
+        let claims = self.disks.len() as i128 * WHOLE;
+        let bytes = self.disks.iter().map(|&b| i128::from(b)).sum::<i128>() * WHOLE;
         let mut amounts = vec![
-            ("persistentvolumeclaims".to_owned(), self.claims),
-            ("requests.storage".to_owned(), self.bytes),
+            ("count/virtualmachines.kubevirt.io".to_owned(), WHOLE),
+            (
+                "count/virtualmachineimages.harvesterhci.io".to_owned(),
+                claims,
+            ),
+            ("persistentvolumeclaims".to_owned(), claims),
+            ("requests.storage".to_owned(), bytes),
         ];
         if let Some(class) = self.class {
             let per_class = format!("{class}.storageclass.storage.k8s.io");
-            amounts.push((format!("{per_class}/persistentvolumeclaims"), self.claims));
-            amounts.push((format!("{per_class}/requests.storage"), self.bytes));
+            amounts.push((format!("{per_class}/persistentvolumeclaims"), claims));
+            amounts.push((format!("{per_class}/requests.storage"), bytes));
+        }
+        if let Some((cpus, memory)) = self.running {
+            amounts.push(("pods".to_owned(), WHOLE));
+            amounts.push(("limits.cpu".to_owned(), cpus * WHOLE));
+            amounts.push(("limits.memory".to_owned(), memory * WHOLE));
         }
         amounts
     }
@@ -68,17 +86,17 @@ fn fits(quota: &ResourceQuota, request: &Request<'_>) -> Result<(), Refused> {
         let Some(limit) = hard.and_then(|h| h.get(&resource)) else {
             continue;
         };
-        let limit = whole_units(&limit.0).unwrap_or(i128::MAX);
+        let limit = milli_units(&limit.0).unwrap_or(i128::MAX);
         let in_use = used
             .and_then(|u| u.get(&resource))
-            .and_then(|q| whole_units(&q.0))
+            .and_then(|q| milli_units(&q.0))
             .unwrap_or(0);
         let room = limit.saturating_sub(in_use).max(0);
         if need > room {
             return Err(Refused::new(
                 "QuotaExceeded",
                 format!(
-                    "ResourceQuota {name} leaves room for {} of {resource} in this namespace, and the VM's volumes need {}: raise the quota or free some first",
+                    "ResourceQuota {name} leaves room for {} of {resource} in this namespace, and the import needs {}: raise the quota or free some first",
                     shown(&resource, room),
                     shown(&resource, need)
                 ),
@@ -88,16 +106,17 @@ fn fits(quota: &ResourceQuota, request: &Request<'_>) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Bytes in GiB with two decimals, counts as they are.
-fn shown(resource: &str, amount: i128) -> String {
-    if resource.ends_with("requests.storage") {
-        // Precision does not matter in a message; i128 → f64 is lossy only
-        // beyond 2^53 bytes.
-        #[allow(clippy::cast_precision_loss)]
-        let gib = amount as f64 / f64::from(1u32 << 30);
-        format!("{gib:.2} GiB")
+/// An amount in thousandths as a person reads it: bytes in GiB, CPUs and
+/// counts as numbers.
+fn shown(resource: &str, milli: i128) -> String {
+    // Precision does not matter in a message; i128 → f64 is lossy only
+    // beyond 2^53.
+    #[allow(clippy::cast_precision_loss)]
+    let units = milli as f64 / 1000.0;
+    if resource.ends_with("requests.storage") || resource.ends_with("memory") {
+        format!("{:.2} GiB", units / f64::from(1u32 << 30))
     } else {
-        amount.to_string()
+        format!("{units}")
     }
 }
 
@@ -139,9 +158,9 @@ mod tests {
     #[test]
     fn a_request_fits_or_names_the_quota_and_resource() {
         let two_disks = Request {
-            claims: 2,
-            bytes: 30 << 30,
+            disks: &[10 << 30, 20 << 30],
             class: Some("fast"),
+            running: Some((4, 8 << 30)),
         };
         // (hard, used, the resource or room the refusal names; None: it fits)
         let cases: &[(Amounts, Amounts, Option<&str>)] = &[
@@ -170,15 +189,37 @@ mod tests {
                 &[],
                 Some("fast.storageclass.storage.k8s.io/requests.storage"),
             ),
-            // Another class's quota, and resources volumes do not use.
+            // Another class's quota, and resources an import does not use.
             (
                 &[
                     ("slow.storageclass.storage.k8s.io/requests.storage", "1Gi"),
-                    ("pods", "0"),
+                    ("services", "0"),
                 ],
                 &[],
                 None,
             ),
+            (
+                &[("count/virtualmachines.kubevirt.io", "5")],
+                &[("count/virtualmachines.kubevirt.io", "5")],
+                Some("count/virtualmachines.kubevirt.io"),
+            ),
+            (
+                &[("limits.cpu", "8")],
+                &[("limits.cpu", "4500m")],
+                Some("limits.cpu"),
+            ),
+            (&[("limits.cpu", "8")], &[("limits.cpu", "4")], None),
+            (
+                &[("limits.memory", "16Gi")],
+                &[("limits.memory", "8Gi")],
+                None,
+            ),
+            (
+                &[("limits.memory", "16Gi")],
+                &[("limits.memory", "9Gi")],
+                Some("7.00 GiB"),
+            ),
+            (&[("pods", "10")], &[("pods", "10")], Some("pods")),
             // Already over (the quota was lowered): no room, not negative room.
             (
                 &[("requests.storage", "1Gi")],

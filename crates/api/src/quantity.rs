@@ -1,10 +1,13 @@
-//! Kubernetes resource quantities (`10Gi`, `500M`, `1.5e3`, `250m`) as whole
-//! units, for comparing a ResourceQuota's `hard` and `used` with what an
-//! import will request. The grammar is apimachinery's `resource.Quantity`.
+//! Kubernetes resource quantities (`10Gi`, `500M`, `1.5e3`, `250m`) in
+//! thousandths of their unit, for comparing a ResourceQuota's `hard` and
+//! `used` with what an import will request: CPUs come in millicores, bytes
+//! and object counts are whole. The grammar is apimachinery's
+//! `resource.Quantity`.
 
-/// The quantity in whole units (bytes, objects), rounded up as Kubernetes
-/// rounds a fraction it must store; `None` for text that is not a quantity.
-pub fn whole_units(text: &str) -> Option<i128> {
+/// The quantity in thousandths of its unit (millicores, milli-bytes),
+/// rounded up as Kubernetes rounds what it stores; `None` for text that is
+/// not a quantity.
+pub fn milli_units(text: &str) -> Option<i128> {
     let text = text.trim();
     let (sign, text) = match text.strip_prefix('-') {
         Some(rest) => (-1, rest),
@@ -28,6 +31,8 @@ pub fn whole_units(text: &str) -> Option<i128> {
         "Ti" => (1 << 40, 0),
         "Pi" => (1 << 50, 0),
         "Ei" => (1 << 60, 0),
+        "n" => (1, 9),
+        "u" => (1, 6),
         "m" => (1, 3),
         "k" => (1_000, 0),
         "M" => (1_000_000, 0),
@@ -44,6 +49,7 @@ pub fn whole_units(text: &str) -> Option<i128> {
             }
         }
     };
+    let numerator = numerator.checked_mul(1000)?;
     scale += u32::try_from(fraction.len()).ok()?;
     let divisor = 10_u128.checked_pow(scale)?;
     let units = i128::try_from(digits.checked_mul(numerator)?.div_ceil(divisor)).ok()?;
@@ -52,26 +58,31 @@ pub fn whole_units(text: &str) -> Option<i128> {
 
 #[cfg(test)]
 mod tests {
-    use super::whole_units;
+    use super::milli_units;
 
     #[test]
     fn quantities_as_kubernetes_writes_them() {
+        const K: i128 = 1000;
         let cases: &[(&str, Option<i128>)] = &[
             ("0", Some(0)),
-            ("10", Some(10)),
-            ("10Gi", Some(10 << 30)),
-            ("1.5Gi", Some(3 << 29)),
-            ("500M", Some(500_000_000)),
-            ("1k", Some(1_000)),
-            ("2Ti", Some(2 << 40)),
-            ("1e3", Some(1_000)),
-            ("1E6", Some(1_000_000)),
-            ("1.5e1", Some(15)),
-            ("250m", Some(1)),
-            ("1500m", Some(2)),
-            ("12e-1", Some(2)),
-            (" 3Mi ", Some(3 << 20)),
-            ("-1Ki", Some(-1024)),
+            ("10", Some(10 * K)),
+            ("10Gi", Some((10 << 30) * K)),
+            ("1.5Gi", Some((3 << 29) * K)),
+            ("500M", Some(500_000_000 * K)),
+            ("1k", Some(1_000 * K)),
+            ("2Ti", Some((2 << 40) * K)),
+            ("1e3", Some(1_000 * K)),
+            ("1E6", Some(1_000_000 * K)),
+            ("1.5e1", Some(15 * K)),
+            ("250m", Some(250)),
+            ("3500m", Some(3500)),
+            ("0.5", Some(500)),
+            ("12e-1", Some(1200)),
+            ("1u", Some(1)),
+            ("1500n", Some(1)),
+            ("1500001u", Some(1501)),
+            (" 3Mi ", Some((3 << 20) * K)),
+            ("-1Ki", Some(-1024 * K)),
             ("", None),
             ("Gi", None),
             ("ten", None),
@@ -81,7 +92,7 @@ mod tests {
             ("1e", None),
         ];
         for (text, want) in cases {
-            assert_eq!(whole_units(text), *want, "{text:?}");
+            assert_eq!(milli_units(text), *want, "{text:?}");
         }
     }
 }
