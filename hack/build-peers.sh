@@ -9,6 +9,8 @@
 #   crds/harvester-addons.yaml             the same run: the Addon our charts/addon manifest is
 #   crds/rancher-managedcharts.yaml        ManagedChart as Rancher registers it (wrangler, from the
 #                                          rancher/pkg/apis Harvester pins; test/peers/crds/harvester)
+#   crds/longhorn.yaml                     Longhorn's Node and Setting CRDs: controller-gen on the
+#                                          longhorn-manager Harvester pins (preflight's space check)
 #   crds/nad.yaml                          NAD client's shipped manifest (test/peers/crds/nad)
 # Versions: test/peers/versions.env. Details: docs/peers.md.
 #
@@ -48,6 +50,8 @@ HARVESTER_CRD_FILE=harvesterhci.io_virtualmachineimages.yaml
 HARVESTER_ADDON_CRD_FILE=harvesterhci.io_addons.yaml
 NAD_MANIFEST=artifacts/networks-crd.yaml
 NAD_CRD_NAME=network-attachment-definitions.k8s.cni.cncf.io
+LONGHORN_API_PKG=github.com/longhorn/longhorn-manager/k8s/pkg/apis/longhorn/v1beta2
+LONGHORN_CRD_FILES=(longhorn.io_nodes.yaml longhorn.io_settings.yaml)
 
 log() { printf '[build-peers] %s\n' "$*" >&2; }
 die() { printf '[build-peers] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -384,6 +388,16 @@ crd_nad() {
 	"$WORK/crd-extract" -in "$ndir/$NAD_MANIFEST" -name "$NAD_CRD_NAME" >"$TMP/crds/nad.yaml"
 }
 
+crd_longhorn() { # after crd_harvester (its controller-gen and module)
+	# Longhorn ships its CRDs only as a Helm template (k8s/crds.yaml), made by the same controller-gen
+	# version from this package; running it here gives plain manifests.
+	(cd "$SRC/crds/harvester" && "$WORK/controller-gen" crd paths="$LONGHORN_API_PKG" output:crd:dir="$WORK/longhorn")
+	local f
+	for f in "${LONGHORN_CRD_FILES[@]}"; do
+		cat "$WORK/longhorn/$f"
+	done >"$TMP/crds/longhorn.yaml"
+}
+
 T0=$EPOCHREALTIME
 timed kube build_kube
 timed etcd build_etcd
@@ -392,11 +406,12 @@ timed helm build_helm
 timed crd-kubevirt crd_kubevirt
 timed crd-harvester crd_harvester
 timed crd-nad crd_nad
+timed crd-longhorn crd_longhorn
 TOTAL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 rm -rf "$WORK"
 
 for f in kube-apiserver kubectl etcd vcsim helm; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
-for f in kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons rancher-managedcharts nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
+for f in kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons rancher-managedcharts longhorn nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
 
 json_sizes() {
 	local sep="" f

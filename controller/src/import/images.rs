@@ -38,7 +38,7 @@ pub fn name(job: &str, index: usize) -> String {
 
 /// The provisioner of Longhorn volumes: images on it use Harvester's default
 /// `backingimage` backend.
-const LONGHORN_PROVISIONER: &str = "driver.longhorn.io";
+pub const LONGHORN_PROVISIONER: &str = "driver.longhorn.io";
 
 /// The class of a CDI image (any class but Longhorn's), which is also the
 /// class of the VM's volumes. A Longhorn image gets a class Harvester makes

@@ -15,6 +15,7 @@ pub mod images;
 pub mod preflight;
 pub mod quota;
 pub mod scratch;
+pub mod space;
 pub mod status;
 pub mod target;
 pub mod transfer;

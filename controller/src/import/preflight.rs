@@ -16,7 +16,7 @@ use vmm_providers::vsphere::{DiskBacking, VmDetails, VsphereClient};
 use crate::conditions::{self, READY};
 use crate::connect::{self, Refused};
 use crate::import::target::JOB_LABEL;
-use crate::import::{images, quota};
+use crate::import::{images, quota, space};
 
 /// What preflight found: the one VM to import and where it goes.
 pub struct Checked {
@@ -126,6 +126,7 @@ pub async fn run(
         }),
     };
     quota::check(client, namespace, &adds).await?;
+    space::check(client, class.as_ref(), &disks).await?;
     let target_name = target(client, namespace, job, &vm).await?;
     Ok(Checked {
         client: vsphere,

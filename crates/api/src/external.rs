@@ -44,3 +44,14 @@ pub fn virtual_machine_image() -> ApiResource {
         "virtualmachineimages",
     )
 }
+
+/// Longhorn's `Node` (`longhorn.io/v1beta2`): its disks' sizes and what is
+/// scheduled on them.
+pub fn longhorn_node() -> ApiResource {
+    resource("longhorn.io", "v1beta2", "Node", "nodes")
+}
+
+/// Longhorn's `Setting` (`longhorn.io/v1beta2`): one named setting, its `value` a string.
+pub fn longhorn_setting() -> ApiResource {
+    resource("longhorn.io", "v1beta2", "Setting", "settings")
+}

@@ -23,12 +23,7 @@ fn controller() -> &'static ControllerServer {
 
 /// The job once it has ended, or a panic with the controller's log.
 fn wait_finished(ns: &TestNamespace, job: &str) -> Value {
-    import::wait_finished(ns, job, WAIT).unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\ncontroller log:\n{}",
-            controller().server.process.log_tail(40)
-        )
-    })
+    import::finished(ns, job, WAIT)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,21 +310,7 @@ async fn a_format_that_cannot_stream_is_converted_by_qemu_img() {
 
 /// The job's Ready condition once the job has Failed.
 fn failure(ns: &TestNamespace, job: &str) -> (String, String) {
-    let done = wait_finished(ns, job);
-    assert_eq!(
-        done["status"]["phase"], "Failed",
-        "{job}: {}",
-        done["status"]
-    );
-    let ready = done["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .cloned()
-        .unwrap_or_default();
-    (
-        ready["reason"].as_str().unwrap_or_default().to_owned(),
-        ready["message"].as_str().unwrap_or_default().to_owned(),
-    )
+    import::failure(ns, job, WAIT)
 }
 
 /// Every bad input ends the job in preflight with a reason that names the fix,

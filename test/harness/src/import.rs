@@ -41,6 +41,40 @@ pub fn wait_finished(ns: &TestNamespace, job: &str, timeout: Duration) -> Result
     }
 }
 
+/// [`wait_finished`] with the shared controller's log in the panic when the
+/// job never ends.
+pub fn finished(ns: &TestNamespace, job: &str, timeout: Duration) -> Value {
+    wait_finished(ns, job, timeout).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\ncontroller log:\n{}",
+            crate::servers::shared_controller()
+                .server
+                .process
+                .log_tail(40)
+        )
+    })
+}
+
+/// The reason and message of a job's Ready condition once it has Failed
+/// (a panic if it succeeds).
+pub fn failure(ns: &TestNamespace, job: &str, timeout: Duration) -> (String, String) {
+    let done = finished(ns, job, timeout);
+    assert_eq!(
+        done["status"]["phase"], "Failed",
+        "{job}: {}",
+        done["status"]
+    );
+    let ready = done["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    (
+        ready["reason"].as_str().unwrap_or_default().to_owned(),
+        ready["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 /// What an import test needs in its namespace: the stand-in for Harvester's
 /// image controller watching it (retrying after `retry_delay`), the NAD
 /// `vlan-a` (VLAN 10) and the `Vsphere` source `vc` for vcsim.

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/harvester/harvester v1.8.2
+	github.com/longhorn/longhorn-manager v1.10.0
 	github.com/rancher/rancher/pkg/apis v0.0.0
 	github.com/rancher/wrangler/v3 v3.2.4
 	sigs.k8s.io/yaml v1.6.0
