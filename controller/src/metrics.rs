@@ -1,7 +1,8 @@
-//! The controller's Prometheus metrics: import jobs by phase (read from the
-//! job cache at scrape time), disk bytes served to Harvester's importer, and
-//! how long finished jobs took.
+//! The controller's Prometheus metrics: import jobs by phase and failed jobs
+//! by reason (read from the job cache at scrape time), disk bytes served to
+//! Harvester's importer, and how long finished jobs took.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
@@ -16,6 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use vmm_api::importjob::{ImportJob, ImportPhase};
 
+use crate::conditions::READY;
 use crate::disks;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +72,11 @@ struct PhaseLabel {
     phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
 struct Scraped {
     metrics: Arc<Metrics>,
     disks: Arc<disks::Registry>,
@@ -116,6 +123,28 @@ impl Collector for Scraped {
             };
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&label)?)?;
+        }
+        // Why jobs fail: the reasons are a fixed set (preflight's and the
+        // pipeline's), so the label stays small.
+        let mut failed = BTreeMap::<&str, i64>::new();
+        for status in jobs.iter().filter_map(|job| job.status.as_ref()) {
+            if status.phase == Some(ImportPhase::Failed)
+                && let Some(ready) = crate::conditions::find(&status.conditions, READY)
+            {
+                *failed.entry(ready.reason.as_str()).or_default() += 1;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "import_jobs_failed",
+            "Failed import jobs by the reason of their Ready condition",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (reason, count) in failed {
+            let label = ReasonLabel {
+                reason: reason.to_owned(),
+            };
+            ConstGauge::new(count).encode(family.encode_family(&label)?)?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use vmm_controller::import::scratch;
 use vmm_testkit::harvester::{Backend, ImageController, Options, Requester, SHA256_ANNOTATION};
 use vmm_testkit::import;
-use vmm_testkit::servers::{ControllerServer, shared_controller};
+use vmm_testkit::servers::{ControllerServer, metric, shared_controller};
 use vmm_testkit::vcsim::{DiskSpec, Firmware, NicSpec, VmSpec, qemu_img_raw_sha256};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
 
@@ -153,23 +153,11 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
         .collect();
     assert!(open.is_empty(), "export leases left open: {open:?}");
     // Prometheus: the job by phase, the bytes served, the duration.
-    let metrics = reqwest::get(controller().server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{prefix} missing:\n{metrics}"))
-    };
-    assert!(value(r#"vmm_import_jobs{phase="Succeeded"} "#) >= 1.0);
+    let value = |series: &str| metric(controller().server.admin_port, series).unwrap();
+    assert!(value(r#"vmm_import_jobs{phase="Succeeded"}"#) >= 1.0);
     let capacity: u64 = source_vm.disks.iter().map(|d| d.capacity_bytes).sum();
-    assert!(value("vmm_import_disk_bytes_served_total ") >= capacity as f64);
-    assert!(value(r#"vmm_import_job_duration_seconds_count{outcome="succeeded"} "#) >= 1.0);
+    assert!(value("vmm_import_disk_bytes_served_total") >= capacity as f64);
+    assert!(value(r#"vmm_import_job_duration_seconds_count{outcome="succeeded"}"#) >= 1.0);
 
     let events = ns.kubectl([
         "get",
@@ -510,6 +498,12 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
         "poweredOn",
         "a failed preflight powered the VM off"
     );
+    // Prometheus says why jobs fail.
+    for (_, _, reason, _) in &cases {
+        let series = format!("vmm_import_jobs_failed{{reason=\"{reason}\"}}");
+        let count = metric(controller().server.admin_port, &series).unwrap();
+        assert!(count >= 1.0, "{series} {count}");
+    }
 }
 
 /// Deleting a job mid-import cancels it: its images are removed, the export

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::aggregation::{ApiServiceRegistration, register_apiservice, wait_apiservice_available};
 use crate::control_plane::ControlPlane;
@@ -79,7 +79,7 @@ fn spawn_server(
     }
     let mut process = builder.spawn()?;
     process.wait_ready("/readyz", READY_TIMEOUT, Duration::from_millis(200), || {
-        http_ok(admin_port, "/readyz")
+        Ok(http_ok(admin_port, "/readyz"))
     })?;
     Ok(Server {
         process,
@@ -198,14 +198,33 @@ pub fn shared_controller() -> &'static ControllerServer {
     })
 }
 
-/// A plain HTTP/1.0 GET: enough for a local probe, no client needed.
-pub fn http_ok(port: u16, path: &str) -> Result<bool> {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return Ok(false);
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+/// The body of a plain HTTP/1.0 GET that answered 200: enough for local
+/// probes and metrics, no client (or TLS provider) needed.
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    Ok(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")) {
+        bail!("GET {path} on port {port}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+/// Whether `GET path` answers 200.
+pub fn http_ok(port: u16, path: &str) -> bool {
+    http_get(port, path).is_ok()
+}
+
+/// The value of one Prometheus series, written as the server exposes it
+/// (`name{label="value"}`), from its admin port's `/metrics`.
+pub fn metric(admin_port: u16, series: &str) -> Result<f64> {
+    let metrics = http_get(admin_port, "/metrics")?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("no series {series} in:\n{metrics}"))
 }
