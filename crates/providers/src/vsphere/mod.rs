@@ -255,8 +255,9 @@ impl VsphereClient {
     /// Streams the inventory into `events`: every network and VM, then
     /// [`InventoryEvent::Synced`], then changes as vSphere reports them.
     /// Returns `Ok` when the receiver is dropped, and an error when the
-    /// connection or session fails (the caller reconnects; TODO: with backoff
-    /// in the controller). Never panics, never waits past the HTTP timeout.
+    /// connection or session fails (the caller reconnects, with backoff: the
+    /// apiserver's `sources::task`). Never panics, never waits past the HTTP
+    /// timeout.
     pub async fn watch(&self, events: mpsc::Sender<InventoryEvent>) -> Result<(), VsphereError> {
         // vcsim delivers updates only to the last session waiting on the
         // default collector, so each watch creates its own.
