@@ -498,6 +498,17 @@ async fn bad_jobs_fail_in_preflight_and_leave_the_source_vm_on() {
         "poweredOn",
         "a failed preflight powered the VM off"
     );
+    // The wrong password reached no log and no event either.
+    let log = std::fs::read_to_string(controller().server.process.log_path()).unwrap();
+    assert!(
+        !log.contains("not-it"),
+        "a password in the controller's log"
+    );
+    let events = ns.kubectl(["get", "events", "-o", "json"]);
+    assert!(
+        !events.expect_success().contains("not-it"),
+        "a password in an event"
+    );
     // Prometheus says why jobs fail.
     for (_, _, reason, _) in &cases {
         let series = format!("vmm_import_jobs_failed{{reason=\"{reason}\"}}");
