@@ -6,6 +6,7 @@
 #   bin/helm                         helm.sh/helm/v3 (test/peers/helm): lint and render the chart
 #   crds/kubevirt-virtualmachines.yaml     KubeVirt's own generator   (test/peers/crds/kubevirt)
 #   crds/harvester-virtualmachineimages.yaml  controller-gen on Harvester's types (test/peers/crds/harvester)
+#   crds/harvester-settings.yaml           the same run: Setting (preflight reads overcommit-config)
 #   crds/harvester-addons.yaml             the same run: the Addon our charts/addon manifest is
 #   crds/rancher-managedcharts.yaml        ManagedChart as Rancher registers it (wrangler, from the
 #                                          rancher/pkg/apis Harvester pins; test/peers/crds/harvester)
@@ -48,6 +49,7 @@ KUBE_CMDS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl k8
 HARVESTER_API_PKG=github.com/harvester/harvester/pkg/apis/harvesterhci.io/v1beta1
 HARVESTER_CRD_FILE=harvesterhci.io_virtualmachineimages.yaml
 HARVESTER_ADDON_CRD_FILE=harvesterhci.io_addons.yaml
+HARVESTER_SETTING_CRD_FILE=harvesterhci.io_settings.yaml
 NAD_MANIFEST=artifacts/networks-crd.yaml
 NAD_CRD_NAME=network-attachment-definitions.k8s.cni.cncf.io
 LONGHORN_API_PKG=github.com/longhorn/longhorn-manager/k8s/pkg/apis/longhorn/v1beta2
@@ -368,6 +370,7 @@ crd_harvester() {
 	(cd "$SRC/crds/harvester" && "$WORK/controller-gen" crd paths="$HARVESTER_API_PKG" output:crd:dir="$WORK/harvester")
 	cp "$WORK/harvester/$HARVESTER_CRD_FILE" "$TMP/crds/harvester-virtualmachineimages.yaml"
 	cp "$WORK/harvester/$HARVESTER_ADDON_CRD_FILE" "$TMP/crds/harvester-addons.yaml"
+	cp "$WORK/harvester/$HARVESTER_SETTING_CRD_FILE" "$TMP/crds/harvester-settings.yaml"
 	go -C "$SRC/crds/harvester" build -trimpath -o "$WORK/managedchart-crd" ./managedchart
 	"$WORK/managedchart-crd" >"$TMP/crds/rancher-managedcharts.yaml"
 	# Cross-check with the manifest Harvester ships (its scripts/generate-manifest blanks the version).
@@ -411,7 +414,7 @@ TOTAL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 rm -rf "$WORK"
 
 for f in kube-apiserver kubectl etcd vcsim helm; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
-for f in kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons rancher-managedcharts longhorn nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
+for f in kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts longhorn nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
 
 json_sizes() {
 	local sep="" f

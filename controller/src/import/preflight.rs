@@ -120,10 +120,14 @@ pub async fn run(
     let adds = quota::Request {
         disks: &disks,
         class: images::cdi_class(class.as_ref()),
-        running: job.spec.power_on.then(|| {
-            let memory = i128::from(vm.spec.memory_mib) << 20;
-            (i128::from(vm.spec.cpus), memory)
-        }),
+        running: match job.spec.power_on {
+            true => Some(quota::Guest {
+                cpus: i128::from(vm.spec.cpus),
+                memory_bytes: i128::from(vm.spec.memory_mib) << 20,
+                overcommit: quota::overcommit(client).await?,
+            }),
+            false => None,
+        },
     };
     quota::check(client, namespace, &adds).await?;
     space::check(client, class.as_ref(), &disks).await?;

@@ -3,12 +3,15 @@
 //! refused the VM, its volumes or its pod (Harvester's importer loops on the
 //! same for space: harvester#8849). It adds one image and one PVC of the
 //! disk's size per disk, one VirtualMachine, and, when it starts the VM, a
-//! virt-launcher pod whose limits are at least the guest's CPUs and memory
-//! (Harvester adds overhead on top, so this check is a lower bound).
+//! virt-launcher pod whose limits are at least the guest's CPUs and memory,
+//! and whose requests are at least what Harvester's webhook derives from them
+//! with its `overcommit-config` setting (KubeVirt adds overhead on top, so
+//! this check is a lower bound).
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{DynamicObject, ListParams};
+use vmm_api::external;
 use vmm_api::quantity::milli_units;
 
 use crate::connect::Refused;
@@ -19,8 +22,35 @@ pub struct Request<'a> {
     pub disks: &'a [i64],
     /// The volumes' storage class, when known before the images exist.
     pub class: Option<&'a str>,
-    /// The guest's CPUs and memory in bytes, when the import starts the VM.
-    pub running: Option<(i128, i128)>,
+    /// The guest, when the import starts the VM.
+    pub running: Option<Guest>,
+}
+
+/// A guest as its virt-launcher pod will ask for it.
+pub struct Guest {
+    pub cpus: i128,
+    pub memory_bytes: i128,
+    /// Harvester's overcommit percentages, when the cluster has them.
+    pub overcommit: Option<Overcommit>,
+}
+
+/// Harvester's `overcommit-config` setting: requests are limits × 100 / these.
+#[derive(Clone, Copy, Debug, serde::Deserialize)]
+pub struct Overcommit {
+    pub cpu: i128,
+    pub memory: i128,
+}
+
+impl Guest {
+    /// `requests.cpu` and `requests.memory` as Harvester's VM webhook sets
+    /// them: limits × 100 / overcommit, memory truncated to whole MiB.
+    fn requests(&self) -> Option<(i128, i128)> {
+        let overcommit = self.overcommit.filter(|o| o.cpu > 0 && o.memory > 0)?;
+        let millicores = self.cpus * 1000 * 100 / overcommit.cpu;
+        const MIB: i128 = 1 << 20;
+        let memory = self.memory_bytes * 100 / overcommit.memory / MIB * MIB;
+        Some((millicores, memory))
+    }
 }
 
 impl Request<'_> {
@@ -43,13 +73,47 @@ impl Request<'_> {
             amounts.push((format!("{per_class}/persistentvolumeclaims"), claims));
             amounts.push((format!("{per_class}/requests.storage"), bytes));
         }
-        if let Some((cpus, memory)) = self.running {
+        if let Some(guest) = &self.running {
             amounts.push(("pods".to_owned(), WHOLE));
-            amounts.push(("limits.cpu".to_owned(), cpus * WHOLE));
-            amounts.push(("limits.memory".to_owned(), memory * WHOLE));
+            amounts.push(("limits.cpu".to_owned(), guest.cpus * WHOLE));
+            amounts.push(("limits.memory".to_owned(), guest.memory_bytes * WHOLE));
+            if let Some((millicores, memory)) = guest.requests() {
+                // `cpu` and `memory` are a quota's other names for the requests.
+                for name in ["requests.cpu", "cpu"] {
+                    amounts.push((name.to_owned(), millicores));
+                }
+                for name in ["requests.memory", "memory"] {
+                    amounts.push((name.to_owned(), memory * WHOLE));
+                }
+            }
         }
         amounts
     }
+}
+
+/// Harvester's overcommit percentages, or `None` when the cluster has no
+/// such setting (not Harvester) or it cannot be read as Harvester would.
+pub async fn overcommit(client: &kube::Client) -> Result<Option<Overcommit>, Refused> {
+    let setting = Api::<DynamicObject>::all_with(client.clone(), &external::harvester_setting())
+        .get_opt("overcommit-config")
+        .await;
+    let setting = match setting {
+        Ok(setting) => setting,
+        Err(kube::Error::Api(status)) if status.code == 404 => None,
+        Err(e) => {
+            return Err(Refused::new(
+                "SettingUnreadable",
+                format!("cannot read Harvester's overcommit-config setting: {e}"),
+            ));
+        }
+    };
+    Ok(setting.and_then(|setting| {
+        let text = [&setting.data["value"], &setting.data["default"]]
+            .into_iter()
+            .filter_map(|v| v.as_str())
+            .find(|v| !v.is_empty())?;
+        serde_json::from_str(text).ok()
+    }))
 }
 
 /// Refuses a request that some ResourceQuota of `namespace` has no room for.
@@ -160,7 +224,15 @@ mod tests {
         let two_disks = Request {
             disks: &[10 << 30, 20 << 30],
             class: Some("fast"),
-            running: Some((4, 8 << 30)),
+            running: Some(Guest {
+                cpus: 4,
+                memory_bytes: 8 << 30,
+                // Harvester's default: 4 CPUs ask for 400m, 8 GiB for 5461 MiB.
+                overcommit: Some(Overcommit {
+                    cpu: 1000,
+                    memory: 150,
+                }),
+            }),
         };
         // (hard, used, the resource or room the refusal names; None: it fits)
         let cases: &[(Amounts, Amounts, Option<&str>)] = &[
@@ -220,6 +292,18 @@ mod tests {
                 Some("7.00 GiB"),
             ),
             (&[("pods", "10")], &[("pods", "10")], Some("pods")),
+            (&[("requests.cpu", "1")], &[("requests.cpu", "600m")], None),
+            (&[("cpu", "1")], &[("cpu", "601m")], Some("cpu")),
+            (
+                &[("requests.memory", "8Gi")],
+                &[("requests.memory", "2731Mi")],
+                None,
+            ),
+            (
+                &[("memory", "8Gi")],
+                &[("memory", "2732Mi")],
+                Some("5.33 GiB"),
+            ),
             // Already over (the quota was lowered): no room, not negative room.
             (
                 &[("requests.storage", "1Gi")],

@@ -45,6 +45,12 @@ pub fn virtual_machine_image() -> ApiResource {
     )
 }
 
+/// Harvester's `Setting` (`harvesterhci.io/v1beta1`, cluster-scoped): its
+/// `value`, or its `default` when the value is empty.
+pub fn harvester_setting() -> ApiResource {
+    resource("harvesterhci.io", "v1beta1", "Setting", "settings")
+}
+
 /// Longhorn's `Node` (`longhorn.io/v1beta2`): its disks' sizes and what is
 /// scheduled on them.
 pub fn longhorn_node() -> ApiResource {

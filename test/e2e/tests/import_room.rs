@@ -1,16 +1,18 @@
-//! Preflight against Longhorn's free space, through the real kube-apiserver
-//! with Longhorn's real Node and Setting CRDs: a VM whose volumes cannot fit
-//! fails before the source is touched, with a message naming the fix; once
-//! Longhorn has room, the same VM imports. Its own test binary (so its own
-//! control plane): Longhorn's nodes are cluster-wide and would constrain
-//! every other import test.
+//! Preflight against the room an import needs, through the real
+//! kube-apiserver with Longhorn's and Harvester's real CRDs: a VM whose
+//! volumes Longhorn cannot place, or whose pod the namespace's quota on
+//! requests cannot hold (as Harvester's overcommit setting computes them),
+//! fails before the source is touched, with a message naming the fix; with
+//! room, the same VM imports. Its own test binary (so its own control plane):
+//! Longhorn's nodes and Harvester's settings are cluster-wide and would
+//! constrain every other import test.
 
 use std::time::Duration;
 
 use serde_json::json;
 use vmm_testkit::import;
 use vmm_testkit::servers::shared_controller;
-use vmm_testkit::vcsim::DiskSpec;
+use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -89,5 +91,54 @@ async fn an_import_longhorn_has_no_room_for_fails_in_preflight() {
     over_provisioning(cp, 200);
     import::create_job(cp, &ns, "fits", &name, json!({})).unwrap();
     let done = import::finished(&ns, "fits", WAIT);
+    assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_on_requests_counts_them_as_harvesters_overcommit_does() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    shared_controller();
+    // Harvester's default, as its Setting object carries it.
+    let overcommit = json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Setting",
+        "metadata": {"name": "overcommit-config"},
+        "default": r#"{"cpu":1000,"memory":150,"storage":100}"#, "value": ""});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &overcommit.to_string())
+        .expect_success();
+    let ns = TestNamespace::new(cp, "requests").unwrap();
+    let _harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
+    // A CDI class: Longhorn's room (the other test's) is not this test's business.
+    let class = format!("ceph-{}", ns.name());
+    let quota = |memory: &str| {
+        json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": class},
+             "provisioner": "rbd.csi.ceph.com"},
+            {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "team", "namespace": ns.name()},
+             "spec": {"hard": {"requests.memory": memory, "requests.cpu": "200m"}}},
+        ]})
+        .to_string()
+    };
+    // 3 GiB at 150 % asks for 2 GiB; 2 CPUs at 1000 % for 200m.
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &quota("2047Mi"))
+        .expect_success();
+    let name = format!("Sized {}", vmm_testkit::namespace::random_suffix());
+    let mut spec = VmSpec::new(&name)
+        .disk(DiskSpec::generated(8, 9, 0.5))
+        .nic(NicSpec::on("VM Network"))
+        .powered_on(true);
+    spec.cpus = Some(2);
+    spec.memory_mb = Some(3072);
+    let vm = vcsim.create_vm(&spec).await.unwrap();
+    let job = json!({"storageClass": class});
+    import::create_job(cp, &ns, "over", &name, job.clone()).unwrap();
+    let (reason, message) = import::failure(&ns, "over", WAIT);
+    assert_eq!(reason, "QuotaExceeded", "{message}");
+    assert!(message.contains("requests.memory"), "{message}");
+    assert_eq!(vcsim.power_state(&vm.moref).await.unwrap(), "poweredOn");
+
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &quota("2Gi"))
+        .expect_success();
+    import::create_job(cp, &ns, "exact", &name, job).unwrap();
+    let done = import::finished(&ns, "exact", WAIT);
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
 }
