@@ -15,6 +15,7 @@ pub mod images;
 pub mod preflight;
 pub mod quota;
 pub mod scratch;
+pub mod settings;
 pub mod space;
 pub mod status;
 pub mod target;
@@ -658,7 +659,8 @@ async fn create_vm(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
         });
     }
     let name = status.target_name.clone().unwrap_or_default();
-    let manifest = target::virtual_machine(job, &name, &spec, &imported)
+    let reserve = self::settings::reserved_memory_mib(&ctx.client).await?;
+    let manifest = target::virtual_machine(job, &name, &spec, &imported, reserve)
         .map_err(|e| Refused::new("CannotBuildVM", e.to_string()))?;
     Api::<DynamicObject>::namespaced_with(
         ctx.client.clone(),

@@ -16,7 +16,7 @@ use vmm_providers::vsphere::{DiskBacking, VmDetails, VsphereClient};
 use crate::conditions::{self, READY};
 use crate::connect::{self, Refused};
 use crate::import::target::JOB_LABEL;
-use crate::import::{images, quota, space};
+use crate::import::{images, quota, settings, space};
 
 /// What preflight found: the one VM to import and where it goes.
 pub struct Checked {
@@ -123,8 +123,10 @@ pub async fn run(
         running: match job.spec.power_on {
             true => Some(quota::Guest {
                 cpus: i128::from(vm.spec.cpus),
-                memory_bytes: i128::from(vm.spec.memory_mib) << 20,
-                overcommit: quota::overcommit(client).await?,
+                memory_bytes: i128::from(
+                    vm.spec.memory_mib + settings::reserved_memory_mib(client).await?,
+                ) << 20,
+                overcommit: settings::overcommit(client).await?,
             }),
             false => None,
         },

@@ -10,11 +10,11 @@
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::Api;
-use kube::api::{DynamicObject, ListParams};
-use vmm_api::external;
+use kube::api::ListParams;
 use vmm_api::quantity::milli_units;
 
 use crate::connect::Refused;
+use crate::import::settings::Overcommit;
 
 /// What an import adds to its namespace.
 pub struct Request<'a> {
@@ -32,13 +32,6 @@ pub struct Guest {
     pub memory_bytes: i128,
     /// Harvester's overcommit percentages, when the cluster has them.
     pub overcommit: Option<Overcommit>,
-}
-
-/// Harvester's `overcommit-config` setting: requests are limits × 100 / these.
-#[derive(Clone, Copy, Debug, serde::Deserialize)]
-pub struct Overcommit {
-    pub cpu: i128,
-    pub memory: i128,
 }
 
 impl Guest {
@@ -89,31 +82,6 @@ impl Request<'_> {
         }
         amounts
     }
-}
-
-/// Harvester's overcommit percentages, or `None` when the cluster has no
-/// such setting (not Harvester) or it cannot be read as Harvester would.
-pub async fn overcommit(client: &kube::Client) -> Result<Option<Overcommit>, Refused> {
-    let setting = Api::<DynamicObject>::all_with(client.clone(), &external::harvester_setting())
-        .get_opt("overcommit-config")
-        .await;
-    let setting = match setting {
-        Ok(setting) => setting,
-        Err(kube::Error::Api(status)) if status.code == 404 => None,
-        Err(e) => {
-            return Err(Refused::new(
-                "SettingUnreadable",
-                format!("cannot read Harvester's overcommit-config setting: {e}"),
-            ));
-        }
-    };
-    Ok(setting.and_then(|setting| {
-        let text = [&setting.data["value"], &setting.data["default"]]
-            .into_iter()
-            .filter_map(|v| v.as_str())
-            .find(|v| !v.is_empty())?;
-        serde_json::from_str(text).ok()
-    }))
 }
 
 /// Refuses a request that some ResourceQuota of `namespace` has no room for.

@@ -44,12 +44,16 @@ pub enum TargetError {
 }
 
 /// The VM for `job`, named `name`, from the source VM and its imported disks
-/// (in the source's disk order: the first one boots).
+/// (in the source's disk order: the first one boots). Harvester's webhook
+/// gives the guest the memory limit less `reserved_memory_mib`
+/// ([`settings::reserved_memory_mib`](crate::import::settings::reserved_memory_mib)),
+/// so the limit carries that reserve and the guest gets the source's memory.
 pub fn virtual_machine(
     job: &ImportJob,
     name: &str,
     source: &VirtualMachineSpec,
     disks: &[ImportedDisk],
+    reserved_memory_mib: i64,
 ) -> Result<Value, TargetError> {
     let namespace = job.metadata.namespace.as_deref().unwrap_or("default");
     let job_name = job.metadata.name.as_deref().unwrap_or_default();
@@ -124,11 +128,12 @@ pub fn virtual_machine(
     }
 
     let (sockets, cores) = topology(source.cpus, source.cores_per_socket);
-    let memory = format!("{}Mi", source.memory_mib);
+    let guest = format!("{}Mi", source.memory_mib);
+    let limit = format!("{}Mi", source.memory_mib + reserved_memory_mib);
     let mut domain = json!({
         "cpu": {"sockets": sockets, "cores": cores, "threads": 1},
-        "memory": {"guest": memory},
-        "resources": {"limits": {"cpu": source.cpus.to_string(), "memory": memory}},
+        "memory": {"guest": guest},
+        "resources": {"limits": {"cpu": source.cpus.to_string(), "memory": limit}},
         "machine": {"type": "q35"},
         "features": {"acpi": {"enabled": true}},
         "devices": {
@@ -305,6 +310,7 @@ mod tests {
             "web-01",
             &source(),
             &disks(),
+            100,
         )
         .unwrap();
         let domain = &vm["spec"]["template"]["spec"]["domain"];
@@ -314,6 +320,7 @@ mod tests {
         );
         assert_eq!(domain["resources"]["limits"]["cpu"], "8");
         assert_eq!(domain["memory"]["guest"], "6144Mi");
+        assert_eq!(domain["resources"]["limits"]["memory"], "6244Mi");
         assert_eq!(domain["firmware"]["bootloader"]["efi"]["secureBoot"], true);
         assert_eq!(domain["features"]["smm"]["enabled"], true);
         let interfaces = &domain["devices"]["interfaces"];
@@ -359,6 +366,7 @@ mod tests {
             "x",
             &bios,
             &disks(),
+            0,
         )
         .unwrap();
         let domain = &vm["spec"]["template"]["spec"]["domain"];
@@ -373,7 +381,7 @@ mod tests {
 
     #[test]
     fn what_cannot_be_built_says_why() {
-        let unmapped = virtual_machine(&job(&[("VM Network", "a")]), "x", &source(), &disks());
+        let unmapped = virtual_machine(&job(&[("VM Network", "a")]), "x", &source(), &disks(), 0);
         assert_eq!(
             unmapped.unwrap_err(),
             TargetError::UnmappedNetwork {
@@ -382,7 +390,7 @@ mod tests {
             }
         );
         let mapped = job(&[("VM Network", "a"), ("DMZ", "b")]);
-        let err = virtual_machine(&mapped, "x", &source(), &disks()[..1]).unwrap_err();
+        let err = virtual_machine(&mapped, "x", &source(), &disks()[..1], 0).unwrap_err();
         assert_eq!(
             err,
             TargetError::DiskCountMismatch {
@@ -393,7 +401,7 @@ mod tests {
         let mut empty = source();
         empty.memory_mib = 0;
         assert!(matches!(
-            virtual_machine(&mapped, "x", &empty, &disks()),
+            virtual_machine(&mapped, "x", &empty, &disks(), 0),
             Err(TargetError::NoResources { .. })
         ));
     }

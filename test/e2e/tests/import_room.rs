@@ -99,12 +99,23 @@ async fn a_quota_on_requests_counts_them_as_harvesters_overcommit_does() {
     let cp = ControlPlane::shared();
     let vcsim = Vcsim::shared();
     shared_controller();
-    // Harvester's default, as its Setting object carries it.
-    let overcommit = json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Setting",
-        "metadata": {"name": "overcommit-config"},
-        "default": r#"{"cpu":1000,"memory":150,"storage":100}"#, "value": ""});
-    cp.kubectl_with_stdin(["apply", "-f", "-"], &overcommit.to_string())
-        .expect_success();
+    // Harvester's defaults, as its Setting objects carry them: requests are
+    // limits x 100 / these, and the guest gets the whole memory limit.
+    let setting = |name: &str, default: &str| {
+        json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Setting",
+            "metadata": {"name": name}, "default": default, "value": ""})
+        .to_string()
+    };
+    for (name, default) in [
+        (
+            "overcommit-config",
+            r#"{"cpu":1000,"memory":150,"storage":100}"#,
+        ),
+        ("additional-guest-memory-overhead-ratio", "1.5"),
+    ] {
+        cp.kubectl_with_stdin(["apply", "-f", "-"], &setting(name, default))
+            .expect_success();
+    }
     let ns = TestNamespace::new(cp, "requests").unwrap();
     let _harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
     // A CDI class: Longhorn's room (the other test's) is not this test's business.
@@ -141,4 +152,17 @@ async fn a_quota_on_requests_counts_them_as_harvesters_overcommit_does() {
     import::create_job(cp, &ns, "exact", &name, job).unwrap();
     let done = import::finished(&ns, "exact", WAIT);
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
+    let target = done["status"]["targetName"].as_str().unwrap();
+    let limit = ns.kubectl([
+        "get",
+        "virtualmachines.kubevirt.io",
+        target,
+        "-o",
+        "jsonpath={.spec.template.spec.domain.resources.limits.memory}",
+    ]);
+    assert_eq!(
+        limit.stdout.trim(),
+        "3072Mi",
+        "no reserve with a ratio set: {limit}"
+    );
 }

@@ -119,6 +119,9 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
         json!({"sockets": 2, "cores": 2, "threads": 1})
     );
     assert_eq!(domain["memory"]["guest"], "1536Mi");
+    // No Harvester settings here: its webhook would keep its legacy 100 MiB
+    // for QEMU back from the limit, so the limit carries it.
+    assert_eq!(domain["resources"]["limits"]["memory"], "1636Mi");
     assert!(
         domain["firmware"]["bootloader"]["efi"].is_object(),
         "{domain}"

@@ -49,7 +49,8 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
             capacity_bytes: 1 << 30,
         })
         .collect();
-    let vm = virtual_machine(&job, "web-01", &source, &disks).unwrap();
+    // With Harvester's legacy fixed reserve for QEMU (100 MiB) on the limit.
+    let vm = virtual_machine(&job, "web-01", &source, &disks, 100).unwrap();
     let typo_base = vm.clone();
 
     let resource = vmm_api::external::kubevirt_vm();
@@ -67,6 +68,7 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
         json!({"sockets": 2, "cores": 3, "threads": 1})
     );
     assert_eq!(stored["domain"]["memory"]["guest"], "3000Mi");
+    assert_eq!(stored["domain"]["resources"]["limits"]["memory"], "3100Mi");
     assert_eq!(
         stored["domain"]["firmware"]["bootloader"]["efi"]["secureBoot"],
         true
