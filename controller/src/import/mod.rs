@@ -662,17 +662,28 @@ async fn create_vm(ctx: &Context, api: &Api<ImportJob>, job: &ImportJob) -> Step
     let reserve = self::settings::reserved_memory_mib(&ctx.client).await?;
     let manifest = target::virtual_machine(job, &name, &spec, &imported, reserve)
         .map_err(|e| Refused::new("CannotBuildVM", e.to_string()))?;
-    Api::<DynamicObject>::namespaced_with(
+    let vms = Api::<DynamicObject>::namespaced_with(
         ctx.client.clone(),
         &namespace,
         &vmm_api::external::kubevirt_vm(),
-    )
-    .patch(
-        &name,
-        &PatchParams::apply(images::FIELD_MANAGER).validation_strict(),
-        &Patch::Apply(&manifest),
-    )
-    .await?;
+    );
+    let params = PatchParams::apply(images::FIELD_MANAGER).validation_strict();
+    match vms.patch(&name, &params, &Patch::Apply(&manifest)).await {
+        Ok(_) => {}
+        // Some Harvester versions cap sockets at 1: the same vCPUs as cores.
+        Err(kube::Error::Api(refusal))
+            if refusal.message.contains(target::MAX_SOCKETS_REFUSAL)
+                && let Some(flat) = target::single_socket(&manifest) =>
+        {
+            vms.patch(&name, &params, &Patch::Apply(&flat)).await?;
+            let note = format!(
+                "Harvester refused {} CPU sockets (its VM webhook allows one when CPU hotplug is off): the VM has one socket with all {} vCPUs as cores",
+                manifest["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"], spec.cpus
+            );
+            publish(ctx, job, EventType::Warning, "OneSocket", &note).await;
+        }
+        Err(error) => return Err(error.into()),
+    }
     crash::point(crash::VM_APPLIED);
     let message = format!(
         "VirtualMachine {namespace}/{name} created from {:?}",

@@ -189,6 +189,23 @@ fn topology(cpus: i32, cores_per_socket: Option<i32>) -> (i32, i32) {
     }
 }
 
+/// What KubeVirt answers when a VM has more sockets than `maxSockets`, which
+/// Harvester v1.6 to v1.8's VM webhook sets to 1 whenever CPU hotplug is off
+/// (harvester#10265, fixed by harvester#10757).
+pub const MAX_SOCKETS_REFUSAL: &str = "greater than the maximum sockets allowed";
+
+/// The same vCPUs as one socket (`sockets × cores` cores), for a Harvester
+/// that refuses more sockets; `None` when the VM has one socket already.
+pub fn single_socket(vm: &Value) -> Option<Value> {
+    let cpu = vm.pointer("/spec/template/spec/domain/cpu")?;
+    let sockets = cpu["sockets"].as_i64().filter(|&s| s > 1)?;
+    let cores = cpu["cores"].as_i64().unwrap_or(1);
+    let mut flat = vm.clone();
+    flat["spec"]["template"]["spec"]["domain"]["cpu"] =
+        json!({"sockets": 1, "cores": sockets * cores, "threads": cpu["threads"].clone()});
+    Some(flat)
+}
+
 /// `name` alone means a NAD in the job's namespace.
 fn qualified(nad: &str, namespace: &str) -> String {
     if nad.contains('/') {
@@ -377,6 +394,26 @@ mod tests {
             json!({"sockets": 6, "cores": 1, "threads": 1})
         );
         assert_eq!(topology(4, None), (4, 1));
+    }
+
+    #[test]
+    fn one_socket_keeps_the_vcpu_count() {
+        let vm = virtual_machine(
+            &job(&[("VM Network", "a"), ("DMZ", "b")]),
+            "x",
+            &source(),
+            &disks(),
+            0,
+        )
+        .unwrap();
+        let flat = single_socket(&vm).unwrap();
+        let cpu = &flat["spec"]["template"]["spec"]["domain"]["cpu"];
+        assert_eq!(*cpu, json!({"sockets": 1, "cores": 8, "threads": 1}));
+        assert_eq!(
+            flat["spec"]["template"]["spec"]["domain"]["resources"],
+            vm["spec"]["template"]["spec"]["domain"]["resources"]
+        );
+        assert!(single_socket(&flat).is_none(), "one socket already");
     }
 
     #[test]

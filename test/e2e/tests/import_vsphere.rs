@@ -299,6 +299,71 @@ async fn a_format_that_cannot_stream_is_converted_by_qemu_img() {
     assert!(left.is_empty(), "scratch files left: {left:?}");
 }
 
+/// Harvester v1.6 to v1.8 cap a VM's sockets at one when CPU hotplug is off
+/// (its webhook sets `maxSockets: 1`, and KubeVirt refuses more sockets:
+/// harvester#10265). A ValidatingAdmissionPolicy in this test's namespace
+/// refuses the same way, with KubeVirt's message; the import still ends with
+/// the source's vCPUs, as cores of one socket, and says so in an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harvester_allowing_one_socket_gets_the_vcpus_as_cores() {
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    controller();
+    let ns = TestNamespace::new(cp, "one-socket").unwrap();
+    let _harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
+    let policy = format!("max-sockets-{}", ns.name());
+    let cap = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": policy},
+         "spec": {"failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["kubevirt.io"], "apiVersions": ["*"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["virtualmachines"]}]},
+            "validations": [{
+                "expression": "!has(object.spec.template.spec.domain.cpu) || !has(object.spec.template.spec.domain.cpu.sockets) || object.spec.template.spec.domain.cpu.sockets <= 1",
+                "message": "Number of sockets in CPU topology is greater than the maximum sockets allowed"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": policy},
+         "spec": {"policyName": policy, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name()}}}}},
+    ]});
+    cp.kubectl_with_stdin(["apply", "-f", "-"], &cap.to_string())
+        .expect_success();
+    let name = format!("Licensed {}", vmm_testkit::namespace::random_suffix());
+    let mut spec = VmSpec::new(&name)
+        .disk(DiskSpec::generated(8, 5, 0.5))
+        .nic(NicSpec::on("VM Network"))
+        .powered_on(true);
+    spec.cpus = Some(4);
+    spec.cores_per_socket = Some(2);
+    vcsim.create_vm(&spec).await.unwrap();
+    import::create_job(cp, &ns, "licensed", &name, json!({})).unwrap();
+    let done = wait_finished(&ns, "licensed");
+    cp.kubectl(["delete", "validatingadmissionpolicy", &policy]);
+    cp.kubectl(["delete", "validatingadmissionpolicybinding", &policy]);
+    assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
+    let target = done["status"]["targetName"].as_str().unwrap();
+    let cpu = ns.kubectl([
+        "get",
+        "virtualmachines.kubevirt.io",
+        target,
+        "-o",
+        "jsonpath={.spec.template.spec.domain.cpu}",
+    ]);
+    let cpu: Value = serde_json::from_str(cpu.expect_success()).unwrap();
+    assert_eq!(cpu, json!({"sockets": 1, "cores": 4, "threads": 1}));
+    let events = ns.kubectl([
+        "get",
+        "events",
+        "--field-selector=reason=OneSocket",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.expect_success().contains("4 vCPUs"),
+        "no OneSocket event: {events}"
+    );
+}
+
 /// The job's Ready condition once the job has Failed.
 fn failure(ns: &TestNamespace, job: &str) -> (String, String) {
     import::failure(ns, job, WAIT)
