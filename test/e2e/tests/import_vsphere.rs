@@ -328,6 +328,26 @@ async fn a_harvester_allowing_one_socket_gets_the_vcpus_as_cores() {
     ]});
     cp.kubectl_with_stdin(["apply", "-f", "-"], &cap.to_string())
         .expect_success();
+    // The policy takes effect once the apiserver has loaded it: probe.
+    let two_sockets = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "probe", "namespace": ns.name()},
+        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {
+            "cpu": {"sockets": 2}, "devices": {}}}}}});
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let probe = cp.kubectl_with_stdin(
+            ["create", "--dry-run=server", "-f", "-"],
+            &two_sockets.to_string(),
+        );
+        if !probe.success() && probe.stderr.contains("maximum sockets allowed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the policy never took effect: {probe}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let name = format!("Licensed {}", vmm_testkit::namespace::random_suffix());
     let mut spec = VmSpec::new(&name)
         .disk(DiskSpec::generated(8, 5, 0.5))
