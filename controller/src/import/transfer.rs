@@ -103,6 +103,21 @@ impl Exports {
         lease_id: Option<&str>,
         wanted: &[Wanted],
     ) -> Result<String, Refused> {
+        // A reconcile that read the job before this process's own status
+        // writes landed asks again for the export this process serves: it is
+        // the one wanted (re-attaching would end it as "replaced").
+        let serving = self
+            .active
+            .lock()
+            .await
+            .get(&job)
+            .and_then(Active::lease_id)
+            .map(str::to_owned);
+        if let Some(serving) = serving
+            && lease_id.is_none_or(|id| id == serving)
+        {
+            return Ok(serving);
+        }
         let mut lease = open_lease(client, vm_id, lease_id).await?;
         let percent = Arc::new(AtomicU8::new(0));
         lease.keep_alive(percent.clone());
@@ -146,8 +161,13 @@ impl Exports {
             {
                 self.registry.unregister(token);
             }
-            if let Some(lease) = replaced.lease.take() {
-                end(lease, Ending::Abort("replaced by a new export")).await;
+            match replaced.lease.take() {
+                // The same lease, attached twice: ending one ends both.
+                Some(lease) if lease.id() == id => {
+                    lease.detach();
+                }
+                Some(lease) => end(lease, Ending::Abort("replaced by a new export")).await,
+                None => {}
             }
         }
         Ok(id)
