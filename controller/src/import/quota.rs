@@ -11,7 +11,7 @@
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::Api;
 use kube::api::ListParams;
-use vmm_api::quantity::milli_units;
+use vmm_api::quantity::{gib, milli_units};
 
 use crate::connect::Refused;
 use crate::import::settings::Overcommit;
@@ -141,13 +141,12 @@ fn fits(quota: &ResourceQuota, request: &Request<'_>) -> Result<(), Refused> {
 /// An amount in thousandths as a person reads it: bytes in GiB, CPUs and
 /// counts as numbers.
 fn shown(resource: &str, milli: i128) -> String {
-    // Precision does not matter in a message; i128 → f64 is lossy only
-    // beyond 2^53.
-    #[allow(clippy::cast_precision_loss)]
-    let units = milli as f64 / 1000.0;
     if resource.ends_with("requests.storage") || resource.ends_with("memory") {
-        format!("{:.2} GiB", units / f64::from(1u32 << 30))
+        format!("{} GiB", gib(milli / 1000))
     } else {
+        // Precision does not matter in a message.
+        #[allow(clippy::cast_precision_loss)]
+        let units = milli as f64 / 1000.0;
         format!("{units}")
     }
 }

@@ -20,6 +20,7 @@ use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use serde_json::Value;
 use vmm_api::external;
+use vmm_api::quantity::gib;
 
 use crate::connect::Refused;
 use crate::import::images::LONGHORN_PROVISIONER;
@@ -146,13 +147,6 @@ fn fits(rooms: &[i128], replicas: u64, disks: &[i64]) -> Result<(), Refused> {
             gib(i128::from(largest)),
         ),
     ))
-}
-
-fn gib(bytes: i128) -> String {
-    // Precision does not matter in a message.
-    #[allow(clippy::cast_precision_loss)]
-    let gib = bytes as f64 / f64::from(1u32 << 30);
-    format!("{gib:.2}")
 }
 
 #[cfg(test)]

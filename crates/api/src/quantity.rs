@@ -56,6 +56,15 @@ pub fn milli_units(text: &str) -> Option<i128> {
     Some(sign * units)
 }
 
+/// Bytes as GiB with two decimals, for messages.
+pub fn gib(bytes: i128) -> String {
+    // Precision does not matter in a message; i128 → f64 is lossy only
+    // beyond 2^53.
+    #[allow(clippy::cast_precision_loss)]
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    format!("{gib:.2}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::milli_units;

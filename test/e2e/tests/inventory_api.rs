@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use vmm_testkit::servers::{InventoryApi, start_inventory_api};
+use vmm_testkit::servers::{InventoryApi, metric, start_inventory_api};
 use vmm_testkit::tls::reqwest_client;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
 
@@ -589,17 +589,9 @@ async fn concerns_follow_networks_and_vms_in_the_cluster() {
     wait_for_concerns(cp, ns.name(), vm, "clear of MACs", lacks("MacAddressInUse"));
 
     // How fresh the source's inventory is.
-    let url = format!("http://127.0.0.1:{}/metrics", server.server.admin_port);
-    let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
     let lag = format!(
-        r#"vmm_inventory_sync_lag_seconds{{namespace="{}",kind="Vsphere",source="vc"}} "#,
+        r#"vmm_inventory_sync_lag_seconds{{namespace="{}",kind="Vsphere",source="vc"}}"#,
         ns.name()
     );
-    let seconds = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(lag.as_str()))
-        .unwrap_or_else(|| panic!("{lag} missing:\n{metrics}"));
-    seconds
-        .parse::<f64>()
-        .unwrap_or_else(|e| panic!("{lag}{seconds}: {e}"));
+    metric(server.server.admin_port, &lag).unwrap();
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::Value;
-use vmm_testkit::servers::{Server, start_inventory_api, start_server};
+use vmm_testkit::servers::{Server, serving_args, start_inventory_api, start_server};
 use vmm_testkit::tls::reqwest_client;
 use vmm_testkit::vcsim::{NicSpec, VmSpec};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
@@ -116,14 +116,7 @@ async fn a_list_from_one_replica_and_a_watch_from_the_other_agree() {
         cp,
         &program,
         cp.kubeconfig_path(),
-        vec![
-            "--listen-addr".into(),
-            format!("127.0.0.1:{port}").into(),
-            "--tls-cert-file".into(),
-            serving.cert_path.into(),
-            "--tls-private-key-file".into(),
-            serving.key_path.into(),
-        ],
+        serving_args(port, serving),
     )
     .unwrap();
     let (a, b) = (Replica::new(cp, first.port), Replica::new(cp, port));

@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::aggregation::{ApiServiceRegistration, register_apiservice, wait_apiservice_available};
 use crate::control_plane::ControlPlane;
+use crate::pki::CertFiles;
 use crate::process::{ManagedProcess, ProcessBuilder, free_port};
 
 /// How long a server may take to answer `/readyz`, and an APIService to
@@ -50,6 +51,19 @@ pub fn start_server(
     args: Vec<OsString>,
 ) -> Result<Server> {
     spawn_server(cp, program, kubeconfig, args, &[])
+}
+
+/// The apiserver's arguments to serve the API on loopback `port` with the
+/// certificate `serving` (one the aggregator trusts).
+pub fn serving_args(port: u16, serving: CertFiles) -> Vec<OsString> {
+    vec![
+        "--listen-addr".into(),
+        format!("127.0.0.1:{port}").into(),
+        "--tls-cert-file".into(),
+        serving.cert_path.into(),
+        "--tls-private-key-file".into(),
+        serving.key_path.into(),
+    ]
 }
 
 fn spawn_server(
@@ -106,15 +120,7 @@ pub async fn start_inventory_api(
     let serving = cp
         .pki()
         .issue_aggregated_serving(&registration.service_name, &registration.service_namespace)?;
-    let args = vec![
-        "--listen-addr".into(),
-        format!("127.0.0.1:{port}").into(),
-        "--tls-cert-file".into(),
-        serving.cert_path.into(),
-        "--tls-private-key-file".into(),
-        serving.key_path.into(),
-    ];
-    let server = start_server(cp, program, kubeconfig, args)?;
+    let server = start_server(cp, program, kubeconfig, serving_args(port, serving))?;
     let client = cp.try_client()?;
     register_apiservice(&client, &registration).await?;
     wait_apiservice_available(&client, &registration.apiservice_name(), READY_TIMEOUT).await?;
