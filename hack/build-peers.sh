@@ -13,20 +13,25 @@
 #   crds/longhorn.yaml                     Longhorn's Node and Setting CRDs: controller-gen on the
 #                                          longhorn-manager Harvester pins (preflight's space check)
 #   crds/nad.yaml                          NAD client's shipped manifest (test/peers/crds/nad)
+# and, with --steve, in an entry of its own (only the UI suites need it):
+#   bin/steve                        github.com/rancher/steve (test/peers/steve): Rancher's /v1 API layer
 # Versions: test/peers/versions.env. Details: docs/peers.md.
 #
 # Usage:
 #   PEERS=$(hack/build-peers.sh)   build (or reuse) and print the output directory as the LAST stdout line
+#   STEVE=$(hack/build-peers.sh --steve)  the same for steve's entry
 #   hack/build-peers.sh --update   regenerate the wrapper modules' go.mod/go.sum from versions.env and the
 #                                  upstream go.mod files (replace lists included); commit the result
 #   hack/build-peers.sh --check    only verify the committed go.mod files against versions.env/upstream
 #   hack/build-peers.sh --force    rebuild even if the cache entry exists
 #   hack/build-peers.sh --prune    after building, delete every other cache entry
-#   hack/build-peers.sh --print-key  print the cache key and exit
+#   hack/build-peers.sh --print-key  print the cache key and exit (with --steve: steve's)
 #
 # Output: ${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-migration}/peers/<key>/ where <key> hashes
-# test/peers/**, this script and `go version`. Builds go to a temp dir that is renamed into place, under
-# flock, so an interrupted build leaves no partial entry and concurrent runs build once.
+# test/peers/** (but test/peers/steve), this script and `go version`; steve's entry is steve/<key>, whose
+# key hashes test/peers/steve, this script and `go version`, so neither entry rebuilds for the other's
+# changes. Builds go to a temp dir that is renamed into place, under flock, so an interrupted build
+# leaves no partial entry and concurrent runs build once.
 # Go's own GOMODCACHE/GOCACHE are used as they are (defaults persist between runs).
 set -euo pipefail
 shopt -s inherit_errexit
@@ -60,9 +65,10 @@ die() { printf '[build-peers] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() { sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//' >&2; }
 
-MODE=build FORCE=0 PRUNE=0
+MODE=build FORCE=0 PRUNE=0 ENTRY=peers
 for arg in "$@"; do
 	case $arg in
+	--steve) ENTRY=steve ;;
 	--update) MODE=update ;;
 	--check) MODE=check ;;
 	--print-key) MODE=key ;;
@@ -75,7 +81,7 @@ done
 
 # shellcheck source=../test/peers/versions.env
 source "$SRC/versions.env"
-for v in KUBE_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION HELM_VERSION; do
+for v in KUBE_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION HELM_VERSION STEVE_VERSION; do
 	[[ -n ${!v:-} ]] || die "$v is not set in test/peers/versions.env"
 done
 
@@ -85,21 +91,30 @@ GO_VERSION=$(go version)
 # ---------------------------------------------------------------------------------------------
 # Cache key and fast path
 # ---------------------------------------------------------------------------------------------
+# The files each entry is built from, relative to the repository root (NUL-separated).
+entry_files() {
+	case $ENTRY in
+	peers) find test/peers -path test/peers/steve -prune -o -type f -print0 ;;
+	steve) find test/peers/steve -type f -print0 ;;
+	esac
+	printf '%s\0' hack/build-peers.sh
+}
+
 cache_key() {
 	{
-		(cd "$ROOT" && find test/peers hack/build-peers.sh -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+		(cd "$ROOT" && entry_files | LC_ALL=C sort -z | xargs -0 sha256sum)
 		printf '%s\n' "$GO_VERSION"
 	} | sha256sum | cut -c1-16
 }
 
 prune_others() { # with --prune: delete every cache entry but $KEY
 	if [[ $PRUNE == 1 ]]; then
-		find "$PEERS_CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$KEY" ! -name '.*' -print -exec rm -rf {} + >&2
+		find "$ENTRY_CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$KEY" ! -name '.*' -print -exec rm -rf {} + >&2
 	fi
 }
 
 CACHE_ROOT=${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-migration}
-PEERS_CACHE=$CACHE_ROOT/peers
+ENTRY_CACHE=$CACHE_ROOT/$ENTRY
 
 if [[ $MODE == key ]]; then
 	cache_key >&3
@@ -108,7 +123,7 @@ fi
 
 if [[ $MODE == build && $FORCE == 0 ]]; then
 	KEY=$(cache_key)
-	OUT=$PEERS_CACHE/$KEY
+	OUT=$ENTRY_CACHE/$KEY
 	if [[ -f $OUT/build-info.json ]]; then
 		prune_others
 		log "cache hit: $OUT"
@@ -216,6 +231,7 @@ check_all() {
 	check_module crds/harvester github.com/harvester/harvester "$HARVESTER_VERSION" 1
 	check_module crds/controller-gen sigs.k8s.io/controller-tools "$CONTROLLER_TOOLS_VERSION" 0
 	check_module crds/nad github.com/k8snetworkplumbingwg/network-attachment-definition-client "$NAD_VERSION" 1
+	check_module steve github.com/rancher/steve "$STEVE_VERSION" 1
 	log "wrapper modules match versions.env and the generated replace lists"
 }
 
@@ -261,6 +277,7 @@ update_all() {
 	update_module crds/controller-gen sigs.k8s.io/controller-tools "$CONTROLLER_TOOLS_VERSION" 0 \
 		sigs.k8s.io/controller-tools/cmd/controller-gen
 	update_module crds/nad github.com/k8snetworkplumbingwg/network-attachment-definition-client "$NAD_VERSION" 1
+	update_module steve github.com/rancher/steve "$STEVE_VERSION" 1 github.com/rancher/steve
 
 	# Harvester generates its CRDs with the controller-gen its build image installs; say if we differ.
 	local hdir want
@@ -281,36 +298,38 @@ esac
 # ---------------------------------------------------------------------------------------------
 # Build (under lock, into a temp dir renamed into place)
 # ---------------------------------------------------------------------------------------------
-mkdir -p "$PEERS_CACHE"
-exec 9>"$PEERS_CACHE/.lock"
+mkdir -p "$ENTRY_CACHE"
+exec 9>"$ENTRY_CACHE/.lock"
 if ! flock -n 9; then
 	log "another build-peers.sh is building; waiting for its lock"
 	flock 9
 fi
 KEY=$(cache_key)
-OUT=$PEERS_CACHE/$KEY
+OUT=$ENTRY_CACHE/$KEY
 if [[ $FORCE == 0 && -f $OUT/build-info.json ]]; then
 	log "cache hit (built by a concurrent run): $OUT"
 	printf '%s\n' "$OUT" >&3
 	exit 0
 fi
 # Under the lock any leftover temp dir belongs to an interrupted build.
-rm -rf "$PEERS_CACHE"/.tmp-* "$PEERS_CACHE"/.old-*
-TMP=$(mktemp -d "$PEERS_CACHE/.tmp-$KEY-XXXXXX")
+rm -rf "$ENTRY_CACHE"/.tmp-* "$ENTRY_CACHE"/.old-*
+TMP=$(mktemp -d "$ENTRY_CACHE/.tmp-$KEY-XXXXXX")
 CLEANUP+=("$TMP")
 mkdir -p "$TMP/bin" "$TMP/crds" "$TMP/work"
 WORK=$TMP/work
 
-log "building peers into $OUT ($GO_VERSION, CI=${CI:-false})"
+log "building $ENTRY into $OUT ($GO_VERSION, CI=${CI:-false})"
 check_all
 
 declare -A SECS=()
+STEPS=()
 timed() { # timed NAME CMD...: run CMD, record its wall time
 	local name=$1 t0
 	shift
 	t0=$EPOCHREALTIME
 	log "== $name"
 	"$@"
+	STEPS+=("$name")
 	SECS[$name]=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 	log "== $name done in ${SECS[$name]}s"
 }
@@ -350,6 +369,12 @@ build_helm() {
 	# The version helm prints and stamps into rendered charts' .Capabilities.HelmVersion.
 	go -C "$SRC/helm" build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
 		-o "$TMP/bin/helm" helm.sh/helm/v3/cmd/helm
+}
+
+build_steve() {
+	# steve has `package main` at its module root; `--version` prints this stamp.
+	go -C "$SRC/steve" build -trimpath -ldflags "-s -w -X github.com/rancher/steve/pkg/version.Version=$STEVE_VERSION" \
+		-o "$TMP/bin/steve" github.com/rancher/steve
 }
 
 module_dir() { # module_dir NAME MODULE: download MODULE (verified against go.sum) and print its dir
@@ -402,19 +427,32 @@ crd_longhorn() { # after crd_harvester (its controller-gen and module)
 }
 
 T0=$EPOCHREALTIME
-timed kube build_kube
-timed etcd build_etcd
-timed vcsim build_vcsim
-timed helm build_helm
-timed crd-kubevirt crd_kubevirt
-timed crd-harvester crd_harvester
-timed crd-nad crd_nad
-timed crd-longhorn crd_longhorn
+case $ENTRY in
+peers)
+	timed kube build_kube
+	timed etcd build_etcd
+	timed vcsim build_vcsim
+	timed helm build_helm
+	timed crd-kubevirt crd_kubevirt
+	timed crd-harvester crd_harvester
+	timed crd-nad crd_nad
+	timed crd-longhorn crd_longhorn
+	BINS=(kube-apiserver kubectl etcd vcsim helm)
+	CRDS=(kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts longhorn nad)
+	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'"'
+	;;
+steve)
+	timed steve build_steve
+	BINS=(steve)
+	CRDS=()
+	VERSIONS='"steve": "'$STEVE_VERSION'"'
+	;;
+esac
 TOTAL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 rm -rf "$WORK"
 
-for f in kube-apiserver kubectl etcd vcsim helm; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
-for f in kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts longhorn nad; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
+for f in "${BINS[@]}"; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
+for f in "${CRDS[@]}"; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
 
 json_sizes() {
 	local sep="" f
@@ -425,7 +463,7 @@ json_sizes() {
 }
 json_secs() {
 	local sep="" k
-	for k in kube etcd vcsim helm crd-kubevirt crd-harvester crd-nad; do
+	for k in "${STEPS[@]}"; do
 		printf '%s"%s": %s' "$sep" "$k" "${SECS[$k]}"
 		sep=", "
 	done
@@ -434,7 +472,7 @@ cat >"$TMP/build-info.json" <<EOF
 {
   "key": "$KEY",
   "goVersion": "$GO_VERSION",
-  "versions": {"kubernetes": "$KUBE_VERSION", "etcd": "$ETCD_VERSION", "govmomi": "$GOVMOMI_VERSION", "kubevirt": "$KUBEVIRT_VERSION", "harvester": "$HARVESTER_VERSION", "controllerTools": "$CONTROLLER_TOOLS_VERSION", "nad": "$NAD_VERSION", "helm": "$HELM_VERSION"},
+  "versions": {$VERSIONS},
   "buildSeconds": {$(json_secs), "total": $TOTAL},
   "binarySizes": {$(json_sizes)},
   "builtAt": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
@@ -443,8 +481,8 @@ cat >"$TMP/build-info.json" <<EOF
 EOF
 
 if [[ -e $OUT ]]; then # only with --force
-	mv -T "$OUT" "$PEERS_CACHE/.old-$KEY-$$"
-	rm -rf "$PEERS_CACHE/.old-$KEY-$$"
+	mv -T "$OUT" "$ENTRY_CACHE/.old-$KEY-$$"
+	rm -rf "$ENTRY_CACHE/.old-$KEY-$$"
 fi
 chmod 755 "$TMP"
 mv -T "$TMP" "$OUT"

@@ -1,0 +1,32 @@
+// Steve type ids of what the extension shows (`<group>.<kind>` lowercased, core types bare).
+export const PRODUCT = 'vm-migration';
+
+export const SOURCE = {
+  VSPHERE:   'source.harvesterhci.io.vsphere',
+  OPENSTACK: 'source.harvesterhci.io.openstack',
+  HARVESTER: 'source.harvesterhci.io.harvester',
+} as const;
+
+export const SOURCE_TYPES = [SOURCE.VSPHERE, SOURCE.OPENSTACK, SOURCE.HARVESTER];
+
+export const IMPORT_JOB = 'importjob.harvesterhci.io.virtualmachine';
+
+export const INVENTORY = {
+  VM:      'inventory.harvesterhci.io.virtualmachine',
+  NETWORK: 'inventory.harvesterhci.io.network',
+} as const;
+
+export const NAD = 'k8s.cni.cncf.io.networkattachmentdefinition';
+export const STORAGE_CLASS = 'storage.k8s.io.storageclass';
+export const SECRET = 'secret';
+export const EVENT = 'event';
+
+// Harvester's own product and its KubeVirt VM list, where we add an entry point.
+export const HARVESTER_PRODUCT = 'harvester';
+export const KUBEVIRT_VM = 'kubevirt.io.virtualmachine';
+
+// Pages of ours that are not a type's list (virtual types and their route names).
+export const PAGE = {
+  SOURCES: 'vm-migration-sources',
+  IMPORT:  'vm-migration-import',
+} as const;
