@@ -1,6 +1,10 @@
 //! Stable object names for inventory objects: derived from the source's name and
 //! the provider's id only, so a renamed VM keeps its object, and valid DNS-1123
-//! labels whatever the ids contain.
+//! labels whatever the ids contain. And the Harvester VM name an import derives
+//! from the source VM's display name.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// Longest name we make: a DNS-1123 label, so it also fits in label values.
 pub const MAX_NAME_LEN: usize = 63;
@@ -29,10 +33,12 @@ pub fn object_name(source: &str, id: &str) -> String {
 }
 
 /// The Harvester VM name an import job uses when it names none: the source's
-/// display name as a DNS-1123 label (`Web 01` → `web-01`). Readable, not
-/// unique: a clash is a concern the user settles with `spec.targetName`.
+/// display name as a DNS-1123 label (`Web 01` → `web-01`), letters transliterated
+/// first (`Ünïcödé-VM €` → `unicode-vm-eur`). Readable, not unique: a clash is a
+/// concern the user settles with `spec.targetName`. The UI's import wizard shows
+/// the same name from the same table (ui-extension/pkg/vm-migration/utils/names.ts).
 pub fn target_vm_name(display_name: &str) -> String {
-    let mut name = slug(display_name);
+    let mut name = slug(&transliterate(display_name));
     name.truncate(MAX_NAME_LEN);
     let name = name.trim_matches('-');
     if name.is_empty() {
@@ -51,6 +57,38 @@ pub fn is_dns1123_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Letters of other scripts and with diacritics spelled in ASCII (`ü` → `u`,
+/// `ß` → `ss`, `Ж` → `Zh`, `€` → `EUR`), from `transliteration.json`: Latin
+/// letters reduced to their base letter by Unicode's decompositions, a few
+/// letters and currency signs that have none, and the Cyrillic and Greek
+/// alphabets. Characters it does not list are kept (and `slug` drops them).
+fn transliterate(text: &str) -> String {
+    static TABLE: OnceLock<HashMap<char, String>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let entries: HashMap<String, String> =
+            serde_json::from_str(include_str!("transliteration.json"))
+                .expect("transliteration.json is a map of strings");
+        entries
+            .into_iter()
+            .filter_map(|(from, to)| {
+                let mut chars = from.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => Some((c, to)),
+                    _ => None,
+                }
+            })
+            .collect()
+    });
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match table.get(&c) {
+            Some(ascii) => out.push_str(ascii),
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// Lowercase ASCII letters and digits kept, every other run of characters one `-`.
@@ -107,7 +145,12 @@ mod tests {
         for (display, want) in [
             ("Web 01", "web-01"),
             ("db.prod.example.com", "db-prod-example-com"),
-            ("  --Ünïcødé--  ", "n-c-d"),
+            ("Ünïcödé-VM €", "unicode-vm-eur"),
+            ("  --Ünïcødé--  ", "unicode"),
+            ("Straße 5 Ærø", "strasse-5-aero"),
+            ("Сервер-01", "server-01"),
+            ("Ωμέγα", "omega"),
+            ("Việt Nam", "viet-nam"),
             ("名前", "vm"),
             ("", "vm"),
         ] {
@@ -116,6 +159,25 @@ mod tests {
         let long = target_vm_name(&format!("{}-x", "a".repeat(62)));
         assert_eq!(long, "a".repeat(62), "cut to 63, then trailing '-' trimmed");
         assert!(is_dns1123_label(&long));
+    }
+
+    #[test]
+    fn the_table_maps_single_characters_to_ascii() {
+        let entries: HashMap<String, String> =
+            serde_json::from_str(include_str!("transliteration.json")).unwrap();
+        for (from, to) in entries {
+            assert_eq!(from.chars().count(), 1, "{from:?} is not one character");
+            assert!(
+                to.chars().all(|c| c.is_ascii_alphabetic()),
+                "{from:?} → {to:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn inventory_object_names_do_not_transliterate() {
+        // Object names are API (the_hash_is_fixed_forever): only target names changed.
+        assert!(object_name("src", "ünïcødé").starts_with("src-n-c-d-"));
     }
 
     #[test]
