@@ -10,6 +10,10 @@
 #   crds/harvester-addons.yaml             the same run: the Addon our charts/addon manifest is
 #   crds/rancher-managedcharts.yaml        ManagedChart as Rancher registers it (wrangler, from the
 #                                          rancher/pkg/apis Harvester pins; test/peers/crds/harvester)
+#   crds/rancher-settings.yaml, crds/rancher-features.yaml  the same for Setting and Feature (the UI
+#                                          reads ui-performance and ui-sql-cache)
+#   crds/rancher-uiplugins.yaml            UIPlugin (catalog.cattle.io) as Rancher generates it: controller-gen
+#                                          on the same rancher/pkg/apis (our UI extension's install path)
 #   crds/longhorn.yaml                     Longhorn's Node and Setting CRDs: controller-gen on the
 #                                          longhorn-manager Harvester pins (preflight's space check)
 #   crds/nad.yaml                          NAD client's shipped manifest (test/peers/crds/nad)
@@ -396,8 +400,11 @@ crd_harvester() {
 	cp "$WORK/harvester/$HARVESTER_CRD_FILE" "$TMP/crds/harvester-virtualmachineimages.yaml"
 	cp "$WORK/harvester/$HARVESTER_ADDON_CRD_FILE" "$TMP/crds/harvester-addons.yaml"
 	cp "$WORK/harvester/$HARVESTER_SETTING_CRD_FILE" "$TMP/crds/harvester-settings.yaml"
-	go -C "$SRC/crds/harvester" build -trimpath -o "$WORK/managedchart-crd" ./managedchart
-	"$WORK/managedchart-crd" >"$TMP/crds/rancher-managedcharts.yaml"
+	go -C "$SRC/crds/harvester" build -trimpath -o "$WORK/rancher-crd" ./rancher
+	"$WORK/rancher-crd" ManagedChart >"$TMP/crds/rancher-managedcharts.yaml"
+	"$WORK/rancher-crd" Setting >"$TMP/crds/rancher-settings.yaml"
+	"$WORK/rancher-crd" Feature >"$TMP/crds/rancher-features.yaml"
+	crd_uiplugin
 	# Cross-check with the manifest Harvester ships (its scripts/generate-manifest blanks the version).
 	local hdir shipped
 	hdir=$(module_dir crds/harvester github.com/harvester/harvester)
@@ -407,6 +414,21 @@ crd_harvester() {
 	else
 		log "WARNING: generated $HARVESTER_CRD_FILE differs from harvester $HARVESTER_VERSION's shipped chart ($shipped)"
 	fi
+}
+
+crd_uiplugin() { # after crd_harvester has built controller-gen
+	# Rancher generates this CRD with controller-gen from catalog.cattle.io/v1. That package also
+	# holds the App types, whose management.cattle.io/v3 fields controller-gen cannot read, so run it
+	# on the package's doc.go (group name) and plugin.go (UIPlugin, self-contained) alone, copied into
+	# a copy of the wrapper module that pins rancher/pkg/apis.
+	local api pkg=$WORK/rancher-catalog
+	api=$(module_dir crds/harvester github.com/rancher/rancher/pkg/apis)/catalog.cattle.io/v1
+	mkdir -p "$pkg/v1"
+	cp "$SRC/crds/harvester/go.mod" "$SRC/crds/harvester/go.sum" "$pkg/"
+	cp "$api/doc.go" "$api/plugin.go" "$pkg/v1/"
+	chmod -R u+w "$pkg"
+	(cd "$pkg" && "$WORK/controller-gen" crd paths=./v1 output:crd:dir="$WORK/catalog")
+	cp "$WORK/catalog/catalog.cattle.io_uiplugins.yaml" "$TMP/crds/rancher-uiplugins.yaml"
 }
 
 crd_nad() {
@@ -438,7 +460,7 @@ peers)
 	timed crd-nad crd_nad
 	timed crd-longhorn crd_longhorn
 	BINS=(kube-apiserver kubectl etcd vcsim helm)
-	CRDS=(kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts longhorn nad)
+	CRDS=(kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts rancher-settings rancher-features rancher-uiplugins longhorn nad)
 	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'"'
 	;;
 steve)

@@ -11,6 +11,7 @@ declare -A wanted=(
   [git]=git
   [flock]=util-linux
   [patch]=patch           # hack/build-peers.sh patches govmomi (test/peers/vcsim/patches)
+  [chromium]=chromium     # the UI's browser suite (ui-extension/e2e), driven by playwright-core
 )
 
 missing=()
@@ -26,6 +27,6 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-for tool in go cargo rustfmt cargo-clippy; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found: install Go ≥ 1.26 and Rust (rustup, with rustfmt and clippy)" >&2; exit 1; }
+for tool in go cargo rustfmt cargo-clippy node npm; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool not found: install Go ≥ 1.26, Rust (rustup, with rustfmt and clippy) and Node 20 with npm" >&2; exit 1; }
 done

@@ -18,6 +18,7 @@
 //! | [`harvester`] | stand-in for Harvester's image controller (downloads for real) and VM PVCs |
 //! | [`servers`] | our binaries against a control plane; the inventory API registered |
 //! | [`tls`] | rustls (ring) and reqwest clients trusting given roots |
+//! | [`ui`] | steve and the built shell behind `ui-extension/scripts/serve.mjs` |
 //!
 //! ```no_run
 //! use vmm_testkit::{ControlPlane, TestNamespace};
@@ -40,6 +41,7 @@ pub mod pki;
 pub mod process;
 pub mod servers;
 pub mod tls;
+pub mod ui;
 pub mod vcsim;
 
 pub use aggregation::{ApiServiceRegistration, register_apiservice, wait_apiservice_available};

@@ -15,6 +15,8 @@ use crate::process::{spawn_tied, tied_command};
 
 /// Environment variable naming a ready peers directory (skips the build script).
 pub const PEERS_DIR_ENV: &str = "VMM_PEERS_DIR";
+/// The same for steve's own entry (`hack/build-peers.sh --steve`).
+pub const STEVE_DIR_ENV: &str = "VMM_STEVE_DIR";
 
 /// The root of the repository being tested: the workspace holding the package
 /// cargo runs (`CARGO_MANIFEST_DIR` at run time), else the one this crate was
@@ -71,35 +73,7 @@ impl Peers {
             return Self::from_dir(PathBuf::from(dir))
                 .with_context(|| format!("{PEERS_DIR_ENV} does not name a peers directory"));
         }
-        let script = repo_root().join("hack/build-peers.sh");
-        if !script.is_file() {
-            bail!(
-                "{} does not exist; set {PEERS_DIR_ENV} to a directory with bin/ and crds/",
-                script.display()
-            );
-        }
-        // stderr is inherited: a cold build takes many minutes and reports
-        // its progress there.
-        let mut command = tied_command("bash")?;
-        command
-            .arg(&script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let out = spawn_tied(command)?
-            .wait_with_output()
-            .context("run hack/build-peers.sh")?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "hack/build-peers.sh exited with {} (its stderr is above); stdout:\n{}",
-                out.status,
-                stdout.trim_end()
-            );
-        }
-        let last = last_line(&stdout)?;
-        Self::from_dir(PathBuf::from(last))
-            .with_context(|| format!("the last stdout line of hack/build-peers.sh: {last:?}"))
+        Self::from_dir(build_peers(&[])?)
     }
 
     /// A peers directory, checked for the binaries and CRDs the harness uses.
@@ -162,6 +136,53 @@ impl Peers {
     pub fn crd_files(&self) -> Result<Vec<PathBuf>> {
         yaml_files(&self.crds_dir())
     }
+}
+
+/// steve, Rancher's `/v1` API layer (only the UI's test world needs it):
+/// `$VMM_STEVE_DIR/bin/steve`, or the entry `hack/build-peers.sh --steve` builds.
+pub fn steve() -> Result<PathBuf> {
+    let dir = match std::env::var_os(STEVE_DIR_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => build_peers(&["--steve"])?,
+    };
+    let bin = dir.join("bin/steve");
+    if !bin.is_file() {
+        bail!("{} lacks bin/steve", dir.display());
+    }
+    Ok(bin)
+}
+
+/// Runs `hack/build-peers.sh ARGS` and returns the directory it prints last.
+fn build_peers(args: &[&str]) -> Result<PathBuf> {
+    let script = repo_root().join("hack/build-peers.sh");
+    if !script.is_file() {
+        bail!(
+            "{} does not exist; set {PEERS_DIR_ENV} (and {STEVE_DIR_ENV}) to built entries",
+            script.display()
+        );
+    }
+    // stderr is inherited: a cold build takes many minutes and reports
+    // its progress there.
+    let mut command = tied_command("bash")?;
+    command
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = spawn_tied(command)?
+        .wait_with_output()
+        .context("run hack/build-peers.sh")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "hack/build-peers.sh {} exited with {} (its stderr is above); stdout:\n{}",
+            args.join(" "),
+            out.status,
+            stdout.trim_end()
+        );
+    }
+    Ok(PathBuf::from(last_line(&stdout)?))
 }
 
 /// The last non-empty line of the build script's stdout.

@@ -481,6 +481,58 @@ impl ManagedProcess {
         }
     }
 
+    /// The first line the process prints on stdout (started with
+    /// [`StdoutMode::Piped`]): the JSON "ready" line of vcsim and of the UI
+    /// server. Later lines are appended to its log. Fails when it exits or
+    /// closes stdout first, or prints nothing within `timeout`, quoting the log.
+    pub fn ready_line(&mut self, timeout: Duration) -> Result<String> {
+        let stdout = self
+            .take_stdout()
+            .ok_or_else(|| anyhow!("{} stdout is not piped", self.name))?;
+        let (tx, rx) = mpsc::channel::<io::Result<String>>();
+        let log = self.log_path.clone();
+        std::thread::Builder::new()
+            .name(format!("{}-stdout", self.name))
+            .spawn(move || {
+                let mut reader = BufReader::new(stdout);
+                let mut first = String::new();
+                let result = reader.read_line(&mut first).map(|_| first);
+                let _ = tx.send(result);
+                if let Ok(mut file) = File::options().append(true).open(&log) {
+                    for line in reader.lines().map_while(Result::ok) {
+                        let _ = writeln!(file, "{line}");
+                    }
+                }
+            })?;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(line)) if !line.trim().is_empty() => return Ok(line.trim().to_owned()),
+                Ok(Ok(_)) => {
+                    self.check_running().with_context(|| {
+                        format!("{} closed stdout without a ready line", self.name)
+                    })?;
+                    bail!("{} closed stdout without a ready line", self.name)
+                }
+                Ok(Err(e)) => return Err(e).with_context(|| format!("read {} stdout", self.name)),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.check_running()
+                        .with_context(|| format!("{} died before it was ready", self.name))?;
+                    if self.uptime() > timeout {
+                        bail!(
+                            "{} printed no ready line within {timeout:?}; last lines of {}:\n{}",
+                            self.name,
+                            self.log_path.display(),
+                            self.log_tail(LOG_TAIL_LINES)
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("{} stdout reader vanished", self.name)
+                }
+            }
+        }
+    }
+
     /// SIGTERM, wait up to the grace period, then SIGKILL; returns the exit
     /// status. Idempotent.
     pub fn stop(&mut self) -> Result<ExitStatus> {

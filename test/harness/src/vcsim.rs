@@ -5,13 +5,11 @@
 //! life of [`Vcsim`]; the process is also tied to the test binary by the parent
 //! death signal like every other peer.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use vmm_api::SourceKind;
@@ -19,7 +17,7 @@ use vmm_providers::Credentials;
 use vmm_providers::vsphere::VsphereClient;
 
 use crate::peers::Peers;
-use crate::process::{LOG_TAIL_LINES, ManagedProcess, ProcessBuilder, StdoutMode, run_dir};
+use crate::process::{ManagedProcess, ProcessBuilder, StdoutMode, run_dir};
 
 /// How long vcsim may take to print its ready line, plus [`READY_PER_VM`]
 /// for each VM it creates.
@@ -218,56 +216,10 @@ impl Vcsim {
             .log_file(&log)
             .current_dir(&dir)
             .spawn()?;
-        let stdout = process
-            .take_stdout()
-            .ok_or_else(|| anyhow!("vcsim stdout is not piped"))?;
-
-        // First line → channel; everything after it → the log.
-        let (tx, rx) = mpsc::channel::<std::io::Result<String>>();
-        let log_for_rest = log.clone();
-        std::thread::Builder::new()
-            .name("vcsim-stdout".into())
-            .spawn(move || {
-                let mut reader = BufReader::new(stdout);
-                let mut first = String::new();
-                let result = reader.read_line(&mut first).map(|_| first);
-                let _ = tx.send(result);
-                if let Ok(mut file) = std::fs::File::options().append(true).open(&log_for_rest) {
-                    for line in reader.lines().map_while(Result::ok) {
-                        let _ = writeln!(file, "{line}");
-                    }
-                }
-            })?;
-
         let vms = inventory.vms_per_pool
             * inventory.datacenters
             * (inventory.clusters + inventory.standalone_hosts).max(1);
-        let ready_timeout = READY_TIMEOUT + READY_PER_VM * vms;
-        let line = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Ok(line)) if !line.trim().is_empty() => break line,
-                Ok(Ok(_)) => {
-                    process
-                        .check_running()
-                        .context("vcsim closed stdout without a ready line")?;
-                    bail!("vcsim closed stdout without a ready line")
-                }
-                Ok(Err(e)) => return Err(e).context("read vcsim stdout"),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    process
-                        .check_running()
-                        .context("vcsim died before it was ready")?;
-                    if process.uptime() > ready_timeout {
-                        bail!(
-                            "vcsim printed no ready line within {ready_timeout:?}; last lines of {}:\n{}",
-                            log.display(),
-                            process.log_tail(LOG_TAIL_LINES)
-                        );
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("vcsim stdout reader vanished"),
-            }
-        };
+        let line = process.ready_line(READY_TIMEOUT + READY_PER_VM * vms)?;
         let info: VcsimInfo = serde_json::from_str(line.trim())
             .with_context(|| format!("parse vcsim ready line {line:?}"))?;
         let cert_pem = std::fs::read_to_string(&info.cert_file)

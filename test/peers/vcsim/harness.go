@@ -17,6 +17,7 @@ import (
 //
 //	POST   /harness/vms       create a VM with real disk contents (vms.go)
 //	POST   /harness/networks  add a distributed or standard port group
+//	POST   /harness/power     power a VM on or off (power.go)
 //	GET    /harness/leases    our HttpNfcLeases, open count, conversion cache
 //	POST   /harness/faults    queue a fault for the next export download(s)
 //	GET    /harness/faults    pending faults
@@ -50,6 +51,18 @@ func (x *extension) serveHarness(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusCreated, res)
+	case "POST /harness/power":
+		var req powerRequest
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		res, err := x.setPower(r.Context(), &req)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
 	case "GET /harness/leases":
 		writeJSON(w, http.StatusOK, x.exports.view())
 	case "POST /harness/faults":

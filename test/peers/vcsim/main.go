@@ -170,7 +170,7 @@ func run() error {
 
 		HarnessURL:          harness.String(),
 		LeaseTimeoutSeconds: leaseTimeout.Seconds(),
-		Features:            []string{"exportVm", "harnessVms", "harnessNetworks", "harnessLeases", "harnessFaults", "harnessPropertyCollector"},
+		Features:            []string{"exportVm", "harnessVms", "harnessNetworks", "harnessLeases", "harnessFaults", "harnessPropertyCollector", "harnessPower"},
 	}
 	out, err := json.Marshal(line)
 	if err != nil {

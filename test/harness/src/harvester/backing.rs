@@ -136,7 +136,9 @@ impl Job {
         self.expect_status(&response, 200)?;
         let want_sha512 = !self.spec.checksum.is_empty();
         let hashing = self.ctx.options.hashing;
-        let mut sink = Sink::new(self.keep_path().as_deref(), hashing, want_sha512).await?;
+        let mut sink = Sink::new(self.keep_path().as_deref(), hashing, want_sha512)
+            .await?
+            .limited_to(self.ctx.options.download_rate);
         let mut last_report = Instant::now();
         while let Some(chunk) = fetch::next_chunk(&mut response, idle).await? {
             sink.write(&chunk).await?;

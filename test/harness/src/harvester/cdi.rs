@@ -126,8 +126,9 @@ impl Job {
     async fn cdi_import(&mut self, size: u64) -> Result<Digest> {
         let idle = self.ctx.options.idle_timeout;
         let chunk_size = self.ctx.options.cdi_chunk_size.max(1);
-        let mut sink =
-            Sink::new(self.keep_path().as_deref(), self.ctx.options.hashing, false).await?;
+        let mut sink = Sink::new(self.keep_path().as_deref(), self.ctx.options.hashing, false)
+            .await?
+            .limited_to(self.ctx.options.download_rate);
         let mut offset = 0;
         let mut last_report = Instant::now();
         while offset < size {

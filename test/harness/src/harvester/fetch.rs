@@ -4,7 +4,7 @@
 //! [`Hashing::Off`]) and SHA-512 (when the image has a `checksum`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use reqwest::header::{CONTENT_LENGTH, HeaderMap};
@@ -115,6 +115,9 @@ pub(super) struct Sink {
     sha512: Option<digest::Context>,
     bytes: u64,
     file: Option<(tokio::fs::File, PathBuf)>,
+    /// At most this many bytes per second ([`Options::download_rate`]).
+    rate: Option<u64>,
+    started: Instant,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -142,7 +145,15 @@ impl Sink {
             sha512: sha512.then(|| digest::Context::new(&digest::SHA512)),
             bytes: 0,
             file,
+            rate: None,
+            started: Instant::now(),
         })
+    }
+
+    /// Takes no more than `rate` bytes per second (none: as fast as they come).
+    pub fn limited_to(mut self, rate: Option<u64>) -> Self {
+        self.rate = rate.filter(|&r| r > 0);
+        self
     }
 
     pub fn bytes(&self) -> u64 {
@@ -158,6 +169,12 @@ impl Sink {
             file.write_all(chunk)
                 .await
                 .with_context(|| format!("write {}", path.display()))?;
+        }
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            if let Some(early) = due.checked_sub(self.started.elapsed()) {
+                tokio::time::sleep(early).await;
+            }
         }
         Ok(())
     }
@@ -210,6 +227,24 @@ mod tests {
             Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
         assert!(d.sha512.is_some_and(|s| s.starts_with("ddaf35a193617aba")));
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_paces_the_download() {
+        let mut sink = Sink::new(None, Hashing::Off, false)
+            .await
+            .expect("sink")
+            .limited_to(Some(1000));
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            sink.write(&[0; 100]).await.expect("write");
+        }
+        // 400 bytes at 1000 bytes/s.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(390),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 
     #[tokio::test]

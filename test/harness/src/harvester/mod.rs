@@ -151,6 +151,10 @@ pub struct Options {
     pub vm_controller: bool,
     /// How each download is hashed (default [`Hashing::Sha256`]).
     pub hashing: Hashing,
+    /// Download at most this many bytes per second (default: unlimited), as a
+    /// network between Harvester and the controller would: the local system
+    /// and the browser suite use it so an import's progress can be watched.
+    pub download_rate: Option<u64>,
 }
 
 /// What the stand-in hashes each download with.
@@ -177,6 +181,7 @@ impl Default for Options {
             keep_dir: None,
             vm_controller: true,
             hashing: Hashing::Sha256,
+            download_rate: None,
         }
     }
 }

@@ -1,5 +1,9 @@
 // Steve type ids of what the extension shows (`<group>.<kind>` lowercased, core types bare).
-export const PRODUCT = 'vm-migration';
+
+// The product's name, in URLs (/c/<cluster>/migration/...). No '-': the shell reads
+// a route's product from its name up to the first one (c-cluster-<product>-...).
+// Also the name of our CRDs' kubectl category.
+export const PRODUCT = 'migration';
 
 export const SOURCE = {
   VSPHERE:   'source.harvesterhci.io.vsphere',
@@ -27,6 +31,6 @@ export const KUBEVIRT_VM = 'kubevirt.io.virtualmachine';
 
 // Pages of ours that are not a type's list (virtual types and their route names).
 export const PAGE = {
-  SOURCES: 'vm-migration-sources',
-  IMPORT:  'vm-migration-import',
+  SOURCES: 'migration-sources',
+  IMPORT:  'migration-import',
 } as const;
