@@ -43,12 +43,6 @@ const DNS1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
         priority = 1
     ),
     printcolumn(
-        name = "Source VM",
-        type_ = "string",
-        json_path = ".spec.vmName",
-        priority = 1
-    ),
-    printcolumn(
         name = "Target",
         type_ = "string",
         json_path = ".status.targetName",
@@ -58,6 +52,12 @@ const DNS1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Source VM",
+        type_ = "string",
+        json_path = ".spec.vmName",
         priority = 1
     ),
     printcolumn(

@@ -109,7 +109,6 @@ pub struct InventoryCounts {
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(
         name = "Datacenter",
         type_ = "string",
@@ -122,6 +121,7 @@ pub struct InventoryCounts {
         json_path = ".status.inventory.virtualMachines",
         priority = 1
     ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -163,7 +163,6 @@ pub struct VsphereSpec {
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(
         name = "Region",
         type_ = "string",
@@ -176,6 +175,7 @@ pub struct VsphereSpec {
         json_path = ".status.inventory.virtualMachines",
         priority = 1
     ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -225,13 +225,13 @@ pub struct OpenstackSpec {
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(
         name = "VMs",
         type_ = "integer",
         json_path = ".status.inventory.virtualMachines",
         priority = 1
     ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(
         name = "Age",
         type_ = "date",

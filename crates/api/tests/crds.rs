@@ -47,3 +47,45 @@ fn no_stray_crd_files() {
         );
     }
 }
+
+/// Rancher's steve (v0.7.20, with its SQL cache, as the UI uses it) converts a
+/// CRD's `date` printer column by its index among the printer columns, but reads
+/// that index in the Table's cells, which start with kube-apiserver's Name
+/// column: it converts the cell of the column before. A cell that is not a
+/// string there (an integer, or null for an absent field) makes steve fail the
+/// object and crash (docs/decisions.md, "The UI's test world"). So the column
+/// before each date column is a string field every object has.
+#[test]
+fn the_column_before_a_date_column_is_a_required_string() {
+    for (file, crd) in vmm_api::crds::all() {
+        for version in &crd.spec.versions {
+            let columns = version
+                .additional_printer_columns
+                .as_deref()
+                .unwrap_or_default();
+            let required = version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| s.properties.as_ref())
+                .and_then(|p| p.get("spec"))
+                .and_then(|spec| spec.required.clone())
+                .unwrap_or_default();
+            for (i, column) in columns.iter().enumerate() {
+                if column.type_ != "date" || i == 0 {
+                    continue;
+                }
+                let before = &columns[i - 1];
+                let field = before.json_path.strip_prefix(".spec.").unwrap_or("");
+                assert!(
+                    before.type_ == "string" && required.iter().any(|r| r == field),
+                    "{file}: column {:?} before date column {:?} must be a required spec string, not {} {}",
+                    before.name,
+                    column.name,
+                    before.type_,
+                    before.json_path
+                );
+            }
+        }
+    }
+}

@@ -48,9 +48,7 @@ export function init($plugin: IPlugin, store: any): void {
   }
   configureType(INVENTORY.VM, { isCreatable: false, isEditable: false, canYaml: false, showState: false });
   configureType(INVENTORY.NETWORK, { isCreatable: false, isEditable: false, canYaml: false, showState: false });
-  configureType(IMPORT_JOB, {
-    isCreatable: true,
-    isEditable:  false,
-    createButtonLabel: store.getters['i18n/t']('vmMigration.import.start'),
-  });
+  // Jobs are made by the import wizard (from the inventory browser's selection)
+  // and cannot change once made.
+  configureType(IMPORT_JOB, { isCreatable: false, isEditable: false });
 }
