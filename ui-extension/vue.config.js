@@ -7,7 +7,9 @@ const config = shellConfig(__dirname, { excludes: [] });
 const configureShell = config.configureWebpack;
 
 // The shell compiles TypeScript with its own tsconfig, whose rootDir (the shell
-// package) rejects files of pkg/; ours covers both.
+// package) rejects files of pkg/; ours covers both, with the shell's target
+// (ES2018, class fields assigned: the shell's models define some of their
+// properties themselves and break on a redefinition).
 config.configureWebpack = (webpackConfig) => {
   configureShell(webpackConfig);
   for (const rule of webpackConfig.module.rules) {

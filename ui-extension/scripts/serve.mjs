@@ -11,7 +11,8 @@
 //
 // What it answers (docs/decisions.md, "The UI's test world"):
 // - Rancher's own APIs (/v3, /v3-public, /v1-public, /rancherversion) do not exist
-//   here: 404, which the shell takes as "no Rancher auth, no Rancher version".
+//   here: 404 with the message ABSENT, which the shell takes as "no Rancher auth,
+//   no Rancher version" (one of these 404s it leaves as an unhandled rejection).
 // - /v1, /api, /apis, /version (HTTP and WebSocket) go to steve, with x-api-host set.
 // - /k8s/clusters/local/... is the local cluster's steve: the prefix is cut off,
 //   because steve answers it with a 302 that a WebSocket does not follow.
@@ -24,6 +25,8 @@ import tls from 'node:tls';
 import { parseArgs } from 'node:util';
 
 const LOCAL_CLUSTER = '/k8s/clusters/local';
+// The message of the 404 for Rancher's own APIs (the browser suite recognises it).
+export const ABSENT = 'not served without Rancher';
 const STEVE_PATHS = [/^\/v1(\/|\?|$)/, /^\/api(\/|\?|$)/, /^\/apis(\/|\?|$)/, /^\/version(\?|$)/];
 const ABSENT_PATHS = [/^\/v3(\/|\?|$)/, /^\/v3-public(\/|\?|$)/, /^\/v1-public(\/|\?|$)/, /^\/rancherversion(\?|$)/];
 const TYPES = {
@@ -90,7 +93,7 @@ function main() {
 
     if (where.to === 'absent') {
       res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ type: 'error', status: 404, message: 'not served without Rancher' }));
+      res.end(JSON.stringify({ type: 'error', status: 404, message: ABSENT }));
     } else if (where.to === 'steve') {
       proxy(req, res, steve, where.path, (status, bytes) => {
         log?.write(`${ JSON.stringify({

@@ -35,6 +35,17 @@ spec: {value: true}
 status: {default: true, dynamic: false, description: "steve's SQL cache: lists paged, sorted and filtered on the server"}
 "#;
 
+/// What steve must serve before a browser opens the shell: the local cluster
+/// it makes up (the shell fails without it), the `ui-performance` Setting, and
+/// the schemas of our groups (the product shows only with them). steve reads
+/// them some time after it listens.
+pub const SERVED_BEFORE_THE_SHELL: [&str; 4] = [
+    "/v1/management.cattle.io.clusters/local",
+    "/v1/management.cattle.io.settings/ui-performance",
+    "/v1/schemas/inventory.harvesterhci.io.virtualmachine",
+    "/v1/schemas/importjob.harvesterhci.io.virtualmachine",
+];
+
 /// steve against a control plane, with its SQL cache on.
 pub struct Steve {
     pub process: ManagedProcess,
@@ -102,8 +113,8 @@ struct ReadyLine {
 
 impl UiServer {
     /// Serves `dist` in front of `steve` on a free loopback port, and waits
-    /// until steve answers through it with the `ui-performance` Setting (so
-    /// steve serves, and has read our CRDs and Rancher's).
+    /// until steve answers through it with everything the shell needs before
+    /// its first page ([`SERVED_BEFORE_THE_SHELL`]).
     pub fn start(cp: &ControlPlane, dist: &Path, steve: &Steve) -> Result<UiServer> {
         let script = crate::peers::repo_root().join("ui-extension/scripts/serve.mjs");
         let dir = run_dir()?;
@@ -125,7 +136,9 @@ impl UiServer {
             READY_TIMEOUT,
             Duration::from_millis(250),
             || {
-                http_get(port, "/v1/management.cattle.io.settings/ui-performance")?;
+                for path in SERVED_BEFORE_THE_SHELL {
+                    http_get(port, path)?;
+                }
                 Ok(true)
             },
         )?;

@@ -1,5 +1,6 @@
 import SteveModel from '@shell/plugins/steve/steve-class';
 import { readiness } from './sources';
+import { PRODUCT } from '../config/types';
 
 // Sources of every kind: state from the Ready condition, so lists and the detail
 // page show Ready / Not Ready / Checking and sort by it.
@@ -14,6 +15,15 @@ export default class Source extends SteveModel {
 
   get stateBackground() {
     return { ready: 'bg-success', notReady: 'bg-error', checking: 'bg-info' }[this.readyState];
+  }
+
+  // After the form is saved: the Sources page, where every kind is listed.
+  get doneRoute() {
+    return `c-cluster-${ PRODUCT }-sources`;
+  }
+
+  get doneParams() {
+    return { cluster: this.$rootGetters['clusterId'], product: PRODUCT };
   }
 
   get stateDescription() {
