@@ -10,7 +10,8 @@
 //   4. runs the import wizard for two VMs;
 //   5. watches both jobs reach Succeeded, their progress bars taking three or more values;
 //   6. deletes a job through its confirmation;
-//   7. opens the pages as a user without RBAC and sees "not allowed".
+//   7. opens the pages as a user who may read sources but nothing else of ours, and
+//      sees "not allowed" where the others would be.
 //
 // It writes a screenshot of every page to --screenshots, and fails on any page error
 // or console error but the few the shell makes without Rancher (KNOWN_CONSOLE_ERRORS).
@@ -85,7 +86,7 @@ const readyFile = path.join(stateDir, 'ready.json');
 function startSystem() {
   // setpriv: vmm-dev (and through it every peer) dies with this process.
   const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', args['vmm-dev'],
-    '--ui-dist', path.resolve(args.dist), '--ready-file', readyFile, '--state-dir', stateDir, '--vms', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--ui-dist', path.resolve(args.dist), '--ui-restricted', '--ready-file', readyFile, '--state-dir', stateDir, '--vms', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const tail = [];
 
   child.stderr.on('data', (chunk) => {
@@ -203,7 +204,7 @@ async function addSource(page, ready) {
 }
 
 async function browseAndFilter(page, ready) {
-  await page.goto(`${ ready.ui.url }c/local/migration/inventory.harvesterhci.io.virtualmachine`);
+  await page.goto(`${ ready.ui.url }c/local/migration/vms`);
   const table = page.getByTestId('vmm-inventory-table');
 
   await until('inventory rows', async() => (await table.locator('tbody tr.main-row').count()) > 0);
@@ -214,6 +215,13 @@ async function browseAndFilter(page, ready) {
 
     return names.length === 1 && names[0].includes('Web 01');
   });
+  // Filtered by steve (its SQL cache), not in the browser: the request for the page
+  // carries the filter, on the server's Table cell of the display name.
+  const requests = fs.readFileSync(ready.ui.requestLog, 'utf8').split('\n').filter(Boolean).map((l) => decodeURIComponent(JSON.parse(l).url));
+
+  if (!requests.some((url) => url.includes('/v1/inventory.harvesterhci.io.virtualmachines?') && url.includes('filter=metadata.fields[1]~Web'))) {
+    throw new Error('no server-side filtered request for the inventory; the page is not paging on the server');
+  }
   await input(page, 'vmm-filter-search').fill('');
   await until('the source\'s VMs again', async() => (await table.locator('tbody tr.main-row').count()) === ready.demoVms.length + 2);
   await screenshot(page, 'inventory');
@@ -261,7 +269,7 @@ async function runWizard(page) {
   await until('the review', async() => (await page.getByTestId('vmm-review').locator('tbody tr').count()) === 2);
   await screenshot(page, 'import-review');
   await page.getByTestId('vmm-import-finish').click();
-  await until('the jobs list', async() => page.url().includes('importjob.harvesterhci.io.virtualmachine'));
+  await until('the jobs list', async() => page.url().endsWith('/migration/jobs'));
   log('the wizard created two import jobs');
 }
 
@@ -332,6 +340,21 @@ async function deleteJob(page) {
   log('deleted a job; its confirmation said the source VM stays off');
 }
 
+async function notAllowed(page, ready) {
+  const base = `${ ready.ui.restrictedUrl }c/local/migration`;
+
+  await page.goto(`${ base }/sources`);
+  await until('the sources this user may read', async() => (await page.getByTestId('vmm-sources-table').locator('tr', { hasText: SOURCE }).count()) > 0);
+  for (const [pageName, shot] of [['vms', 'not-allowed'], ['jobs'], [`import?vms=${ NAMESPACE }/anything`]]) {
+    await page.goto(`${ base }/${ pageName }`);
+    await until(`"not allowed" on ${ pageName }`, async() => (await page.getByTestId('vmm-not-allowed').count()) > 0);
+    if (shot) {
+      await screenshot(page, shot);
+    }
+  }
+  log('a user who may only read sources sees "not allowed" on the inventory, the jobs and the wizard');
+}
+
 // ---------------------------------------------------------------- main
 
 const system = startSystem();
@@ -368,6 +391,7 @@ try {
   await runWizard(page);
   await watchJobs(page, ready);
   await deleteJob(page);
+  await notAllowed(page, ready);
 
   if (consoleErrors.length) {
     throw new Error(`the pages logged errors:\n${ consoleErrors.join('\n') }`);

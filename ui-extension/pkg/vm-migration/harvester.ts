@@ -1,5 +1,7 @@
 import { ActionLocation, IPlugin } from '@shell/core/types';
-import { HARVESTER_PRODUCT, KUBEVIRT_VM, PRODUCT } from './config/types';
+import {
+  HARVESTER_PRODUCT, KUBEVIRT_VM, PRODUCT, ROUTE
+} from './config/types';
 
 // Where our entry points appear in Harvester's product: the list of its
 // (KubeVirt) virtual machines. Matching needs Harvester's product to be loaded;
@@ -8,7 +10,7 @@ export const HARVESTER_VM_LIST = { product: [HARVESTER_PRODUCT], resource: [KUBE
 
 // The route of our import wizard in the cluster a Harvester page shows.
 export function importRoute(cluster: string) {
-  return { name: `c-cluster-${ PRODUCT }-import`, params: { cluster, product: PRODUCT } };
+  return { name: ROUTE.IMPORT, params: { cluster, product: PRODUCT } };
 }
 
 export function addHarvesterEntryPoints(plugin: IPlugin): void {

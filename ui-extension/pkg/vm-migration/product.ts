@@ -1,6 +1,6 @@
 import { IPlugin } from '@shell/core/types';
 import {
-  PRODUCT, PAGE, SOURCE_TYPES, IMPORT_JOB, INVENTORY
+  PRODUCT, PAGE, ROUTE, SOURCE_TYPES, IMPORT_JOB, INVENTORY
 } from './config/types';
 
 // The "VM Migration" product, in the cluster store: the CRDs and the inventory
@@ -16,30 +16,25 @@ export function init($plugin: IPlugin, store: any): void {
     inStore:             'cluster',
     ifHaveGroup:         /^(source|importjob|inventory)\.harvesterhci\.io$/,
     showNamespaceFilter: true,
-    to:                  { name: `c-cluster-${ PRODUCT }-sources`, params: { product: PRODUCT } },
+    to:                  { name: ROUTE.SOURCES, params: { product: PRODUCT } },
   });
 
-  virtualType({
-    labelKey:   'vmMigration.nav.sources',
-    name:       PAGE.SOURCES,
-    namespaced: true,
-    weight:     100,
-    route:      { name: `c-cluster-${ PRODUCT }-sources`, params: { product: PRODUCT } },
-    exact:      true,
-  });
-  virtualType({
-    labelKey:   'vmMigration.nav.import',
-    name:       PAGE.IMPORT,
-    namespaced: true,
-    weight:     70,
-    route:      { name: `c-cluster-${ PRODUCT }-import`, params: { product: PRODUCT } },
-    exact:      true,
-  });
+  // Our own pages (they say "not allowed" where the shell's generic ones would
+  // fail), then the networks' generic list.
+  const pages: [string, string, string, number][] = [
+    [PAGE.SOURCES, ROUTE.SOURCES, 'vmMigration.nav.sources', 100],
+    [PAGE.VMS, ROUTE.VMS, 'vmMigration.nav.vms', 90],
+    [PAGE.IMPORT, ROUTE.IMPORT, 'vmMigration.nav.import', 70],
+    [PAGE.JOBS, ROUTE.JOBS, 'vmMigration.nav.jobs', 60],
+  ];
 
-  basicType([PAGE.SOURCES, INVENTORY.VM, INVENTORY.NETWORK, PAGE.IMPORT, IMPORT_JOB]);
-  weightType(INVENTORY.VM, 90, true);
+  for (const [name, route, labelKey, weight] of pages) {
+    virtualType({
+      labelKey, name, namespaced: true, weight, route: { name: route, params: { product: PRODUCT } }, exact: true
+    });
+  }
+  basicType([PAGE.SOURCES, PAGE.VMS, INVENTORY.NETWORK, PAGE.IMPORT, PAGE.JOBS]);
   weightType(INVENTORY.NETWORK, 80, true);
-  weightType(IMPORT_JOB, 60, true);
 
   // Sources are listed together on their own page; their create/edit forms stay the
   // shell's, reached from there.

@@ -16,7 +16,7 @@ use serde_json::json;
 use vmm_testkit::harvester::{ImageController, Options};
 use vmm_testkit::import::nad;
 use vmm_testkit::servers::{start_controller, start_inventory_api};
-use vmm_testkit::ui::{Steve, UiServer, apply_rancher_objects};
+use vmm_testkit::ui::{PRODUCT_NEEDS, SHELL_NEEDS, Steve, UiServer, apply_rancher_objects};
 use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, repo_root};
 
@@ -52,6 +52,10 @@ struct Args {
     /// Capacity of each demo VM's disk, in MiB.
     #[arg(long, default_value_t = 512)]
     demo_disk_mib: u64,
+    /// With --ui-dist, also serve the UI to a user without any role for our
+    /// resources (the browser suite checks the "not allowed" pages there).
+    #[arg(long, requires = "ui_dist")]
+    ui_restricted: bool,
     /// Once everything runs, write what it is (URLs, kubeconfig, vcsim) here as
     /// JSON; the browser suite and the UI benchmark read it.
     #[arg(long)]
@@ -136,9 +140,22 @@ fn main() -> Result<()> {
             };
             apply_rancher_objects(&cp)?;
             let steve = Steve::start(&cp, &steve_bin)?;
-            let server = UiServer::start(&cp, dist, &steve)?;
+            let server = UiServer::start(
+                &cp,
+                dist,
+                &steve,
+                &[&SHELL_NEEDS[..], &PRODUCT_NEEDS].concat(),
+            )?;
             eprintln!("UI ready at {}", server.url);
-            Some((steve, server))
+            let restricted = if args.ui_restricted {
+                let steve = Steve::start_restricted(&cp, &steve_bin)?;
+                let server = UiServer::start(&cp, dist, &steve, &SHELL_NEEDS)?;
+                eprintln!("UI for a user without roles at {}", server.url);
+                Some((steve, server))
+            } else {
+                None
+            };
+            Some((steve, server, restricted))
         }
     };
 
@@ -157,10 +174,11 @@ fn main() -> Result<()> {
             "caPem": vcsim.ca_pem(),
             "harnessUrl": vcsim.harness_url(""),
         },
-        "ui": ui.as_ref().map(|(steve, server)| json!({
+        "ui": ui.as_ref().map(|(steve, server, restricted)| json!({
             "url": server.url,
             "requestLog": server.request_log,
             "steveUrl": steve.url(),
+            "restrictedUrl": restricted.as_ref().map(|(_, server)| &server.url),
         })),
     });
     if let Some(path) = &args.ready_file {
@@ -170,7 +188,7 @@ fn main() -> Result<()> {
 
     let bin = kubectl.parent().unwrap_or(Path::new("."));
     let ui_line = match &ui {
-        Some((_, server)) => format!(
+        Some((_, server, _)) => format!(
             "\nOpen the UI: {}c/local/migration (the VM Migration product; no login)\n",
             server.url
         ),

@@ -32,5 +32,15 @@ export const KUBEVIRT_VM = 'kubevirt.io.virtualmachine';
 // Pages of ours that are not a type's list (virtual types and their route names).
 export const PAGE = {
   SOURCES: 'migration-sources',
+  VMS:     'migration-vms',
   IMPORT:  'migration-import',
+  JOBS:    'migration-jobs',
+} as const;
+
+// Route names of our pages (routing/index.ts).
+export const ROUTE = {
+  SOURCES: `c-cluster-${ PRODUCT }-sources`,
+  VMS:     `c-cluster-${ PRODUCT }-vms`,
+  IMPORT:  `c-cluster-${ PRODUCT }-import`,
+  JOBS:    `c-cluster-${ PRODUCT }-jobs`,
 } as const;

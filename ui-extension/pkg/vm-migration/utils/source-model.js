@@ -1,6 +1,6 @@
 import SteveModel from '@shell/plugins/steve/steve-class';
 import { readiness } from './sources';
-import { PRODUCT } from '../config/types';
+import { PRODUCT, ROUTE } from '../config/types';
 
 // Sources of every kind: state from the Ready condition, so lists and the detail
 // page show Ready / Not Ready / Checking and sort by it.
@@ -19,7 +19,7 @@ export default class Source extends SteveModel {
 
   // After the form is saved: the Sources page, where every kind is listed.
   get doneRoute() {
-    return `c-cluster-${ PRODUCT }-sources`;
+    return ROUTE.SOURCES;
   }
 
   get doneParams() {
