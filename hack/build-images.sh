@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the two container images without a Docker daemon, as OCI image
+# Builds the container images without a Docker daemon, as OCI image
 # layouts (https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
 # written by umoci, built from its pinned Go module:
 #   vm-migration-apiserver   the static vmm-apiserver and CA certificates, nothing else
 #   vm-migration-controller  the static vmm-controller, CA certificates, and qemu-img with the
 #                            shared libraries it loads (the fallback converter)
-# Both run as 65532:65532. File times, the image's creation time and history are those of
+#   vm-migration-ui          Debian's static busybox, whose httpd serves the UI extension's
+#                            package (hack/build-ui.sh) as Rancher loads it (charts/vm-migration-ui)
+# All run as 65532:65532. File times, the image's creation time and history are those of
 # the last commit (SOURCE_DATE_EPOCH), so the same commit and toolchain give the same layers.
 #
 # Usage: hack/build-images.sh [OUT_DIR]     (default: target/images)
@@ -59,6 +61,20 @@ rootfs() {
   printf '%s\n' "$root"
 }
 
+# The UI extension's server: files.txt (the index Rancher's plugin cache reads) and the
+# package under plugin/, served by busybox's httpd, statically linked (no libc in the image).
+log "building the UI extension package"
+UI_PACKAGE=$(dirname "$(hack/build-ui.sh | tail -n 1)")/pkg
+BUSYBOX=$(command -v busybox)
+ldd "$BUSYBOX" >/dev/null 2>&1 && { log "$BUSYBOX is not static: install busybox-static"; exit 1; }
+UI_ROOT=$WORK/ui
+install -D -m 0755 "$BUSYBOX" "$UI_ROOT/bin/busybox"
+mkdir -p "$UI_ROOT/srv/plugin"
+cp -R "$UI_PACKAGE"/vm-migration-*/. "$UI_ROOT/srv/plugin/"
+(cd "$UI_ROOT/srv" && find plugin -type f | LC_ALL=C sort >files.txt)
+printf 'nonroot:x:65532:65532::/nonexistent:/sbin/nologin\n' >"$UI_ROOT/etc/passwd"
+printf 'nonroot:x:65532:\n' >"$UI_ROOT/etc/group"
+
 APISERVER_ROOT=$(rootfs apiserver vmm-apiserver)
 CONTROLLER_ROOT=$(rootfs controller vmm-controller)
 # qemu-img and exactly the libraries it loads, with the dynamic loader.
@@ -72,13 +88,16 @@ find "$WORK" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 rm -rf "$OUT/oci"
 mkdir -p "$OUT"
 "$UMOCI" init --layout "$OUT/oci"
-image() { # $1 = image name, $2 = rootfs, $3 = entrypoint
-  local ref=$OUT/oci:vm-migration-$1
+image() { # $1 = image name, $2 = rootfs, the rest = entrypoint (program and arguments)
+  local ref=$OUT/oci:vm-migration-$1 root=$2 arg
+  local -a entrypoint=()
+  shift 2
+  for arg in "$@"; do entrypoint+=(--config.entrypoint "$arg"); done
   "$UMOCI" new --image "$ref"
   "$UMOCI" insert --rootless --image "$ref" --history.created "$CREATED" \
-    --history.created_by "hack/build-images.sh" "$2" /
+    --history.created_by "hack/build-images.sh" "$root" /
   "$UMOCI" config --image "$ref" --created "$CREATED" --history.created "$CREATED" \
-    --config.user 65532:65532 --config.entrypoint "$3" \
+    --config.user 65532:65532 "${entrypoint[@]}" \
     --config.env PATH=/usr/local/bin:/usr/bin:/bin \
     --config.label "org.opencontainers.image.version=$VERSION" \
     --config.label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
@@ -87,6 +106,7 @@ image() { # $1 = image name, $2 = rootfs, $3 = entrypoint
 }
 image apiserver "$APISERVER_ROOT" /usr/local/bin/vmm-apiserver
 image controller "$CONTROLLER_ROOT" /usr/local/bin/vmm-controller
+image ui "$UI_ROOT" /bin/busybox httpd -f -p 8080 -h /srv
 
 # Each image, unpacked as a runtime would, runs its programs as its own user with nothing from the
 # host: the static binaries answer --help, qemu-img finds every library it loads.
@@ -110,4 +130,5 @@ check() {
 }
 check apiserver "/usr/local/bin/vmm-apiserver --help"
 check controller "/usr/local/bin/vmm-controller --help" "/usr/bin/qemu-img --version"
+check ui "/bin/busybox test -s /srv/files.txt" "/bin/busybox test -s /srv/plugin/vm-migration-$(sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/vm-migration-ui/Chart.yaml).umd.min.js"
 log "OCI layout: $OUT/oci ($(du -sh "$OUT/oci" | cut -f1)); manifests: $(cat "$OUT/oci/index.json")"

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds the UI: the Rancher shell with ui-extension/pkg/vm-migration built in
-# (what the browser suite, hack/up.sh and the UI benchmark serve), cached by a
-# hash of everything it is built from, outside the checkout.
+# Builds the UI, cached by a hash of everything it is built from, outside the
+# checkout: the Rancher shell with ui-extension/pkg/vm-migration built in (dist/:
+# what the browser suite, hack/up.sh and the UI benchmark serve) and the
+# installable extension package (pkg/vm-migration-<version>/, `npm run build-pkg`,
+# which type-checks pkg/ too; hack/build-images.sh puts it in an image).
 #
 #   DIST=$(hack/build-ui.sh)    build (or reuse) and print the dist directory as the LAST stdout line
+#                               (the package is next to it: $DIST/../pkg)
 #   hack/build-ui.sh --deps     only install ui-extension/node_modules (npm ci), for the unit tests
 #   hack/build-ui.sh --print-key  print the cache key
 #
@@ -98,7 +101,20 @@ rm -rf "$UI/node_modules/.cache"
 	log "the UI build failed (log above)"
 	exit 1
 }
-printf '{"key": "%s", "node": "%s", "buildSeconds": %d, "builtAt": "%s"}\n' "$KEY" "$NODE_VERSION" $((SECONDS - t0)) "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$TMP/build-info.json"
+shell_seconds=$((SECONDS - t0))
+log "building the extension package (shell built in ${shell_seconds} s)"
+t1=$SECONDS
+(cd "$UI" && rm -rf dist-pkg &&
+	NODE_OPTIONS=--max-old-space-size=4096 npm run --silent build-pkg vm-migration >"$TMP/build.log" 2>&1 &&
+	[[ -n $(compgen -G 'dist-pkg/vm-migration-*/vm-migration-*.umd.min.js') ]]) || {
+	tail -n 60 "$TMP/build.log" >&2
+	log "the extension package build failed (log above)"
+	exit 1
+}
+mv "$UI/dist-pkg" "$TMP/pkg"
+rm -f "$TMP"/pkg/*/report.html
+printf '{"key": "%s", "node": "%s", "shellSeconds": %d, "packageSeconds": %d, "builtAt": "%s"}\n' "$KEY" "$NODE_VERSION" \
+	"$shell_seconds" $((SECONDS - t1)) "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$TMP/build-info.json"
 rm -f "$TMP/build.log"
 chmod 755 "$TMP"
 mv -T "$TMP" "$OUT"

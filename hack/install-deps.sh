@@ -12,6 +12,7 @@ declare -A wanted=(
   [flock]=util-linux
   [patch]=patch           # hack/build-peers.sh patches govmomi (test/peers/vcsim/patches)
   [chromium]=chromium     # the UI's browser suite (ui-extension/e2e), driven by playwright-core
+  [busybox]=busybox-static  # the UI extension's image serves its package with busybox's httpd
 )
 
 missing=()

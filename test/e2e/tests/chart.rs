@@ -7,11 +7,12 @@
 //! vCenter's VMs and their cluster-dependent concerns, and the controller
 //! checks the source and imports a VM. The Harvester Addon and the Rancher
 //! ManagedChart that install the chart are accepted by those projects' CRDs,
-//! and carry values the chart accepts.
+//! and carry values the chart accepts. The UI extension's chart renders a
+//! UIPlugin that Rancher's own CRD accepts, for the package the UI builds.
 
 use std::time::{Duration, Instant};
 
-use vmm_testkit::chart::{chart_dir, helm, render};
+use vmm_testkit::chart::{chart_dir, helm, render, render_chart, ui_chart_dir};
 use vmm_testkit::servers::{start_controller, start_inventory_api};
 use vmm_testkit::vcsim::DiskSpec;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import, repo_root, workspace_binary};
@@ -311,4 +312,55 @@ async fn both_binaries_need_no_more_than_the_charts_rbac() {
         "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
     ]);
     assert_eq!(ready.stdout.trim(), "True", "{ready}");
+}
+
+#[test]
+fn the_ui_extension_chart_installs_the_package_as_a_uiplugin() {
+    let cp = ControlPlane::shared();
+    let lint = helm(["lint".into(), ui_chart_dir().into_os_string()]).unwrap();
+    assert!(lint.success(), "{lint}");
+
+    let ns = TestNamespace::new(cp, "cattle-ui-plugin-system").unwrap();
+    let rendered = render_chart(&ui_chart_dir(), "vm-migration-ui", ns.name(), &[]).unwrap();
+    let manifest = rendered.ok().unwrap().to_owned();
+    // Rancher's UIPlugin CRD (controller-gen on the rancher/pkg/apis Harvester pins,
+    // installed with every CRD of the peers) accepts it, strictly.
+    let applied = cp.kubectl_with_stdin(
+        ["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+        &manifest,
+    );
+    assert!(applied.success(), "{applied}");
+    let mut typo: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&manifest)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|o: &serde_json::Value| !o.is_null())
+        .collect();
+    let plugin = typo
+        .iter_mut()
+        .find(|o| o["kind"] == "UIPlugin")
+        .expect("a UIPlugin");
+    let spec = plugin["spec"]["plugin"].clone();
+    plugin["spec"]["plugin"]["endpoints"] = "http://typo".into();
+    let refused = cp.kubectl_with_stdin(
+        ["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+        &serde_json::to_string(plugin).unwrap(),
+    );
+    assert!(
+        !refused.success() && refused.stderr.contains("endpoints"),
+        "a UIPlugin with an unknown field: {refused}"
+    );
+
+    // It names the package the UI builds (Rancher loads <name>-<version>.umd.min.js),
+    // with the package's own Rancher annotations, from the chart's Service.
+    let package: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("ui-extension/pkg/vm-migration/package.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spec["name"], package["name"]);
+    assert_eq!(spec["version"], package["version"]);
+    assert_eq!(spec["metadata"], package["rancher"]["annotations"]);
+    assert_eq!(
+        spec["endpoint"],
+        format!("http://vm-migration-ui.{}.svc:8080", ns.name())
+    );
 }

@@ -1,8 +1,9 @@
-//! The Helm chart (`charts/vm-migration`) through the peers' pinned helm:
-//! lint it and render it as an install would, for kubectl to apply.
+//! The Helm charts (`charts/vm-migration`, `charts/vm-migration-ui`) through
+//! the peers' pinned helm: lint them and render them as an install would, for
+//! kubectl to apply.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -14,6 +15,11 @@ const HELM_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/vm-migration")
+}
+
+/// The UI extension's chart: its web server and UIPlugin.
+pub fn ui_chart_dir() -> PathBuf {
+    repo_root().join("charts/vm-migration-ui")
 }
 
 /// Runs helm with `args`; helm's own state goes to a scratch directory.
@@ -34,10 +40,20 @@ where
 /// `helm template` of the chart as release `release` in `namespace`, CRDs
 /// included, with `--set` values.
 pub fn render(release: &str, namespace: &str, set: &[&str]) -> Result<CmdOutput> {
+    render_chart(&chart_dir(), release, namespace, set)
+}
+
+/// [`render`] for the chart in `chart`.
+pub fn render_chart(
+    chart: &Path,
+    release: &str,
+    namespace: &str,
+    set: &[&str],
+) -> Result<CmdOutput> {
     let mut args: Vec<OsString> = vec![
         "template".into(),
         release.into(),
-        chart_dir().into(),
+        chart.into(),
         "--namespace".into(),
         namespace.into(),
         "--include-crds".into(),

@@ -30,8 +30,9 @@ export function init($plugin: IPlugin, store: any): void {
 
   for (const [name, route, labelKey, weight] of pages) {
     virtualType({
-      labelKey, name, namespaced: true, weight, route: { name: route, params: { product: PRODUCT } }, exact: true
+      labelKey, name, namespaced: true, route: { name: route, params: { product: PRODUCT } }
     });
+    weightType(name, weight, true);
   }
   basicType([PAGE.SOURCES, PAGE.VMS, INVENTORY.NETWORK, PAGE.IMPORT, PAGE.JOBS]);
   weightType(INVENTORY.NETWORK, 80, true);
