@@ -6,3 +6,4 @@ config.global.mocks = {
   t: (key, args) => (args && Object.keys(args).length ? `${ key } ${ JSON.stringify(args) }` : key),
 };
 config.global.directives = { 'clean-html': {}, 'clean-tooltip': {}, tooltip: {} };
+config.global.stubs = { 'router-link': true, 'router-view': true };
