@@ -13,7 +13,7 @@
 # node_modules: `npm ci` with the committed lockfile whenever ui-extension/node_modules was
 # not installed from this lockfile with this Node (flags: docs/ci.md). The build:
 # ${VMM_CACHE_DIR}/ui/<key>/dist, <key> hashing the lockfile, the root app's config,
-# pkg/** (tests excepted), the name table pkg/ reads from crates/api, this script and
+# pkg/** (tests and the build's own caches excepted), the name table pkg/ reads from crates/api, this script and
 # `node --version`; built in a temp dir under flock, renamed into place.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -41,7 +41,7 @@ cache_key() {
 		(cd "$ROOT" && {
 			printf '%s\0' ui-extension/package.json ui-extension/package-lock.json ui-extension/vue.config.js \
 				ui-extension/babel.config.js ui-extension/tsconfig.json crates/api/src/transliteration.json hack/build-ui.sh
-			find ui-extension/pkg -path '*/__tests__' -prune -o -type f -print0
+			find ui-extension/pkg -path '*/__tests__' -prune -o -path '*/node_modules' -prune -o -type f -print0
 		} | LC_ALL=C sort -z | xargs -0 sha256sum)
 		printf '%s\n' "$NODE_VERSION"
 	} | sha256sum | cut -c1-16
@@ -95,7 +95,7 @@ log "building the shell with pkg/vm-migration into $OUT"
 t0=$SECONDS
 # The loaders' cache (node_modules/.cache) is keyed by nothing of our config: a stale
 # one once hid a tsconfig that broke the shell. The whole shell peaks at about 3.8 GB.
-rm -rf "$UI/node_modules/.cache"
+rm -rf "$UI/node_modules/.cache" "$UI"/pkg/*/node_modules/.cache
 (cd "$UI" && NODE_OPTIONS=--max-old-space-size=4096 ./node_modules/.bin/vue-cli-service build --dest "$TMP/dist" >"$TMP/build.log" 2>&1) || {
 	tail -n 60 "$TMP/build.log" >&2
 	log "the UI build failed (log above)"

@@ -64,19 +64,26 @@ impl Default for Store {
     }
 }
 
-/// Versions count up from a random multiple of 2^40, so two replicas (or a
+/// Versions count up from a random multiple of 2^33, so two replicas (or a
 /// replica before and after a restart) never issue the same version: given
 /// another's version, a replica answers 410 and the client lists again, never
-/// serves a wrong page or misses an event. Below 2^63, for clients that parse
-/// versions as signed integers.
+/// serves a wrong page or misses an event. Below 2^53: Rancher's UI compares
+/// versions as JavaScript numbers, which are exact only up to there (above,
+/// it resumed watches from a rounded version and steve refused them).
 fn first_version() -> u64 {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 8];
     // The system RNG does not fail on Linux; a fixed start only loses the
     // cross-replica guarantee, never correctness within one replica.
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    (u64::from_le_bytes(bytes) & ((1 << 23) - 1)) << 40
+    (u64::from_le_bytes(bytes) & ((1 << FIRST_VERSION_BITS) - 1)) << VERSIONS_PER_BASE_BITS
 }
+
+/// 2^33 versions per process before its range meets the next base's.
+const VERSIONS_PER_BASE_BITS: u32 = 33;
+/// Random bits of the base: two replicas share one with a chance of 1 in 2^20.
+const FIRST_VERSION_BITS: u32 = 20;
+const _: () = assert!(VERSIONS_PER_BASE_BITS + FIRST_VERSION_BITS == 53);
 
 /// How many recent changes watchers can resume from.
 const CHANGE_LOG_CAPACITY: usize = 10_000;
@@ -659,6 +666,10 @@ mod tests {
             other.virtual_machines(None).version,
         );
         assert_ne!(mine, theirs, "each store starts at a random base");
+        // Exact as a JavaScript number, with room for 2^33 changes.
+        for _ in 0..100 {
+            assert!(first_version() + (1 << VERSIONS_PER_BASE_BITS) <= 1 << 53);
+        }
         assert!(one.changes_since(mine - 2).is_ok());
         for version in [theirs, theirs - 1, 0, 1] {
             assert_eq!(one.changes_since(version).unwrap_err(), Expired);

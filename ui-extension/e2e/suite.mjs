@@ -14,31 +14,20 @@
 //      sees "not allowed" where the others would be.
 //
 // It writes a screenshot of every page to --screenshots, and fails on any page error
-// or console error but the few the shell makes without Rancher (KNOWN_CONSOLE_ERRORS).
+// or console error but the few the shell makes without Rancher (world.mjs).
 //
 //   node e2e/suite.mjs --dist ui-extension/dist --vmm-dev <target>/debug/vmm-dev --screenshots docs/ui
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { execFileSync } from 'node:child_process';
-import { chromium } from 'playwright-core';
-import { ABSENT } from '../scripts/serve.mjs';
+import {
+  logger, until, quiet, startSystem, kubectl, vcsimHarness, proxiedRequests, openBrowser, input, choose
+} from './world.mjs';
 
 const NAMESPACE = 'ui-e2e';
 const SOURCE = 'vc-ui';
 const NAD = 'vlan-a';
-const STEP_TIMEOUT = 120_000;
-
-// What the shell logs without Rancher's own APIs (the proxy answers them 404, see
-// scripts/serve.mjs): resource loads refused, and the extensions catalog missing.
-// It also leaves one of those 404s unhandled, which the page drops (ignoreAbsent).
-const KNOWN_CONSOLE_ERRORS = [
-  /^Failed to load resource: the server responded with a status of 404/,
-  /^Could not load UI Extensions list/,
-];
 
 const { values: args } = parseArgs({
   options: {
@@ -54,121 +43,13 @@ if (!args.dist || !args['vmm-dev']) {
   process.exit(2);
 }
 
-const started = Date.now();
-const log = (msg) => console.error(`[ui-e2e ${ ((Date.now() - started) / 1000).toFixed(1) }s] ${ msg }`);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// Polls `fn` until it returns something truthy; fails naming `what`.
-async function until(what, fn, timeout = STEP_TIMEOUT, interval = 250) {
-  const deadline = Date.now() + timeout;
-  let last;
-
-  while (Date.now() < deadline) {
-    try {
-      const value = await fn();
-
-      if (value) {
-        return value;
-      }
-    } catch (err) {
-      last = err;
-    }
-    await sleep(interval);
-  }
-  throw new Error(`timed out after ${ timeout / 1000 }s waiting for ${ what }${ last ? `: ${ last.message }` : '' }`);
-}
-
-// ---------------------------------------------------------------- the system
-
-const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmm-ui-e2e-'));
-const readyFile = path.join(stateDir, 'ready.json');
-
-function startSystem() {
-  // setpriv: vmm-dev (and through it every peer) dies with this process.
-  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', args['vmm-dev'],
-    '--ui-dist', path.resolve(args.dist), '--ui-restricted', '--ready-file', readyFile, '--state-dir', stateDir, '--vms', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const tail = [];
-
-  child.stderr.on('data', (chunk) => {
-    tail.push(...chunk.toString().split('\n').filter(Boolean));
-    tail.splice(0, Math.max(0, tail.length - 40));
-  });
-  child.tail = tail;
-
-  return child;
-}
-
-function kubectl(ready, argv, input) {
-  return execFileSync(ready.kubectl, ['--kubeconfig', ready.kubeconfig, ...argv], { input, encoding: 'utf8' });
-}
-
-// A call to vcsim's control API (test/peers/vcsim/harness.go), trusting its CA.
-function vcsimHarness(ready, route, body) {
-  const url = new URL(route, ready.vcsim.harnessUrl);
-
-  return new Promise((resolve, reject) => {
-    const req = https.request(url, {
-      method: 'POST', ca: ready.vcsim.caPem, headers: { 'content-type': 'application/json' }
-    }, (res) => {
-      let data = '';
-
-      res.on('data', (c) => {
-        data += c;
-      });
-      res.on('end', () => (res.statusCode < 300 ? resolve(JSON.parse(data)) : reject(new Error(`${ route }: ${ res.statusCode } ${ data }`))));
-    });
-
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
-
-// ---------------------------------------------------------------- the browser
-
-const consoleErrors = [];
-
-async function openBrowser() {
-  const browser = await chromium.launch({
-    executablePath: args.chromium,
-    args:           ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-
-  await page.addInitScript(ignoreAbsent, ABSENT);
-
-  page.on('pageerror', (err) => consoleErrors.push(`page error: ${ err.message || '' } ${ err.stack || JSON.stringify(err) }`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' && !KNOWN_CONSOLE_ERRORS.some((re) => re.test(msg.text()))) {
-      consoleErrors.push(`console error: ${ msg.text() }`);
-    }
-  });
-
-  return { browser, page };
-}
-
-// Runs in the page: a rejection carrying the proxy's 404 for Rancher's own APIs is
-// the test world's, not a page error.
-function ignoreAbsent(absent) {
-  window.addEventListener('unhandledrejection', (event) => {
-    if (event.reason?.message === absent) {
-      event.preventDefault();
-    }
-  });
-}
+const log = logger('ui-e2e');
 
 async function screenshot(page, name) {
   if (args.screenshots) {
     fs.mkdirSync(args.screenshots, { recursive: true });
     await page.screenshot({ path: path.join(args.screenshots, `${ name }.png`), fullPage: false });
   }
-}
-
-const input = (page, testid) => page.getByTestId(testid).locator('input, textarea').first();
-
-// Picks `option` in a vue-select (the shell's LabeledSelect) found by `root`.
-async function choose(page, root, option) {
-  await root.click();
-  await page.locator('.vs__dropdown-menu .vs__dropdown-option', { hasText: option }).first().click();
 }
 
 // ---------------------------------------------------------------- the steps
@@ -217,9 +98,7 @@ async function browseAndFilter(page, ready) {
   });
   // Filtered by steve (its SQL cache), not in the browser: the request for the page
   // carries the filter, on the server's Table cell of the display name.
-  const requests = fs.readFileSync(ready.ui.requestLog, 'utf8').split('\n').filter(Boolean).map((l) => decodeURIComponent(JSON.parse(l).url));
-
-  if (!requests.some((url) => url.includes('/v1/inventory.harvesterhci.io.virtualmachines?') && url.includes('filter=metadata.fields[1]~Web'))) {
+  if (!proxiedRequests(ready).some(({ url }) => url.includes('/v1/inventory.harvesterhci.io.virtualmachines?') && url.includes('filter=metadata.fields[1]~Web'))) {
     throw new Error('no server-side filtered request for the inventory; the page is not paging on the server');
   }
   await input(page, 'vmm-filter-search').fill('');
@@ -233,11 +112,13 @@ async function liveUpdate(page, ready) {
   const power = page.getByTestId('vmm-inventory-table').locator('tr.main-row', { hasText: 'Web 01' }).getByTestId('vmm-vm-power');
 
   await until('Web 01 On', async() => (await power.textContent()).trim() === 'On');
+  // Only steve's watch can bring the change once the page has stopped fetching.
+  await quiet(ready, '/v1/inventory.harvesterhci.io.virtualmachines?page=', 6_000);
   const t0 = Date.now();
 
   await vcsimHarness(ready, 'power', { moref: vm.moref, powerState: 'poweredOff' });
   await until('Web 01 Off in the open page', async() => (await power.textContent()).trim() === 'Off', 60_000);
-  log(`a power-off in vcsim showed in the page after ${ Date.now() - t0 } ms, without a reload`);
+  log(`a power-off in vcsim showed in the page after ${ Date.now() - t0 } ms, through steve's watch, without a reload`);
 }
 
 async function runWizard(page) {
@@ -357,19 +238,14 @@ async function notAllowed(page, ready) {
 
 // ---------------------------------------------------------------- main
 
-const system = startSystem();
+const system = startSystem(args['vmm-dev'], args.dist, ['--ui-restricted', '--vms', '2']);
 let browser;
 let page;
+let errors = [];
 let failed = false;
 
 try {
-  const ready = await until('vmm-dev to be ready', () => {
-    if (system.exitCode !== null) {
-      throw new Error(`vmm-dev exited with ${ system.exitCode }:\n${ system.tail.join('\n') }`);
-    }
-
-    return fs.existsSync(readyFile) && JSON.parse(fs.readFileSync(readyFile, 'utf8'));
-  }, 300_000, 500);
+  const ready = await system.ready();
 
   log(`system up: ${ ready.ui.url } (logs in ${ ready.logs })`);
   kubectl(ready, ['create', 'namespace', NAMESPACE]);
@@ -384,7 +260,7 @@ try {
     },
   }));
 
-  ({ browser, page } = await openBrowser());
+  ({ browser, page, errors } = await openBrowser(args.chromium));
   await addSource(page, ready);
   await browseAndFilter(page, ready);
   await liveUpdate(page, ready);
@@ -393,10 +269,10 @@ try {
   await deleteJob(page);
   await notAllowed(page, ready);
 
-  if (consoleErrors.length) {
-    throw new Error(`the pages logged errors:\n${ consoleErrors.join('\n') }`);
+  if (errors.length) {
+    throw new Error(`the pages logged errors:\n${ errors.join('\n') }`);
   }
-  log(`passed in ${ ((Date.now() - started) / 1000).toFixed(1) } s`);
+  log('passed');
 } catch (err) {
   failed = true;
   console.error(`[ui-e2e] FAILED: ${ err.stack || err }`);
@@ -405,14 +281,12 @@ try {
 
     await page.screenshot({ path: shot }).then(() => console.error(`[ui-e2e] the page when it failed: ${ shot } (${ page.url() })`), () => {});
   }
-  if (consoleErrors.length) {
-    console.error(`[ui-e2e] errors the pages logged:\n${ consoleErrors.join('\n') }`);
+  if (errors.length) {
+    console.error(`[ui-e2e] errors the pages logged:\n${ errors.join('\n') }`);
   }
   console.error(`[ui-e2e] vmm-dev's last lines:\n${ system.tail.join('\n') }`);
 } finally {
   await browser?.close();
-  system.kill('SIGTERM');
-  await until('vmm-dev to stop', () => system.exitCode !== null || system.signalCode !== null, 30_000, 200).catch(() => system.kill('SIGKILL'));
-  fs.rmSync(stateDir, { recursive: true, force: true });
+  await system.stop();
 }
 process.exit(failed ? 1 : 0);
