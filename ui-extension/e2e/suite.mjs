@@ -8,7 +8,8 @@
 //   2. browses and filters the source's VMs;
 //   3. sees a VM powered off in vcsim turn Off in the open page, without a reload;
 //   4. runs the import wizard for two VMs;
-//   5. watches both jobs reach Succeeded, their progress bars taking three or more values;
+//   5. watches both jobs reach Succeeded, their progress bars taking three or more values,
+//      and the inventory then flag the imported VM's name as taken (a concern badge);
 //   6. deletes a job through its confirmation;
 //   7. opens the pages as a user who may read sources but nothing else of ours, and
 //      sees "not allowed" where the others would be.
@@ -103,7 +104,6 @@ async function browseAndFilter(page, ready) {
   }
   await input(page, 'vmm-filter-search').fill('');
   await until('the source\'s VMs again', async() => (await table.locator('tbody tr.main-row').count()) === ready.demoVms.length + 2);
-  await screenshot(page, 'inventory');
   log('browsed and filtered the inventory');
 }
 
@@ -201,7 +201,25 @@ async function watchJobs(page, ready) {
   await page.goBack();
 }
 
-async function deleteJob(page) {
+// The imported VM's name is now taken in the namespace: the inventory says so on
+// the source VM, as a badge with the concern's text, live.
+async function concernBadge(page, ready) {
+  await page.goto(`${ ready.ui.url }c/local/migration/vms`);
+  await choose(page, page.getByTestId('vmm-filter-source'), SOURCE);
+  const badge = page.getByTestId('vmm-inventory-table').locator('tr.main-row', { hasText: 'Web 01' }).getByTestId('vmm-concern');
+
+  await until('a NameTaken badge on Web 01', async() => (await badge.count()) > 0 && (await badge.first().textContent()).includes('NameTaken'), 60_000);
+  const text = await badge.first().getAttribute('title');
+
+  if (!text.includes('web-01') || !text.includes('spec.targetName')) {
+    throw new Error(`the badge does not carry the concern's text: ${ text }`);
+  }
+  await screenshot(page, 'inventory');
+  log('the inventory flags the imported VM\'s name as taken');
+  await page.goto(`${ ready.ui.url }c/local/migration/jobs`);
+}
+
+async function deleteJob(page, ready) {
   const table = page.getByTestId('vmm-jobs-table');
   const row = table.locator('tr.main-row', { hasText: 'unicode-vm-eur' });
 
@@ -217,7 +235,14 @@ async function deleteJob(page) {
   }
   await screenshot(page, 'job-delete');
   await page.getByTestId('prompt-remove-confirm-button').click();
-  await until('the job gone from the list', async() => !(await row.count()));
+  await until('the confirmation to close', async() => !(await prompt.count()), 30_000);
+  await until('the job gone from the list', async() => !(await row.count()), 60_000).catch((err) => {
+    // Whether the page did not delete it or the controller did not let it go.
+    const job = kubectl(ready, ['get', 'importjob', '-n', NAMESPACE, 'unicode-vm-eur', '--ignore-not-found', '-o',
+      'jsonpath={.metadata.deletionTimestamp} {.metadata.finalizers}']);
+
+    throw new Error(`${ err.message }; the job in the cluster: ${ job || 'gone' }`);
+  });
   log('deleted a job; its confirmation said the source VM stays off');
 }
 
@@ -266,7 +291,8 @@ try {
   await liveUpdate(page, ready);
   await runWizard(page);
   await watchJobs(page, ready);
-  await deleteJob(page);
+  await concernBadge(page, ready);
+  await deleteJob(page, ready);
   await notAllowed(page, ready);
 
   if (errors.length) {
