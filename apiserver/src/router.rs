@@ -204,7 +204,7 @@ mod tests {
 
     use vmm_api::SourceKind;
     use vmm_api::inventory::{PowerState, VirtualMachineSpec};
-    use vmm_providers::InventoryEvent;
+    use vmm_core::InventoryEvent;
 
     use crate::authn::{PeerCertificate, fake_apiserver};
     use crate::sink::{InventorySink, SourceId};

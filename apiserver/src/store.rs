@@ -15,7 +15,7 @@ use vmm_api::inventory::{
     VirtualMachine, VirtualMachineSpec, VirtualMachineStatus,
 };
 use vmm_api::names::object_name;
-use vmm_providers::InventoryEvent;
+use vmm_core::InventoryEvent;
 
 use crate::concerns::{ClusterFacts, Context, concerns};
 use crate::list::{Served, selected_alike};

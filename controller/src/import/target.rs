@@ -46,7 +46,7 @@ pub enum TargetError {
 /// The VM for `job`, named `name`, from the source VM and its imported disks
 /// (in the source's disk order: the first one boots). Harvester's webhook
 /// gives the guest the memory limit less `reserved_memory_mib`
-/// ([`settings::reserved_memory_mib`](crate::import::settings::reserved_memory_mib)),
+/// ([`settings::reserved_memory_mib`](crate::import::preflight::settings::reserved_memory_mib)),
 /// so the limit carries that reserve and the guest gets the source's memory.
 pub fn virtual_machine(
     job: &ImportJob,
