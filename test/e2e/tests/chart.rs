@@ -13,8 +13,8 @@
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
-use vmm_testkit::chart::{chart_dir, helm, render};
 use vmm_controller::crash;
+use vmm_testkit::chart::{chart_dir, helm, render};
 use vmm_testkit::servers::{ControllerOptions, start_controller_with, start_inventory_api};
 use vmm_testkit::vcsim::DiskSpec;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import, repo_root, workspace_binary};
