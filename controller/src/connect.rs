@@ -42,9 +42,17 @@ pub async fn session(
     connection: &Connection,
 ) -> Result<Arc<dyn Session>, ProviderError> {
     let provider = (ctx.providers)(kind).ok_or_else(|| {
+        let supported: Vec<&str> = SourceKind::ALL
+            .into_iter()
+            .filter(|other| (ctx.providers)(*other).is_some())
+            .map(SourceKind::as_str)
+            .collect();
         ProviderError::permanent(
             Reason::KindNotSupported,
-            format!("this version of vm-migration cannot connect to {kind} sources yet"),
+            format!(
+                "this version of vm-migration cannot connect to {kind} sources yet; it connects to {}",
+                supported.join(", ")
+            ),
         )
     })?;
     let credentials = credentials(&ctx.client, namespace, kind, connection).await?;
