@@ -235,12 +235,12 @@ fn unreadable(error: &io::Error) -> Response {
 
 /// A cursor lent to one ranged read: given back to its disk when the
 /// response ends, however it ends.
-struct Lent {
+struct LentCursor {
     disk: Arc<ServedDisk>,
     cursor: Option<Cursor>,
 }
 
-impl Drop for Lent {
+impl Drop for LentCursor {
     fn drop(&mut self) {
         if let Some(cursor) = self.cursor.take() {
             self.disk.put_back(cursor);
@@ -256,7 +256,7 @@ fn ranged(
     cursor: Cursor,
     range: Range<u64>,
 ) -> RawStream {
-    let lent = Lent {
+    let lent = LentCursor {
         disk,
         cursor: Some(cursor),
     };
