@@ -204,10 +204,7 @@ fn is_collection(path: &str) -> bool {
         Some(&"api") => &segments[2.min(segments.len())..],
         _ => &segments[3.min(segments.len())..],
     };
-    match rest {
-        ["namespaces", _, _] | [_] => true,
-        _ => false,
-    }
+    matches!(rest, ["namespaces", _, _] | [_])
 }
 
 fn list(objects: &BTreeMap<String, Value>, path: &str, query: &str) -> Value {
