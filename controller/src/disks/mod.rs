@@ -1,6 +1,6 @@
 //! The disk endpoint: serves each disk being imported as a raw image at an
 //! unguessable URL, the way Harvester's default image backend reads it
-//! (`shared/notes/harvester-conventions.md` §1): `HEAD` answers 200 with the
+//! (docs/harvester.md §1): `HEAD` answers 200 with the
 //! raw size without touching the source; `GET` answers 200 with the whole
 //! image in one streamed response, converted from the source as it is read,
 //! zeros included, so the importer's 30 s idle timeout never fires and no
