@@ -33,12 +33,12 @@ const RETRY_MIN: Duration = Duration::from_secs(15);
 
 /// What one check found.
 #[derive(Debug, PartialEq)]
-struct Checked {
+struct SourceCheck {
     ready: Observed,
     endpoint_version: Option<String>,
 }
 
-impl Checked {
+impl SourceCheck {
     fn failed(reason: &str, message: impl Into<String>) -> Self {
         Self {
             ready: Observed::new(READY, false, reason, message),
@@ -185,17 +185,17 @@ async fn check(
     namespace: &str,
     kind: SourceKind,
     connection: &Connection,
-) -> Checked {
+) -> SourceCheck {
     match connect::session(ctx, namespace, kind, connection).await {
         Ok(session) => {
             let version = session.endpoint_version();
             session.logout().await;
-            Checked {
+            SourceCheck {
                 ready: Observed::new(READY, true, "Connected", format!("logged in to {version}")),
                 endpoint_version: Some(version),
             }
         }
-        Err(error) => Checked::failed(error.reason().as_str(), error.message()),
+        Err(error) => SourceCheck::failed(error.reason().as_str(), error.message()),
     }
 }
 

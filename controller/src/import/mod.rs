@@ -46,7 +46,7 @@ use crate::error::Error;
 use crate::import::phases::admit::Admission;
 use crate::import::phases::{cleanup, create_vm, export, importing, power_off, validate};
 use crate::import::status::StatusUpdate;
-use crate::import::step::{Outcome, Step, Stop};
+use crate::import::step::{Outcome, PhaseError, Step};
 use crate::import::target::JOB_LABEL;
 
 pub const FINALIZER: &str = "importjob.harvesterhci.io/cleanup";
@@ -168,7 +168,7 @@ async fn settle(step: &Step<'_>, outcome: Outcome) -> Result<Action, Error> {
     };
     let job = step.job;
     match stop {
-        Stop::Refused(refused) => {
+        PhaseError::Refused(refused) => {
             cleanup::end_export(step, ExportEnd::Abort("the import job failed")).await;
             step.write(&StatusUpdate::failed(job, &refused)).await?;
             step.ctx.metrics.observe_duration(job, "failed");
@@ -177,7 +177,7 @@ async fn settle(step: &Step<'_>, outcome: Outcome) -> Result<Action, Error> {
             tracing::info!(job = %job.name_any(), reason = refused.reason, message = %refused.message, "import job failed");
             Ok(Action::await_change())
         }
-        Stop::Retry(error) => {
+        PhaseError::Retry(error) => {
             let phase = step.phase();
             let message = format!(
                 "{}: the source cannot be reached for now ({error}); trying again in {}s",
@@ -191,6 +191,6 @@ async fn settle(step: &Step<'_>, outcome: Outcome) -> Result<Action, Error> {
             tracing::info!(job = %job.name_any(), reason = %error.reason(), %error, "import job waits for its source");
             Ok(Action::requeue(RETRY_DELAY))
         }
-        Stop::Kube(error) => Err(error),
+        PhaseError::Kube(error) => Err(error),
     }
 }

@@ -12,7 +12,7 @@ use vmm_core::Session;
 
 use crate::connect::{self, Refused};
 use crate::context::Context;
-use crate::import::step::Stop;
+use crate::import::step::PhaseError;
 
 pub struct JobSource<'a> {
     ctx: &'a Context,
@@ -58,13 +58,13 @@ impl<'a> JobSource<'a> {
     }
 
     /// The session, logged in to on first use. A source that cannot be
-    /// reached for now is [`Stop::Retry`]; one that refuses us ends the job.
-    pub async fn session(&self) -> Result<&dyn Session, Stop> {
+    /// reached for now is [`PhaseError::Retry`]; one that refuses us ends the job.
+    pub async fn session(&self) -> Result<&dyn Session, PhaseError> {
         let session = self.session.get_or_try_init(|| self.connect()).await?;
         Ok(session.as_ref())
     }
 
-    async fn connect(&self) -> Result<Arc<dyn Session>, Stop> {
+    async fn connect(&self) -> Result<Arc<dyn Session>, PhaseError> {
         let object = self.object().await?;
         let session = connect::session(
             self.ctx,

@@ -22,7 +22,7 @@ use crate::import::transfer::JobKey;
 /// How a phase ended when it did not finish: the job cannot go on, the
 /// source cannot be reached for now, or a Kubernetes request failed.
 #[derive(Debug)]
-pub enum Stop {
+pub enum PhaseError {
     /// The job fails with this reason.
     Refused(Refused),
     /// The job stays where it is and tries again later.
@@ -31,14 +31,14 @@ pub enum Stop {
     Kube(Error),
 }
 
-impl From<Refused> for Stop {
+impl From<Refused> for PhaseError {
     fn from(refused: Refused) -> Self {
         Self::Refused(refused)
     }
 }
 
 /// A provider error that a retry may cure waits; any other ends the job.
-impl From<ProviderError> for Stop {
+impl From<ProviderError> for PhaseError {
     fn from(error: ProviderError) -> Self {
         if error.is_transient() {
             Self::Retry(error)
@@ -48,19 +48,19 @@ impl From<ProviderError> for Stop {
     }
 }
 
-impl From<Error> for Stop {
+impl From<Error> for PhaseError {
     fn from(error: Error) -> Self {
         Self::Kube(error)
     }
 }
 
-impl From<kube::Error> for Stop {
+impl From<kube::Error> for PhaseError {
     fn from(error: kube::Error) -> Self {
         Self::Kube(error.into())
     }
 }
 
-pub type Outcome = Result<Action, Stop>;
+pub type Outcome = Result<Action, PhaseError>;
 
 /// One reconcile of one job.
 pub struct Step<'a> {

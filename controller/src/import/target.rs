@@ -1,5 +1,5 @@
 //! The KubeVirt VirtualMachine an import job creates, the way Harvester's own UI
-//! creates one (`shared/notes/harvester-conventions.md` §2): one PVC per
+//! creates one (docs/harvester.md §2): one PVC per
 //! imported image through the `harvesterhci.io/volumeClaimTemplates`
 //! annotation, which Harvester's VM controller turns into PVCs; CPU topology
 //! and memory exactly as the source has them (no vCPU multiplication, MiB not

@@ -22,7 +22,7 @@ use vmm_diskstream::{Progress, SegmentReader, Sniffed, SourceFormat};
 use crate::connect::Refused;
 use crate::disks::{DiskSource, RawStream, Registry, ServedDisk};
 use crate::import::scratch::Scratch;
-use crate::import::step::Stop;
+use crate::import::step::PhaseError;
 
 /// `(namespace, name)` of a job.
 pub type JobKey = (String, String);
@@ -66,7 +66,7 @@ pub struct Exports {
 
 /// One disk to serve: its index in the job's status, its key at the
 /// source, raw size, and token.
-pub struct Wanted {
+pub struct DiskToServe {
     pub index: usize,
     pub key: String,
     pub capacity: u64,
@@ -99,8 +99,8 @@ impl Exports {
         session: &dyn Session,
         vm_id: &str,
         export_id: Option<&str>,
-        wanted: &[Wanted],
-    ) -> Result<String, Stop> {
+        wanted: &[DiskToServe],
+    ) -> Result<String, PhaseError> {
         // A reconcile that read the job before this process's own status
         // writes landed asks again for the export this process serves: it is
         // the one wanted (re-attaching would end it as "replaced").
@@ -155,7 +155,7 @@ impl Exports {
     async fn serve(
         &self,
         export: &dyn Export,
-        wanted: &[Wanted],
+        wanted: &[DiskToServe],
     ) -> Result<Vec<(usize, Arc<ServedDisk>)>, Refused> {
         let mut disks = Vec::new();
         for want in wanted {

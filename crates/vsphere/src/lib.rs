@@ -52,7 +52,7 @@ pub use error::VsphereError;
 use error::classify;
 pub use export::{Attached, DEFAULT_READY_TIMEOUT, ExportDisk, ExportLease};
 pub use lease::LeaseState;
-use model::{Dirty, ObjKind, Store};
+use model::{Dirty, ObjKind, ObjectCache};
 pub use vm::VmDetails;
 use vmm_core::{Credentials, InventoryEvent, InventorySnapshot};
 
@@ -271,7 +271,10 @@ impl VsphereClient {
         })
     }
 
-    async fn retrieve_all(&self, view: &ManagedObjectReference) -> Result<Store, VsphereError> {
+    async fn retrieve_all(
+        &self,
+        view: &ManagedObjectReference,
+    ) -> Result<ObjectCache, VsphereError> {
         let pc = PropertyCollector::new(
             self.handle(),
             &self.client.service_content().property_collector.value,
@@ -279,7 +282,7 @@ impl VsphereClient {
         let options = RetrieveOptions {
             max_objects: Some(PAGE_SIZE),
         };
-        let mut store = Store::default();
+        let mut store = ObjectCache::default();
         let mut dirty = Dirty::default();
         let page = pc
             .retrieve_properties_ex(&[filter_spec(view)], &options)
@@ -355,7 +358,7 @@ impl VsphereClient {
             max_wait_seconds: Some(WAIT_SECONDS),
             max_object_updates: None,
         };
-        let mut store = Store::default();
+        let mut store = ObjectCache::default();
         let mut emitter = Emitter::default();
         let mut version: Option<String> = None;
         let mut synced = false;
@@ -494,7 +497,7 @@ impl Emitter {
     /// they are now; false when the receiver is gone.
     async fn flush(
         &mut self,
-        store: &Store,
+        store: &ObjectCache,
         dirty: &mut Dirty,
         everything: bool,
         events: &mpsc::Sender<InventoryEvent>,
@@ -562,7 +565,7 @@ fn dedup(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
-fn apply_content(store: &mut Store, content: ObjectContent, dirty: &mut Dirty) {
+fn apply_content(store: &mut ObjectCache, content: ObjectContent, dirty: &mut Dirty) {
     let Some(kind) = ObjKind::from_type_name(content.obj.r#type.as_str()) else {
         return;
     };
@@ -574,7 +577,7 @@ fn apply_content(store: &mut Store, content: ObjectContent, dirty: &mut Dirty) {
     }
 }
 
-fn apply_update_set(store: &mut Store, set: UpdateSet, dirty: &mut Dirty) {
+fn apply_update_set(store: &mut ObjectCache, set: UpdateSet, dirty: &mut Dirty) {
     for filter in set.filter_set.unwrap_or_default() {
         for update in filter.object_set.unwrap_or_default() {
             let Some(kind) = ObjKind::from_type_name(update.obj.r#type.as_str()) else {

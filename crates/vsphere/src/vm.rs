@@ -24,7 +24,7 @@ use vmm_api::inventory::{PowerState, VirtualMachineSpec};
 
 use super::disks::{DiskDetails, datastore_of_file, disk_facts};
 use super::error::classify;
-use super::model::{self, Dirty, ObjKind, Store, Value, unescape_name};
+use super::model::{self, Dirty, ObjKind, ObjectCache, Value, unescape_name};
 use super::{PAGE_SIZE, VsphereClient, VsphereError, convert, is_fault};
 
 /// How often [`VsphereClient::wait_powered_off`] reads the power state.
@@ -309,7 +309,7 @@ impl VsphereClient {
             object_set,
             report_missing_objects_in_results: Some(true),
         };
-        let mut store = Store::default();
+        let mut store = ObjectCache::default();
         let mut dirty = Dirty::default();
         let mut tree: HashMap<String, Node> = HashMap::new();
         let mut disks: HashMap<String, Vec<DiskDetails>> = HashMap::new();

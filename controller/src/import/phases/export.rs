@@ -9,8 +9,8 @@ use crate::disks;
 use crate::import::images;
 use crate::import::preflight;
 use crate::import::status::StatusUpdate;
-use crate::import::step::{Outcome, Step, Stop, lost};
-use crate::import::transfer::Wanted;
+use crate::import::step::{Outcome, PhaseError, Step, lost};
+use crate::import::transfer::DiskToServe;
 
 pub async fn run(step: &Step<'_>) -> Outcome {
     let ctx = step.ctx;
@@ -69,7 +69,7 @@ pub async fn run(step: &Step<'_>) -> Outcome {
 }
 
 /// The image a disk is imported into.
-pub fn image_name(disk: &DiskStatus) -> Result<&str, Stop> {
+pub fn image_name(disk: &DiskStatus) -> Result<&str, PhaseError> {
     disk.image_name
         .as_deref()
         .ok_or_else(|| lost(&format!("the image of disk {}", disk.name)).into())
@@ -77,7 +77,7 @@ pub fn image_name(disk: &DiskStatus) -> Result<&str, Stop> {
 
 /// Opens (or re-opens) the source's export and serves each disk that has a
 /// token at it; the export's id.
-pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String, Stop> {
+pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String, PhaseError> {
     let vm = step.source_vm()?;
     let mut wanted = Vec::new();
     for (index, (disk, token)) in step.status.disks.iter().zip(tokens).enumerate() {
@@ -88,7 +88,7 @@ pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String,
             .source_key
             .clone()
             .ok_or_else(|| lost(&format!("the source key of disk {}", disk.name)))?;
-        wanted.push(Wanted {
+        wanted.push(DiskToServe {
             index,
             key,
             capacity: u64::try_from(disk.capacity_bytes).unwrap_or(0),

@@ -20,11 +20,11 @@ use vmm_core::Vm;
 use crate::conditions::{self, READY};
 use crate::connect::Refused;
 use crate::import::images;
-use crate::import::step::{Step, Stop};
+use crate::import::step::{PhaseError, Step};
 use crate::import::target::JOB_LABEL;
 
 /// What preflight found: the one VM to import and where it goes.
-pub struct Checked {
+pub struct Passed {
     pub vm: Vm,
     pub target_name: String,
 }
@@ -49,7 +49,7 @@ fn ready(source: &AnySource, name: &str) -> Result<(), Refused> {
 }
 
 /// Every check, in the order a person would fix them.
-pub async fn run(step: &Step<'_>) -> Result<Checked, Stop> {
+pub async fn run(step: &Step<'_>) -> Result<Passed, PhaseError> {
     let client = &step.ctx.client;
     let namespace = step.namespace;
     let job = step.job;
@@ -116,7 +116,7 @@ pub async fn run(step: &Step<'_>) -> Result<Checked, Stop> {
     quota::check(client, namespace, &adds).await?;
     space::check(client, class.as_ref(), &disks).await?;
     let target_name = target(client, namespace, job, &vm).await?;
-    Ok(Checked { vm, target_name })
+    Ok(Passed { vm, target_name })
 }
 
 fn disks(vm: &Vm) -> Result<(), Refused> {
