@@ -50,7 +50,14 @@ fn the_core_links_no_client() {
     let graph = lock_graph();
     let core = closure(&graph, "vmm-core");
     assert!(core.contains("rustls"), "the closure was read: {core:?}");
-    for client in ["vim_rs", "reqwest", "hyper", "kube-client", "vmm-vsphere", "vmm-providers"] {
+    for client in [
+        "vim_rs",
+        "reqwest",
+        "hyper",
+        "kube-client",
+        "vmm-vsphere",
+        "vmm-providers",
+    ] {
         assert!(!core.contains(client), "vmm-core depends on {client}");
     }
     // The vendor library is linked by its client crate and what uses it.
