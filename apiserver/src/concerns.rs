@@ -27,7 +27,7 @@ pub struct ClusterFacts {
 }
 
 /// Which VLANs a NetworkAttachmentDefinition carries, read from its CNI config
-/// the way Harvester writes it (`shared/notes/harvester-conventions.md` §4).
+/// the way Harvester writes it (docs/harvester.md §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NadVlans {
     Untagged,

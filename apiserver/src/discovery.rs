@@ -5,7 +5,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     APIGroup, APIGroupList, APIResource, APIResourceList, GroupVersionForDiscovery,
 };
-use vmm_api::inventory::{API_VERSION, GROUP, RESOURCES, VERSION};
+use vmm_api::inventory::{API_VERSION, GROUP, VERSION};
+
+use crate::resources::{self, InventoryResource, Visitor};
 
 /// The verbs of every inventory resource: read-only.
 pub const VERBS: [&str; 3] = ["get", "list", "watch"];
@@ -30,22 +32,28 @@ pub fn api_group_list() -> APIGroupList {
 }
 
 pub fn api_resource_list() -> APIResourceList {
-    let to_strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    APIResourceList {
-        group_version: API_VERSION.to_owned(),
-        resources: RESOURCES
-            .iter()
-            .map(|r| APIResource {
-                name: r.plural.to_owned(),
-                singular_name: r.singular.to_owned(),
-                kind: r.kind.to_owned(),
+    struct Listed(Vec<APIResource>);
+    impl Visitor for Listed {
+        fn visit<T: InventoryResource>(&mut self) {
+            let to_strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+            let names = T::NAMES;
+            self.0.push(APIResource {
+                name: names.plural.to_owned(),
+                singular_name: names.singular.to_owned(),
+                kind: names.kind.to_owned(),
                 namespaced: true,
                 verbs: to_strings(&VERBS),
-                short_names: Some(to_strings(r.short_names)),
-                categories: Some(to_strings(r.categories)),
+                short_names: Some(to_strings(names.short_names)),
+                categories: Some(to_strings(names.categories)),
                 ..APIResource::default()
-            })
-            .collect(),
+            });
+        }
+    }
+    let mut listed = Listed(Vec::new());
+    resources::visit_all(&mut listed);
+    APIResourceList {
+        group_version: API_VERSION.to_owned(),
+        resources: listed.0,
     }
 }
 

@@ -8,6 +8,7 @@
 //! | [`authn`], [`authz`] | who is asking (front proxy, bearer tokens); SubjectAccessReview |
 //! | [`certs`] | a serving certificate managed in a Secret, the APIService's caBundle kept current |
 //! | [`router`] | every route, built by one function |
+//! | [`resources`] | one module per served resource: its columns, selectable fields and place in the store |
 //! | [`discovery`], [`openapi`], [`list`], [`watch`], [`table`], [`status`] | what the routes answer |
 //! | [`json`] | JSON answers serialized from the typed objects, lists streamed in chunks |
 //! | [`selector`] | label and field selectors as kube-apiserver parses them |
@@ -27,6 +28,7 @@ pub mod json;
 pub mod list;
 pub mod metrics;
 pub mod openapi;
+pub mod resources;
 pub mod router;
 pub mod selector;
 pub mod serve;

@@ -1,119 +1,22 @@
 //! `get` and `list` of inventory resources: selectors, pages, JSON or Table.
-//! One generic path serves both kinds through [`Served`].
+//! One generic path serves every resource (`resources/`).
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::http::HeaderMap;
 use axum::http::header::ACCEPT;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use vmm_api::inventory::{self, Network, ResourceNames, VirtualMachine};
+use vmm_api::inventory;
 
 use crate::json;
-use crate::selector::{FieldSelector, FieldTable, LabelSelector};
+use crate::resources::{InventoryResource, selected};
+use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{Object, Snapshot, Store};
-use crate::table::{self, IncludeObject, TableRow};
-
-/// An inventory resource as the routes serve it.
-pub trait Served: TableRow + Serialize + Sized + Send + Sync + 'static {
-    const NAMES: ResourceNames;
-    const FIELDS: FieldTable<Self>;
-    fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self>;
-    fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>>;
-    /// This kind's object in a change, if the change is of this kind.
-    fn of(object: &Object) -> Option<&Arc<Self>>;
-}
-
-fn text<T: Serialize>(value: &T) -> Option<Cow<'static, str>> {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(|s| Cow::Owned(s.to_owned())))
-}
-
-impl Served for VirtualMachine {
-    const NAMES: ResourceNames = inventory::VIRTUAL_MACHINES;
-    const FIELDS: FieldTable<Self> = FieldTable::new(&[
-        ("metadata.name", |vm| {
-            vm.metadata.name.as_deref().map(Cow::Borrowed)
-        }),
-        ("metadata.namespace", |vm| {
-            vm.metadata.namespace.as_deref().map(Cow::Borrowed)
-        }),
-        ("spec.displayName", |vm| {
-            Some(Cow::Borrowed(&vm.spec.display_name))
-        }),
-        ("spec.powerState", |vm| text(&vm.spec.power_state)),
-        ("spec.source.kind", |vm| {
-            vm.spec.source.as_ref().and_then(|s| text(&s.kind))
-        }),
-        ("spec.source.name", |vm| {
-            vm.spec
-                .source
-                .as_ref()
-                .map(|s| Cow::Borrowed(s.name.as_str()))
-        }),
-    ]);
-
-    fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self> {
-        store.virtual_machines(namespace)
-    }
-
-    fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>> {
-        store.virtual_machine(namespace, name)
-    }
-
-    fn of(object: &Object) -> Option<&Arc<Self>> {
-        match object {
-            Object::VirtualMachine(vm) => Some(vm),
-            Object::Network(_) => None,
-        }
-    }
-}
-
-impl Served for Network {
-    const NAMES: ResourceNames = inventory::NETWORKS;
-    const FIELDS: FieldTable<Self> = FieldTable::new(&[
-        ("metadata.name", |n| {
-            n.metadata.name.as_deref().map(Cow::Borrowed)
-        }),
-        ("metadata.namespace", |n| {
-            n.metadata.namespace.as_deref().map(Cow::Borrowed)
-        }),
-        ("spec.displayName", |n| {
-            Some(Cow::Borrowed(&n.spec.display_name))
-        }),
-        ("spec.kind", |n| text(&n.spec.kind)),
-        ("spec.source.kind", |n| {
-            n.spec.source.as_ref().and_then(|s| text(&s.kind))
-        }),
-        ("spec.source.name", |n| {
-            n.spec
-                .source
-                .as_ref()
-                .map(|s| Cow::Borrowed(s.name.as_str()))
-        }),
-    ]);
-
-    fn snapshot(store: &Store, namespace: Option<&str>) -> Snapshot<Self> {
-        store.networks(namespace)
-    }
-
-    fn one(store: &Store, namespace: &str, name: &str) -> Option<Arc<Self>> {
-        store.network(namespace, name)
-    }
-
-    fn of(object: &Object) -> Option<&Arc<Self>> {
-        match object {
-            Object::Network(network) => Some(network),
-            Object::VirtualMachine(_) => None,
-        }
-    }
-}
+use crate::store::Store;
+use crate::table::{self, IncludeObject};
 
 /// The query parameters of a list; others (e.g. `timeoutSeconds`) are ignored,
 /// as kube-apiserver ignores what does not apply.
@@ -223,7 +126,7 @@ fn parse_continue(token: &str) -> Result<(u64, String, String), ApiError> {
 }
 
 /// `(namespace, name)`, the order the store keeps and pages follow.
-fn key<T: Served>(item: &T) -> (&str, &str) {
+fn key<T: InventoryResource>(item: &T) -> (&str, &str) {
     let meta = item.metadata();
     (
         meta.namespace.as_deref().unwrap_or(""),
@@ -231,10 +134,8 @@ fn key<T: Served>(item: &T) -> (&str, &str) {
     )
 }
 
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-
 /// The query's label and field selectors, parsed for kind `T`.
-pub(crate) fn selectors<T: Served>(
+pub(crate) fn selectors<T: InventoryResource>(
     query: &ListQuery,
 ) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let bad = |e: crate::selector::SelectorError| ApiError::bad_request(e.to_string());
@@ -246,24 +147,8 @@ pub(crate) fn selectors<T: Served>(
     Ok((labels, fields))
 }
 
-/// Whether `item` passes both selectors.
-pub(crate) fn selected<T: Served>(
-    item: &T,
-    labels: &LabelSelector,
-    fields: &FieldSelector,
-) -> bool {
-    labels.matches(item.metadata().labels.as_ref().unwrap_or(&NO_LABELS))
-        && T::FIELDS.matches(fields, item)
-}
-
-/// Whether every pair of selectors selects both `a` and `b` or neither: they
-/// have the same labels and selectable fields.
-pub(crate) fn selected_alike<T: Served>(a: &T, b: &T) -> bool {
-    a.metadata().labels == b.metadata().labels && T::FIELDS.same(a, b)
-}
-
 /// `GET` of a collection.
-pub fn list<T: Served>(
+pub fn list<T: InventoryResource>(
     store: &Store,
     namespace: Option<&str>,
     query: &ListQuery,
@@ -326,7 +211,7 @@ pub fn list<T: Served>(
 }
 
 /// `GET` of one object.
-pub fn get<T: Served>(
+pub fn get<T: InventoryResource>(
     store: &Store,
     namespace: &str,
     name: &str,

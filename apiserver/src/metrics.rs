@@ -184,7 +184,7 @@ mod tests {
     async fn counts_requests_and_reads_the_store() {
         use vmm_api::SourceKind;
         use vmm_api::inventory::VirtualMachineSpec;
-        use vmm_providers::InventoryEvent;
+        use vmm_core::InventoryEvent;
 
         use crate::sink::{InventorySink, SourceId};
 

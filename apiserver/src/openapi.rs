@@ -3,9 +3,12 @@
 //! for a built-in: v3 (an index plus one document per group-version, what
 //! kubectl reads) and v2 (what the aggregator still merges).
 
+use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
-use vmm_api::inventory::{self, API_VERSION, GROUP, Network, VERSION, VirtualMachine};
+use vmm_api::inventory::{API_VERSION, GROUP, VERSION};
+
+use crate::resources::{self, InventoryResource, Visitor};
 
 /// The documents, built once.
 #[derive(Clone, Debug)]
@@ -57,44 +60,56 @@ impl Default for OpenApi {
 /// The `get` operation of each kind: `kubectl explain` finds a resource's schema
 /// through the operation on its path, not through the schemas alone.
 fn get_paths() -> Value {
-    let mut paths = Map::new();
-    for (names, schema) in [
-        (inventory::VIRTUAL_MACHINES, "VirtualMachine"),
-        (inventory::NETWORKS, "Network"),
-    ] {
-        let path = format!(
-            "/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{}/{{name}}",
-            names.plural
-        );
-        let response = json!({"$ref": format!("#/components/schemas/{schema}")});
-        paths.insert(
-            path,
-            json!({"get": {
-                "operationId": format!("read{}", names.kind),
-                "x-kubernetes-action": "get",
-                "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": names.kind},
-                "responses": {"200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": response}},
-                }},
-            }}),
-        );
+    struct Paths(Map<String, Value>);
+    impl Visitor for Paths {
+        fn visit<T: InventoryResource>(&mut self) {
+            let names = T::NAMES;
+            let path = format!(
+                "/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/{}/{{name}}",
+                names.plural
+            );
+            let response = json!({"$ref": format!("#/components/schemas/{}", T::schema_name())});
+            self.0.insert(
+                path,
+                json!({"get": {
+                    "operationId": format!("read{}", names.kind),
+                    "x-kubernetes-action": "get",
+                    "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": names.kind},
+                    "responses": {"200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": response}},
+                    }},
+                }}),
+            );
+        }
     }
-    Value::Object(paths)
+    let mut paths = Paths(Map::new());
+    resources::visit_all(&mut paths);
+    Value::Object(paths.0)
 }
 
 /// The schemas of every served kind and what they refer to, each served kind
 /// tagged with its group, version and kind as kubectl looks them up.
 fn definitions(settings: SchemaSettings) -> Map<String, Value> {
-    let mut generator = settings.into_generator();
-    generator.subschema_for::<VirtualMachine>();
-    generator.subschema_for::<Network>();
-    let mut definitions = generator.take_definitions(true);
-    for (schema, kind) in [
-        ("VirtualMachine", inventory::VIRTUAL_MACHINES.kind),
-        ("Network", inventory::NETWORKS.kind),
-    ] {
-        if let Some(Value::Object(schema)) = definitions.get_mut(schema) {
+    struct Schemas {
+        generator: SchemaGenerator,
+        kinds: Vec<(String, &'static str)>,
+    }
+    impl Visitor for Schemas {
+        fn visit<T: InventoryResource>(&mut self) {
+            self.generator.subschema_for::<T>();
+            self.kinds
+                .push((T::schema_name().into_owned(), T::NAMES.kind));
+        }
+    }
+    let mut schemas = Schemas {
+        generator: settings.into_generator(),
+        kinds: Vec::new(),
+    };
+    resources::visit_all(&mut schemas);
+    let mut definitions = schemas.generator.take_definitions(true);
+    for (schema, kind) in schemas.kinds {
+        if let Some(Value::Object(schema)) = definitions.get_mut(&schema) {
             schema.insert(
                 "x-kubernetes-group-version-kind".into(),
                 json!([{"group": GROUP, "version": VERSION, "kind": kind}]),

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::Value;
-use vmm_api::inventory::{self, GROUP, Network, VERSION, VirtualMachine};
+use vmm_api::inventory::{GROUP, ResourceNames, VERSION};
 
 use crate::authn::{self, RequestHeaderConfig, TokenAuthenticator};
 use crate::authz::{self, Authorizer};
@@ -18,6 +18,7 @@ use crate::discovery;
 use crate::list::{self, ListQuery};
 use crate::metrics::{self, Metrics};
 use crate::openapi::{self, OpenApi};
+use crate::resources::{self, InventoryResource, Visitor};
 use crate::serve::ConnectionPeer;
 use crate::status::ApiError;
 use crate::store::Store;
@@ -97,6 +98,38 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 
 type Reply = Result<Response, ApiError>;
 
+/// What serves one resource, by its plural (`resources::visit_all`).
+struct ResourceRoutes {
+    names: ResourceNames,
+    list: fn(&Store, Option<&str>, &ListQuery, &HeaderMap) -> Reply,
+    watch: fn(Arc<Store>, Option<&str>, &ListQuery, &HeaderMap) -> Reply,
+    get: fn(&Store, &str, &str, &ListQuery, &HeaderMap) -> Reply,
+}
+
+/// The resource named `plural`, if one is served.
+fn served(plural: &str) -> Option<&'static ResourceRoutes> {
+    struct Collect(Vec<ResourceRoutes>);
+    impl Visitor for Collect {
+        fn visit<T: InventoryResource>(&mut self) {
+            self.0.push(ResourceRoutes {
+                names: T::NAMES,
+                list: list::list::<T>,
+                watch: watch::watch::<T>,
+                get: list::get::<T>,
+            });
+        }
+    }
+    static SERVED: std::sync::OnceLock<Vec<ResourceRoutes>> = std::sync::OnceLock::new();
+    SERVED
+        .get_or_init(|| {
+            let mut all = Collect(Vec::new());
+            resources::visit_all(&mut all);
+            all.0
+        })
+        .iter()
+        .find(|served| served.names.plural == plural)
+}
+
 async fn all_namespaces(
     State(store): State<Arc<Store>>,
     method: Method,
@@ -132,24 +165,14 @@ fn collection(
     query: &ListQuery,
     headers: &HeaderMap,
 ) -> Reply {
+    let served = served(resource).ok_or_else(ApiError::no_such_path)?;
     if *method != Method::GET {
-        return Err(refuse(method, resource, true));
+        return Err(refuse(method, true));
     }
-    let watching = query.wants_watch();
-    match resource {
-        r if r == inventory::VIRTUAL_MACHINES.plural && watching => {
-            watch::watch::<VirtualMachine>(store.clone(), namespace, query, headers)
-        }
-        r if r == inventory::VIRTUAL_MACHINES.plural => {
-            list::list::<VirtualMachine>(store, namespace, query, headers)
-        }
-        r if r == inventory::NETWORKS.plural && watching => {
-            watch::watch::<Network>(store.clone(), namespace, query, headers)
-        }
-        r if r == inventory::NETWORKS.plural => {
-            list::list::<Network>(store, namespace, query, headers)
-        }
-        _ => Err(ApiError::no_such_path()),
+    if query.wants_watch() {
+        (served.watch)(store.clone(), namespace, query, headers)
+    } else {
+        (served.list)(store, namespace, query, headers)
     }
 }
 
@@ -160,25 +183,15 @@ async fn object(
     Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Reply {
+    let served = served(&resource).ok_or_else(ApiError::no_such_path)?;
     if method != Method::GET {
-        return Err(refuse(&method, &resource, false));
+        return Err(refuse(&method, false));
     }
-    match resource.as_str() {
-        r if r == inventory::VIRTUAL_MACHINES.plural => {
-            list::get::<VirtualMachine>(&store, &namespace, &name, &query, &headers)
-        }
-        r if r == inventory::NETWORKS.plural => {
-            list::get::<Network>(&store, &namespace, &name, &query, &headers)
-        }
-        _ => Err(ApiError::no_such_path()),
-    }
+    (served.get)(&store, &namespace, &name, &query, &headers)
 }
 
-/// Known resources refuse every write with 405.
-fn refuse(method: &Method, resource: &str, collection: bool) -> ApiError {
-    if !inventory::RESOURCES.iter().any(|r| r.plural == resource) {
-        return ApiError::no_such_path();
-    }
+/// ResourceRoutes resources refuse every write with 405.
+fn refuse(method: &Method, collection: bool) -> ApiError {
     let verb = match (method.as_str(), collection) {
         ("POST", _) => "create",
         ("PUT", _) => "update",
@@ -204,7 +217,7 @@ mod tests {
 
     use vmm_api::SourceKind;
     use vmm_api::inventory::{PowerState, VirtualMachineSpec};
-    use vmm_providers::InventoryEvent;
+    use vmm_core::InventoryEvent;
 
     use crate::authn::{PeerCertificate, fake_apiserver};
     use crate::sink::{InventorySink, SourceId};

@@ -2,7 +2,7 @@
 //! store implements it; tests implement it to record what arrives.
 
 use vmm_api::SourceKind;
-use vmm_providers::InventoryEvent;
+use vmm_core::InventoryEvent;
 
 /// A source object: its namespace is where its inventory appears.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -16,12 +16,12 @@
 //!   `resourceVersion` of a Secret some source names triggers one targeted
 //!   `get` of it. Only the data of named Secrets is kept, to log in again.
 //!   Needs `get`, `list`, `watch` on `secrets` cluster-wide.
-//! - Only vSphere has a provider. Openstack and Harvester sources are watched,
-//!   logged once and skipped: no task, no inventory, and they do not hold up
-//!   readiness.
+//! - Sources of a kind without a provider (`vmm_providers::provider`) are
+//!   watched, logged once and skipped: no task, no inventory, and they do not
+//!   hold up readiness.
 //!
 //! Readiness ([`SourceSync::ready`]) turns true once, and stays true, when the
-//! first full list of vSphere sources has been read and each source present
+//! first full list of every kind with a provider has been read and each source present
 //! then (or added before it turned true) has *settled*: its task delivered its
 //! first `Synced`, or failed for the first time, or the source cannot start
 //! because its Secret does not exist. A failing source counts as done trying,
@@ -42,18 +42,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::ByteString;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch_objects};
 use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use vmm_api::source::Connection;
-use vmm_api::{Harvester, Openstack, SourceKind, Vsphere};
+use vmm_api::SourceKind;
+use vmm_api::source::{AnySource, Connection};
+use vmm_core::Provider;
 
 use self::plan::{Fingerprint, Plan, plan};
 use self::task::{TaskConfig, TaskControl};
@@ -89,18 +88,14 @@ impl SourceSync {
     /// Runs until `shutdown` resolves, then stops every task (they end their
     /// watches and log out, or are aborted after a grace period).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let mut changes = futures::stream::select_all([
-            source_changes::<Vsphere>(&self.client, SourceKind::Vsphere, |s| &s.spec.connection),
-            source_changes::<Openstack>(&self.client, SourceKind::Openstack, |s| {
-                &s.spec.connection
-            }),
-            source_changes::<Harvester>(&self.client, SourceKind::Harvester, |s| {
-                &s.spec.connection
-            }),
-            secret_changes(&self.client),
-        ]);
+        let mut changes = futures::stream::select_all(
+            SourceKind::ALL
+                .map(|kind| source_changes(&self.client, kind))
+                .into_iter()
+                .chain([secret_changes(&self.client)]),
+        );
         let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
-        let mut state = State {
+        let mut state = SyncState {
             client: self.client,
             sink: self.sink,
             ready: self.ready,
@@ -110,7 +105,7 @@ impl SourceSync {
             secrets: HashMap::new(),
             source_relist: HashMap::new(),
             secret_relist: None,
-            vsphere_listed: false,
+            listed: HashSet::new(),
             tasks: JoinSet::new(),
             next_epoch: 0,
             settled_tx,
@@ -145,13 +140,13 @@ impl SourceSync {
 
 /// A source object, reduced to what the sync needs.
 #[derive(Clone, Debug)]
-struct SourceObject {
+struct WatchedSource {
     id: SourceId,
     generation: Option<i64>,
     connection: Connection,
 }
 
-impl SourceObject {
+impl WatchedSource {
     fn secret_key(&self) -> SecretKey {
         // Always the source's own namespace (tenancy): never from the spec.
         (
@@ -166,7 +161,7 @@ type SecretKey = (String, String);
 
 /// What the watches report, merged into one stream.
 enum Change {
-    Source(SourceKind, Event<SourceObject>),
+    Source(SourceKind, Event<WatchedSource>),
     Secret(Event<SecretKey>, Option<String>),
     WatchFailed {
         what: &'static str,
@@ -190,46 +185,25 @@ pub(crate) fn map_event<K, T>(event: Event<K>, mut f: impl FnMut(K) -> T) -> Eve
     }
 }
 
-fn kind_name(kind: SourceKind) -> &'static str {
-    match kind {
-        SourceKind::Vsphere => "vspheres",
-        SourceKind::Openstack => "openstacks",
-        SourceKind::Harvester => "harvesters",
-    }
-}
-
-fn source_changes<K>(
-    client: &kube::Client,
-    kind: SourceKind,
-    connection: fn(&K) -> &Connection,
-) -> BoxStream<'static, Change>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let api = Api::<K>::all(client.clone());
+fn source_changes(client: &kube::Client, kind: SourceKind) -> BoxStream<'static, Change> {
+    let api = Api::<AnySource>::all_with(client.clone(), &kind.api_resource());
     watch_objects(api, watcher::Config::default())
         .default_backoff()
         .map(move |result| match result {
             Ok(event) => Change::Source(
                 kind,
-                map_event(event, |object: K| SourceObject {
+                map_event(event, |object: AnySource| WatchedSource {
                     id: SourceId {
                         namespace: object.namespace().unwrap_or_default(),
                         kind,
                         name: object.name_any(),
                     },
                     generation: object.meta().generation,
-                    connection: connection(&object).clone(),
+                    connection: object.spec,
                 }),
             ),
             Err(error) => Change::WatchFailed {
-                what: kind_name(kind),
+                what: kind.plural(),
                 error,
             },
         })
@@ -293,18 +267,19 @@ struct Running {
 }
 
 struct Entry {
-    object: SourceObject,
+    object: WatchedSource,
+    provider: Arc<dyn Provider>,
     running: Option<Running>,
 }
 
-struct State {
+struct SyncState {
     client: kube::Client,
     sink: Arc<dyn InventorySink>,
     ready: watch::Sender<bool>,
     /// Keys the Secret data hash per process, so the hash says nothing about
     /// the data outside it.
     hasher: RandomState,
-    /// vSphere sources.
+    /// Sources of the kinds with a provider.
     sources: BTreeMap<SourceId, Entry>,
     /// Sources of kinds without a provider, logged once.
     unsupported: HashSet<SourceId>,
@@ -314,13 +289,14 @@ struct State {
     source_relist: HashMap<SourceKind, HashSet<SourceId>>,
     /// Named Secrets seen during a relist of Secrets.
     secret_relist: Option<HashSet<SecretKey>>,
-    vsphere_listed: bool,
+    /// The kinds whose first full list has been read.
+    listed: HashSet<SourceKind>,
     tasks: JoinSet<()>,
     next_epoch: u64,
     settled_tx: mpsc::UnboundedSender<Settled>,
 }
 
-impl State {
+impl SyncState {
     async fn handle(&mut self, change: Change) {
         match change {
             Change::Source(kind, event) => self.source_event(kind, event).await,
@@ -331,7 +307,7 @@ impl State {
         }
     }
 
-    async fn source_event(&mut self, kind: SourceKind, event: Event<SourceObject>) {
+    async fn source_event(&mut self, kind: SourceKind, event: Event<WatchedSource>) {
         match event {
             Event::Init => {
                 self.source_relist.insert(kind, HashSet::new());
@@ -356,16 +332,14 @@ impl State {
                 for id in gone {
                     self.source_deleted(&id);
                 }
-                if kind == SourceKind::Vsphere {
-                    self.vsphere_listed = true;
-                }
+                self.listed.insert(kind);
             }
         }
     }
 
-    async fn source_applied(&mut self, object: SourceObject) {
+    async fn source_applied(&mut self, object: WatchedSource) {
         let id = object.id.clone();
-        if id.kind != SourceKind::Vsphere {
+        let Some(provider) = vmm_providers::provider(id.kind) else {
             if self.unsupported.insert(id.clone()) {
                 tracing::info!(
                     source = label(&id),
@@ -373,7 +347,7 @@ impl State {
                 );
             }
             return;
-        }
+        };
         let key = object.secret_key();
         let old_key = match self.sources.get_mut(&id) {
             Some(entry) => Some(std::mem::replace(&mut entry.object, object).secret_key()),
@@ -382,6 +356,7 @@ impl State {
                     id.clone(),
                     Entry {
                         object,
+                        provider,
                         running: None,
                     },
                 );
@@ -577,13 +552,11 @@ impl State {
         secret_data: Arc<BTreeMap<String, ByteString>>,
         fingerprint: Fingerprint,
     ) -> Running {
-        let object = &self.sources[id].object;
+        let entry = &self.sources[id];
         let config = TaskConfig {
             id: id.clone(),
-            endpoint: object.connection.endpoint.clone(),
-            ca_bundle: object.connection.ca_bundle.clone(),
-            insecure: object.connection.insecure_skip_verify == Some(true),
-            secret_name: object.connection.credentials.name.clone(),
+            provider: entry.provider.clone(),
+            connection: entry.object.connection.clone(),
             secret_data,
         };
         let (control, handle) = task::control();
@@ -616,7 +589,11 @@ impl State {
     }
 
     fn update_ready(&self) {
-        if *self.ready.borrow() || !self.vsphere_listed {
+        let all_listed = SourceKind::ALL
+            .into_iter()
+            .filter(|kind| vmm_providers::provider(*kind).is_some())
+            .all(|kind| self.listed.contains(&kind));
+        if *self.ready.borrow() || !all_listed {
             return;
         }
         let all_settled = self.sources.values().all(|entry| {
@@ -681,7 +658,7 @@ mod tests {
 
     #[test]
     fn the_secret_is_always_read_from_the_source_namespace() {
-        let object = SourceObject {
+        let object = WatchedSource {
             id: SourceId {
                 namespace: "team-b".into(),
                 kind: SourceKind::Vsphere,

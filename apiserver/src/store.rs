@@ -15,10 +15,10 @@ use vmm_api::inventory::{
     VirtualMachine, VirtualMachineSpec, VirtualMachineStatus,
 };
 use vmm_api::names::object_name;
-use vmm_providers::InventoryEvent;
+use vmm_core::InventoryEvent;
 
 use crate::concerns::{ClusterFacts, Context, concerns};
-use crate::list::{Served, selected_alike};
+use crate::resources::{InventoryResource, selected_alike};
 use crate::sink::{InventorySink, SourceId};
 
 /// `(namespace, name)`: the order lists are served in.
@@ -32,7 +32,7 @@ pub struct Snapshot<T> {
 }
 
 pub struct Store {
-    state: RwLock<State>,
+    state: RwLock<Contents>,
     /// The newest version, for watchers to wait on.
     versions: watch::Sender<u64>,
 }
@@ -51,13 +51,13 @@ impl Default for Store {
     fn default() -> Self {
         let first = first_version();
         Self {
-            state: RwLock::new(State {
+            state: RwLock::new(Contents {
                 changes: ChangeLog {
                     version: first,
                     recent: VecDeque::new(),
                     dropped_through: first,
                 },
-                ..State::default()
+                ..Contents::default()
             }),
             versions: watch::channel(first).0,
         }
@@ -145,7 +145,7 @@ impl ChangeLog {
 }
 
 #[derive(Default)]
-struct State {
+struct Contents {
     changes: ChangeLog,
     vms: Collection<VirtualMachine>,
     networks: Collection<Network>,
@@ -154,30 +154,6 @@ struct State {
     confirmed: HashMap<SourceId, Instant>,
     /// When a change from each source last reached the store.
     changed: HashMap<SourceId, SystemTime>,
-}
-
-/// An inventory kind as the store keeps it.
-trait Kept: Served + Clone + PartialEq {
-    fn meta_mut(&mut self) -> &mut ObjectMeta;
-    fn wrap(object: Arc<Self>) -> Object;
-}
-
-impl Kept for VirtualMachine {
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-    fn wrap(object: Arc<Self>) -> Object {
-        Object::VirtualMachine(object)
-    }
-}
-
-impl Kept for Network {
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-    fn wrap(object: Arc<Self>) -> Object {
-        Object::Network(object)
-    }
 }
 
 /// The objects of one kind, and which source contributed which names.
@@ -202,7 +178,7 @@ struct Contributed {
     resent: BTreeSet<String>,
 }
 
-impl<T: Kept> Collection<T> {
+impl<T: InventoryResource> Collection<T> {
     /// Stores `object` unless an equal one is there, giving it the next
     /// version; true when something changed.
     fn upsert(&mut self, changes: &mut ChangeLog, source: &SourceId, mut object: T) -> bool {
@@ -213,12 +189,12 @@ impl<T: Kept> Collection<T> {
         let key = (source.namespace.clone(), name);
         let previous = self.objects.get(&key).cloned();
         if let Some(existing) = &previous {
-            object.meta_mut().resource_version = existing.metadata().resource_version.clone();
+            object.metadata_mut().resource_version = existing.metadata().resource_version.clone();
             if **existing == object {
                 return false;
             }
         }
-        object.meta_mut().resource_version = Some((changes.version + 1).to_string());
+        object.metadata_mut().resource_version = Some((changes.version + 1).to_string());
         let object = Arc::new(object);
         self.objects.insert(key, object.clone());
         let (kind, previous) = match previous {
@@ -244,7 +220,7 @@ impl<T: Kept> Collection<T> {
             return false;
         };
         let mut last = (*removed).clone();
-        last.meta_mut().resource_version = Some((changes.version + 1).to_string());
+        last.metadata_mut().resource_version = Some((changes.version + 1).to_string());
         changes.record(ChangeType::Deleted, T::wrap(Arc::new(last)), None);
         true
     }
@@ -305,13 +281,13 @@ impl<T: Kept> Collection<T> {
 }
 
 impl Store {
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    fn read(&self) -> RwLockReadGuard<'_, Contents> {
         self.state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
+    fn write(&self) -> RwLockWriteGuard<'_, Contents> {
         self.state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -398,7 +374,7 @@ impl Store {
     }
 
     /// Runs `change` on the state, then tells watchers if the version moved.
-    fn change(&self, change: impl FnOnce(&mut State)) {
+    fn change(&self, change: impl FnOnce(&mut Contents)) {
         let version = {
             let mut state = self.write();
             change(&mut state);
@@ -433,7 +409,7 @@ impl InventorySink for Store {
     }
 }
 
-fn apply(state: &mut State, source: &SourceId, event: InventoryEvent) {
+fn apply(state: &mut Contents, source: &SourceId, event: InventoryEvent) {
     let networks_changed = match event {
         InventoryEvent::Vm(spec) => {
             let vm = virtual_machine(state, source, spec);
@@ -469,7 +445,7 @@ fn apply(state: &mut State, source: &SourceId, event: InventoryEvent) {
 }
 
 /// The VLAN of each of the source's networks, by display name.
-fn network_vlans(state: &State, source: &SourceId) -> HashMap<String, Option<i32>> {
+fn network_vlans(state: &Contents, source: &SourceId) -> HashMap<String, Option<i32>> {
     state
         .networks
         .of_source(source)
@@ -479,7 +455,7 @@ fn network_vlans(state: &State, source: &SourceId) -> HashMap<String, Option<i32
 
 /// Recomputes the concerns of the VMs of `only` (or of every source), storing
 /// a new version of each VM whose concerns changed.
-fn refresh_concerns(state: &mut State, only: Option<&SourceId>) {
+fn refresh_concerns(state: &mut Contents, only: Option<&SourceId>) {
     let sources: Vec<SourceId> = match only {
         Some(source) => vec![source.clone()],
         None => state.vms.by_source.keys().cloned().collect(),
@@ -532,7 +508,7 @@ fn source_reference(source: &SourceId) -> Option<SourceReference> {
 }
 
 fn virtual_machine(
-    state: &State,
+    state: &Contents,
     source: &SourceId,
     mut spec: VirtualMachineSpec,
 ) -> VirtualMachine {

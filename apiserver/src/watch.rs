@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use vmm_api::inventory::API_VERSION;
 
 use crate::json;
-use crate::list::{self, Format, ListQuery, Served};
+use crate::list::{self, Format, ListQuery};
+use crate::resources::{InventoryResource, selected};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Change, ChangeType, Store};
@@ -46,7 +47,7 @@ fn flag(value: Option<&str>) -> bool {
     value.is_some_and(|v| v != "0" && v != "false")
 }
 
-pub fn watch<T: Served>(
+pub fn watch<T: InventoryResource>(
     store: Arc<Store>,
     namespace: Option<&str>,
     query: &ListQuery,
@@ -103,7 +104,7 @@ pub fn watch<T: Served>(
         .into_response())
 }
 
-impl<T: Served> Watch<T> {
+impl<T: InventoryResource> Watch<T> {
     async fn run(
         &self,
         store: &Store,
@@ -189,7 +190,7 @@ impl<T: Served> Watch<T> {
         self.namespace
             .as_deref()
             .is_none_or(|ns| Some(ns) == namespace)
-            && list::selected(item, &self.labels, &self.fields)
+            && selected(item, &self.labels, &self.fields)
     }
 
     /// Sends one event about `item`: the object itself, or a one-row Table.
@@ -227,7 +228,7 @@ impl<T: Served> Watch<T> {
     }
 }
 
-fn bookmark<T: Served>(version: u64, initial_events_end: bool) -> Value {
+fn bookmark<T: InventoryResource>(version: u64, initial_events_end: bool) -> Value {
     let mut metadata = json!({"resourceVersion": version.to_string()});
     if initial_events_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});

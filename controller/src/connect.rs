@@ -1,14 +1,18 @@
-//! Logging in to a source with the Secret it names, in its own namespace;
-//! what goes wrong comes back as a condition reason and a message that names
-//! the fix (never a credential). Shared by the source checks and the jobs.
+//! Logging in to a source with the Secret it names, in its own namespace,
+//! through the provider of its kind. What goes wrong is a [`ProviderError`]:
+//! a condition reason and a message that names the fix (never a credential).
+//! Shared by the source checks and the jobs.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use vmm_api::source::{Connection, SourceKind};
-use vmm_providers::Credentials;
-use vmm_providers::vsphere::{VsphereClient, VsphereError};
+use vmm_core::{Credentials, ProviderError, Reason, Session};
 
-/// Why a source cannot be used: a condition reason and a message.
+use crate::context::Context;
+
+/// Why a job cannot go on: a condition reason and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
     pub reason: &'static str,
@@ -24,63 +28,63 @@ impl Refused {
     }
 }
 
-/// Logs in to the vCenter of a source in `namespace`.
-pub async fn vsphere(
-    client: &kube::Client,
-    namespace: &str,
-    connection: &Connection,
-) -> Result<VsphereClient, Refused> {
-    let credentials = credentials(client, namespace, SourceKind::Vsphere, connection).await?;
-    VsphereClient::connect(
-        &connection.endpoint,
-        &credentials,
-        connection.ca_bundle.as_deref(),
-        connection.insecure_skip_verify.unwrap_or(false),
-    )
-    .await
-    .map_err(|error| vsphere_refused(&error))
+impl From<&ProviderError> for Refused {
+    fn from(error: &ProviderError) -> Self {
+        Self::new(error.reason().as_str(), error.message())
+    }
 }
 
-/// A vSphere error as the reason a source or job cannot go on.
-pub fn vsphere_refused(error: &VsphereError) -> Refused {
-    let reason = match error {
-        VsphereError::InvalidEndpoint { .. } => "InvalidEndpoint",
-        VsphereError::InvalidCaBundle { .. } => "InvalidCaBundle",
-        VsphereError::UnsupportedCredentials { .. } => "SecretInvalid",
-        VsphereError::Unreachable { .. } => "EndpointUnreachable",
-        VsphereError::CertificateUntrusted { .. } => "CertificateUntrusted",
-        VsphereError::AuthenticationFailed { .. } => "AuthenticationFailed",
-        _ => "EndpointError",
-    };
-    Refused::new(reason, error.to_string())
+/// Logs in to a source of `kind` in `namespace`.
+pub async fn session(
+    ctx: &Context,
+    namespace: &str,
+    kind: SourceKind,
+    connection: &Connection,
+) -> Result<Arc<dyn Session>, ProviderError> {
+    let provider = (ctx.providers)(kind).ok_or_else(|| {
+        let supported: Vec<&str> = SourceKind::ALL
+            .into_iter()
+            .filter(|other| (ctx.providers)(*other).is_some())
+            .map(SourceKind::as_str)
+            .collect();
+        ProviderError::permanent(
+            Reason::KindNotSupported,
+            format!(
+                "this version of vm-migration cannot connect to {kind} sources yet; it connects to {}",
+                supported.join(", ")
+            ),
+        )
+    })?;
+    let credentials = credentials(&ctx.client, namespace, kind, connection).await?;
+    provider.connect(connection, &credentials).await
 }
 
 /// The credentials in the source's Secret, from the source's own namespace
 /// (the API has no field to name another).
-pub async fn credentials(
+async fn credentials(
     client: &kube::Client,
     namespace: &str,
     kind: SourceKind,
     connection: &Connection,
-) -> Result<Credentials, Refused> {
+) -> Result<Credentials, ProviderError> {
     let name = &connection.credentials.name;
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
         .map_err(|error| {
-            Refused::new(
-                "SecretUnreadable",
+            ProviderError::transient(
+                Reason::SecretUnreadable,
                 format!("cannot read Secret {namespace}/{name}: {error}"),
             )
         })?
         .ok_or_else(|| {
-            Refused::new(
-                "SecretNotFound",
+            ProviderError::permanent(
+                Reason::SecretNotFound,
                 format!(
                     "Secret {namespace}/{name} does not exist: create it in the source's namespace with the credentials of the source"
                 ),
             )
         })?;
     Credentials::from_secret(kind, name, &secret.data.unwrap_or_default())
-        .map_err(|error| Refused::new("SecretInvalid", error.to_string()))
+        .map_err(|error| ProviderError::permanent(Reason::SecretInvalid, error.to_string()))
 }

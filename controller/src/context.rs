@@ -1,9 +1,11 @@
 //! What every reconciler shares.
 
+use std::sync::Arc;
+
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-
-use std::sync::Arc;
+use vmm_api::SourceKind;
+use vmm_core::Provider;
 
 use crate::import::scratch::Scratch;
 use crate::import::transfer::Exports;
@@ -16,8 +18,13 @@ pub struct Limits {
     pub max_jobs_per_source: usize,
 }
 
+/// Which provider serves a kind of source: `vmm_providers::provider` in the
+/// binary, a fake source in unit tests.
+pub type Providers = Arc<dyn Fn(SourceKind) -> Option<Arc<dyn Provider>> + Send + Sync>;
+
 pub struct Context {
     pub client: Client,
+    pub providers: Providers,
     /// Publishes Events, one series per object and reason.
     pub recorder: Recorder,
     /// The exports in progress and the disk endpoint's registry.
@@ -36,6 +43,7 @@ impl Context {
         disk_url: String,
         limits: Limits,
         scratch: Scratch,
+        providers: Providers,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Self {
         let exports = Exports::new(scratch);
@@ -47,6 +55,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            providers,
             exports,
             disk_url,
             limits,

@@ -25,3 +25,5 @@ pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod sources;
+#[cfg(test)]
+mod testing;

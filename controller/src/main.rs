@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use kube::Client;
 use kube::discovery::{ApiGroup, Discovery};
-use vmm_api::source::{Harvester, Openstack, Vsphere};
 use vmm_controller::context::{Context, Limits};
 use vmm_controller::import::scratch::Scratch;
 use vmm_controller::leader::{self, Elector};
@@ -89,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         args.disk_url,
         limits,
         scratch,
+        Arc::new(vmm_providers::provider),
         &mut registry,
     ));
     let readiness = Readiness::default();
@@ -147,9 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let work = async {
         tokio::join!(
             serve_disks,
-            logged("Vsphere sources", sources::run::<Vsphere>(ctx.clone())),
-            logged("Openstack sources", sources::run::<Openstack>(ctx.clone())),
-            logged("Harvester sources", sources::run::<Harvester>(ctx.clone())),
+            sources::run_all(ctx.clone()),
             logged("import jobs", import::run(ctx)),
         )
         .0

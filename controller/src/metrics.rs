@@ -25,17 +25,6 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-const PHASES: [ImportPhase; 8] = [
-    ImportPhase::Pending,
-    ImportPhase::Validating,
-    ImportPhase::PoweringOff,
-    ImportPhase::Exporting,
-    ImportPhase::Importing,
-    ImportPhase::CreatingVm,
-    ImportPhase::Succeeded,
-    ImportPhase::Failed,
-];
-
 pub struct Metrics {
     /// Seconds from a job's creation to its end, by outcome.
     pub durations: Family<OutcomeLabel, Histogram>,
@@ -65,11 +54,23 @@ impl Metrics {
         }));
         metrics
     }
+
+    /// Records how long `job` took, from its creation to now.
+    pub fn observe_duration(&self, job: &ImportJob, outcome: &'static str) {
+        if let Some(created) = &job.metadata.creation_timestamp {
+            let seconds = k8s_openapi::jiff::Timestamp::now()
+                .duration_since(created.0)
+                .as_secs_f64();
+            self.durations
+                .get_or_create(&OutcomeLabel { outcome })
+                .observe(seconds.max(0.0));
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
-    phase: String,
+    phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,7 +108,7 @@ impl Collector for Scraped {
             None,
             MetricType::Gauge,
         )?;
-        for phase in PHASES {
+        for phase in ImportPhase::ALL {
             let count = jobs
                 .iter()
                 .filter(|job| {
@@ -119,7 +120,7 @@ impl Collector for Scraped {
                 })
                 .count();
             let label = PhaseLabel {
-                phase: crate::import::status::phase_name(phase),
+                phase: phase.as_str(),
             };
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&label)?)?;

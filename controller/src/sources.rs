@@ -15,19 +15,16 @@ use crate::connect;
 use crate::context::Context;
 use crate::error::Error;
 use futures::StreamExt;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ApiResource, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
-use vmm_api::source::{Source, SourceKind};
+use vmm_api::source::{AnySource, Connection, SourceKind};
 
 /// How often a Ready source is checked again.
 const RECHECK: Duration = Duration::from_secs(300);
@@ -36,12 +33,12 @@ const RETRY_MIN: Duration = Duration::from_secs(15);
 
 /// What one check found.
 #[derive(Debug, PartialEq)]
-struct Checked {
+struct SourceCheck {
     ready: Observed,
     endpoint_version: Option<String>,
 }
 
-impl Checked {
+impl SourceCheck {
     fn failed(reason: &str, message: impl Into<String>) -> Self {
         Self {
             ready: Observed::new(READY, false, reason, message),
@@ -50,39 +47,30 @@ impl Checked {
     }
 }
 
-/// A source kind as the reconciler handles it.
-pub trait SourceObject:
-    Source
-    + Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + DeserializeOwned
-    + Serialize
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
+/// One kind's reconciler: the context and the kind.
+struct KindContext {
+    ctx: Arc<Context>,
+    kind: SourceKind,
+    resource: ApiResource,
 }
 
-impl<K> SourceObject for K where
-    K: Source
-        + Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static
-{
+/// Reconciles the sources of every kind until the process ends.
+pub async fn run_all(ctx: Arc<Context>) {
+    futures::future::join_all(SourceKind::ALL.map(|kind| run(ctx.clone(), kind))).await;
 }
 
-/// Reconciles every source of kind `K` until the process ends.
-pub async fn run<K: SourceObject>(ctx: Arc<Context>) {
-    let sources = Api::<K>::all(ctx.client.clone());
+/// Reconciles every source of `kind` until the process ends.
+async fn run(ctx: Arc<Context>, kind: SourceKind) {
+    let resource = kind.api_resource();
+    let sources = Api::<AnySource>::all_with(ctx.client.clone(), &resource);
     let secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
-    let controller = Controller::new(sources, watcher::Config::default());
+    let controller = Controller::new_with(sources, watcher::Config::default(), resource.clone());
     let store = controller.store();
+    let kind_context = Arc::new(KindContext {
+        ctx,
+        kind,
+        resource: resource.clone(),
+    });
     controller
         .watches(secrets, watcher::Config::default(), move |secret| {
             let namespace = secret.namespace();
@@ -91,44 +79,44 @@ pub async fn run<K: SourceObject>(ctx: Arc<Context>) {
                 .state()
                 .into_iter()
                 .filter(|source| {
-                    source.namespace() == namespace && source.connection().credentials.name == name
+                    source.namespace() == namespace && source.spec.credentials.name == name
                 })
-                .map(|source| ObjectRef::from_obj(source.as_ref()))
+                .map(|source| ObjectRef::from_obj_with(source.as_ref(), resource.clone()))
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .run(reconcile, error_policy, kind_context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "source reconcile");
             }
         })
         .await;
+    tracing::info!("{kind} sources: reconciler stopped");
 }
 
-async fn reconcile<K: SourceObject>(source: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(source: Arc<AnySource>, kc: Arc<KindContext>) -> Result<Action, Error> {
+    let ctx = &kc.ctx;
     let name = source.name_any();
     let namespace = source.namespace().ok_or_else(|| Error::NoNamespace {
-        kind: kind_name(K::KIND),
+        kind: kc.kind.as_str(),
         name: name.clone(),
     })?;
-    let checked = check(&ctx, &namespace, source.as_ref()).await;
+    let checked = check(ctx, &namespace, kc.kind, &source.spec).await;
 
-    let before = source
-        .source_status()
-        .and_then(|s| conditions::find(&s.conditions, READY))
-        .map(|c| (c.status.clone(), c.reason.clone()));
     let previous = source
-        .source_status()
+        .status
+        .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
+    let before = conditions::find(&previous, READY).map(|c| (c.status.clone(), c.reason.clone()));
     let generation = source.meta().generation;
     let updated = conditions::set(&previous, &checked.ready, generation);
     let mut status = json!({"conditions": updated, "observedGeneration": generation});
     if let Some(version) = &checked.endpoint_version {
         status["endpointVersion"] = json!(version);
     }
-    Api::<K>::namespaced(ctx.client.clone(), &namespace)
+    Api::<AnySource>::namespaced_with(ctx.client.clone(), &namespace, &kc.resource)
         .patch_status(
             &name,
             &PatchParams::default(),
@@ -155,7 +143,8 @@ async fn reconcile<K: SourceObject>(source: Arc<K>, ctx: Arc<Context>) -> Result
             action: "CheckConnection".into(),
             secondary: None,
         };
-        if let Err(error) = ctx.recorder.publish(&event, &source.object_ref(&())).await {
+        let reference = source.object_ref(&kc.resource);
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(%error, source = %name, "cannot publish an event");
         }
         tracing::info!(
@@ -186,41 +175,27 @@ fn next_check(ready: bool, since: Option<Timestamp>) -> Duration {
     (failing_for / 4).clamp(RETRY_MIN, RECHECK)
 }
 
-fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Action {
+fn error_policy(_: Arc<AnySource>, error: &Error, _: Arc<KindContext>) -> Action {
     tracing::warn!(%error, "cannot update a source's status; retrying");
     Action::requeue(RETRY_MIN)
 }
 
-async fn check<K: Source>(ctx: &Context, namespace: &str, source: &K) -> Checked {
-    if K::KIND != SourceKind::Vsphere {
-        return Checked::failed(
-            "KindNotSupported",
-            format!(
-                "this version of vm-migration cannot connect to {} sources yet; only Vsphere sources can be used",
-                kind_name(K::KIND)
-            ),
-        );
-    }
-    match connect::vsphere(&ctx.client, namespace, source.connection()).await {
-        Ok(client) => {
-            let version = client.about().endpoint_version();
-            if let Err(error) = client.logout().await {
-                tracing::debug!(%error, "logout after the check");
-            }
-            Checked {
+async fn check(
+    ctx: &Context,
+    namespace: &str,
+    kind: SourceKind,
+    connection: &Connection,
+) -> SourceCheck {
+    match connect::session(ctx, namespace, kind, connection).await {
+        Ok(session) => {
+            let version = session.endpoint_version();
+            session.logout().await;
+            SourceCheck {
                 ready: Observed::new(READY, true, "Connected", format!("logged in to {version}")),
                 endpoint_version: Some(version),
             }
         }
-        Err(refused) => Checked::failed(refused.reason, refused.message),
-    }
-}
-
-fn kind_name(kind: SourceKind) -> &'static str {
-    match kind {
-        SourceKind::Vsphere => "Vsphere",
-        SourceKind::Openstack => "Openstack",
-        SourceKind::Harvester => "Harvester",
+        Err(error) => SourceCheck::failed(error.reason().as_str(), error.message()),
     }
 }
 

@@ -8,9 +8,8 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use vmm_api::SourceKind;
-use vmm_providers::vsphere::{VsphereClient, VsphereError};
-use vmm_providers::{Credentials, CredentialsError, InventoryEvent};
+use vmm_api::source::Connection;
+use vmm_core::{Credentials, CredentialsError, InventoryEvent, Provider, ProviderError};
 
 use super::plan::Backoff;
 use super::{Settled, label};
@@ -25,10 +24,8 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// starts: a change of either starts a new task.
 pub(super) struct TaskConfig {
     pub id: SourceId,
-    pub endpoint: String,
-    pub ca_bundle: Option<String>,
-    pub insecure: bool,
-    pub secret_name: String,
+    pub provider: Arc<dyn Provider>,
+    pub connection: Connection,
     /// The Secret's data; read by [`Credentials::from_secret`] at each login.
     pub secret_data: Arc<BTreeMap<String, ByteString>>,
 }
@@ -100,8 +97,8 @@ enum AttemptError {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
-    Vsphere(#[from] VsphereError),
-    #[error("the vSphere watch ended without an error")]
+    Provider(#[from] ProviderError),
+    #[error("the inventory watch ended without an error")]
     WatchEnded,
 }
 
@@ -109,7 +106,7 @@ impl AttemptError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Credentials(_) => false,
-            Self::Vsphere(e) => e.is_transient(),
+            Self::Provider(e) => e.is_transient(),
             Self::WatchEnded => true,
         }
     }
@@ -141,12 +138,6 @@ pub(super) async fn run(
             });
         }
     };
-    if config.id.kind != SourceKind::Vsphere {
-        // The controller starts tasks for vSphere sources only.
-        tracing::error!(source, "no inventory provider for this kind of source");
-        report();
-        return;
-    }
     let mut backoff = Backoff::new();
     loop {
         let began = Instant::now();
@@ -184,17 +175,13 @@ async fn attempt(
     on_synced: &mut impl FnMut(),
 ) -> Outcome {
     let failed = |error: AttemptError, synced| Outcome::Failed { error, synced };
+    let secret_name = &config.connection.credentials.name;
     let credentials =
-        match Credentials::from_secret(config.id.kind, &config.secret_name, &config.secret_data) {
+        match Credentials::from_secret(config.id.kind, secret_name, &config.secret_data) {
             Ok(c) => c,
             Err(e) => return failed(e.into(), false),
         };
-    let connect = VsphereClient::connect(
-        &config.endpoint,
-        &credentials,
-        config.ca_bundle.as_deref(),
-        config.insecure,
-    );
+    let connect = config.provider.connect(&config.connection, &credentials);
     let client = tokio::select! {
         _ = stopped(&mut handle.stop) => return Outcome::Stopped,
         client = connect => match client {
@@ -204,12 +191,12 @@ async fn attempt(
     };
     drop(credentials);
     let source = label(&config.id);
-    tracing::info!(source, endpoint = %client.about().endpoint_version(), "logged in; watching inventory");
+    tracing::info!(source, endpoint = %client.endpoint_version(), "logged in; watching inventory");
 
     let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
     let watch = client.watch(tx);
     tokio::pin!(watch);
-    let mut ended: Option<Result<(), VsphereError>> = None;
+    let mut ended: Option<Result<(), ProviderError>> = None;
     let mut synced = false;
     let mut initial = 0usize;
     let stop_requested = loop {
@@ -244,8 +231,11 @@ async fn attempt(
     if ended.is_none() {
         ended = tokio::time::timeout(CLEANUP_TIMEOUT, &mut watch).await.ok();
     }
-    if let Ok(Err(e)) = tokio::time::timeout(CLEANUP_TIMEOUT, client.logout()).await {
-        tracing::debug!(source, error = %e, "logout failed");
+    if tokio::time::timeout(CLEANUP_TIMEOUT, client.logout())
+        .await
+        .is_err()
+    {
+        tracing::debug!(source, "logout timed out");
     }
     if stop_requested {
         return Outcome::Stopped;
@@ -259,6 +249,7 @@ async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmm_api::SourceKind;
 
     struct Count(Mutex<usize>);
 

@@ -21,9 +21,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
-use vmm_providers::vsphere::VsphereClient;
 use vmm_testkit::servers::{InventoryApi, start_inventory_api};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, workspace_binary};
+use vmm_vsphere::VsphereClient;
 
 const NAMESPACE: &str = "bench";
 const SOURCE: &str = "vc";

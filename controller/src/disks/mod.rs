@@ -1,6 +1,6 @@
 //! The disk endpoint: serves each disk being imported as a raw image at an
 //! unguessable URL, the way Harvester's default image backend reads it
-//! (`shared/notes/harvester-conventions.md` §1): `HEAD` answers 200 with the
+//! (docs/harvester.md §1): `HEAD` answers 200 with the
 //! raw size without touching the source; `GET` answers 200 with the whole
 //! image in one streamed response, converted from the source as it is read,
 //! zeros included, so the importer's 30 s idle timeout never fires and no
@@ -235,12 +235,12 @@ fn unreadable(error: &io::Error) -> Response {
 
 /// A cursor lent to one ranged read: given back to its disk when the
 /// response ends, however it ends.
-struct Lent {
+struct LentCursor {
     disk: Arc<ServedDisk>,
     cursor: Option<Cursor>,
 }
 
-impl Drop for Lent {
+impl Drop for LentCursor {
     fn drop(&mut self) {
         if let Some(cursor) = self.cursor.take() {
             self.disk.put_back(cursor);
@@ -256,7 +256,7 @@ fn ranged(
     cursor: Cursor,
     range: Range<u64>,
 ) -> RawStream {
-    let lent = Lent {
+    let lent = LentCursor {
         disk,
         cursor: Some(cursor),
     };

@@ -2,7 +2,7 @@
 //! `sourceType: download`) pointing at the disk endpoint, and how to read its
 //! outcome the way Harvester reports it: `Imported=True`, or
 //! `RetryLimitExceeded=True` (never an "ImportFailed" reason: no Harvester code
-//! sets one; `shared/notes/harvester-conventions.md` §1).
+//! sets one; docs/harvester.md §1).
 //!
 //! Images carry the job's label but no owner reference: once the job has
 //! succeeded they back the new VM's disks and must outlive the job. A job

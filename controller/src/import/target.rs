@@ -1,5 +1,5 @@
 //! The KubeVirt VirtualMachine an import job creates, the way Harvester's own UI
-//! creates one (`shared/notes/harvester-conventions.md` §2): one PVC per
+//! creates one (docs/harvester.md §2): one PVC per
 //! imported image through the `harvesterhci.io/volumeClaimTemplates`
 //! annotation, which Harvester's VM controller turns into PVCs; CPU topology
 //! and memory exactly as the source has them (no vCPU multiplication, MiB not
@@ -46,7 +46,7 @@ pub enum TargetError {
 /// The VM for `job`, named `name`, from the source VM and its imported disks
 /// (in the source's disk order: the first one boots). Harvester's webhook
 /// gives the guest the memory limit less `reserved_memory_mib`
-/// ([`settings::reserved_memory_mib`](crate::import::settings::reserved_memory_mib)),
+/// ([`settings::reserved_memory_mib`](crate::import::preflight::settings::reserved_memory_mib)),
 /// so the limit carries that reserve and the guest gets the source's memory.
 pub fn virtual_machine(
     job: &ImportJob,

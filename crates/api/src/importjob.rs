@@ -202,6 +202,39 @@ pub enum ImportPhase {
     Failed,
 }
 
+impl ImportPhase {
+    pub const ALL: [ImportPhase; 8] = [
+        Self::Pending,
+        Self::Validating,
+        Self::PoweringOff,
+        Self::Exporting,
+        Self::Importing,
+        Self::CreatingVm,
+        Self::Succeeded,
+        Self::Failed,
+    ];
+
+    /// The phase as the API spells it (`CreatingVM`): also the `Ready`
+    /// reason and the Event reason while a job is in it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Validating => "Validating",
+            Self::PoweringOff => "PoweringOff",
+            Self::Exporting => "Exporting",
+            Self::Importing => "Importing",
+            Self::CreatingVm => "CreatingVM",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+        }
+    }
+
+    /// Between admission and the end: the job holds a slot.
+    pub fn is_running(self) -> bool {
+        !matches!(self, Self::Pending | Self::Succeeded | Self::Failed)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportJobStatus {
@@ -277,4 +310,16 @@ pub enum DiskPhase {
     Transferring,
     Imported,
     Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_match_serde() {
+        for phase in ImportPhase::ALL {
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase.as_str());
+        }
+    }
 }

@@ -185,9 +185,6 @@ pub const NETWORKS: ResourceNames = ResourceNames {
     categories: &["inventory"],
 };
 
-/// Every resource the inventory API serves.
-pub const RESOURCES: [ResourceNames; 2] = [VIRTUAL_MACHINES, NETWORKS];
-
 /// Labels every inventory object carries, for `kubectl get -l`.
 pub const SOURCE_KIND_LABEL: &str = "inventory.harvesterhci.io/source-kind";
 pub const SOURCE_NAME_LABEL: &str = "inventory.harvesterhci.io/source";

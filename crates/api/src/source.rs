@@ -18,6 +18,50 @@ pub enum SourceKind {
     Harvester,
 }
 
+impl SourceKind {
+    pub const ALL: [SourceKind; 3] = [Self::Vsphere, Self::Openstack, Self::Harvester];
+
+    /// The kind as the API spells it: `Vsphere`, the CRD's kind and what
+    /// `spec.sourceCluster.kind` names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vsphere => "Vsphere",
+            Self::Openstack => "Openstack",
+            Self::Harvester => "Harvester",
+        }
+    }
+
+    /// The CRD's plural resource name: `vspheres`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Vsphere => "vspheres",
+            Self::Openstack => "openstacks",
+            Self::Harvester => "harvesters",
+        }
+    }
+}
+
+/// A source of any kind, read through [`SourceKind::api_resource`]: what
+/// every kind shares (how to connect; the status). The kinds' own fields are
+/// left out.
+pub type AnySource = kube::core::Object<Connection, SourceStatus>;
+
+impl SourceKind {
+    /// The kind's resource, to read it as an [`AnySource`].
+    pub fn api_resource(self) -> kube::core::ApiResource {
+        kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk(GROUP, "v1", self.as_str()),
+            self.plural(),
+        )
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How to reach a source and prove who we are. Flattened into each kind's spec.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -267,3 +311,48 @@ macro_rules! source {
 source!(Vsphere);
 source!(Openstack);
 source!(Harvester);
+
+#[cfg(test)]
+mod tests {
+    use kube::Resource;
+
+    use super::*;
+
+    /// The names written out above are the ones serde and the CRDs use.
+    #[test]
+    fn kind_names_match_serde_and_the_crds() {
+        let crd_names = [
+            (Vsphere::kind(&()), Vsphere::plural(&())),
+            (Openstack::kind(&()), Openstack::plural(&())),
+            (Harvester::kind(&()), Harvester::plural(&())),
+        ];
+        for (kind, (crd_kind, crd_plural)) in SourceKind::ALL.into_iter().zip(crd_names) {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(kind.as_str(), crd_kind);
+            assert_eq!(kind.plural(), crd_plural);
+        }
+    }
+
+    /// Every kind reads as an [`AnySource`]: its connection and status.
+    #[test]
+    fn every_kind_reads_as_any_source() {
+        let vsphere = Vsphere::new(
+            "vc",
+            VsphereSpec {
+                connection: serde_json::from_value(serde_json::json!({
+                    "endpoint": "https://vc/sdk", "credentials": {"name": "creds"}
+                }))
+                .unwrap(),
+                datacenter: Some("DC0".into()),
+            },
+        );
+        let any: AnySource =
+            serde_json::from_value(serde_json::to_value(&vsphere).unwrap()).unwrap();
+        assert_eq!(any.spec, vsphere.spec.connection);
+        assert_eq!(SourceKind::Vsphere.api_resource().plural, "vspheres");
+        assert_eq!(
+            SourceKind::Openstack.api_resource().api_version,
+            "source.harvesterhci.io/v1"
+        );
+    }
+}

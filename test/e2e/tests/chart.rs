@@ -5,15 +5,18 @@
 //! kube-controller-manager), and its RBAC is enough for both binaries: with
 //! only tokens of the chart's ServiceAccounts, the inventory apiserver serves a
 //! vCenter's VMs and their cluster-dependent concerns, and the controller
-//! checks the source and imports a VM. The Harvester Addon and the Rancher
+//! checks the source and imports a VM, as released: built without the test
+//! hooks, so a crash point in its environment is ignored. The Harvester Addon and the Rancher
 //! ManagedChart that install the chart are accepted by those projects' CRDs,
 //! and carry values the chart accepts. The UI extension's chart renders a
 //! UIPlugin that Rancher's own CRD accepts, for the package the UI builds.
 
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
+use vmm_controller::crash;
 use vmm_testkit::chart::{chart_dir, helm, render, render_chart, ui_chart_dir};
-use vmm_testkit::servers::{start_controller, start_inventory_api};
+use vmm_testkit::servers::{ControllerOptions, start_controller_with, start_inventory_api};
 use vmm_testkit::vcsim::DiskSpec;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import, repo_root, workspace_binary};
 
@@ -283,14 +286,21 @@ async fn both_binaries_need_no_more_than_the_charts_rbac() {
     let log = inventory.server.process.log_tail(200);
     assert!(!log.contains("forbidden"), "a request was refused:\n{log}");
 
-    // The controller, with only its ServiceAccount's token, imports a VM.
+    // The controller as released (hack/test.sh keeps it in shipped/: built
+    // without the test hooks), with only its ServiceAccount's token, imports
+    // a VM. A crash point named in its environment must change nothing.
     let kubeconfig = cp
         .kubeconfig_for_service_account(system.name(), "vmm-controller")
         .unwrap();
-    let program = workspace_binary("vmm-controller").unwrap();
+    let program = workspace_binary("shipped/vmm-controller").unwrap();
     // With leader election, as in the chart's pod (its Lease RBAC too).
     let args = ["--leader-election-namespace", system.name()];
-    let controller = start_controller(cp, &program, &kubeconfig, &args).unwrap();
+    let options = ControllerOptions {
+        args: &args,
+        env: &[(crash::ENV, OsStr::new(crash::VALIDATED))],
+        ..ControllerOptions::default()
+    };
+    let controller = start_controller_with(cp, &program, &kubeconfig, &options).unwrap();
     let _harvester = import::prepare(cp, vcsim, &team, Duration::from_secs(1)).unwrap();
     let name = format!("chart {}", vmm_testkit::namespace::random_suffix());
     let disks = vec![DiskSpec::generated(8, 31, 0.5)];

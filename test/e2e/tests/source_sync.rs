@@ -15,7 +15,7 @@ use vmm_api::inventory::PowerState;
 use vmm_apiserver::sink::{InventorySink, SourceId};
 use vmm_apiserver::sources::SourceSync;
 
-use vmm_providers::InventoryEvent;
+use vmm_core::InventoryEvent;
 use vmm_testkit::{ControlPlane, Inventory, TestNamespace, Vcsim};
 
 mod common;
@@ -110,7 +110,7 @@ fn log_buffer() -> &'static Mutex<Vec<u8>> {
     static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
     LOGS.get_or_init(|| {
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("vmm_apiserver=debug,vmm_providers=debug")
+            .with_env_filter("vmm_apiserver=debug,vmm_providers=debug,vmm_vsphere=debug")
             .with_ansi(false)
             .with_writer(|| LogWriter)
             .finish();

@@ -6,7 +6,8 @@
 //! `externalName: localhost`: for such a Service it dials
 //! `https://localhost:<APIService.spec.service.port>` and verifies the serving
 //! certificate for `<service>.<namespace>.svc` against `spec.caBundle`
-//! (shared/notes/test-peers.md §1f). Issue that certificate with
+//! (kube-aggregator's service resolver; no kube-proxy is involved). Issue
+//! that certificate with
 //! [`ClusterPki::issue_aggregated_serving`](crate::pki::ClusterPki::issue_aggregated_serving).
 
 use std::time::{Duration, Instant};

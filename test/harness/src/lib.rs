@@ -1,6 +1,6 @@
 //! `vmm-testkit`: the end-to-end harness of the VM migration project.
 //!
-//! It runs the real peers on loopback (see `shared/DESIGN.md` §5): etcd and
+//! It runs the real peers on loopback (docs/architecture.md, docs/peers.md): etcd and
 //! kube-apiserver 1.36 with RBAC and the aggregation layer, the peers' kubectl,
 //! and govmomi's vcsim. Every process it starts dies with the test binary.
 //!

@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use vmm_api::SourceKind;
-use vmm_providers::Credentials;
-use vmm_providers::vsphere::VsphereClient;
+use vmm_core::Credentials;
+use vmm_vsphere::VsphereClient;
 
 use crate::peers::Peers;
 use crate::process::{ManagedProcess, ProcessBuilder, StdoutMode, run_dir};

@@ -7,7 +7,7 @@
 //! of a `VirtualMachineImage` and how they *report* it. This stand-in does
 //! both for real against the real CRD (`harvesterhci.io/v1beta1`, which has
 //! no status subresource: status is merge-patched on the object), following
-//! `shared/notes/harvester-conventions.md` §1 and the Harvester v1.8 sources
+//! docs/harvester.md §1 and the Harvester v1.8 sources
 //! it cites:
 //!
 //! - **`backend: backingimage`** (the default): Harvester's HEAD (15 s,

@@ -288,6 +288,11 @@ impl SoapSession {
         self.vm_task("PowerOnVM_Task", vm).await
     }
 
+    /// `Destroy_Task`, waited for: the VM is gone.
+    pub async fn destroy(&mut self, vm: &str) -> Result<()> {
+        self.vm_task("Destroy_Task", vm).await
+    }
+
     /// `ExportVm`: the lease's managed object id.
     pub async fn export_vm(&mut self, vm: &str) -> Result<String> {
         let body = format!(

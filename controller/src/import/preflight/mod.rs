@@ -2,6 +2,10 @@
 //! Any failure ends the job with a reason and a message that says what to
 //! change, and the source VM keeps running.
 
+pub mod quota;
+pub mod settings;
+pub mod space;
+
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -10,77 +14,53 @@ use kube::api::{DynamicObject, ListParams};
 use vmm_api::external;
 use vmm_api::importjob::ImportJob;
 use vmm_api::names::target_vm_name;
-use vmm_api::source::{Source, SourceKind, Vsphere};
-use vmm_providers::vsphere::{DiskBacking, VmDetails, VsphereClient};
+use vmm_api::source::AnySource;
+use vmm_core::Vm;
 
 use crate::conditions::{self, READY};
-use crate::connect::{self, Refused};
+use crate::connect::Refused;
+use crate::import::images;
+use crate::import::step::{PhaseError, Step};
 use crate::import::target::JOB_LABEL;
-use crate::import::{images, quota, settings, space};
 
 /// What preflight found: the one VM to import and where it goes.
-pub struct Checked {
-    pub client: VsphereClient,
-    pub vm: VmDetails,
+pub struct Passed {
+    pub vm: Vm,
     pub target_name: String,
 }
 
-/// The job's source, Ready, logged in to.
-pub async fn source(
-    client: &kube::Client,
-    namespace: &str,
-    job: &ImportJob,
-) -> Result<VsphereClient, Refused> {
-    let reference = &job.spec.source_cluster;
-    if reference.kind != SourceKind::Vsphere {
-        return Err(Refused::new(
-            "KindNotSupported",
-            format!(
-                "this version of vm-migration imports from Vsphere sources only, not {:?}",
-                reference.kind
-            ),
-        ));
-    }
-    let source = Api::<Vsphere>::namespaced(client.clone(), namespace)
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| Refused::new("SourceUnreadable", format!("cannot read the source: {e}")))?
-        .ok_or_else(|| {
-            Refused::new(
-                "SourceNotFound",
-                format!(
-                    "there is no Vsphere source {:?} in namespace {namespace}: create it, or name an existing one in spec.sourceCluster",
-                    reference.name
-                ),
-            )
-        })?;
+/// A source that its check found unusable is not used: the job fails with
+/// why, rather than each job finding out on its own.
+fn ready(source: &AnySource, name: &str) -> Result<(), Refused> {
     let ready = source
-        .source_status()
+        .status
+        .as_ref()
         .and_then(|s| conditions::find(&s.conditions, READY));
-    if let Some(ready) = ready.filter(|r| r.status != "True") {
-        return Err(Refused::new(
+    match ready.filter(|r| r.status != "True") {
+        Some(ready) => Err(Refused::new(
             "SourceNotReady",
             format!(
-                "source {} is not Ready ({}: {}): fix it first; the job checks again only when recreated",
-                reference.name, ready.reason, ready.message
+                "source {name} is not Ready ({}: {}): fix it first; the job checks again only when recreated",
+                ready.reason, ready.message
             ),
-        ));
+        )),
+        None => Ok(()),
     }
-    connect::vsphere(client, namespace, source.connection()).await
 }
 
 /// Every check, in the order a person would fix them.
-pub async fn run(
-    client: &kube::Client,
-    namespace: &str,
-    job: &ImportJob,
-) -> Result<Checked, Refused> {
-    let vsphere = source(client, namespace, job).await?;
-    let found = vsphere
+pub async fn run(step: &Step<'_>) -> Result<Passed, PhaseError> {
+    let client = &step.ctx.client;
+    let namespace = step.namespace;
+    let job = step.job;
+    ready(step.source.object().await?, &job.spec.source_cluster.name)?;
+    let found = step
+        .source
+        .session()
+        .await?
         .find_vms(&job.spec.vm_name, job.spec.path.as_deref())
-        .await
-        .map_err(|e| connect::vsphere_refused(&e))?;
-    let vm = match <[VmDetails; 1]>::try_from(found) {
+        .await?;
+    let vm = match <[Vm; 1]>::try_from(found) {
         Ok([vm]) => vm,
         Err(found) if found.is_empty() => {
             let where_ = job
@@ -95,7 +75,8 @@ pub async fn run(
                     "no VM named {:?}{where_} at the source: check spec.vmName (exact, case-sensitive) and spec.path",
                     job.spec.vm_name
                 ),
-            ));
+            )
+            .into());
         }
         Err(found) => {
             let paths: Vec<String> = found
@@ -109,7 +90,8 @@ pub async fn run(
                     found.len(),
                     job.spec.vm_name
                 ),
-            ));
+            )
+            .into());
         }
     };
     disks(&vm)?;
@@ -134,48 +116,27 @@ pub async fn run(
     quota::check(client, namespace, &adds).await?;
     space::check(client, class.as_ref(), &disks).await?;
     let target_name = target(client, namespace, job, &vm).await?;
-    Ok(Checked {
-        client: vsphere,
-        vm,
-        target_name,
-    })
+    Ok(Passed { vm, target_name })
 }
 
-fn disks(vm: &VmDetails) -> Result<(), Refused> {
+fn disks(vm: &Vm) -> Result<(), Refused> {
     if vm.disks.is_empty() {
         return Err(Refused::new(
             "NoDisks",
             "the VM has no disks: there is nothing to import",
         ));
     }
-    for disk in &vm.disks {
-        if disk.backing == DiskBacking::RawDevice {
-            return Err(Refused::new(
-                "UnsupportedDisk",
-                format!(
-                    "{} is a raw device mapping: its LUN cannot be exported; copy it to a virtual disk at the source first",
-                    disk.label
-                ),
-            ));
-        }
-        if disk.independent {
-            return Err(Refused::new(
-                "UnsupportedDisk",
-                format!(
-                    "{} is an independent disk: exports skip it; make it dependent at the source to import it",
-                    disk.label
-                ),
-            ));
-        }
+    match vm.disks.iter().find_map(|disk| disk.unsupported.clone()) {
+        Some(why) => Err(Refused::new("UnsupportedDisk", why)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 async fn networks(
     client: &kube::Client,
     namespace: &str,
     job: &ImportJob,
-    vm: &VmDetails,
+    vm: &Vm,
 ) -> Result<(), Refused> {
     let mut used = BTreeSet::new();
     for nic in &vm.spec.nics {
@@ -234,7 +195,7 @@ async fn networks(
 /// Refuses a VM whose MAC address a KubeVirt VM in the cluster already has
 /// (one not made by this job): two guests with one MAC on a network break
 /// each other's traffic, and the clash shows only after the source is off.
-async fn macs(client: &kube::Client, job: &ImportJob, vm: &VmDetails) -> Result<(), Refused> {
+async fn macs(client: &kube::Client, job: &ImportJob, vm: &Vm) -> Result<(), Refused> {
     let wanted: Vec<(&str, String)> = vm
         .spec
         .nics
@@ -317,7 +278,7 @@ async fn target(
     client: &kube::Client,
     namespace: &str,
     job: &ImportJob,
-    vm: &VmDetails,
+    vm: &Vm,
 ) -> Result<String, Refused> {
     let name = job
         .spec

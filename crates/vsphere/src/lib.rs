@@ -1,8 +1,10 @@
-//! The vSphere inventory provider: VMs and networks of a vCenter (or ESXi),
-//! read over the SOAP API with `vim_rs`.
+//! A vSphere client for the vSphere provider (`crates/providers/src/vsphere.rs`):
+//! VMs and networks of a vCenter (or ESXi), read over the SOAP API with
+//! `vim_rs`, their power, and their export. Only the provider and this
+//! crate's own tests use it.
 //!
 //! - [`VsphereClient::connect`] logs in over TLS that trusts exactly the CA
-//!   given (ring as the rustls provider, set per client) and reads `about`.
+//!   given (`vmm_core::tls`) and reads `about`.
 //! - [`VsphereClient::inventory`] reads every VM and network in one paged
 //!   PropertyCollector retrieve over a ContainerView.
 //! - [`VsphereClient::watch`] streams [`InventoryEvent`]s: the full set, then
@@ -15,6 +17,12 @@
 //!
 //! Templates are skipped: they are not VMs to import (a VM turned into a
 //! template is reported as removed).
+
+#![forbid(unsafe_code)]
+// The methods the provider awaits return `impl Future + Send` on purpose:
+// `async fn` would leave every caller to prove `Send` through vim_rs's
+// futures, which took minutes per crate (docs/decisions.md §27).
+#![allow(clippy::manual_async_fn)]
 
 mod convert;
 mod disks;
@@ -38,16 +46,15 @@ use vim_rs::types::structs::{
     RetrieveOptions, SelectionSpec, TraversalSpec, UpdateSet, WaitOptions,
 };
 
-use crate::credentials::Credentials;
-use crate::{InventoryEvent, InventoryProvider, InventorySnapshot};
 pub use disks::{DiskBacking, DiskDetails};
 pub use download::DiskDownload;
 pub use error::VsphereError;
 use error::classify;
 pub use export::{Attached, DEFAULT_READY_TIMEOUT, ExportDisk, ExportLease};
 pub use lease::LeaseState;
-use model::{Dirty, ObjKind, Store};
+use model::{Dirty, ObjKind, ObjectCache};
 pub use vm::VmDetails;
+use vmm_core::{Credentials, InventoryEvent, InventorySnapshot};
 
 /// How long one WaitForUpdatesEx may wait on the server; the HTTP timeout is
 /// above it, so a vCenter that stops answering ends the watch with an error.
@@ -96,6 +103,17 @@ pub struct VsphereClient {
     transfer: reqwest::Client,
     /// The session's cookies (`vmware_soap_session`), shared by both clients.
     cookies: Arc<reqwest::cookie::Jar>,
+    /// What this session logged in with: an export logs in a session of its
+    /// own with it (see `session`).
+    login: Arc<Login>,
+}
+
+/// The arguments of [`VsphereClient::connect`].
+struct Login {
+    endpoint: String,
+    credentials: Credentials,
+    ca_pem: Option<String>,
+    insecure: bool,
 }
 
 impl std::fmt::Debug for VsphereClient {
@@ -112,81 +130,111 @@ impl VsphereClient {
     /// scheme may be left out). `ca_pem` is the only trust anchor when given;
     /// without it the platform's trust store is used. `insecure` accepts any
     /// certificate (tests and labs only).
-    pub async fn connect(
+    pub fn connect(
         endpoint_url: &str,
         credentials: &Credentials,
         ca_pem: Option<&str>,
         insecure: bool,
-    ) -> Result<Self, VsphereError> {
-        let (username, password) = match credentials {
-            Credentials::UsernamePassword {
-                username, password, ..
-            } => (username.as_str(), password.expose()),
-            Credentials::ApplicationCredential { .. } => {
-                return Err(VsphereError::UnsupportedCredentials {
-                    given: "an OpenStack application credential",
-                });
-            }
-            Credentials::Kubeconfig(_) => {
-                return Err(VsphereError::UnsupportedCredentials {
-                    given: "a kubeconfig",
-                });
-            }
-            Credentials::Token(_) => {
-                return Err(VsphereError::UnsupportedCredentials { given: "a token" });
-            }
-        };
-        let (url, server) = parse_endpoint(endpoint_url)?;
-        let tls = tls_config(&url, ca_pem, insecure)?;
-        let cookies = Arc::new(reqwest::cookie::Jar::default());
-        let transfer =
-            download::transfer_client(&url, tls.clone(), cookies.clone(), CONNECT_TIMEOUT)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .cookie_provider(cookies.clone())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_keepalive(Duration::from_secs(30))
-            .build()
-            .map_err(|e| VsphereError::Fault {
-                url: url.clone(),
-                call: "build HTTP client",
-                detail: e.to_string(),
-            })?;
-        let client = ClientBuilder::new(&server, http)
-            .basic_authn(username, password)
-            .app_details(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-            .transport(TransportMode::Soap)
-            .build()
-            .await
-            .map_err(|e| {
-                if is_fault(&e, "InvalidLogin") {
-                    VsphereError::AuthenticationFailed {
-                        url: url.clone(),
-                        username: username.to_owned(),
-                    }
-                } else {
-                    classify(&url, "Login", &e, Some(password))
+    ) -> impl std::future::Future<Output = Result<Self, VsphereError>> + Send {
+        async move {
+            let (username, password) = match credentials {
+                Credentials::UsernamePassword {
+                    username, password, ..
+                } => (username.as_str(), password.expose()),
+                Credentials::ApplicationCredential { .. } => {
+                    return Err(VsphereError::UnsupportedCredentials {
+                        given: "an OpenStack application credential",
+                    });
+                }
+                Credentials::Kubeconfig(_) => {
+                    return Err(VsphereError::UnsupportedCredentials {
+                        given: "a kubeconfig",
+                    });
+                }
+                Credentials::Token(_) => {
+                    return Err(VsphereError::UnsupportedCredentials { given: "a token" });
+                }
+            };
+            let (url, server) = parse_endpoint(endpoint_url)?;
+            let tls = vmm_core::tls::client_config(ca_pem, insecure).map_err(|e| {
+                VsphereError::InvalidCaBundle {
+                    url: url.clone(),
+                    detail: e.0,
                 }
             })?;
-        let a = &client.service_content().about;
-        let about = About {
-            name: a.name.clone(),
-            full_name: a.full_name.clone(),
-            version: a.version.clone(),
-            build: a.build.clone(),
-            api_type: a.api_type.clone(),
-            api_version: a.api_version.clone(),
-            instance_uuid: a.instance_uuid.clone(),
-        };
-        tracing::debug!(url, version = %about.endpoint_version(), "logged in to vSphere");
-        Ok(Self {
-            client,
-            url,
-            about,
-            transfer,
-            cookies,
-        })
+            let cookies = Arc::new(reqwest::cookie::Jar::default());
+            let transfer =
+                download::transfer_client(&url, tls.clone(), cookies.clone(), CONNECT_TIMEOUT)?;
+            let http = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
+                .cookie_provider(cookies.clone())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .tcp_keepalive(Duration::from_secs(30))
+                .build()
+                .map_err(|e| VsphereError::Fault {
+                    url: url.clone(),
+                    call: "build HTTP client",
+                    detail: e.to_string(),
+                })?;
+            let client = ClientBuilder::new(&server, http)
+                .basic_authn(username, password)
+                .app_details(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                .transport(TransportMode::Soap)
+                .build()
+                .await
+                .map_err(|e| {
+                    if is_fault(&e, "InvalidLogin") {
+                        VsphereError::AuthenticationFailed {
+                            url: url.clone(),
+                            username: username.to_owned(),
+                        }
+                    } else {
+                        classify(&url, "Login", &e, Some(password))
+                    }
+                })?;
+            let a = &client.service_content().about;
+            let about = About {
+                name: a.name.clone(),
+                full_name: a.full_name.clone(),
+                version: a.version.clone(),
+                build: a.build.clone(),
+                api_type: a.api_type.clone(),
+                api_version: a.api_version.clone(),
+                instance_uuid: a.instance_uuid.clone(),
+            };
+            tracing::debug!(url, version = %about.endpoint_version(), "logged in to vSphere");
+            let login = Arc::new(Login {
+                endpoint: endpoint_url.to_owned(),
+                credentials: credentials.clone(),
+                ca_pem: ca_pem.map(str::to_owned),
+                insecure,
+            });
+            Ok(Self {
+                client,
+                url,
+                about,
+                transfer,
+                cookies,
+                login,
+            })
+        }
+    }
+
+    /// A new session with the same endpoint and credentials.
+    pub fn new_session(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Self, VsphereError>> + Send {
+        async move {
+            let login = &self.login;
+            Self::connect(
+                &login.endpoint,
+                &login.credentials,
+                login.ca_pem.as_deref(),
+                login.insecure,
+            )
+            .await
+        }
     }
 
     pub fn about(&self) -> &About {
@@ -198,11 +246,13 @@ impl VsphereClient {
     }
 
     /// Ends the session (idempotent). Stop watches first.
-    pub async fn logout(&self) -> Result<(), VsphereError> {
-        self.client
-            .close()
-            .await
-            .map_err(|e| classify(&self.url, "Logout", &e, None))
+    pub fn logout(&self) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
+        async move {
+            self.client
+                .close()
+                .await
+                .map_err(|e| classify(&self.url, "Logout", &e, None))
+        }
     }
 
     fn handle(&self) -> Arc<dyn VimClient> {
@@ -221,7 +271,10 @@ impl VsphereClient {
         })
     }
 
-    async fn retrieve_all(&self, view: &ManagedObjectReference) -> Result<Store, VsphereError> {
+    async fn retrieve_all(
+        &self,
+        view: &ManagedObjectReference,
+    ) -> Result<ObjectCache, VsphereError> {
         let pc = PropertyCollector::new(
             self.handle(),
             &self.client.service_content().property_collector.value,
@@ -229,7 +282,7 @@ impl VsphereClient {
         let options = RetrieveOptions {
             max_objects: Some(PAGE_SIZE),
         };
-        let mut store = Store::default();
+        let mut store = ObjectCache::default();
         let mut dirty = Dirty::default();
         let page = pc
             .retrieve_properties_ex(&[filter_spec(view)], &options)
@@ -258,33 +311,38 @@ impl VsphereClient {
     /// connection or session fails (the caller reconnects, with backoff: the
     /// apiserver's `sources::task`). Never panics, never waits past the HTTP
     /// timeout.
-    pub async fn watch(&self, events: mpsc::Sender<InventoryEvent>) -> Result<(), VsphereError> {
-        // vcsim delivers updates only to the last session waiting on the
-        // default collector, so each watch creates its own.
-        let default_pc = PropertyCollector::new(
-            self.handle(),
-            &self.client.service_content().property_collector.value,
-        );
-        let pc_ref = default_pc
-            .create_property_collector()
-            .await
-            .map_err(|e| classify(&self.url, "CreatePropertyCollector", &e, None))?;
-        let pc = PropertyCollector::new(self.handle(), &pc_ref.value);
-        let view = match self.create_view().await {
-            Ok(view) => view,
-            Err(e) => {
-                self.destroy_collector(&pc).await;
-                return Err(e);
+    pub fn watch(
+        &self,
+        events: mpsc::Sender<InventoryEvent>,
+    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
+        async move {
+            // vcsim delivers updates only to the last session waiting on the
+            // default collector, so each watch creates its own.
+            let default_pc = PropertyCollector::new(
+                self.handle(),
+                &self.client.service_content().property_collector.value,
+            );
+            let pc_ref = default_pc
+                .create_property_collector()
+                .await
+                .map_err(|e| classify(&self.url, "CreatePropertyCollector", &e, None))?;
+            let pc = PropertyCollector::new(self.handle(), &pc_ref.value);
+            let view = match self.create_view().await {
+                Ok(view) => view,
+                Err(e) => {
+                    self.destroy_collector(&pc).await;
+                    return Err(e);
+                }
+            };
+            let result = self.watch_loop(&pc, &view, &events).await;
+            if result.is_ok() {
+                // The receiver is gone: a wait may still be in flight on the server.
+                let _ = tokio::time::timeout(CLEANUP_TIMEOUT, pc.cancel_wait_for_updates()).await;
             }
-        };
-        let result = self.watch_loop(&pc, &view, &events).await;
-        if result.is_ok() {
-            // The receiver is gone: a wait may still be in flight on the server.
-            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, pc.cancel_wait_for_updates()).await;
+            self.destroy_collector(&pc).await;
+            self.destroy_view(&view).await;
+            result
         }
-        self.destroy_collector(&pc).await;
-        self.destroy_view(&view).await;
-        result
     }
 
     async fn watch_loop(
@@ -300,7 +358,7 @@ impl VsphereClient {
             max_wait_seconds: Some(WAIT_SECONDS),
             max_object_updates: None,
         };
-        let mut store = Store::default();
+        let mut store = ObjectCache::default();
         let mut emitter = Emitter::default();
         let mut version: Option<String> = None;
         let mut synced = false;
@@ -357,36 +415,35 @@ impl VsphereClient {
         }
     }
 
-    /// The vim_rs session, for calls this provider does not wrap (the
-    /// provider's own tests destroy VMs with it). Using it makes the caller
-    /// depend on vim_rs.
-    pub fn vim(&self) -> &Arc<Client> {
-        &self.client
-    }
-
     /// Powers the VM (managed object id, e.g. `vm-42`) on or off (hard, like
     /// pulling the plug) and waits for vSphere's task to finish.
-    pub async fn set_power(&self, vm_id: &str, on: bool) -> Result<(), VsphereError> {
-        let call = if on {
-            "PowerOnVM_Task"
-        } else {
-            "PowerOffVM_Task"
-        };
-        let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
-        let task = if on {
-            vm.power_on_vm_task(None).await
-        } else {
-            vm.power_off_vm_task().await
+    pub fn set_power(
+        &self,
+        vm_id: &str,
+        on: bool,
+    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
+        async move {
+            let call = if on {
+                "PowerOnVM_Task"
+            } else {
+                "PowerOffVM_Task"
+            };
+            let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
+            let task = if on {
+                vm.power_on_vm_task(None).await
+            } else {
+                vm.power_off_vm_task().await
+            }
+            .map_err(|e| classify(&self.url, call, &e, None))?;
+            let tracker = vim_rs::core::tasks::TaskTracker::new(self.handle());
+            let outcome = tracker.wait::<()>(task).await;
+            tracker.shutdown().await;
+            outcome.map_err(|e| VsphereError::Fault {
+                url: self.url.clone(),
+                call,
+                detail: e.to_string(),
+            })
         }
-        .map_err(|e| classify(&self.url, call, &e, None))?;
-        let tracker = vim_rs::core::tasks::TaskTracker::new(self.handle());
-        let outcome = tracker.wait::<()>(task).await;
-        tracker.shutdown().await;
-        outcome.map_err(|e| VsphereError::Fault {
-            url: self.url.clone(),
-            call,
-            detail: e.to_string(),
-        })
     }
 
     async fn create_view(&self) -> Result<ManagedObjectReference, VsphereError> {
@@ -426,22 +483,6 @@ impl VsphereClient {
     }
 }
 
-impl InventoryProvider for VsphereClient {
-    type Error = VsphereError;
-
-    fn endpoint_version(&self) -> String {
-        self.about.endpoint_version()
-    }
-
-    async fn inventory(&self) -> Result<InventorySnapshot, VsphereError> {
-        VsphereClient::inventory(self).await
-    }
-
-    async fn watch(&self, events: mpsc::Sender<InventoryEvent>) -> Result<(), VsphereError> {
-        VsphereClient::watch(self, events).await
-    }
-}
-
 /// Remembers which objects were sent, so that one that is gone (or is no
 /// longer a VM to import, or a network to map) is reported removed. Their
 /// specs are not kept: the receiver compares what it holds with what comes.
@@ -456,7 +497,7 @@ impl Emitter {
     /// they are now; false when the receiver is gone.
     async fn flush(
         &mut self,
-        store: &Store,
+        store: &ObjectCache,
         dirty: &mut Dirty,
         everything: bool,
         events: &mpsc::Sender<InventoryEvent>,
@@ -524,7 +565,7 @@ fn dedup(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
-fn apply_content(store: &mut Store, content: ObjectContent, dirty: &mut Dirty) {
+fn apply_content(store: &mut ObjectCache, content: ObjectContent, dirty: &mut Dirty) {
     let Some(kind) = ObjKind::from_type_name(content.obj.r#type.as_str()) else {
         return;
     };
@@ -536,7 +577,7 @@ fn apply_content(store: &mut Store, content: ObjectContent, dirty: &mut Dirty) {
     }
 }
 
-fn apply_update_set(store: &mut Store, set: UpdateSet, dirty: &mut Dirty) {
+fn apply_update_set(store: &mut ObjectCache, set: UpdateSet, dirty: &mut Dirty) {
     for filter in set.filter_set.unwrap_or_default() {
         for update in filter.object_set.unwrap_or_default() {
             let Some(kind) = ObjKind::from_type_name(update.obj.r#type.as_str()) else {
@@ -579,7 +620,7 @@ fn filter_spec(view: &ManagedObjectReference) -> PropertyFilterSpec {
 }
 
 /// Every object in a container view (the view itself skipped).
-pub(super) fn view_object_spec(view: &ManagedObjectReference) -> ObjectSpec {
+pub(crate) fn view_object_spec(view: &ManagedObjectReference) -> ObjectSpec {
     ObjectSpec {
         obj: view.clone(),
         skip: Some(true),
@@ -631,101 +672,6 @@ fn parse_endpoint(endpoint: &str) -> Result<(String, String), VsphereError> {
     Ok((format!("https://{server}/sdk"), server))
 }
 
-fn tls_config(
-    url: &str,
-    ca_pem: Option<&str>,
-    insecure: bool,
-) -> Result<rustls::ClientConfig, VsphereError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let invalid = |detail: String| VsphereError::InvalidCaBundle {
-        url: url.to_owned(),
-        detail,
-    };
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(e.to_string()))?;
-    if insecure {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth());
-    }
-    match ca_pem {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| invalid(e.to_string()))?;
-                roots.add(cert).map_err(|e| invalid(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(invalid("no certificate in the PEM text".into()));
-            }
-            Ok(builder.with_root_certificates(roots).with_no_client_auth())
-        }
-        None => {
-            let verifier = rustls_platform_verifier::Verifier::new(provider)
-                .map_err(|e| invalid(format!("platform trust store: {e}")))?;
-            Ok(builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth())
-        }
-    }
-}
-
-/// `insecure: true`: accepts any server certificate, still checking that the
-/// handshake signatures are sound.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,15 +691,6 @@ mod tests {
         assert!(parse_endpoint("http://vc/sdk").is_err());
         assert!(parse_endpoint("https://u:p@vc/sdk").is_err());
         assert!(parse_endpoint("https://vc/api").is_err());
-    }
-
-    #[test]
-    fn bad_ca_bundles_are_rejected() {
-        assert!(matches!(
-            tls_config("u", Some("not pem"), false),
-            Err(VsphereError::InvalidCaBundle { .. })
-        ));
-        assert!(tls_config("u", None, true).is_ok());
     }
 
     #[test]

@@ -100,11 +100,6 @@ impl DiskDownload {
             }
         })
     }
-
-    /// The raw response (status and headers already checked).
-    pub fn into_response(self) -> reqwest::Response {
-        self.response
-    }
 }
 
 impl VsphereClient {
@@ -116,59 +111,65 @@ impl VsphereClient {
     /// the `/folder` endpoint honour it; real NFC servers may not: then this
     /// fails with [`VsphereError::RangeIgnored`] and the caller starts over
     /// from 0 (never silently re-reading from the start).
-    pub async fn open_disk(&self, url: &str, offset: u64) -> Result<DiskDownload, VsphereError> {
-        let shown = redact_url(url);
-        let mut request = self.transfer.get(url);
-        if let Some(cookie) = self.session_cookie() {
-            request = request.header(COOKIE, cookie);
-        }
-        if offset > 0 {
-            request = request.header(RANGE, format!("bytes={offset}-"));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transfer_error(&shown, None, &e))?;
-        let status = response.status();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let length = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-        let total_size = match status.as_u16() {
-            200 if offset > 0 => {
-                return Err(VsphereError::RangeIgnored { url: shown, offset });
+    pub fn open_disk(
+        &self,
+        url: &str,
+        offset: u64,
+    ) -> impl std::future::Future<Output = Result<DiskDownload, VsphereError>> + Send {
+        async move {
+            let shown = redact_url(url);
+            let mut request = self.transfer.get(url);
+            if let Some(cookie) = self.session_cookie() {
+                request = request.header(COOKIE, cookie);
             }
-            200 => length,
-            206 => {
-                let (first, total) = header(CONTENT_RANGE)
-                    .as_deref()
-                    .and_then(parse_content_range)
-                    .ok_or_else(|| VsphereError::Download {
-                        url: shown.clone(),
-                        status: Some(206),
-                        detail: "a partial answer without a valid Content-Range".into(),
-                    })?;
-                if first != offset {
-                    return Err(VsphereError::Download {
-                        url: shown,
-                        status: Some(206),
-                        detail: format!("asked for offset {offset}, got {first}"),
-                    });
+            if offset > 0 {
+                request = request.header(RANGE, format!("bytes={offset}-"));
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transfer_error(&shown, None, &e))?;
+            let status = response.status();
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v: &HeaderValue| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let length = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+            let total_size = match status.as_u16() {
+                200 if offset > 0 => {
+                    return Err(VsphereError::RangeIgnored { url: shown, offset });
                 }
-                total.or(length.map(|l| l + offset))
-            }
-            _ => return Err(status_error(shown, status, response).await),
-        };
-        Ok(DiskDownload {
-            response,
-            url: shown,
-            start: offset,
-            total_size,
-        })
+                200 => length,
+                206 => {
+                    let (first, total) = header(CONTENT_RANGE)
+                        .as_deref()
+                        .and_then(parse_content_range)
+                        .ok_or_else(|| VsphereError::Download {
+                            url: shown.clone(),
+                            status: Some(206),
+                            detail: "a partial answer without a valid Content-Range".into(),
+                        })?;
+                    if first != offset {
+                        return Err(VsphereError::Download {
+                            url: shown,
+                            status: Some(206),
+                            detail: format!("asked for offset {offset}, got {first}"),
+                        });
+                    }
+                    total.or(length.map(|l| l + offset))
+                }
+                _ => return Err(status_error(shown, status, response).await),
+            };
+            Ok(DiskDownload {
+                response,
+                url: shown,
+                start: offset,
+                total_size,
+            })
+        }
     }
 
     /// The size of the file at `url` (HEAD, Content-Length). Works for the

@@ -3,6 +3,8 @@
 
 use std::error::Error as StdError;
 
+use vmm_core::{ProviderError, Reason};
+
 /// What went wrong talking to a vCenter.
 #[derive(Debug, thiserror::Error)]
 pub enum VsphereError {
@@ -126,6 +128,28 @@ impl VsphereError {
                 status.is_none_or(|s| s >= 500 || s == 408 || s == 429)
             }
             _ => false,
+        }
+    }
+}
+
+/// The condition reason of each error, and whether a retry may cure it.
+impl From<VsphereError> for ProviderError {
+    fn from(error: VsphereError) -> Self {
+        let reason = match &error {
+            VsphereError::InvalidEndpoint { .. } => Reason::InvalidEndpoint,
+            VsphereError::InvalidCaBundle { .. } => Reason::InvalidCaBundle,
+            VsphereError::UnsupportedCredentials { .. } => Reason::SecretInvalid,
+            VsphereError::Unreachable { .. } => Reason::EndpointUnreachable,
+            VsphereError::CertificateUntrusted { .. } => Reason::CertificateUntrusted,
+            VsphereError::AuthenticationFailed { .. } => Reason::AuthenticationFailed,
+            VsphereError::ToolsUnavailable { .. } => Reason::GuestShutdownUnavailable,
+            VsphereError::PowerOffTimeout { .. } => Reason::PowerOffTimedOut,
+            _ => Reason::EndpointError,
+        };
+        if error.is_transient() {
+            ProviderError::transient(reason, error.to_string())
+        } else {
+            ProviderError::permanent(reason, error.to_string())
         }
     }
 }

@@ -114,49 +114,44 @@ impl Drop for KeepAlive {
 
 impl VsphereClient {
     /// Starts an export of the (powered-off) VM and waits up to
-    /// [`DEFAULT_READY_TIMEOUT`] for its lease to be ready.
-    pub async fn export(&self, vm_id: &str) -> Result<ExportLease, VsphereError> {
-        self.export_with_timeout(vm_id, DEFAULT_READY_TIMEOUT).await
-    }
-
-    /// [`export`](Self::export) with an explicit wait for the lease to be
-    /// ready. Fails with [`VsphereError::InvalidPowerState`] when the VM is
-    /// not powered off (no lease is created then), with
-    /// [`VsphereError::LeaseFailed`] when the lease turns to `error`, and with
-    /// [`VsphereError::LeaseNotReady`] (after aborting the lease) when it is
-    /// not ready in time.
-    pub async fn export_with_timeout(
+    /// [`DEFAULT_READY_TIMEOUT`] for its lease to be ready. Fails with
+    /// [`VsphereError::InvalidPowerState`] when the VM is not powered off (no
+    /// lease is created then), with [`VsphereError::LeaseFailed`] when the
+    /// lease turns to `error`, and with [`VsphereError::LeaseNotReady`]
+    /// (after aborting the lease) when it is not ready in time.
+    pub fn export(
         &self,
         vm_id: &str,
-        ready_timeout: Duration,
-    ) -> Result<ExportLease, VsphereError> {
-        const CALL: &str = "ExportVm";
-        let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
-        let lease = match vm.export_vm().await {
-            Ok(lease) => lease,
-            Err(e) if is_fault(&e, "InvalidPowerState") => {
-                let actual = match self.power_state(vm_id).await {
-                    Ok(state) => power_name(state).to_owned(),
-                    Err(_) => "not powered off".to_owned(),
-                };
-                return Err(VsphereError::InvalidPowerState {
-                    url: self.url.clone(),
-                    vm: vm_id.to_owned(),
-                    call: CALL,
-                    required: "powered off",
-                    actual,
-                    fix: "shut the guest down (or power the VM off) before exporting",
-                });
-            }
-            Err(e) if is_fault(&e, "ManagedObjectNotFound") => {
-                return Err(self.vm_not_found(vm_id));
-            }
-            Err(e) => return Err(classify(&self.url, CALL, &e, None)),
-        };
-        tracing::debug!(vm = vm_id, lease = %lease.value, "export lease created");
-        let mut lease = ExportLease::opened(self.clone(), lease.value, vm_id.to_owned());
-        lease.wait_ready(ready_timeout).await?;
-        Ok(lease)
+    ) -> impl std::future::Future<Output = Result<ExportLease, VsphereError>> + Send {
+        async move {
+            const CALL: &str = "ExportVm";
+            let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
+            let lease = match vm.export_vm().await {
+                Ok(lease) => lease,
+                Err(e) if is_fault(&e, "InvalidPowerState") => {
+                    let actual = match self.power_state(vm_id).await {
+                        Ok(state) => power_name(state).to_owned(),
+                        Err(_) => "not powered off".to_owned(),
+                    };
+                    return Err(VsphereError::InvalidPowerState {
+                        url: self.url.clone(),
+                        vm: vm_id.to_owned(),
+                        call: CALL,
+                        required: "powered off",
+                        actual,
+                        fix: "shut the guest down (or power the VM off) before exporting",
+                    });
+                }
+                Err(e) if is_fault(&e, "ManagedObjectNotFound") => {
+                    return Err(self.vm_not_found(vm_id));
+                }
+                Err(e) => return Err(classify(&self.url, CALL, &e, None)),
+            };
+            tracing::debug!(vm = vm_id, lease = %lease.value, "export lease created");
+            let mut lease = ExportLease::opened(self.clone(), lease.value, vm_id.to_owned());
+            lease.wait_ready(DEFAULT_READY_TIMEOUT).await?;
+            Ok(lease)
+        }
     }
 }
 
@@ -165,32 +160,34 @@ impl ExportLease {
     /// controller restart), waiting up to `ready_timeout` if it is still
     /// initializing. A ready lease comes back as a fresh one (device URLs
     /// re-read, guard armed): continue with it, or abort it if stale.
-    pub async fn attach(
+    pub fn attach(
         client: &VsphereClient,
         lease_id: &str,
         ready_timeout: Duration,
-    ) -> Result<Attached, VsphereError> {
-        let Some(props) = lease_properties(client, lease_id).await? else {
-            return Ok(Attached::Gone);
-        };
-        let state = props.state.unwrap_or(LeaseState::Initializing);
-        if !state.is_open() {
-            return Ok(Attached::Ended(state));
-        }
-        let vm_id = props
-            .info
-            .as_ref()
-            .map(|i| i.entity.value.clone())
-            .unwrap_or_default();
-        let mut lease = ExportLease::opened(client.clone(), lease_id.to_owned(), vm_id);
-        match lease.wait_ready(ready_timeout).await {
-            Ok(()) => Ok(Attached::Ready(Box::new(lease))),
-            Err(VsphereError::LeaseFailed { .. }) => {
-                let state = lease.state().await?;
-                Ok(Attached::Ended(state))
+    ) -> impl std::future::Future<Output = Result<Attached, VsphereError>> + Send {
+        async move {
+            let Some(props) = lease_properties(client, lease_id).await? else {
+                return Ok(Attached::Gone);
+            };
+            let state = props.state.unwrap_or(LeaseState::Initializing);
+            if !state.is_open() {
+                return Ok(Attached::Ended(state));
             }
-            Err(VsphereError::LeaseNotFound { .. }) => Ok(Attached::Gone),
-            Err(e) => Err(e),
+            let vm_id = props
+                .info
+                .as_ref()
+                .map(|i| i.entity.value.clone())
+                .unwrap_or_default();
+            let mut lease = ExportLease::opened(client.clone(), lease_id.to_owned(), vm_id);
+            match lease.wait_ready(ready_timeout).await {
+                Ok(()) => Ok(Attached::Ready(Box::new(lease))),
+                Err(VsphereError::LeaseFailed { .. }) => {
+                    let state = lease.state().await?;
+                    Ok(Attached::Ended(state))
+                }
+                Err(VsphereError::LeaseNotFound { .. }) => Ok(Attached::Gone),
+                Err(e) => Err(e),
+            }
         }
     }
 
@@ -205,6 +202,11 @@ impl ExportLease {
             keep_alive: None,
             open: true,
         }
+    }
+
+    /// The session the lease was opened in.
+    pub fn client(&self) -> &VsphereClient {
+        &self.client
     }
 
     /// The lease's managed object id, to record for [`attach`](Self::attach).
@@ -295,20 +297,24 @@ impl ExportLease {
     /// Ends the lease successfully (`HttpNfcLeaseComplete`): call it after
     /// every disk was read. If the call fails for another reason than the
     /// lease having ended, the lease is aborted when dropped.
-    pub async fn complete(mut self) -> Result<(), VsphereError> {
-        self.keep_alive = None;
-        let call = HttpNfcLease::new(self.client.handle(), &self.id);
-        match call.http_nfc_lease_complete().await {
-            Ok(()) => {
-                self.open = false;
-                tracing::debug!(lease = %self.id, vm = %self.vm_id, "export lease completed");
-                Ok(())
-            }
-            Err(e) => {
-                if lease_ended(&e) {
+    pub fn complete(
+        mut self,
+    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
+        async move {
+            self.keep_alive = None;
+            let call = HttpNfcLease::new(self.client.handle(), &self.id);
+            match call.http_nfc_lease_complete().await {
+                Ok(()) => {
                     self.open = false;
+                    tracing::debug!(lease = %self.id, vm = %self.vm_id, "export lease completed");
+                    Ok(())
                 }
-                Err(self.lease_error(e))
+                Err(e) => {
+                    if lease_ended(&e) {
+                        self.open = false;
+                    }
+                    Err(self.lease_error(e))
+                }
             }
         }
     }
@@ -318,19 +324,22 @@ impl ExportLease {
     /// the SOAP `fault` argument is a `LocalizedMethodFault`, which vim_rs
     /// models as a `MethodFault`, so it is not sent (vSphere records
     /// `RequestCanceled`).
-    pub async fn abort(mut self, reason: &str) -> Result<(), VsphereError> {
-        self.keep_alive = None;
-        tracing::info!(lease = %self.id, vm = %self.vm_id, reason, "aborting export lease");
-        match abort_call(&self.client, &self.id).await {
-            Ok(()) => {
-                self.open = false;
-                Ok(())
+    pub fn abort(
+        mut self,
+        reason: &str,
+    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
+        async move {
+            self.keep_alive = None;
+            tracing::info!(lease = %self.id, vm = %self.vm_id, reason, "aborting export lease");
+            match abort_call(&self.client, &self.id).await {
+                Ok(()) => {}
+                Err(e) if lease_ended(&e) => {}
+                Err(e) => return Err(classify(&self.client.url, "HttpNfcLeaseAbort", &e, None)),
             }
-            Err(e) if lease_ended(&e) => {
-                self.open = false;
-                Ok(())
-            }
-            Err(e) => Err(classify(&self.client.url, "HttpNfcLeaseAbort", &e, None)),
+            // Through a method: the flag is read by `Drop`, which the
+            // unused-assignment lint does not see in an async block.
+            self.ended();
+            Ok(())
         }
     }
 
@@ -342,6 +351,11 @@ impl ExportLease {
         self.keep_alive = None;
         self.open = false;
         std::mem::take(&mut self.id)
+    }
+
+    /// The lease is over: dropping the guard no longer aborts it.
+    fn ended(&mut self) {
+        self.open = false;
     }
 
     /// Polls until ready; fills in the device URLs. Ends the lease (abort)

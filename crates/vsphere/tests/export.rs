@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use vmm_api::inventory::PowerState;
-use vmm_providers::vsphere::{
-    Attached, DiskBacking, ExportLease, LeaseState, VsphereClient, VsphereError,
-};
 use vmm_testkit::Vcsim;
 use vmm_testkit::vcsim::{Controller, CreatedVm, DiskSpec, NicSpec, VmSpec, sha256_file};
+use vmm_vsphere::{Attached, DiskBacking, ExportLease, LeaseState, VsphereClient, VsphereError};
 
 const READY: Duration = Duration::from_secs(120);
 
@@ -281,10 +279,7 @@ async fn exports_two_disks_after_shutdown_and_completes() {
         .await
         .unwrap();
 
-    let mut lease = client
-        .export_with_timeout(&vm.moref, READY)
-        .await
-        .expect("export");
+    let mut lease = client.export(&vm.moref).await.expect("export");
     assert_eq!(lease.vm_id(), vm.moref);
     assert_eq!(vcsim.open_lease_count().await.unwrap(), 1);
     assert_eq!(lease.state().await.unwrap(), LeaseState::Ready);
@@ -380,7 +375,7 @@ async fn exporting_a_powered_on_vm_fails_clearly_without_a_lease() {
 async fn a_dropped_lease_is_aborted() {
     let spec = VmSpec::new("Dropped").disk(DiskSpec::generated(8, 3, 0.5));
     let (vcsim, vm, client) = vcsim_with_vm(&spec, None).await;
-    let mut lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
+    let mut lease = client.export(&vm.moref).await.unwrap();
     lease.keep_alive(Arc::new(AtomicU8::new(10)));
     assert_eq!(vcsim.open_lease_count().await.unwrap(), 1);
     drop(lease);
@@ -389,7 +384,7 @@ async fn a_dropped_lease_is_aborted() {
     assert_eq!(leases[0].end_reason.as_deref(), Some("abort"));
 
     // An explicit abort, and the VM is free for another export.
-    let lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
+    let lease = client.export(&vm.moref).await.unwrap();
     let id = lease.id().to_owned();
     lease.abort("test: changed my mind").await.unwrap();
     assert_eq!(vcsim.open_lease_count().await.unwrap(), 0);
@@ -404,7 +399,7 @@ async fn attaches_to_an_existing_lease() {
         .disk(DiskSpec::generated(8, 4, 0.5))
         .disk(DiskSpec::zeros(4));
     let (vcsim, vm, client) = vcsim_with_vm(&spec, None).await;
-    let lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
+    let lease = client.export(&vm.moref).await.unwrap();
     let first: Vec<_> = lease.disks().to_vec();
     let id = lease.detach();
     // Detached: still open (a restarted controller would attach).
@@ -453,7 +448,7 @@ async fn a_lease_without_progress_times_out_and_keep_alive_prevents_it() {
     let (vcsim, vm, client) = vcsim_with_vm(&spec, Some(Duration::from_secs(2))).await;
 
     // Kept alive for three lease timeouts: still ready.
-    let mut kept = client.export_with_timeout(&vm.moref, READY).await.unwrap();
+    let mut kept = client.export(&vm.moref).await.unwrap();
     assert_eq!(kept.lease_timeout(), Duration::from_secs(2));
     kept.keep_alive(Arc::new(AtomicU8::new(5)));
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -462,7 +457,7 @@ async fn a_lease_without_progress_times_out_and_keep_alive_prevents_it() {
     kept.complete().await.unwrap();
 
     // Left alone: it times out.
-    let lease = client.export_with_timeout(&vm.moref, READY).await.unwrap();
+    let lease = client.export(&vm.moref).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let state = loop {
         let state = lease.state().await.unwrap();

@@ -200,7 +200,7 @@ fn parse_device_key(key: &str) -> Option<(&str, i32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vsphere::disks::DiskBacking;
+    use crate::disks::DiskBacking;
 
     fn disk(key: i32, controller_type: &str, bus: i32, unit: i32) -> DiskDetails {
         DiskDetails {

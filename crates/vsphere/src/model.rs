@@ -230,7 +230,7 @@ fn watched_path(path: &str) -> Option<&'static str> {
 
 /// All watched objects, by managed object id (unique within a vCenter).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Store {
+pub(crate) struct ObjectCache {
     objects: BTreeMap<String, Object>,
 }
 
@@ -244,7 +244,7 @@ pub(crate) struct Dirty {
     pub all: bool,
 }
 
-impl Store {
+impl ObjectCache {
     pub fn len(&self) -> usize {
         self.objects.len()
     }
@@ -602,13 +602,13 @@ pub(crate) fn controller_kind(type_name: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    fn set(store: &mut Store, id: &str, kind: ObjKind, path: &str, v: Value) {
+    fn set(store: &mut ObjectCache, id: &str, kind: ObjKind, path: &str, v: Value) {
         store.set(id, kind, path, Some(v), &mut Dirty::default());
     }
 
-    fn sample() -> Store {
+    fn sample() -> ObjectCache {
         use ObjKind::*;
-        let mut s = Store::default();
+        let mut s = ObjectCache::default();
         set(
             &mut s,
             "datacenter-2",

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use vmm_api::inventory::{NetworkKind, PowerState};
-use vmm_providers::vsphere::{VsphereClient, VsphereError};
-use vmm_providers::{InventoryEvent, InventoryProvider};
+use vmm_core::InventoryEvent;
 use vmm_testkit::vcsim::credentials;
 use vmm_testkit::{Inventory, Vcsim};
+use vmm_vsphere::{VsphereClient, VsphereError};
 
 /// Generous: vcsim on a loaded 2-core machine.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,7 +29,7 @@ async fn connects_and_reads_about() {
         "{about:?}"
     );
     assert_eq!(about.api_type, "VirtualCenter");
-    let version = client.endpoint_version();
+    let version = client.about().endpoint_version();
     assert!(version.contains(&about.version), "{version}");
     client.logout().await.unwrap();
 }
@@ -235,12 +235,10 @@ async fn watch_reports_initial_set_then_power_off_and_destroy() {
     assert_eq!(off.power_state, PowerState::Off);
     assert_eq!(off.path, target.path);
 
-    // Destroy it (not something the provider does: straight through vim_rs).
-    let vim = actor.vim().clone();
-    let tracker = vim_rs::core::tasks::TaskTracker::new(vim.clone());
-    let vm = vim_rs::mo::VirtualMachine::new(vim, &target.id);
-    let task = vm.destroy_task().await.expect("Destroy_Task");
-    tracker.wait::<()>(task).await.expect("destroy task");
+    // Destroy it (not something the provider does: the harness's own SOAP).
+    let mut soap = vcsim.soap_session().await.expect("SOAP login");
+    soap.destroy(&target.id).await.expect("Destroy_Task");
+    soap.logout().await.expect("SOAP logout");
     let (event, _) = wait_for(&mut rx, |e| matches!(e, InventoryEvent::VmRemoved { .. })).await;
     assert_eq!(
         event,
@@ -249,7 +247,6 @@ async fn watch_reports_initial_set_then_power_off_and_destroy() {
         }
     );
 
-    tracker.shutdown().await;
     actor.logout().await.unwrap();
 
     // Dropping the receiver ends the watch cleanly.

@@ -14,7 +14,7 @@ use kube::api::ListParams;
 use vmm_api::quantity::{gib, milli_units};
 
 use crate::connect::Refused;
-use crate::import::settings::Overcommit;
+use crate::import::preflight::settings::Overcommit;
 
 /// What an import adds to its namespace.
 pub struct Request<'a> {

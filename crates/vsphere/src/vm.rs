@@ -24,7 +24,7 @@ use vmm_api::inventory::{PowerState, VirtualMachineSpec};
 
 use super::disks::{DiskDetails, datastore_of_file, disk_facts};
 use super::error::classify;
-use super::model::{self, Dirty, ObjKind, Store, Value, unescape_name};
+use super::model::{self, Dirty, ObjKind, ObjectCache, Value, unescape_name};
 use super::{PAGE_SIZE, VsphereClient, VsphereError, convert, is_fault};
 
 /// How often [`VsphereClient::wait_powered_off`] reads the power state.
@@ -51,28 +51,30 @@ impl VsphereClient {
     ///
     /// Paths are compared as vSphere reports them (`/` inside a name as
     /// `%2f`); names after unescaping, as the inventory shows them.
-    pub async fn find_vms(
+    pub fn find_vms(
         &self,
         name: &str,
         within: Option<&str>,
-    ) -> Result<Vec<VmDetails>, VsphereError> {
-        let ids = self.vm_ids_named(name).await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
+    ) -> impl std::future::Future<Output = Result<Vec<VmDetails>, VsphereError>> + Send {
+        async move {
+            let ids = self.vm_ids_named(name).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut found = self.details_of(&ids).await?;
+            if let Some(within) = within {
+                let within = within.trim_end_matches('/');
+                found.retain(|vm| {
+                    vm.spec.path.as_deref().is_some_and(|p| {
+                        p == within
+                            || p.strip_prefix(within)
+                                .is_some_and(|rest| rest.starts_with('/'))
+                    })
+                });
+            }
+            found.sort_by(|a, b| (&a.spec.path, &a.spec.id).cmp(&(&b.spec.path, &b.spec.id)));
+            Ok(found)
         }
-        let mut found = self.details_of(&ids).await?;
-        if let Some(within) = within {
-            let within = within.trim_end_matches('/');
-            found.retain(|vm| {
-                vm.spec.path.as_deref().is_some_and(|p| {
-                    p == within
-                        || p.strip_prefix(within)
-                            .is_some_and(|rest| rest.starts_with('/'))
-                })
-            });
-        }
-        found.sort_by(|a, b| (&a.spec.path, &a.spec.id).cmp(&(&b.spec.path, &b.spec.id)));
-        Ok(found)
     }
 
     /// The VM `vm_id` (e.g. `vm-42`) as of now: power state, disks, NICs, ...
@@ -82,28 +84,38 @@ impl VsphereClient {
     }
 
     /// [`vm`](Self::vm) plus the disk facts of [`VmDetails`].
-    pub async fn vm_details(&self, vm_id: &str) -> Result<VmDetails, VsphereError> {
-        self.details_of(&[vm_id.to_owned()])
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| self.vm_not_found(vm_id))
+    pub fn vm_details(
+        &self,
+        vm_id: &str,
+    ) -> impl std::future::Future<Output = Result<VmDetails, VsphereError>> + Send {
+        async move {
+            self.details_of(&[vm_id.to_owned()])
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| self.vm_not_found(vm_id))
+        }
     }
 
     /// The VM's `runtime.powerState`, in one small read.
-    pub async fn power_state(&self, vm_id: &str) -> Result<PowerState, VsphereError> {
-        let props = self
-            .object_properties(vm_ref(vm_id), "VirtualMachine", &["runtime.powerState"])
-            .await?
-            .ok_or_else(|| self.vm_not_found(vm_id))?;
-        Ok(props
-            .into_iter()
-            .find(|p| p.name == "runtime.powerState")
-            .map(|p| match convert::value(&p.name, p.val) {
-                Value::Power(p) => p,
-                _ => PowerState::Unknown,
-            })
-            .unwrap_or(PowerState::Unknown))
+    pub fn power_state(
+        &self,
+        vm_id: &str,
+    ) -> impl std::future::Future<Output = Result<PowerState, VsphereError>> + Send {
+        async move {
+            let props = self
+                .object_properties(vm_ref(vm_id), "VirtualMachine", &["runtime.powerState"])
+                .await?
+                .ok_or_else(|| self.vm_not_found(vm_id))?;
+            Ok(props
+                .into_iter()
+                .find(|p| p.name == "runtime.powerState")
+                .map(|p| match convert::value(&p.name, p.val) {
+                    Value::Power(p) => p,
+                    _ => PowerState::Unknown,
+                })
+                .unwrap_or(PowerState::Unknown))
+        }
     }
 
     /// Asks the guest to shut down (`ShutdownGuest`, through VMware Tools)
@@ -114,62 +126,69 @@ impl VsphereClient {
     /// [`VsphereError::ToolsUnavailable`] when Tools is not running in the
     /// guest (the caller may then power off hard, if allowed);
     /// [`VsphereError::InvalidPowerState`] when the VM is suspended.
-    pub async fn shutdown_guest(&self, vm_id: &str) -> Result<(), VsphereError> {
-        const CALL: &str = "ShutdownGuest";
-        let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
-        let Err(e) = vm.shutdown_guest().await else {
-            tracing::debug!(vm = vm_id, "guest shutdown requested");
-            return Ok(());
-        };
-        if is_fault(&e, "ToolsUnavailable") {
-            return Err(VsphereError::ToolsUnavailable {
-                url: self.url.clone(),
-                vm: vm_id.to_owned(),
-            });
-        }
-        if is_fault(&e, "ManagedObjectNotFound") {
-            return Err(self.vm_not_found(vm_id));
-        }
-        if is_fault(&e, "InvalidPowerState") {
-            let state = self.power_state(vm_id).await?;
-            if state == PowerState::Off {
+    pub fn shutdown_guest(
+        &self,
+        vm_id: &str,
+    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
+        async move {
+            const CALL: &str = "ShutdownGuest";
+            let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
+            let Err(e) = vm.shutdown_guest().await else {
+                tracing::debug!(vm = vm_id, "guest shutdown requested");
                 return Ok(());
+            };
+            if is_fault(&e, "ToolsUnavailable") {
+                return Err(VsphereError::ToolsUnavailable {
+                    url: self.url.clone(),
+                    vm: vm_id.to_owned(),
+                });
             }
-            return Err(VsphereError::InvalidPowerState {
-                url: self.url.clone(),
-                vm: vm_id.to_owned(),
-                call: CALL,
-                required: "powered on",
-                actual: power_name(state).to_owned(),
-                fix: "resume or power on the VM first, or power it off",
-            });
+            if is_fault(&e, "ManagedObjectNotFound") {
+                return Err(self.vm_not_found(vm_id));
+            }
+            if is_fault(&e, "InvalidPowerState") {
+                let state = self.power_state(vm_id).await?;
+                if state == PowerState::Off {
+                    return Ok(());
+                }
+                return Err(VsphereError::InvalidPowerState {
+                    url: self.url.clone(),
+                    vm: vm_id.to_owned(),
+                    call: CALL,
+                    required: "powered on",
+                    actual: power_name(state).to_owned(),
+                    fix: "resume or power on the VM first, or power it off",
+                });
+            }
+            Err(classify(&self.url, CALL, &e, None))
         }
-        Err(classify(&self.url, CALL, &e, None))
     }
 
     /// Waits until the VM is powered off, reading its power state every
     /// second; [`VsphereError::PowerOffTimeout`] after `timeout`.
-    pub async fn wait_powered_off(
+    pub fn wait_powered_off(
         &self,
         vm_id: &str,
         timeout: Duration,
-    ) -> Result<(), VsphereError> {
-        let started = Instant::now();
-        loop {
-            let state = self.power_state(vm_id).await?;
-            if state == PowerState::Off {
-                return Ok(());
+    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
+        async move {
+            let started = Instant::now();
+            loop {
+                let state = self.power_state(vm_id).await?;
+                if state == PowerState::Off {
+                    return Ok(());
+                }
+                let waited = started.elapsed();
+                if waited >= timeout {
+                    return Err(VsphereError::PowerOffTimeout {
+                        url: self.url.clone(),
+                        vm: vm_id.to_owned(),
+                        state: power_name(state).to_owned(),
+                        waited,
+                    });
+                }
+                tokio::time::sleep(POWER_POLL.min(timeout - waited)).await;
             }
-            let waited = started.elapsed();
-            if waited >= timeout {
-                return Err(VsphereError::PowerOffTimeout {
-                    url: self.url.clone(),
-                    vm: vm_id.to_owned(),
-                    state: power_name(state).to_owned(),
-                    waited,
-                });
-            }
-            tokio::time::sleep(POWER_POLL.min(timeout - waited)).await;
         }
     }
 
@@ -290,7 +309,7 @@ impl VsphereClient {
             object_set,
             report_missing_objects_in_results: Some(true),
         };
-        let mut store = Store::default();
+        let mut store = ObjectCache::default();
         let mut dirty = Dirty::default();
         let mut tree: HashMap<String, Node> = HashMap::new();
         let mut disks: HashMap<String, Vec<DiskDetails>> = HashMap::new();

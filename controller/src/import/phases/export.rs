@@ -1,0 +1,232 @@
+//! `Exporting`: the source's export is opened (or the one a previous run
+//! recorded is re-opened), each disk is served at its own token, and one
+//! VirtualMachineImage per disk points Harvester at it.
+
+use vmm_api::importjob::{DiskPhase, DiskStatus, ImportPhase};
+
+use crate::crash;
+use crate::disks;
+use crate::import::images;
+use crate::import::preflight;
+use crate::import::status::StatusUpdate;
+use crate::import::step::{Outcome, PhaseError, Step, lost};
+use crate::import::transfer::DiskToServe;
+
+pub async fn run(step: &Step<'_>) -> Outcome {
+    let ctx = step.ctx;
+    // Tokens of images made before a restart stay valid: Harvester keeps
+    // their URLs.
+    let mut tokens = Vec::new();
+    for disk in &step.status.disks {
+        let existing = images::get(&ctx.client, step.namespace, image_name(disk)?).await?;
+        tokens.push(Some(
+            existing
+                .as_ref()
+                .and_then(images::token)
+                .unwrap_or_else(disks::new_token),
+        ));
+    }
+    let export = serve(step, &tokens).await?;
+    // Recorded before anything else: a restart re-opens it or ends it.
+    step.write(&StatusUpdate::default().with_export(&export))
+        .await?;
+    crash::point(crash::EXPORT_OPENED);
+    let target_name = step.target_name()?;
+    let storage_class = preflight::storage_class(&ctx.client, step.job).await?;
+    for (index, (disk, token)) in step.status.disks.iter().zip(&tokens).enumerate() {
+        let name = image_name(disk)?;
+        let token = token.as_deref().unwrap_or_default();
+        let url = format!(
+            "{}{}",
+            ctx.disk_url.trim_end_matches('/'),
+            disks::path(token, &format!("{name}.img"))
+        );
+        let manifest = images::manifest(
+            step.job,
+            target_name,
+            index,
+            disk,
+            &url,
+            storage_class.as_ref(),
+        );
+        images::apply(&ctx.client, step.namespace, &manifest).await?;
+    }
+    let disks: Vec<DiskStatus> = step
+        .status
+        .disks
+        .iter()
+        .map(|d| DiskStatus {
+            phase: DiskPhase::Transferring,
+            ..d.clone()
+        })
+        .collect();
+    step.advance(
+        ImportPhase::Importing,
+        "Harvester is importing the disks",
+        StatusUpdate::default().with_disks(&disks),
+    )
+    .await
+}
+
+/// The image a disk is imported into.
+pub fn image_name(disk: &DiskStatus) -> Result<&str, PhaseError> {
+    disk.image_name
+        .as_deref()
+        .ok_or_else(|| lost(&format!("the image of disk {}", disk.name)).into())
+}
+
+/// Opens (or re-opens) the source's export and serves each disk that has a
+/// token at it; the export's id.
+pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String, PhaseError> {
+    let vm = step.source_vm()?;
+    let mut wanted = Vec::new();
+    for (index, (disk, token)) in step.status.disks.iter().zip(tokens).enumerate() {
+        let Some(token) = token else {
+            continue;
+        };
+        let key = disk
+            .source_key
+            .clone()
+            .ok_or_else(|| lost(&format!("the source key of disk {}", disk.name)))?;
+        wanted.push(DiskToServe {
+            index,
+            key,
+            capacity: u64::try_from(disk.capacity_bytes).unwrap_or(0),
+            token: token.clone(),
+        });
+    }
+    let session = step.source.session().await?;
+    let export = step
+        .ctx
+        .exports
+        .start(
+            step.key(),
+            session,
+            &vm.id,
+            step.status.export.as_deref(),
+            &wanted,
+        )
+        .await?;
+    Ok(export)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use vmm_api::importjob::{DiskPhase, ImportPhase};
+    use vmm_api::inventory::PowerState;
+    use vmm_core::{ExportEnd, ProviderError, Reason};
+
+    use crate::testing::{DISK_BYTES, FakeSource, SourceCall, World, web_vm};
+
+    const IMAGE: &str =
+        "/apis/harvesterhci.io/v1beta1/namespaces/team-a/virtualmachineimages/web-disk-0";
+
+    fn exporting(export: Option<&str>) -> Value {
+        json!({"phase": "Exporting", "sourceVm": {"id": "vm-1", "poweredOffByJob": true},
+            "targetName": "web-01", "export": export,
+            "disks": [{"name": "Hard disk 1", "capacityBytes": DISK_BYTES, "sourceKey": "2000",
+                "imageName": "web-disk-0"}]})
+    }
+
+    fn source() -> FakeSource {
+        FakeSource::new(vec![web_vm(PowerState::Off)]).with_file("2000", &vec![7u8; DISK_BYTES])
+    }
+
+    #[tokio::test]
+    async fn each_disk_gets_an_image_pointing_at_its_token() {
+        let world = World::new(source());
+        world.job(json!({}), exporting(None));
+        world.reconcile().await.unwrap();
+        let status = world.stored().status.unwrap();
+        assert_eq!(status.phase, Some(ImportPhase::Importing));
+        assert_eq!(status.export.as_deref(), Some("export-1"));
+        assert_eq!(status.disks[0].phase, DiskPhase::Transferring);
+        let image = world.kube.get(IMAGE).expect("the image");
+        let url = image["spec"]["url"].as_str().unwrap();
+        assert!(
+            url.starts_with("http://ctl:8000/disks/") && url.ends_with("/web-disk-0.img"),
+            "{url}"
+        );
+        // The disk is served at that token, from the export.
+        let token = url.split('/').nth(4).unwrap();
+        let served = world
+            .jobs
+            .context()
+            .exports
+            .registry
+            .get(token)
+            .expect("served");
+        assert_eq!(served.capacity, DISK_BYTES as u64);
+    }
+
+    /// A restarted controller re-opens the export it recorded, and keeps the
+    /// token Harvester already has.
+    #[tokio::test]
+    async fn a_recorded_export_is_resumed_with_its_tokens() {
+        let world = World::new(source());
+        world.kube.put(
+            "virtualmachineimages",
+            json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "VirtualMachineImage",
+                "metadata": {"name": "web-disk-0", "namespace": "team-a"},
+                "spec": {"url": "http://ctl:8000/disks/kept-token/web-disk-0.img"}}),
+        );
+        world.job(json!({}), exporting(Some("lease-7")));
+        world.reconcile().await.unwrap();
+        assert!(world.source.calls().contains(&SourceCall::Export {
+            vm: "vm-1".into(),
+            resume: Some("lease-7".into())
+        }));
+        assert_eq!(
+            world.stored().status.unwrap().export.as_deref(),
+            Some("lease-7")
+        );
+        assert!(
+            world
+                .jobs
+                .context()
+                .exports
+                .registry
+                .get("kept-token")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_export_without_the_disk_fails_and_is_ended() {
+        let world = World::new(FakeSource::new(vec![web_vm(PowerState::Off)]));
+        world.job(json!({}), exporting(None));
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::Failed);
+        let (reason, message) = world.ready();
+        assert_eq!(reason, "ExportIncomplete");
+        assert!(message.contains("2000"), "{message}");
+        assert!(world.stored().status.unwrap().export.is_none());
+        assert!(
+            world.kube.get(IMAGE).is_none(),
+            "no image for a failed export"
+        );
+        assert!(world.source.calls().iter().any(|call| matches!(
+            call,
+            SourceCall::EndExport {
+                how: ExportEnd::Abort(_),
+                ..
+            }
+        )));
+    }
+
+    #[tokio::test]
+    async fn an_export_the_source_cannot_start_yet_is_retried() {
+        let world = World::new(source());
+        world.job(json!({}), exporting(None));
+        world.source.fail_once(
+            "export",
+            ProviderError::transient(Reason::EndpointUnreachable, "vc is unreachable"),
+        );
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::Exporting);
+        assert!(world.kube.get(IMAGE).is_none());
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::Importing);
+    }
+}
