@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use futures::future::BoxFuture;
 use reqwest::cookie::CookieStore;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, COOKIE, HeaderValue, RANGE};
 
@@ -111,12 +112,12 @@ impl VsphereClient {
     /// the `/folder` endpoint honour it; real NFC servers may not: then this
     /// fails with [`VsphereError::RangeIgnored`] and the caller starts over
     /// from 0 (never silently re-reading from the start).
-    pub fn open_disk(
-        &self,
-        url: &str,
+    pub fn open_disk<'a>(
+        &'a self,
+        url: &'a str,
         offset: u64,
-    ) -> impl std::future::Future<Output = Result<DiskDownload, VsphereError>> + Send {
-        async move {
+    ) -> BoxFuture<'a, Result<DiskDownload, VsphereError>> {
+        Box::pin(async move {
             let shown = redact_url(url);
             let mut request = self.transfer.get(url);
             if let Some(cookie) = self.session_cookie() {
@@ -169,7 +170,7 @@ impl VsphereClient {
                 start: offset,
                 total_size,
             })
-        }
+        })
     }
 
     /// The size of the file at `url` (HEAD, Content-Length). Works for the

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use vim_rs::mo::HttpNfcLease;
 use vim_rs::types::structs::HttpNfcLeaseInfo;
 
@@ -119,11 +120,11 @@ impl VsphereClient {
     /// lease is created then), with [`VsphereError::LeaseFailed`] when the
     /// lease turns to `error`, and with [`VsphereError::LeaseNotReady`]
     /// (after aborting the lease) when it is not ready in time.
-    pub fn export(
-        &self,
-        vm_id: &str,
-    ) -> impl std::future::Future<Output = Result<ExportLease, VsphereError>> + Send {
-        async move {
+    pub fn export<'a>(
+        &'a self,
+        vm_id: &'a str,
+    ) -> BoxFuture<'a, Result<ExportLease, VsphereError>> {
+        Box::pin(async move {
             const CALL: &str = "ExportVm";
             let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
             let lease = match vm.export_vm().await {
@@ -151,7 +152,7 @@ impl VsphereClient {
             let mut lease = ExportLease::opened(self.clone(), lease.value, vm_id.to_owned());
             lease.wait_ready(DEFAULT_READY_TIMEOUT).await?;
             Ok(lease)
-        }
+        })
     }
 }
 
@@ -160,12 +161,12 @@ impl ExportLease {
     /// controller restart), waiting up to `ready_timeout` if it is still
     /// initializing. A ready lease comes back as a fresh one (device URLs
     /// re-read, guard armed): continue with it, or abort it if stale.
-    pub fn attach(
-        client: &VsphereClient,
-        lease_id: &str,
+    pub fn attach<'a>(
+        client: &'a VsphereClient,
+        lease_id: &'a str,
         ready_timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<Attached, VsphereError>> + Send {
-        async move {
+    ) -> BoxFuture<'a, Result<Attached, VsphereError>> {
+        Box::pin(async move {
             let Some(props) = lease_properties(client, lease_id).await? else {
                 return Ok(Attached::Gone);
             };
@@ -188,7 +189,7 @@ impl ExportLease {
                 Err(VsphereError::LeaseNotFound { .. }) => Ok(Attached::Gone),
                 Err(e) => Err(e),
             }
-        }
+        })
     }
 
     fn opened(client: VsphereClient, id: String, vm_id: String) -> Self {
@@ -297,10 +298,8 @@ impl ExportLease {
     /// Ends the lease successfully (`HttpNfcLeaseComplete`): call it after
     /// every disk was read. If the call fails for another reason than the
     /// lease having ended, the lease is aborted when dropped.
-    pub fn complete(
-        mut self,
-    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
-        async move {
+    pub fn complete(mut self) -> BoxFuture<'static, Result<(), VsphereError>> {
+        Box::pin(async move {
             self.keep_alive = None;
             let call = HttpNfcLease::new(self.client.handle(), &self.id);
             match call.http_nfc_lease_complete().await {
@@ -316,7 +315,7 @@ impl ExportLease {
                     Err(self.lease_error(e))
                 }
             }
-        }
+        })
     }
 
     /// Ends the lease unsuccessfully (`HttpNfcLeaseAbort`), releasing the VM.
@@ -324,11 +323,8 @@ impl ExportLease {
     /// the SOAP `fault` argument is a `LocalizedMethodFault`, which vim_rs
     /// models as a `MethodFault`, so it is not sent (vSphere records
     /// `RequestCanceled`).
-    pub fn abort(
-        mut self,
-        reason: &str,
-    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
-        async move {
+    pub fn abort<'a>(mut self, reason: &'a str) -> BoxFuture<'a, Result<(), VsphereError>> {
+        Box::pin(async move {
             self.keep_alive = None;
             tracing::info!(lease = %self.id, vm = %self.vm_id, reason, "aborting export lease");
             match abort_call(&self.client, &self.id).await {
@@ -340,7 +336,7 @@ impl ExportLease {
             // unused-assignment lint does not see in an async block.
             self.ended();
             Ok(())
-        }
+        })
     }
 
     /// Gives up the guard without ending the lease and returns its id: the

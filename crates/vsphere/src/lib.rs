@@ -19,10 +19,10 @@
 //! template is reported as removed).
 
 #![forbid(unsafe_code)]
-// The methods the provider awaits return `impl Future + Send` on purpose:
-// `async fn` would leave every caller to prove `Send` through vim_rs's
-// futures, which took minutes per crate (docs/decisions.md §27).
-#![allow(clippy::manual_async_fn)]
+// The methods the provider awaits return boxed futures on purpose: the
+// futures of vim_rs are types so deep that every crate holding one spent
+// minutes proving it `Send` and collecting its drop and poll code; boxed,
+// that work stays in this crate (docs/decisions.md §27).
 
 mod convert;
 mod disks;
@@ -37,6 +37,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use vim_rs::core::client::{Client, ClientBuilder, TransportMode, VimClient};
 use vim_rs::mo::{ContainerView, PropertyCollector, ViewManager};
@@ -130,13 +131,13 @@ impl VsphereClient {
     /// scheme may be left out). `ca_pem` is the only trust anchor when given;
     /// without it the platform's trust store is used. `insecure` accepts any
     /// certificate (tests and labs only).
-    pub fn connect(
-        endpoint_url: &str,
-        credentials: &Credentials,
-        ca_pem: Option<&str>,
+    pub fn connect<'a>(
+        endpoint_url: &'a str,
+        credentials: &'a Credentials,
+        ca_pem: Option<&'a str>,
         insecure: bool,
-    ) -> impl std::future::Future<Output = Result<Self, VsphereError>> + Send {
-        async move {
+    ) -> BoxFuture<'a, Result<Self, VsphereError>> {
+        Box::pin(async move {
             let (username, password) = match credentials {
                 Credentials::UsernamePassword {
                     username, password, ..
@@ -218,14 +219,12 @@ impl VsphereClient {
                 cookies,
                 login,
             })
-        }
+        })
     }
 
     /// A new session with the same endpoint and credentials.
-    pub fn new_session(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Self, VsphereError>> + Send {
-        async move {
+    pub fn new_session<'a>(&'a self) -> BoxFuture<'a, Result<Self, VsphereError>> {
+        Box::pin(async move {
             let login = &self.login;
             Self::connect(
                 &login.endpoint,
@@ -234,7 +233,7 @@ impl VsphereClient {
                 login.insecure,
             )
             .await
-        }
+        })
     }
 
     pub fn about(&self) -> &About {
@@ -246,13 +245,13 @@ impl VsphereClient {
     }
 
     /// Ends the session (idempotent). Stop watches first.
-    pub fn logout(&self) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
-        async move {
+    pub fn logout(&self) -> BoxFuture<'_, Result<(), VsphereError>> {
+        Box::pin(async move {
             self.client
                 .close()
                 .await
                 .map_err(|e| classify(&self.url, "Logout", &e, None))
-        }
+        })
     }
 
     fn handle(&self) -> Arc<dyn VimClient> {
@@ -311,11 +310,11 @@ impl VsphereClient {
     /// connection or session fails (the caller reconnects, with backoff: the
     /// apiserver's `sources::task`). Never panics, never waits past the HTTP
     /// timeout.
-    pub fn watch(
-        &self,
+    pub fn watch<'a>(
+        &'a self,
         events: mpsc::Sender<InventoryEvent>,
-    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
-        async move {
+    ) -> BoxFuture<'a, Result<(), VsphereError>> {
+        Box::pin(async move {
             // vcsim delivers updates only to the last session waiting on the
             // default collector, so each watch creates its own.
             let default_pc = PropertyCollector::new(
@@ -342,7 +341,7 @@ impl VsphereClient {
             self.destroy_collector(&pc).await;
             self.destroy_view(&view).await;
             result
-        }
+        })
     }
 
     async fn watch_loop(
@@ -417,12 +416,12 @@ impl VsphereClient {
 
     /// Powers the VM (managed object id, e.g. `vm-42`) on or off (hard, like
     /// pulling the plug) and waits for vSphere's task to finish.
-    pub fn set_power(
-        &self,
-        vm_id: &str,
+    pub fn set_power<'a>(
+        &'a self,
+        vm_id: &'a str,
         on: bool,
-    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
-        async move {
+    ) -> BoxFuture<'a, Result<(), VsphereError>> {
+        Box::pin(async move {
             let call = if on {
                 "PowerOnVM_Task"
             } else {
@@ -443,7 +442,7 @@ impl VsphereClient {
                 call,
                 detail: e.to_string(),
             })
-        }
+        })
     }
 
     async fn create_view(&self) -> Result<ManagedObjectReference, VsphereError> {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use vim_rs::mo::{PropertyCollector, ViewManager};
 use vim_rs::types::boxed_types::ValueElements;
 use vim_rs::types::enums::MoTypesEnum;
@@ -51,12 +52,12 @@ impl VsphereClient {
     ///
     /// Paths are compared as vSphere reports them (`/` inside a name as
     /// `%2f`); names after unescaping, as the inventory shows them.
-    pub fn find_vms(
-        &self,
-        name: &str,
-        within: Option<&str>,
-    ) -> impl std::future::Future<Output = Result<Vec<VmDetails>, VsphereError>> + Send {
-        async move {
+    pub fn find_vms<'a>(
+        &'a self,
+        name: &'a str,
+        within: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<VmDetails>, VsphereError>> {
+        Box::pin(async move {
             let ids = self.vm_ids_named(name).await?;
             if ids.is_empty() {
                 return Ok(Vec::new());
@@ -74,7 +75,7 @@ impl VsphereClient {
             }
             found.sort_by(|a, b| (&a.spec.path, &a.spec.id).cmp(&(&b.spec.path, &b.spec.id)));
             Ok(found)
-        }
+        })
     }
 
     /// The VM `vm_id` (e.g. `vm-42`) as of now: power state, disks, NICs, ...
@@ -84,25 +85,25 @@ impl VsphereClient {
     }
 
     /// [`vm`](Self::vm) plus the disk facts of [`VmDetails`].
-    pub fn vm_details(
-        &self,
-        vm_id: &str,
-    ) -> impl std::future::Future<Output = Result<VmDetails, VsphereError>> + Send {
-        async move {
+    pub fn vm_details<'a>(
+        &'a self,
+        vm_id: &'a str,
+    ) -> BoxFuture<'a, Result<VmDetails, VsphereError>> {
+        Box::pin(async move {
             self.details_of(&[vm_id.to_owned()])
                 .await?
                 .into_iter()
                 .next()
                 .ok_or_else(|| self.vm_not_found(vm_id))
-        }
+        })
     }
 
     /// The VM's `runtime.powerState`, in one small read.
-    pub fn power_state(
-        &self,
-        vm_id: &str,
-    ) -> impl std::future::Future<Output = Result<PowerState, VsphereError>> + Send {
-        async move {
+    pub fn power_state<'a>(
+        &'a self,
+        vm_id: &'a str,
+    ) -> BoxFuture<'a, Result<PowerState, VsphereError>> {
+        Box::pin(async move {
             let props = self
                 .object_properties(vm_ref(vm_id), "VirtualMachine", &["runtime.powerState"])
                 .await?
@@ -115,7 +116,7 @@ impl VsphereClient {
                     _ => PowerState::Unknown,
                 })
                 .unwrap_or(PowerState::Unknown))
-        }
+        })
     }
 
     /// Asks the guest to shut down (`ShutdownGuest`, through VMware Tools)
@@ -126,11 +127,8 @@ impl VsphereClient {
     /// [`VsphereError::ToolsUnavailable`] when Tools is not running in the
     /// guest (the caller may then power off hard, if allowed);
     /// [`VsphereError::InvalidPowerState`] when the VM is suspended.
-    pub fn shutdown_guest(
-        &self,
-        vm_id: &str,
-    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
-        async move {
+    pub fn shutdown_guest<'a>(&'a self, vm_id: &'a str) -> BoxFuture<'a, Result<(), VsphereError>> {
+        Box::pin(async move {
             const CALL: &str = "ShutdownGuest";
             let vm = vim_rs::mo::VirtualMachine::new(self.handle(), vm_id);
             let Err(e) = vm.shutdown_guest().await else {
@@ -161,17 +159,17 @@ impl VsphereClient {
                 });
             }
             Err(classify(&self.url, CALL, &e, None))
-        }
+        })
     }
 
     /// Waits until the VM is powered off, reading its power state every
     /// second; [`VsphereError::PowerOffTimeout`] after `timeout`.
-    pub fn wait_powered_off(
-        &self,
-        vm_id: &str,
+    pub fn wait_powered_off<'a>(
+        &'a self,
+        vm_id: &'a str,
         timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<(), VsphereError>> + Send {
-        async move {
+    ) -> BoxFuture<'a, Result<(), VsphereError>> {
+        Box::pin(async move {
             let started = Instant::now();
             loop {
                 let state = self.power_state(vm_id).await?;
@@ -189,7 +187,7 @@ impl VsphereClient {
                 }
                 tokio::time::sleep(POWER_POLL.min(timeout - waited)).await;
             }
-        }
+        })
     }
 
     /// The VM's virtual disks (device facts only: datastore names and the
