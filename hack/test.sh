@@ -9,13 +9,14 @@ source hack/lib.sh
 prepare_peers
 
 # The e2e suites run the binaries themselves (vmm-dev starts both servers),
-# built with the controller's crash points for the restart tests; the
-# controller as released (without them) is kept aside in debug/shipped/ for
-# the test that proves it ignores them.
+# built with the controller's crash points for the restart tests (and, through
+# the harness, vim_rs's parsing for vcsim); the controller as released (built
+# alone, without either) is kept aside in debug/shipped/ for the test that
+# proves it ignores them.
 TEST_FEATURES=vmm-controller/test-hooks
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked --features "$TEST_FEATURES" -- -D warnings
-cargo build --workspace --bins --locked
+cargo build --locked -p vmm-apiserver -p vmm-controller --bins
 mkdir -p "$CARGO_TARGET_DIR/debug/shipped"
 cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
 cargo build --workspace --bins --locked --features "$TEST_FEATURES"

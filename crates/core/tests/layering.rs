@@ -1,6 +1,7 @@
 //! The dependency rules of docs/architecture.md, checked on the tree: the
-//! core crate links no vendor client, and neither binary names a vendor's
-//! types, so a new source kind plugs in behind the core traits only.
+//! core crate links no vendor client, neither binary names a vendor's types
+//! (so a new source kind plugs in behind the core traits only), and what
+//! ships parses vSphere's answers strictly.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,34 +11,52 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The packages `package` links, as cargo resolves them: normal
-/// dependencies only, with the features this workspace turns on for it.
-fn links(package: &str) -> BTreeSet<String> {
-    let output = Command::new(env!("CARGO"))
+/// `cargo tree` of `packages` built together, one line per node.
+fn tree(packages: &[&str], edges: &str) -> Vec<String> {
+    let mut command = Command::new(env!("CARGO"));
+    command
         .current_dir(repo_root())
-        .args([
-            "tree",
-            "--offline",
-            "--locked",
-            "--edges",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .args(["--format", "{p}", "--package", package])
-        .output()
-        .expect("run cargo tree");
+        .args(["tree", "--offline", "--locked", "--prefix", "none"])
+        .args(["--edges", edges]);
+    for package in packages {
+        command.args(["--package", package]);
+    }
+    let output = command.output().expect("run cargo tree");
     assert!(
         output.status.success(),
         "cargo tree: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .lines()
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    text.lines().map(str::to_owned).collect()
+}
+
+/// The packages `package` links, as cargo resolves them: normal
+/// dependencies only, with the features this workspace turns on for it.
+fn links(package: &str) -> BTreeSet<String> {
+    tree(&[package], "normal")
+        .iter()
         .filter_map(|line| line.split(' ').next())
         .map(str::to_owned)
         .collect()
+}
+
+/// Whether vim_rs's tolerant parsing for vcsim is on when `packages` are
+/// built together.
+fn parses_for_vcsim(packages: &[&str]) -> bool {
+    tree(packages, "normal,build,features")
+        .iter()
+        .any(|line| line.contains("vcsim_compat"))
+}
+
+#[test]
+fn only_the_test_world_parses_for_vcsim() {
+    // What ships (hack/build-images.sh, the Dockerfile): the two servers alone.
+    assert!(!parses_for_vcsim(&["vmm-apiserver", "vmm-controller"]));
+    assert!(
+        parses_for_vcsim(&["vmm-testkit"]),
+        "the harness turns it on"
+    );
 }
 
 #[test]
