@@ -20,12 +20,15 @@ prepare_peers() {
   echo "test peers: $VMM_PEERS_DIR" >&2
 }
 
-# The UI's test world (docs/ci.md): node_modules from the lockfile, the built shell
-# (VMM_UI_DIST) and steve (VMM_STEVE_DIR), each cached by content hash. Run after
-# the Rust suites, so they never wait for steve.
+# The UI's test world (docs/ci.md): the built shell (VMM_UI_DIST) and steve
+# (VMM_STEVE_DIR), each cached by content hash, and ui-extension/node_modules from
+# the lockfile (jest and the browser suite's playwright-core need it even when the
+# built shell comes from the cache, as on a fresh clone). Run after the Rust
+# suites, so they never wait for steve.
 prepare_ui() {
   VMM_STEVE_DIR="$(hack/build-peers.sh --steve | tail -n 1)"
   VMM_UI_DIST="$(hack/build-ui.sh | tail -n 1)"
+  hack/build-ui.sh --deps
   export VMM_STEVE_DIR VMM_UI_DIST
   echo "steve: $VMM_STEVE_DIR; UI: $VMM_UI_DIST" >&2
 }
