@@ -51,7 +51,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use vmm_api::SourceKind;
-use vmm_api::source::{AnySource, Connection};
+use vmm_api::source::{AnySource, SourceSpec};
 use vmm_core::Provider;
 
 use self::plan::{Fingerprint, Plan, plan};
@@ -143,7 +143,7 @@ impl SourceSync {
 struct WatchedSource {
     id: SourceId,
     generation: Option<i64>,
-    connection: Connection,
+    spec: SourceSpec,
 }
 
 impl WatchedSource {
@@ -151,7 +151,7 @@ impl WatchedSource {
         // Always the source's own namespace (tenancy): never from the spec.
         (
             self.id.namespace.clone(),
-            self.connection.credentials.name.clone(),
+            self.spec.connection.credentials.name.clone(),
         )
     }
 }
@@ -199,7 +199,7 @@ fn source_changes(client: &kube::Client, kind: SourceKind) -> BoxStream<'static,
                         name: object.name_any(),
                     },
                     generation: object.meta().generation,
-                    connection: object.spec,
+                    spec: object.spec,
                 }),
             ),
             Err(error) => Change::WatchFailed {
@@ -556,7 +556,7 @@ impl SyncState {
         let config = TaskConfig {
             id: id.clone(),
             provider: entry.provider.clone(),
-            connection: entry.object.connection.clone(),
+            spec: entry.object.spec.clone(),
             secret_data,
         };
         let (control, handle) = task::control();
@@ -666,7 +666,7 @@ mod tests {
             },
             generation: Some(1),
             // A namespace smuggled into the reference is not even parsed.
-            connection: serde_json::from_value(serde_json::json!({
+            spec: serde_json::from_value(serde_json::json!({
                 "endpoint": "https://vc/sdk",
                 "credentials": {"name": "creds", "namespace": "team-a"},
             }))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use vmm_api::source::{Connection, SourceKind};
+use vmm_api::source::{Connection, SourceKind, SourceSpec};
 use vmm_core::{Credentials, ProviderError, Reason, Session};
 
 use crate::context::Context;
@@ -39,7 +39,7 @@ pub async fn session(
     ctx: &Context,
     namespace: &str,
     kind: SourceKind,
-    connection: &Connection,
+    spec: &SourceSpec,
 ) -> Result<Arc<dyn Session>, ProviderError> {
     let provider = (ctx.providers)(kind).ok_or_else(|| {
         let supported: Vec<&str> = SourceKind::ALL
@@ -55,8 +55,8 @@ pub async fn session(
             ),
         )
     })?;
-    let credentials = credentials(&ctx.client, namespace, kind, connection).await?;
-    provider.connect(connection, &credentials).await
+    let credentials = credentials(&ctx.client, namespace, kind, &spec.connection).await?;
+    provider.connect(spec, &credentials).await
 }
 
 /// The credentials in the source's Secret, from the source's own namespace

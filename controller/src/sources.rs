@@ -24,7 +24,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use vmm_api::source::{AnySource, Connection, SourceKind};
+use vmm_api::source::{AnySource, SourceKind, SourceSpec};
 
 /// How often a Ready source is checked again.
 const RECHECK: Duration = Duration::from_secs(300);
@@ -79,7 +79,7 @@ async fn run(ctx: Arc<Context>, kind: SourceKind) {
                 .state()
                 .into_iter()
                 .filter(|source| {
-                    source.namespace() == namespace && source.spec.credentials.name == name
+                    source.namespace() == namespace && source.spec.connection.credentials.name == name
                 })
                 .map(|source| ObjectRef::from_obj_with(source.as_ref(), resource.clone()))
                 .collect::<Vec<_>>()
@@ -184,9 +184,9 @@ async fn check(
     ctx: &Context,
     namespace: &str,
     kind: SourceKind,
-    connection: &Connection,
+    spec: &SourceSpec,
 ) -> SourceCheck {
-    match connect::session(ctx, namespace, kind, connection).await {
+    match connect::session(ctx, namespace, kind, spec).await {
         Ok(session) => {
             let version = session.endpoint_version();
             session.logout().await;

@@ -16,7 +16,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vmm_api::inventory::PowerState;
-use vmm_api::source::Connection;
+use vmm_api::source::SourceSpec;
 use vmm_core::{
     ByteStream, Credentials, DiskFile, Export, ExportEnd, InventoryEvent, Provider, ProviderError,
     Session, Vm,
@@ -390,7 +390,7 @@ impl FakeSource {
 impl Provider for FakeSource {
     async fn connect(
         &self,
-        _connection: &Connection,
+        _spec: &SourceSpec,
         _credentials: &Credentials,
     ) -> Result<Arc<dyn Session>, ProviderError> {
         self.called("connect", SourceCall::Connect)?;
@@ -577,6 +577,7 @@ pub fn web_vm(power_state: PowerState) -> Vm {
                 network: Some("VM Network".into()),
                 mac_address: Some("00:50:56:00:00:01".into()),
                 model: Some("vmxnet3".into()),
+                ..Nic::default()
             }],
             ..VirtualMachineSpec::default()
         },

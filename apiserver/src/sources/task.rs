@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use vmm_api::source::Connection;
+use vmm_api::source::SourceSpec;
 use vmm_core::{Credentials, CredentialsError, InventoryEvent, Provider, ProviderError};
 
 use super::plan::Backoff;
@@ -25,7 +25,7 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct TaskConfig {
     pub id: SourceId,
     pub provider: Arc<dyn Provider>,
-    pub connection: Connection,
+    pub spec: SourceSpec,
     /// The Secret's data; read by [`Credentials::from_secret`] at each login.
     pub secret_data: Arc<BTreeMap<String, ByteString>>,
 }
@@ -175,13 +175,13 @@ async fn attempt(
     on_synced: &mut impl FnMut(),
 ) -> Outcome {
     let failed = |error: AttemptError, synced| Outcome::Failed { error, synced };
-    let secret_name = &config.connection.credentials.name;
+    let secret_name = &config.spec.connection.credentials.name;
     let credentials =
         match Credentials::from_secret(config.id.kind, secret_name, &config.secret_data) {
             Ok(c) => c,
             Err(e) => return failed(e.into(), false),
         };
-    let connect = config.provider.connect(&config.connection, &credentials);
+    let connect = config.provider.connect(&config.spec, &credentials);
     let client = tokio::select! {
         _ = stopped(&mut handle.stop) => return Outcome::Stopped,
         client = connect => match client {

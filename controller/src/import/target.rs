@@ -298,12 +298,14 @@ mod tests {
                     network: Some("VM Network".into()),
                     mac_address: Some("00:50:56:aa:bb:01".into()),
                     model: Some("vmxnet3".into()),
+                    ..Nic::default()
                 },
                 Nic {
                     name: "Network adapter 2".into(),
                     network: Some("DMZ".into()),
                     mac_address: Some("00:50:56:aa:bb:02".into()),
                     model: Some("e1000e".into()),
+                    ..Nic::default()
                 },
             ],
             ..VirtualMachineSpec::default()

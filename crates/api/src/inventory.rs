@@ -52,6 +52,12 @@ pub struct VirtualMachineSpec {
     /// The host (hypervisor or compute node) the VM runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The availability zone the VM runs in (OpenStack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The flavor or instance type the VM was sized from (OpenStack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<Disk>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -101,6 +107,14 @@ pub struct Disk {
     /// An independent disk: snapshots (and so exports of snapshots) skip it.
     #[serde(default)]
     pub independent: bool,
+    /// The disk can be attached to several VMs at once (a multi-attach
+    /// volume): other VMs may write to it during an import.
+    #[serde(default)]
+    pub shared: bool,
+    /// Whether the disk can boot the VM, where the source says (a Cinder
+    /// volume's `bootable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootable: Option<bool>,
 }
 
 /// One network interface.
@@ -118,6 +132,10 @@ pub struct Nic {
     /// The source's model, e.g. `vmxnet3`, `e1000e`, `virtio`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The NIC's IP addresses as the source knows them (a Neutron port's
+    /// fixed IPs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
 }
 
 /// A network as its source describes it.

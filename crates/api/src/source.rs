@@ -42,9 +42,27 @@ impl SourceKind {
 }
 
 /// A source of any kind, read through [`SourceKind::api_resource`]: what
-/// every kind shares (how to connect; the status). The kinds' own fields are
-/// left out.
-pub type AnySource = kube::core::Object<Connection, SourceStatus>;
+/// every kind shares (how to connect; the status), and the kind's own fields
+/// for its provider.
+pub type AnySource = kube::core::Object<SourceSpec, SourceStatus>;
+
+/// The spec of a source of any kind: the [`Connection`] every kind has, and
+/// the rest of the spec as JSON, which only the kind's provider reads (with
+/// [`settings`](Self::settings)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    #[serde(flatten)]
+    pub connection: Connection,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl SourceSpec {
+    /// The kind's own fields, read as `T` (e.g. [`OpenstackSettings`]).
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(serde_json::Value::Object(self.rest.clone()))
+    }
+}
 
 impl SourceKind {
     /// The kind's resource, to read it as an [`AnySource`].
@@ -230,6 +248,15 @@ pub struct VsphereSpec {
 pub struct OpenstackSpec {
     #[serde(flatten)]
     pub connection: Connection,
+    #[serde(flatten)]
+    pub settings: OpenstackSettings,
+}
+
+/// Where in an OpenStack cloud to work: what the provider reads from a
+/// [`SourceSpec`]'s settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenstackSettings {
     /// Region to use from the service catalog; the first one when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
@@ -243,6 +270,32 @@ pub struct OpenstackSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
     pub domain: Option<String>,
+    /// Which of the catalog's endpoints to call: `public` (the default) or
+    /// `internal`, for a cluster inside the cloud's own network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<EndpointInterface>,
+    /// How often the inventory is read for changes, in seconds; 10 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub poll_interval_seconds: Option<u16>,
+}
+
+/// An endpoint interface of the OpenStack service catalog.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointInterface {
+    #[default]
+    Public,
+    Internal,
+}
+
+impl EndpointInterface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Internal => "internal",
+        }
+    }
 }
 
 /// Another Harvester cluster. The credentials Secret holds either `kubeconfig` or
@@ -333,7 +386,8 @@ mod tests {
         }
     }
 
-    /// Every kind reads as an [`AnySource`]: its connection and status.
+    /// Every kind reads as an [`AnySource`]: its connection, status, and
+    /// the kind's own settings for its provider.
     #[test]
     fn every_kind_reads_as_any_source() {
         let vsphere = Vsphere::new(
@@ -348,7 +402,26 @@ mod tests {
         );
         let any: AnySource =
             serde_json::from_value(serde_json::to_value(&vsphere).unwrap()).unwrap();
-        assert_eq!(any.spec, vsphere.spec.connection);
+        assert_eq!(any.spec.connection, vsphere.spec.connection);
+        assert_eq!(any.spec.rest.get("datacenter"), Some(&"DC0".into()));
+        let openstack = Openstack::new(
+            "os",
+            OpenstackSpec {
+                connection: vsphere.spec.connection.clone(),
+                settings: OpenstackSettings {
+                    region: Some("RegionTwo".into()),
+                    interface: Some(EndpointInterface::Internal),
+                    ..Default::default()
+                },
+            },
+        );
+        let any: AnySource =
+            serde_json::from_value(serde_json::to_value(&openstack).unwrap()).unwrap();
+        assert_eq!(any.spec.connection, openstack.spec.connection);
+        assert_eq!(
+            any.spec.settings::<OpenstackSettings>().unwrap(),
+            openstack.spec.settings
+        );
         assert_eq!(SourceKind::Vsphere.api_resource().plural, "vspheres");
         assert_eq!(
             SourceKind::Openstack.api_resource().api_version,

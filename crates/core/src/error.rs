@@ -66,6 +66,16 @@ pub enum Reason {
     CertificateUntrusted,
     /// The endpoint refused the credentials.
     AuthenticationFailed,
+    /// An OpenStack application credential was refused: expired, deleted
+    /// (revoked), or its secret is wrong.
+    ApplicationCredentialRefused,
+    /// The project to scope to does not exist, or the user has no role on it.
+    ProjectNotFound,
+    /// The service catalog has no endpoints in the region asked for.
+    RegionNotFound,
+    /// A service the provider needs is missing from the catalog (in the
+    /// region and interface asked for).
+    ServiceNotInCatalog,
     /// No provider serves this kind of source yet.
     KindNotSupported,
     /// The guest cannot be asked to shut down (no guest agent running).
@@ -87,6 +97,10 @@ impl Reason {
             Self::EndpointUnreachable => "EndpointUnreachable",
             Self::CertificateUntrusted => "CertificateUntrusted",
             Self::AuthenticationFailed => "AuthenticationFailed",
+            Self::ApplicationCredentialRefused => "ApplicationCredentialRefused",
+            Self::ProjectNotFound => "ProjectNotFound",
+            Self::RegionNotFound => "RegionNotFound",
+            Self::ServiceNotInCatalog => "ServiceNotInCatalog",
             Self::KindNotSupported => "KindNotSupported",
             Self::GuestShutdownUnavailable => "GuestShutdownUnavailable",
             Self::PowerOffTimedOut => "PowerOffTimedOut",

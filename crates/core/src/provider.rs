@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use vmm_api::inventory::PowerState;
-use vmm_api::source::Connection;
+use vmm_api::source::SourceSpec;
 
 use crate::{Credentials, InventoryEvent, ProviderError, Vm};
 
@@ -23,10 +23,11 @@ pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 /// A kind of source.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    /// Logs in to the source at `connection` with `credentials`.
+    /// Logs in to the source `spec` describes (its connection, and the
+    /// kind's own settings) with `credentials`.
     async fn connect(
         &self,
-        connection: &Connection,
+        spec: &SourceSpec,
         credentials: &Credentials,
     ) -> Result<Arc<dyn Session>, ProviderError>;
 }

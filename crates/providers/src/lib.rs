@@ -4,6 +4,7 @@
 //! client library.
 #![forbid(unsafe_code)]
 
+pub mod openstack;
 pub mod vsphere;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use vmm_core::Provider;
 pub fn provider(kind: SourceKind) -> Option<Arc<dyn Provider>> {
     match kind {
         SourceKind::Vsphere => Some(Arc::new(vsphere::Vsphere)),
-        SourceKind::Openstack | SourceKind::Harvester => None,
+        SourceKind::Openstack => Some(Arc::new(openstack::Openstack)),
+        SourceKind::Harvester => None,
     }
 }

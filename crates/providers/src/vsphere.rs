@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use vmm_api::inventory::PowerState;
-use vmm_api::source::Connection;
+use vmm_api::source::SourceSpec;
 use vmm_core::{
     ByteStream, Credentials, DiskFile, Export, ExportEnd, InventoryEvent, Provider, ProviderError,
     Session, Vm, VmDisk,
@@ -38,9 +38,10 @@ pub struct Vsphere;
 impl Provider for Vsphere {
     async fn connect(
         &self,
-        connection: &Connection,
+        spec: &SourceSpec,
         credentials: &Credentials,
     ) -> Result<Arc<dyn Session>, ProviderError> {
+        let connection = &spec.connection;
         let client = VsphereClient::connect(
             &connection.endpoint,
             credentials,

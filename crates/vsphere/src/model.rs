@@ -349,6 +349,7 @@ impl ObjectCache {
                     controller: controller.map(str::to_owned),
                     raw_device: *raw_device,
                     independent: *independent,
+                    ..Default::default()
                 }),
                 _ => None,
             })
@@ -366,6 +367,7 @@ impl ObjectCache {
                     network: self.nic_network(backing),
                     mac_address: mac.clone(),
                     model: Some(model.clone()),
+                    ip_addresses: Vec::new(),
                 }),
                 _ => None,
             })
@@ -398,6 +400,8 @@ impl ObjectCache {
             host: vm
                 .reference("runtime.host")
                 .and_then(|h| self.display_name(h)),
+            zone: None,
+            flavor: None,
             disks,
             nics,
             snapshots: match vm.prop("snapshot") {

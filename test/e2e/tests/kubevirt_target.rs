@@ -30,6 +30,7 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
         network: Some(network.into()),
         mac_address: Some(format!("00:50:56:00:00:0{n}")),
         model: Some("vmxnet3".into()),
+        ..Nic::default()
     };
     let source = VirtualMachineSpec {
         display_name: "Web 01".into(),

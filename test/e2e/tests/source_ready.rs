@@ -84,9 +84,9 @@ fn sources_say_whether_they_can_be_used_and_what_to_fix() {
             vsphere("half-secret", vcsim.url(), "no-password", ca),
             vsphere("unreachable", &closed, "good", ca),
             vsphere("untrusted", vcsim.url(), "good", None),
-            json!({"apiVersion": "source.harvesterhci.io/v1", "kind": "Openstack",
-                   "metadata": {"name": "keystone"},
-                   "spec": {"endpoint": "https://keystone.example.com/v3", "credentials": {"name": "good"}}}),
+            json!({"apiVersion": "source.harvesterhci.io/v1", "kind": "Harvester",
+                   "metadata": {"name": "remote"},
+                   "spec": {"endpoint": "https://harvester.example.com:6443", "credentials": {"name": "good"}}}),
         ],
     );
     let cases = [
@@ -106,7 +106,12 @@ fn sources_say_whether_they_can_be_used_and_what_to_fix() {
             "unreachable",
         ),
         ("vsphere/untrusted", "CertificateUntrusted", "False", "CA"),
-        ("openstack/keystone", "KindNotSupported", "False", "Vsphere"),
+        (
+            "harvester/remote",
+            "KindNotSupported",
+            "False",
+            "it connects to Vsphere, Openstack",
+        ),
     ];
     for (resource, reason, status, says) in cases {
         let found = wait_for_reason(&ns, resource, reason);
