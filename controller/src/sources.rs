@@ -79,7 +79,8 @@ async fn run(ctx: Arc<Context>, kind: SourceKind) {
                 .state()
                 .into_iter()
                 .filter(|source| {
-                    source.namespace() == namespace && source.spec.connection.credentials.name == name
+                    source.namespace() == namespace
+                        && source.spec.connection.credentials.name == name
                 })
                 .map(|source| ObjectRef::from_obj_with(source.as_ref(), resource.clone()))
                 .collect::<Vec<_>>()
@@ -180,12 +181,7 @@ fn error_policy(_: Arc<AnySource>, error: &Error, _: Arc<KindContext>) -> Action
     Action::requeue(RETRY_MIN)
 }
 
-async fn check(
-    ctx: &Context,
-    namespace: &str,
-    kind: SourceKind,
-    spec: &SourceSpec,
-) -> SourceCheck {
+async fn check(ctx: &Context, namespace: &str, kind: SourceKind, spec: &SourceSpec) -> SourceCheck {
     match connect::session(ctx, namespace, kind, spec).await {
         Ok(session) => {
             let version = session.endpoint_version();

@@ -115,6 +115,29 @@ pub struct Disk {
     /// volume's `bootable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootable: Option<bool>,
+    /// Set for a disk on the compute node rather than a volume (OpenStack):
+    /// which of the flavor's disks it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalDisk>,
+}
+
+/// A disk of an OpenStack server that lives on its compute node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LocalDisk {
+    /// The root disk of a server booted from an image.
+    Root,
+    Ephemeral,
+    Swap,
+}
+
+impl std::fmt::Display for LocalDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Root => "root",
+            Self::Ephemeral => "ephemeral",
+            Self::Swap => "swap",
+        })
+    }
 }
 
 /// One network interface.

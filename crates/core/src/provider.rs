@@ -69,6 +69,18 @@ pub trait Session: Send + Sync {
     /// Powers the VM off at once, like pulling the plug.
     async fn power_off(&self, id: &str) -> Result<(), ProviderError>;
 
+    /// The id the export for the import job with UID `job_uid` will have,
+    /// when the provider names its exports itself (OpenStack names every
+    /// temporary snapshot, volume and image after it); `None` when the
+    /// source assigns ids (a vSphere lease). The caller records it before
+    /// [`export`](Self::export)ing with it as `resume`, so that a restart or
+    /// a deletion finds whatever the export made at the source, even
+    /// half-way.
+    fn export_id_for(&self, job_uid: &str) -> Option<String> {
+        let _ = job_uid;
+        None
+    }
+
     /// Opens an export of the (powered-off) VM `vm_id`, or re-opens
     /// `resume`, an export id recorded earlier (by this process or one
     /// before it), when it is still usable. The export lives on its own:

@@ -33,7 +33,12 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    const ALL: [Self; 4] = [Self::Compute, Self::BlockStorage, Self::Image, Self::Network];
+    const ALL: [Self; 4] = [
+        Self::Compute,
+        Self::BlockStorage,
+        Self::Image,
+        Self::Network,
+    ];
 
     /// The catalog types that name the service, preferred first.
     fn catalog_types(self) -> &'static [&'static str] {
@@ -71,8 +76,13 @@ impl Endpoints {
 /// Why no endpoints could be chosen.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Missing {
-    Region { available: Vec<String> },
-    Service { service: ServiceKind, region: String },
+    Region {
+        available: Vec<String>,
+    },
+    Service {
+        service: ServiceKind,
+        region: String,
+    },
 }
 
 /// Chooses every service's endpoint on `interface` in `region`, or, when no
@@ -113,7 +123,12 @@ pub(crate) fn select(
             })
     };
     let [compute, block_storage, image, network] = ServiceKind::ALL;
-    let urls = [url(compute)?, url(block_storage)?, url(image)?, url(network)?];
+    let urls = [
+        url(compute)?,
+        url(block_storage)?,
+        url(image)?,
+        url(network)?,
+    ];
     Ok(Endpoints { region, urls })
 }
 

@@ -8,7 +8,9 @@ use vmm_core::{ProviderError, Reason};
 /// What went wrong talking to an OpenStack cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenstackError {
-    #[error("invalid OpenStack endpoint {url:?}: {detail}; use Keystone's v3 URL, https://HOST[:PORT]/v3")]
+    #[error(
+        "invalid OpenStack endpoint {url:?}: {detail}; use Keystone's v3 URL, https://HOST[:PORT]/v3"
+    )]
     InvalidEndpoint { url: String, detail: String },
 
     #[error(
@@ -174,7 +176,9 @@ fn find_rustls<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Er
             return Some(tls);
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            && let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
             return Some(tls);
         }
@@ -235,7 +239,11 @@ mod tests {
         };
         let error = ProviderError::from(refused);
         assert_eq!(error.reason(), Reason::ApplicationCredentialRefused);
-        assert!(error.message().contains("create a new application credential"));
+        assert!(
+            error
+                .message()
+                .contains("create a new application credential")
+        );
         let busy = OpenstackError::Api {
             url: "u".into(),
             call: "c".into(),

@@ -20,6 +20,7 @@
 mod auth;
 mod catalog;
 mod error;
+mod export;
 mod model;
 mod servers;
 mod watch;
@@ -38,6 +39,7 @@ use vmm_core::Credentials;
 use auth::{Login, Token, TokenBody};
 pub use catalog::{Endpoints, ServiceKind};
 pub use error::OpenstackError;
+pub use export::{EXPORT_METADATA, ExportedDisk};
 pub use model::{Inventory, Server};
 
 /// The compute microversion the client speaks: 2.47 embeds the flavor in
@@ -56,6 +58,8 @@ pub struct OpenstackClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// Image downloads: the same TLS, no overall request timeout.
+    transfer: reqwest::Client,
     /// Keystone's v3 URL, e.g. `https://keystone.example.com:5000/v3`.
     auth_url: String,
     login: Login,
@@ -102,15 +106,22 @@ impl OpenstackClient {
                 detail: e.0,
             }
         })?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| OpenstackError::InvalidEndpoint {
-                url: auth_url.clone(),
-                detail: e.to_string(),
-            })?;
+        let build = |timeout: Option<Duration>| {
+            let mut builder = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls.clone())
+                .connect_timeout(CONNECT_TIMEOUT);
+            if let Some(timeout) = timeout {
+                builder = builder.timeout(timeout);
+            }
+            builder
+                .build()
+                .map_err(|e| OpenstackError::InvalidEndpoint {
+                    url: auth_url.clone(),
+                    detail: e.to_string(),
+                })
+        };
+        let http = build(Some(REQUEST_TIMEOUT))?;
+        let transfer = build(None)?;
         let (token, info) = authenticate(&http, &auth_url, &login).await?;
         let interface = settings.interface.unwrap_or_default();
         let endpoints = catalog::select(&info.catalog, settings.region.as_deref(), interface)
@@ -138,6 +149,7 @@ impl OpenstackClient {
         let mut client = Self {
             inner: Arc::new(Inner {
                 http,
+                transfer,
                 auth_url,
                 login,
                 token: Mutex::new(token),
@@ -221,6 +233,46 @@ impl OpenstackClient {
         })
     }
 
+    /// `POST` of `body` to `path` under `service`; the answer's JSON body
+    /// (`null` when it has none).
+    pub(crate) async fn post(
+        &self,
+        service: ServiceKind,
+        path: &str,
+        body: &Value,
+        call: &str,
+    ) -> Result<Value, OpenstackError> {
+        let response = self
+            .send(Method::POST, service, path, Some(body), call)
+            .await?;
+        let url = response.url().to_string();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| error::transport(&url, &e))?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| OpenstackError::Malformed {
+            url,
+            call: call.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// `DELETE` of `path`; one already gone (404) is fine.
+    pub(crate) async fn delete(
+        &self,
+        service: ServiceKind,
+        path: &str,
+        call: &str,
+    ) -> Result<(), OpenstackError> {
+        match self.send(Method::DELETE, service, path, None, call).await {
+            Ok(_) | Err(OpenstackError::Api { status: 404, .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Sends a request with the token and the microversion, renewing the
     /// token first when it is about to expire and once more when the
     /// service answers 401. Any answer other than 2xx is an error.
@@ -232,19 +284,45 @@ impl OpenstackClient {
         body: Option<&Value>,
         call: &str,
     ) -> Result<reqwest::Response, OpenstackError> {
+        self.send_on(&self.inner.http, method, service, path, body, call)
+            .await
+    }
+
+    /// [`send`](Self::send) on the client without a request timeout, for
+    /// downloads that take as long as they take.
+    pub(crate) async fn send_transfer(
+        &self,
+        service: ServiceKind,
+        path: &str,
+        call: &str,
+    ) -> Result<reqwest::Response, OpenstackError> {
+        self.send_on(&self.inner.transfer, Method::GET, service, path, None, call)
+            .await
+    }
+
+    async fn send_on(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        service: ServiceKind,
+        path: &str,
+        body: Option<&Value>,
+        call: &str,
+    ) -> Result<reqwest::Response, OpenstackError> {
         let url = join(self.inner.endpoints.url(service), path);
         let mut renewed = false;
         loop {
             let token = self.token(renewed).await?;
-            let mut request = self
-                .inner
-                .http
+            let mut request = http
                 .request(method.clone(), &url)
                 .header("X-Auth-Token", token.expose())
                 .header("Accept", "application/json");
             if service == ServiceKind::Compute {
                 request = request
-                    .header("OpenStack-API-Version", format!("compute {COMPUTE_MICROVERSION}"))
+                    .header(
+                        "OpenStack-API-Version",
+                        format!("compute {COMPUTE_MICROVERSION}"),
+                    )
                     .header("X-OpenStack-Nova-API-Version", COMPUTE_MICROVERSION);
             }
             if let Some(body) = body {
@@ -327,11 +405,7 @@ async fn authenticate(
     login: &Login,
 ) -> Result<(Token, auth::TokenInfo), OpenstackError> {
     let url = format!("{auth_url}/auth/tokens");
-    let post = |scoped: bool| {
-        http.post(&url)
-            .json(&login.body(scoped))
-            .send()
-    };
+    let post = |scoped: bool| http.post(&url).json(&login.body(scoped)).send();
     let response = post(true).await.map_err(|e| error::transport(&url, &e))?;
     let status = response.status();
     if status == StatusCode::CREATED || status == StatusCode::OK {
@@ -345,11 +419,14 @@ async fn authenticate(
                 call: "POST /v3/auth/tokens".into(),
                 detail: "no X-Subject-Token header".into(),
             })?;
-        let body: TokenBody = response.json().await.map_err(|e| OpenstackError::Malformed {
-            url: url.clone(),
-            call: "POST /v3/auth/tokens".into(),
-            detail: e.to_string(),
-        })?;
+        let body: TokenBody = response
+            .json()
+            .await
+            .map_err(|e| OpenstackError::Malformed {
+                url: url.clone(),
+                call: "POST /v3/auth/tokens".into(),
+                detail: e.to_string(),
+            })?;
         let token = Token {
             value: token,
             expires_at: body.token.expires_at,

@@ -11,7 +11,9 @@ use openstack_types::compute::v2::server::response::list_detailed_247::{
 };
 pub(crate) use openstack_types::network::v2::network::response::list::NetworkResponse as NeutronNetwork;
 use openstack_types::network::v2::port::response::list::PortResponse as Port;
-use vmm_api::inventory::{Disk, NetworkKind, NetworkSpec, Nic, PowerState, VirtualMachineSpec};
+use vmm_api::inventory::{
+    Disk, LocalDisk, NetworkKind, NetworkSpec, Nic, PowerState, VirtualMachineSpec,
+};
 
 /// A Nova server (microversion 2.47).
 pub type Server = ServerResponse;
@@ -93,6 +95,7 @@ impl Inventory {
                 datastore: Some("local".into()),
                 file: Some(format!("image {}", image.id.clone().unwrap_or_default())),
                 bootable: Some(true),
+                local: Some(LocalDisk::Root),
                 ..Default::default()
             });
         }
@@ -102,12 +105,20 @@ impl Inventory {
             .map(|attached| {
                 let volume = self.volumes.get(&attached.id);
                 let device = volume
-                    .and_then(|v| v.attachments.iter().find(|a| a.server_id.as_deref() == Some(&server.id)))
+                    .and_then(|v| {
+                        v.attachments
+                            .iter()
+                            .find(|a| a.server_id.as_deref() == Some(&server.id))
+                    })
                     .and_then(|a| a.device.clone())
                     .unwrap_or_default();
                 let disk = match volume {
                     Some(volume) => Disk {
-                        name: volume.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| volume.id.clone()),
+                        name: volume
+                            .name
+                            .clone()
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or_else(|| volume.id.clone()),
                         capacity_bytes: volume.size * GIB,
                         datastore: volume.volume_type.clone(),
                         file: Some(volume.id.clone()),
@@ -133,6 +144,7 @@ impl Inventory {
                 name: "ephemeral disk".into(),
                 capacity_bytes: i64::from(flavor.ephemeral) * GIB,
                 datastore: Some("local".into()),
+                local: Some(LocalDisk::Ephemeral),
                 ..Default::default()
             });
         }
@@ -141,6 +153,7 @@ impl Inventory {
                 name: "swap disk".into(),
                 capacity_bytes: i64::from(flavor.swap) * MIB,
                 datastore: Some("local".into()),
+                local: Some(LocalDisk::Swap),
                 ..Default::default()
             });
         }
@@ -148,7 +161,11 @@ impl Inventory {
     }
 
     fn nics(&self, server: &Server) -> Vec<Nic> {
-        let ports = self.ports.get(&server.id).map(Vec::as_slice).unwrap_or_default();
+        let ports = self
+            .ports
+            .get(&server.id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         ports
             .iter()
             .map(|port| {
@@ -159,10 +176,7 @@ impl Inventory {
                         .clone()
                         .filter(|n| !n.is_empty())
                         .unwrap_or_else(|| format!("port {}", id.get(..8).unwrap_or(&id))),
-                    network: port
-                        .network_id
-                        .as_ref()
-                        .map(|id| self.network_name(id)),
+                    network: port.network_id.as_ref().map(|id| self.network_name(id)),
                     mac_address: port.mac_address.clone(),
                     model: None,
                     ip_addresses: port
@@ -189,10 +203,18 @@ impl Inventory {
 fn network(network: &NeutronNetwork) -> Option<NetworkSpec> {
     let id = network.id.clone()?;
     let vlan = (network.provider_network_type.as_deref() == Some("vlan"))
-        .then(|| network.provider_segmentation_id.and_then(|v| i32::try_from(v).ok()))
+        .then(|| {
+            network
+                .provider_segmentation_id
+                .and_then(|v| i32::try_from(v).ok())
+        })
         .flatten();
     Some(NetworkSpec {
-        display_name: network.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| id.clone()),
+        display_name: network
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| id.clone()),
         id,
         kind: NetworkKind::Neutron,
         vlan,
@@ -260,9 +282,11 @@ mod tests {
 
     fn volume(id: &str, device: &str, size: i64, bootable: bool, attachments: usize) -> Volume {
         let attachments: Vec<_> = (0..attachments)
-            .map(|i| json!({"id": id, "attachment_id": format!("a{i}"), "volume_id": id,
+            .map(|i| {
+                json!({"id": id, "attachment_id": format!("a{i}"), "volume_id": id,
                 "server_id": if i == 0 { "srv-1".to_owned() } else { format!("other-{i}") },
-                "device": device, "host_name": null, "attached_at": null}))
+                "device": device, "host_name": null, "attached_at": null})
+            })
             .collect();
         serde_json::from_value(json!({
             "id": id, "name": id, "size": size, "status": "in-use", "bootable": bootable.to_string(),
@@ -276,9 +300,18 @@ mod tests {
     #[test]
     fn a_volume_backed_server_becomes_a_vm() {
         let mut inventory = Inventory::default();
-        inventory.servers.insert("srv-1".into(), server("srv-1", "web 01", "SHUTOFF", json!("")));
-        inventory.volumes.insert("vol-boot".into(), volume("vol-boot", "/dev/vda", 10, true, 1));
-        inventory.volumes.insert("vol-data".into(), volume("vol-data", "/dev/vdb", 2, false, 2));
+        inventory.servers.insert(
+            "srv-1".into(),
+            server("srv-1", "web 01", "SHUTOFF", json!("")),
+        );
+        inventory.volumes.insert(
+            "vol-boot".into(),
+            volume("vol-boot", "/dev/vda", 10, true, 1),
+        );
+        inventory.volumes.insert(
+            "vol-data".into(),
+            volume("vol-data", "/dev/vdb", 2, false, 2),
+        );
         inventory.networks.insert(
             "net-1".into(),
             serde_json::from_value(json!({"id": "net-1", "name": "private",
@@ -299,13 +332,24 @@ mod tests {
             .unwrap(),
         );
         let vm = &inventory.vms()["srv-1"];
-        assert_eq!((vm.cpus, vm.memory_mib, vm.power_state), (2, 4096, PowerState::Off));
+        assert_eq!(
+            (vm.cpus, vm.memory_mib, vm.power_state),
+            (2, 4096, PowerState::Off)
+        );
         assert_eq!(vm.flavor.as_deref(), Some("m1.medium"));
         assert_eq!(vm.zone.as_deref(), Some("nova"));
         let disks: Vec<_> = vm
             .disks
             .iter()
-            .map(|d| (d.name.as_str(), d.capacity_bytes, d.shared, d.bootable, d.controller.as_deref()))
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.capacity_bytes,
+                    d.shared,
+                    d.bootable,
+                    d.controller.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             disks,
@@ -318,18 +362,33 @@ mod tests {
         let nics: Vec<_> = vm
             .nics
             .iter()
-            .map(|n| (n.name.as_str(), n.network.as_deref(), n.mac_address.as_deref(), n.ip_addresses.len()))
+            .map(|n| {
+                (
+                    n.name.as_str(),
+                    n.network.as_deref(),
+                    n.mac_address.as_deref(),
+                    n.ip_addresses.len(),
+                )
+            })
             .collect();
         assert_eq!(
             nics,
             [
                 ("eth0", Some("private"), Some("fa:16:3e:00:00:01"), 0),
-                ("port port-b00", Some("private"), Some("fa:16:3e:00:00:02"), 1),
+                (
+                    "port port-b00",
+                    Some("private"),
+                    Some("fa:16:3e:00:00:02"),
+                    1
+                ),
             ],
             "in creation order; an unnamed port by its id; the DHCP port is no NIC"
         );
         let network = &inventory.network_specs()["net-1"];
-        assert_eq!((network.vlan, network.switch.as_deref()), (Some(100), Some("physnet1")));
+        assert_eq!(
+            (network.vlan, network.switch.as_deref()),
+            (Some(100), Some("physnet1"))
+        );
     }
 
     #[test]

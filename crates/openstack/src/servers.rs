@@ -18,10 +18,7 @@ impl OpenstackClient {
     pub async fn find_servers(&self, name: &str) -> Result<Vec<Server>, OpenstackError> {
         // Nova's name filter is a regular expression: anchor an escaped name.
         let pattern = format!("^{}$", regex_escape(name));
-        let path = format!(
-            "servers/detail?name={}",
-            url_encode(&pattern)
-        );
+        let path = format!("servers/detail?name={}", url_encode(&pattern));
         let mut servers: Vec<Server> = self.list(ServiceKind::Compute, &path, "servers").await?;
         servers.retain(|s| s.name.as_deref() == Some(name));
         servers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -43,14 +40,22 @@ impl OpenstackClient {
         let mut inventory = Inventory::default();
         for attached in &server.os_extended_volumes_volumes_attached {
             let mut body: Value = self
-                .get(ServiceKind::BlockStorage, &format!("volumes/{}", attached.id), "GET volume")
+                .get(
+                    ServiceKind::BlockStorage,
+                    &format!("volumes/{}", attached.id),
+                    "GET volume",
+                )
                 .await?;
             let volume: crate::model::Volume =
                 self.parse(ServiceKind::BlockStorage, "volumes", body["volume"].take())?;
             inventory.volumes.insert(volume.id.clone(), volume);
         }
         let ports = self
-            .list(ServiceKind::Network, &format!("v2.0/ports?device_id={}", server.id), "ports")
+            .list(
+                ServiceKind::Network,
+                &format!("v2.0/ports?device_id={}", server.id),
+                "ports",
+            )
             .await?;
         inventory.set_ports(ports);
         let network_ids: Vec<String> = inventory
@@ -62,7 +67,11 @@ impl OpenstackClient {
         if !network_ids.is_empty() {
             let query: Vec<String> = network_ids.iter().map(|id| format!("id={id}")).collect();
             let networks: Vec<crate::model::NeutronNetwork> = self
-                .list(ServiceKind::Network, &format!("v2.0/networks?{}", query.join("&")), "networks")
+                .list(
+                    ServiceKind::Network,
+                    &format!("v2.0/networks?{}", query.join("&")),
+                    "networks",
+                )
                 .await?;
             inventory.networks = networks
                 .into_iter()
@@ -83,7 +92,13 @@ impl OpenstackClient {
     pub async fn stop(&self, id: &str) -> Result<(), OpenstackError> {
         let action = format!("servers/{id}/action");
         match self
-            .send(Method::POST, ServiceKind::Compute, &action, Some(&json!({"os-stop": null})), "stop server")
+            .send(
+                Method::POST,
+                ServiceKind::Compute,
+                &action,
+                Some(&json!({"os-stop": null})),
+                "stop server",
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -123,7 +138,9 @@ impl OpenstackClient {
     /// A 404 about server `id` as [`OpenstackError::ServerNotFound`].
     fn not_found(&self, error: OpenstackError, id: &str) -> OpenstackError {
         match error {
-            OpenstackError::Api { status: 404, url, .. } => OpenstackError::ServerNotFound {
+            OpenstackError::Api {
+                status: 404, url, ..
+            } => OpenstackError::ServerNotFound {
                 url,
                 server: id.to_owned(),
             },

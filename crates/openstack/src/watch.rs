@@ -42,7 +42,10 @@ impl OpenstackClient {
         let mut inventory = Inventory::default();
         let mut sent = Sent::default();
         let mut since = self.refresh(&mut inventory, None).await?;
-        if !sent.report(&inventory, &events, InventoryEvent::Synced).await {
+        if !sent
+            .report(&inventory, &events, InventoryEvent::Synced)
+            .await
+        {
             return Ok(());
         }
         loop {
@@ -51,7 +54,10 @@ impl OpenstackClient {
                 () = tokio::time::sleep(interval) => {}
             }
             since = self.refresh(&mut inventory, Some(since)).await?;
-            if !sent.report(&inventory, &events, InventoryEvent::Current).await {
+            if !sent
+                .report(&inventory, &events, InventoryEvent::Current)
+                .await
+            {
                 return Ok(());
             }
         }
@@ -71,7 +77,11 @@ impl OpenstackClient {
             query = format!("&changes-since={}", since.strftime("%Y-%m-%dT%H:%M:%SZ"));
         }
         let (servers, now) = self
-            .list_raw(ServiceKind::Compute, &format!("servers/detail?limit={PAGE_SIZE}{query}"), "servers")
+            .list_raw(
+                ServiceKind::Compute,
+                &format!("servers/detail?limit={PAGE_SIZE}{query}"),
+                "servers",
+            )
             .await?;
         if since.is_none() {
             inventory.servers.clear();
@@ -84,10 +94,16 @@ impl OpenstackClient {
                 inventory.servers.remove(&id);
                 continue;
             }
-            inventory.servers.insert(id, self.parse(ServiceKind::Compute, "servers", server)?);
+            inventory
+                .servers
+                .insert(id, self.parse(ServiceKind::Compute, "servers", server)?);
         }
         inventory.volumes = self
-            .list(ServiceKind::BlockStorage, &format!("volumes/detail?limit={PAGE_SIZE}"), "volumes")
+            .list(
+                ServiceKind::BlockStorage,
+                &format!("volumes/detail?limit={PAGE_SIZE}"),
+                "volumes",
+            )
             .await?
             .into_iter()
             .map(|volume: crate::model::Volume| (volume.id.clone(), volume))
@@ -96,9 +112,13 @@ impl OpenstackClient {
             .list(ServiceKind::Network, "v2.0/networks?", "networks")
             .await?
             .into_iter()
-            .filter_map(|network: crate::model::NeutronNetwork| Some((network.id.clone()?, network)))
+            .filter_map(|network: crate::model::NeutronNetwork| {
+                Some((network.id.clone()?, network))
+            })
             .collect();
-        let ports = self.list(ServiceKind::Network, "v2.0/ports?", "ports").await?;
+        let ports = self
+            .list(ServiceKind::Network, "v2.0/ports?", "ports")
+            .await?;
         inventory.set_ports(ports);
         Ok(now)
     }
@@ -148,17 +168,25 @@ impl OpenstackClient {
                 Some(marker) => format!("{path}{separator}marker={marker}"),
                 None => path.to_owned(),
             };
-            let response = self.send(Method::GET, service, &page_path, None, &call).await?;
+            let response = self
+                .send(Method::GET, service, &page_path, None, &call)
+                .await?;
             clock.get_or_insert_with(|| server_clock(&response));
             let url = response.url().to_string();
-            let mut page: Value = response.json().await.map_err(|e| OpenstackError::Malformed {
-                url,
-                call: call.clone(),
-                detail: e.to_string(),
-            })?;
+            let mut page: Value = response
+                .json()
+                .await
+                .map_err(|e| OpenstackError::Malformed {
+                    url,
+                    call: call.clone(),
+                    detail: e.to_string(),
+                })?;
+            // Nova, Cinder and Neutron link the next page in `<key>_links`;
+            // Glance in a top-level `next`.
             let more = page[format!("{key}_links")]
                 .as_array()
-                .is_some_and(|links| links.iter().any(|l| l["rel"] == "next"));
+                .is_some_and(|links| links.iter().any(|l| l["rel"] == "next"))
+                || page["next"].is_string();
             let page_items = match page[key].take() {
                 Value::Array(page_items) => page_items,
                 _ => Vec::new(),
@@ -202,9 +230,13 @@ impl Sent {
         let networks = inventory.network_specs();
         let vms = inventory.vms();
         let mut changes = Vec::new();
-        diff(&self.networks, &networks, &mut changes, InventoryEvent::Network, |id| {
-            InventoryEvent::NetworkRemoved { id }
-        });
+        diff(
+            &self.networks,
+            &networks,
+            &mut changes,
+            InventoryEvent::Network,
+            |id| InventoryEvent::NetworkRemoved { id },
+        );
         diff(&self.vms, &vms, &mut changes, InventoryEvent::Vm, |id| {
             InventoryEvent::VmRemoved { id }
         });

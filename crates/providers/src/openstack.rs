@@ -1,24 +1,23 @@
 //! OpenStack behind `vmm_core`'s traits, on the client of `vmm-openstack`
 //! (`crates/openstack`): [`Openstack`] logs in to Keystone, and a logged-in
 //! client is the session. The inventory is polled (the source's
-//! `pollIntervalSeconds`).
-//!
-//! Exports (snapshot → volume → image → Glance download) are not built yet:
-//! every disk says so, which stops an import in preflight, before the server
-//! is touched.
+//! `pollIntervalSeconds`). An export makes a Glance image of each disk
+//! (`vmm_openstack::export`) and its disk files are the images' downloads;
+//! ending it, however, removes every temporary it made.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use vmm_api::inventory::{Disk, PowerState};
+use vmm_api::inventory::{Disk, LocalDisk, PowerState};
 use vmm_api::source::{OpenstackSettings, SourceSpec};
 use vmm_core::{
-    Credentials, Export, ExportEnd, InventoryEvent, Provider, ProviderError, Reason, Session, Vm,
-    VmDisk,
+    ByteStream, Credentials, DiskFile, Export, ExportEnd, InventoryEvent, Provider, ProviderError,
+    Session, Vm, VmDisk,
 };
-use vmm_openstack::{OpenstackClient, OpenstackError};
+use vmm_openstack::{ExportedDisk, OpenstackClient, OpenstackError};
 
 /// How often the inventory is polled when the source does not say.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -100,37 +99,129 @@ impl Session for OpenstackSession {
         Ok(self.client.stop(id).await?)
     }
 
+    fn export_id_for(&self, job_uid: &str) -> Option<String> {
+        Some(format!("vmm-{job_uid}"))
+    }
+
     async fn export(
         &self,
         vm_id: &str,
-        _resume: Option<&str>,
+        resume: Option<&str>,
     ) -> Result<Box<dyn Export>, ProviderError> {
-        Err(ProviderError::permanent(
-            Reason::KindNotSupported,
-            format!("server {vm_id}: {NOT_EXPORTABLE_YET}"),
-        ))
+        let id = resume.map_or_else(|| format!("vmm-{vm_id}"), str::to_owned);
+        let server = self.client.server(vm_id).await?;
+        if self.client.power_state(vm_id).await? != PowerState::Off {
+            return Err(ProviderError::permanent(
+                vmm_core::Reason::EndpointError,
+                format!("server {vm_id} must be stopped (SHUTOFF) to be exported: stop it first"),
+            ));
+        }
+        let disks = self.client.export_images(&server, &id).await?;
+        Ok(Box::new(ImageExport {
+            client: self.client.clone(),
+            id,
+            disks,
+        }))
     }
 
-    async fn release_export(&self, _id: &str, _how: ExportEnd) {}
+    async fn release_export(&self, id: &str, _how: ExportEnd) {
+        let left = self.client.release(id).await;
+        if left > 0 {
+            tracing::warn!(export = %id, left, "temporaries of an export are left at the source (logged above)");
+        }
+    }
 
     /// Keystone tokens are not sessions: they expire by themselves.
     async fn logout(&self) {}
 }
 
-const NOT_EXPORTABLE_YET: &str =
-    "this version of vm-migration browses OpenStack but cannot import from it yet";
+/// The Glance images of a server's disks.
+struct ImageExport {
+    client: OpenstackClient,
+    id: String,
+    disks: Vec<ExportedDisk>,
+}
 
-/// A server as an import sees it: each volume keyed by its id.
-fn vm(spec: vmm_api::inventory::VirtualMachineSpec) -> Vm {
+#[async_trait]
+impl Export for ImageExport {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn disk(&self, key: &str) -> Option<Arc<dyn DiskFile>> {
+        let disk = self.disks.iter().find(|d| d.key == key)?;
+        Some(Arc::new(GlanceImage {
+            client: self.client.clone(),
+            image_id: disk.image_id.clone(),
+        }))
+    }
+
+    /// Glance images do not expire: nothing to keep alive.
+    fn report_progress(&self, _percent: u8) {}
+
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// Removes the images (and anything else the export made), whatever
+    /// the outcome.
+    async fn end(self: Box<Self>, _how: ExportEnd) -> Result<(), ProviderError> {
+        match self.client.release(&self.id).await {
+            0 => Ok(()),
+            left => Err(ProviderError::transient(
+                vmm_core::Reason::EndpointError,
+                format!(
+                    "{left} temporaries of export {} could not be removed yet",
+                    self.id
+                ),
+            )),
+        }
+    }
+
+    fn detach(self: Box<Self>) {}
+}
+
+struct GlanceImage {
+    client: OpenstackClient,
+    image_id: String,
+}
+
+#[async_trait]
+impl DiskFile for GlanceImage {
+    async fn open(&self) -> io::Result<ByteStream> {
+        self.client
+            .open_image(&self.image_id)
+            .await
+            .map_err(io::Error::other)
+    }
+}
+
+/// A server as an import sees it: each volume keyed by its id, the local
+/// root disk as `root`. The swap disk is left out (it holds nothing to
+/// keep); an ephemeral disk cannot be exported.
+fn vm(mut spec: vmm_api::inventory::VirtualMachineSpec) -> Vm {
+    spec.disks
+        .retain(|disk| disk.local != Some(LocalDisk::Swap));
     let disks = spec.disks.iter().map(disk).collect();
     Vm { spec, disks }
 }
 
 fn disk(disk: &Disk) -> VmDisk {
+    let (key, unsupported) = match disk.local {
+        Some(LocalDisk::Root) => ("root".to_owned(), None),
+        Some(local) => (
+            disk.name.clone(),
+            Some(format!(
+                "{} is the server's {local} disk: Nova cannot export it; copy its data to a volume and attach that instead",
+                disk.name
+            )),
+        ),
+        None => (disk.file.clone().unwrap_or_default(), None),
+    };
     VmDisk {
-        key: disk.file.clone().unwrap_or_else(|| disk.name.clone()),
+        key,
         label: disk.name.clone(),
         capacity_bytes: disk.capacity_bytes,
-        unsupported: Some(format!("{}: {NOT_EXPORTABLE_YET}", disk.name)),
+        unsupported,
     }
 }

@@ -36,6 +36,7 @@ pub mod control_plane;
 pub mod harvester;
 pub mod import;
 pub mod namespace;
+pub mod openstack;
 pub mod peers;
 pub mod pki;
 pub mod process;

@@ -2,6 +2,7 @@
 //! recorded is re-opened), each disk is served at its own token, and one
 //! VirtualMachineImage per disk points Harvester at it.
 
+use kube::ResourceExt;
 use vmm_api::importjob::{DiskPhase, DiskStatus, ImportPhase};
 
 use crate::crash;
@@ -76,7 +77,8 @@ pub fn image_name(disk: &DiskStatus) -> Result<&str, PhaseError> {
 }
 
 /// Opens (or re-opens) the source's export and serves each disk that has a
-/// token at it; the export's id.
+/// token at it; the export's id. An id the provider names in advance is
+/// recorded before the export starts making anything at the source.
 pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String, PhaseError> {
     let vm = step.source_vm()?;
     let mut wanted = Vec::new();
@@ -96,16 +98,18 @@ pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String,
         });
     }
     let session = step.source.session().await?;
+    let mut recorded = step.status.export.clone();
+    if recorded.is_none()
+        && let Some(id) = session.export_id_for(&step.job.uid().unwrap_or_default())
+    {
+        step.write(&StatusUpdate::default().with_export(&id))
+            .await?;
+        recorded = Some(id);
+    }
     let export = step
         .ctx
         .exports
-        .start(
-            step.key(),
-            session,
-            &vm.id,
-            step.status.export.as_deref(),
-            &wanted,
-        )
+        .start(step.key(), session, &vm.id, recorded.as_deref(), &wanted)
         .await?;
     Ok(export)
 }

@@ -1,0 +1,495 @@
+//! A stand-in for Nova, Cinder and Neutron, written from the OpenStack API
+//! reference: the calls the OpenStack provider makes, with the services'
+//! error bodies, Nova's `changes-since` (deleted servers included) and
+//! server stops that take a while, as a compute node's do. It serves HTTP on
+//! loopback, checks every token with the real Keystone (as
+//! keystonemiddleware does) and shows each project only its own resources.
+//!
+//! Volumes and snapshots hold real bytes (files in a run dir): uploading a
+//! volume to an image writes them into the real Glance through Glance's API,
+//! as Cinder does, at a rate tests may limit.
+//!
+//! Tests shape the cloud through [`Cloud`]'s methods (add a server, rename,
+//! delete) and register its endpoints in Keystone's catalog:
+//! [`Cloud::compute_url`], [`Cloud::volume_url_template`],
+//! [`Cloud::network_url`].
+
+mod compute;
+mod network;
+mod volume;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::process::run_dir;
+
+/// The highest compute microversion the stand-in answers to.
+pub const MAX_MICROVERSION: &str = "2.96";
+
+/// A server to create.
+#[derive(Clone, Debug)]
+pub struct ServerSeed {
+    pub name: String,
+    pub project_id: String,
+    pub vcpus: i32,
+    pub ram_mib: i32,
+    pub flavor: String,
+    /// Boot from this image (a local root disk of `root_gib`); volume-backed
+    /// when `None`.
+    pub image: Option<String>,
+    pub root_gib: i32,
+    pub ephemeral_gib: i32,
+    pub swap_mib: i32,
+    /// Volume ids, in device order (`vda`, `vdb`, ...).
+    pub volumes: Vec<String>,
+    /// `(network id, MAC)` per port, in order.
+    pub ports: Vec<(String, String)>,
+    pub running: bool,
+}
+
+impl ServerSeed {
+    pub fn new(name: &str, project_id: &str) -> Self {
+        Self {
+            name: name.into(),
+            project_id: project_id.into(),
+            vcpus: 2,
+            ram_mib: 2048,
+            flavor: "m1.small".into(),
+            image: None,
+            root_gib: 20,
+            ephemeral_gib: 0,
+            swap_mib: 0,
+            volumes: Vec::new(),
+            ports: Vec::new(),
+            running: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ServerRecord {
+    seed: ServerSeed,
+    id: String,
+    created: Timestamp,
+    updated: Timestamp,
+    /// `ACTIVE`, `SHUTOFF`, `DELETED`.
+    status: &'static str,
+    /// Set while an `os-stop` is in progress: when it completes.
+    stopping_until: Option<Timestamp>,
+}
+
+impl ServerRecord {
+    /// The address of the server's `index`th port.
+    fn fixed_ip(&self, index: usize) -> String {
+        let last = self.id.bytes().last().unwrap_or(0);
+        format!("10.0.{index}.{}", 10 + last % 200)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct VolumeRecord {
+    id: String,
+    name: String,
+    project_id: String,
+    size_gib: i64,
+    bootable: bool,
+    multiattach: bool,
+    volume_type: String,
+    updated: Timestamp,
+    /// `creating`, `available` (or `in-use`, when attached), `uploading`.
+    status: &'static str,
+    /// The volume's bytes.
+    data: PathBuf,
+    snapshot_id: Option<String>,
+    metadata: Value,
+}
+
+#[derive(Clone, Debug)]
+struct SnapshotRecord {
+    id: String,
+    name: String,
+    project_id: String,
+    volume_id: String,
+    size_gib: i64,
+    /// `creating`, `available`.
+    status: &'static str,
+    data: PathBuf,
+    metadata: Value,
+    created: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+struct NetworkRecord {
+    id: String,
+    name: String,
+    project_id: String,
+    vlan: Option<i64>,
+}
+
+#[derive(Default)]
+struct CloudState {
+    servers: BTreeMap<String, ServerRecord>,
+    volumes: BTreeMap<String, VolumeRecord>,
+    snapshots: BTreeMap<String, SnapshotRecord>,
+    networks: BTreeMap<String, NetworkRecord>,
+    next_id: u64,
+}
+
+impl CloudState {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        // UUID-shaped, so clients that check ids accept them.
+        format!("{prefix:0>8}-0000-4000-8000-{:012x}", self.next_id)
+    }
+
+    /// Completes the stops that are due.
+    fn advance(&mut self, now: Timestamp) {
+        for server in self.servers.values_mut() {
+            if let Some(until) = server.stopping_until.filter(|until| *until <= now) {
+                server.stopping_until = None;
+                server.status = "SHUTOFF";
+                server.updated = until;
+            }
+        }
+    }
+}
+
+/// The running stand-in.
+#[derive(Clone)]
+pub struct Cloud {
+    state: Arc<Mutex<CloudState>>,
+    addr: SocketAddr,
+    settings: Arc<Mutex<Settings>>,
+    /// Where Cinder and Nova write images: Glance's URL (`http://…:9292`).
+    glance_url: String,
+    http: reqwest::Client,
+    /// The volumes' and snapshots' bytes.
+    dir: PathBuf,
+}
+
+/// What tests may change while the stand-in runs.
+struct Settings {
+    /// How long an `os-stop` takes.
+    stop_delay: Duration,
+    /// Bytes per second of an upload to Glance; unlimited when `None`.
+    upload_rate: Option<u64>,
+}
+
+/// What the stand-in asks Keystone about tokens with.
+struct Validator {
+    http: reqwest::Client,
+    keystone_v3: String,
+    service_token: String,
+    /// Token → project id.
+    known: Mutex<HashMap<String, String>>,
+}
+
+impl Cloud {
+    /// Starts the stand-in on loopback. `keystone_v3` is Keystone's v3 URL,
+    /// `service_token` a token allowed to validate others (an admin's) and
+    /// `glance_url` where images are written.
+    pub async fn start(keystone_v3: &str, service_token: &str, glance_url: &str) -> Result<Self> {
+        let validator = Arc::new(Validator {
+            http: reqwest::Client::new(),
+            keystone_v3: keystone_v3.trim_end_matches('/').to_owned(),
+            service_token: service_token.to_owned(),
+            known: Mutex::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind the OpenStack stand-in")?;
+        let cloud = Self {
+            state: Arc::default(),
+            addr: listener.local_addr()?,
+            settings: Arc::new(Mutex::new(Settings {
+                stop_delay: Duration::from_secs(3),
+                upload_rate: None,
+            })),
+            glance_url: glance_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            dir: run_dir()?,
+        };
+        let app =
+            router(cloud.clone()).layer(middleware::from_fn_with_state(validator, authenticate));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(cloud)
+    }
+
+    /// Nova's endpoint, as the catalog lists it.
+    pub fn compute_url(&self) -> String {
+        format!("http://{}/compute/v2.1", self.addr)
+    }
+
+    /// Cinder's endpoint as Keystone's catalog templates it (each token's
+    /// catalog names its own project).
+    pub fn volume_url_template(&self) -> String {
+        format!("http://{}/volume/v3/$(project_id)s", self.addr)
+    }
+
+    pub fn network_url(&self) -> String {
+        format!("http://{}/network", self.addr)
+    }
+
+    /// How long an `os-stop` takes from now on.
+    pub fn set_stop_delay(&self, delay: Duration) {
+        self.settings.lock().unwrap().stop_delay = delay;
+    }
+
+    /// Limits uploads to Glance to `bytes_per_second` from now on.
+    pub fn set_upload_rate(&self, bytes_per_second: Option<u64>) {
+        self.settings.lock().unwrap().upload_rate = bytes_per_second;
+    }
+
+    pub fn add_network(&self, name: &str, project_id: &str, vlan: Option<i64>) -> String {
+        let mut state = self.state.lock().unwrap();
+        let id = state.id("net");
+        state.networks.insert(
+            id.clone(),
+            NetworkRecord {
+                id: id.clone(),
+                name: name.into(),
+                project_id: project_id.into(),
+                vlan,
+            },
+        );
+        id
+    }
+
+    /// A volume of `size_gib` holding random bytes at its start, middle and
+    /// end (zeros elsewhere, sparse on disk).
+    pub fn add_volume(
+        &self,
+        name: &str,
+        project_id: &str,
+        size_gib: i64,
+        bootable: bool,
+    ) -> Result<String> {
+        let mut state = self.state.lock().unwrap();
+        let id = state.id("vol");
+        let data = self.dir.join(&id);
+        volume::write_pattern(&data, size_gib)?;
+        state.volumes.insert(
+            id.clone(),
+            VolumeRecord {
+                id: id.clone(),
+                name: name.into(),
+                project_id: project_id.into(),
+                size_gib,
+                bootable,
+                multiattach: false,
+                volume_type: "standard".into(),
+                updated: Timestamp::now(),
+                status: "available",
+                data,
+                snapshot_id: None,
+                metadata: json!({}),
+            },
+        );
+        Ok(id)
+    }
+
+    /// The SHA-256 (hex) of a volume's bytes.
+    pub fn volume_sha256(&self, id: &str) -> Result<String> {
+        let path = self
+            .state
+            .lock()
+            .unwrap()
+            .volumes
+            .get(id)
+            .context("no such volume")?
+            .data
+            .clone();
+        crate::vcsim::sha256_file(&path)
+    }
+
+    /// Names of every snapshot and volume now, to see what is left behind.
+    pub fn snapshot_and_volume_names(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .snapshots
+            .values()
+            .map(|s| format!("snapshot {}", s.name))
+            .chain(state.volumes.values().map(|v| format!("volume {}", v.name)))
+            .collect()
+    }
+
+    /// A server; an image-backed one gets a root disk of `root_gib`.
+    pub fn add_server(&self, seed: ServerSeed) -> Result<String> {
+        let mut state = self.state.lock().unwrap();
+        let id = state.id("srv");
+        if seed.image.is_some() {
+            volume::write_pattern(
+                &self.dir.join(format!("{id}-root")),
+                i64::from(seed.root_gib),
+            )?;
+        }
+        let now = Timestamp::now();
+        state.servers.insert(
+            id.clone(),
+            ServerRecord {
+                status: if seed.running { "ACTIVE" } else { "SHUTOFF" },
+                seed,
+                id: id.clone(),
+                created: now,
+                updated: now,
+                stopping_until: None,
+            },
+        );
+        Ok(id)
+    }
+
+    pub fn rename_server(&self, id: &str, name: &str) {
+        self.edit_server(id, |server| server.seed.name = name.into());
+    }
+
+    /// Deletes the server as Nova does: it stays listed, `DELETED`, under
+    /// `changes-since`.
+    pub fn delete_server(&self, id: &str) {
+        self.edit_server(id, |server| server.status = "DELETED");
+    }
+
+    /// The server's status now: `ACTIVE`, `SHUTOFF` or `DELETED`.
+    pub fn server_status(&self, id: &str) -> Option<&'static str> {
+        let mut state = self.state.lock().unwrap();
+        state.advance(Timestamp::now());
+        state.servers.get(id).map(|s| s.status)
+    }
+
+    fn edit_server(&self, id: &str, edit: impl FnOnce(&mut ServerRecord)) {
+        let mut state = self.state.lock().unwrap();
+        let server = state.servers.get_mut(id).expect("no such server");
+        edit(server);
+        server.updated = Timestamp::now();
+    }
+}
+
+fn router(cloud: Cloud) -> Router {
+    Router::new()
+        .route("/compute/v2.1/", get(compute::version))
+        .route("/compute/v2.1/servers/detail", get(compute::list_servers))
+        .route("/compute/v2.1/servers/{id}", get(compute::show_server))
+        .route(
+            "/compute/v2.1/servers/{id}/action",
+            post(compute::server_action),
+        )
+        .route("/volume/v3/{project}/volumes", post(volume::create_volume))
+        .route(
+            "/volume/v3/{project}/volumes/detail",
+            get(volume::list_volumes),
+        )
+        .route(
+            "/volume/v3/{project}/volumes/{id}",
+            get(volume::show_volume).delete(volume::delete_volume),
+        )
+        .route(
+            "/volume/v3/{project}/volumes/{id}/action",
+            post(volume::volume_action),
+        )
+        .route(
+            "/volume/v3/{project}/snapshots",
+            post(volume::create_snapshot),
+        )
+        .route(
+            "/volume/v3/{project}/snapshots/detail",
+            get(volume::list_snapshots),
+        )
+        .route(
+            "/volume/v3/{project}/snapshots/{id}",
+            get(volume::show_snapshot).delete(volume::delete_snapshot),
+        )
+        .route("/network/v2.0/networks", get(network::list_networks))
+        .route("/network/v2.0/ports", get(network::list_ports))
+        .with_state(cloud)
+}
+
+/// The project a request's token is scoped to, and the token (Cinder and
+/// Nova write images to Glance with it).
+#[derive(Clone)]
+struct Project(String, String);
+
+/// Checks `X-Auth-Token` with Keystone (`GET /v3/auth/tokens`), as
+/// keystonemiddleware does; 401 with Keystone's error body otherwise.
+async fn authenticate(
+    State(validator): State<Arc<Validator>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = request
+        .headers()
+        .get("X-Auth-Token")
+        .and_then(|t| t.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return unauthorized();
+    };
+    let cached = validator.known.lock().unwrap().get(&token).cloned();
+    let project = match cached {
+        Some(project) => project,
+        None => {
+            let answer = validator
+                .http
+                .get(format!("{}/auth/tokens", validator.keystone_v3))
+                .header("X-Auth-Token", &validator.service_token)
+                .header("X-Subject-Token", &token)
+                .send()
+                .await;
+            let body: Option<Value> = match answer {
+                Ok(answer) if answer.status().is_success() => answer.json().await.ok(),
+                _ => None,
+            };
+            let Some(project) = body
+                .as_ref()
+                .and_then(|b| b["token"]["project"]["id"].as_str())
+                .map(str::to_owned)
+            else {
+                return unauthorized();
+            };
+            validator
+                .known
+                .lock()
+                .unwrap()
+                .insert(token.clone(), project.clone());
+            project
+        }
+    };
+    request.extensions_mut().insert(Project(project, token));
+    next.run(request).await
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": {"code": 401, "title": "Unauthorized",
+            "message": "The request you have made requires authentication."}})),
+    )
+        .into_response()
+}
+
+/// The error body Nova and Cinder answer with.
+fn error(status: StatusCode, kind: &str, message: String) -> Response {
+    (
+        status,
+        Json(json!({kind: {"code": status.as_u16(), "message": message}})),
+    )
+        .into_response()
+}
+
+/// As the services print times: seconds, `Z`.
+fn rfc3339(time: Timestamp) -> String {
+    time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

@@ -1,0 +1,3 @@
+//! The OpenStack test world.
+
+pub mod cloud;
