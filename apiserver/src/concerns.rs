@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::RangeInclusive;
 
 use serde::Deserialize;
-use vmm_api::inventory::{Concern, VirtualMachineSpec};
+use vmm_api::inventory::{Concern, LocalDisk, VirtualMachineSpec};
 use vmm_api::names::target_vm_name;
 
 use crate::store::ObjectKey;
@@ -130,6 +130,39 @@ pub fn concerns(vm: &VirtualMachineSpec, context: &Context<'_>) -> Vec<Concern> 
                 ),
             );
         }
+        if disk.shared {
+            add(
+                "SharedDisk",
+                format!(
+                    "{} can be attached to several VMs at once: another VM may write to it while it is copied; detach it from the others before importing",
+                    disk.name
+                ),
+            );
+        }
+        match disk.local {
+            Some(LocalDisk::Ephemeral) => add(
+                "EphemeralDisk",
+                format!(
+                    "{} is the server's ephemeral disk: Nova cannot export it; copy its data to a volume and attach that instead",
+                    disk.name
+                ),
+            ),
+            Some(LocalDisk::Swap) => add(
+                "SwapDisk",
+                format!(
+                    "{} is not imported: the Harvester VM gets no swap disk (make swap inside the guest if it needs one)",
+                    disk.name
+                ),
+            ),
+            Some(LocalDisk::Root) => add(
+                "ImageBackedRootDisk",
+                format!(
+                    "{} lives on the compute node, not on a volume: it is imported through a snapshot image of the server, which needs room for it in Glance",
+                    disk.name
+                ),
+            ),
+            None => {}
+        }
     }
     for nic in vm.nics.iter().filter(|nic| nic.network.is_none()) {
         add(
@@ -250,9 +283,24 @@ mod tests {
             independent,
             ..Disk::default()
         };
+        let local = |local| Disk {
+            name: "local".into(),
+            local: Some(local),
+            ..Disk::default()
+        };
         let troubled = VirtualMachineSpec {
             snapshots: 2,
-            disks: vec![disk(true, false), disk(false, true)],
+            disks: vec![
+                disk(true, false),
+                disk(false, true),
+                Disk {
+                    shared: true,
+                    ..disk(false, false)
+                },
+                local(LocalDisk::Root),
+                local(LocalDisk::Ephemeral),
+                local(LocalDisk::Swap),
+            ],
             nics: vec![nic(None)],
             ..VirtualMachineSpec::default()
         };
@@ -262,6 +310,10 @@ mod tests {
                 "HasSnapshots",
                 "RawDeviceMapping",
                 "IndependentDisk",
+                "SharedDisk",
+                "ImageBackedRootDisk",
+                "EphemeralDisk",
+                "SwapDisk",
                 "NicWithoutNetwork"
             ]
         );

@@ -198,19 +198,20 @@ struct Validator {
 }
 
 impl Cloud {
-    /// Starts the stand-in on loopback. `keystone_v3` is Keystone's v3 URL,
-    /// `service_token` a token allowed to validate others (an admin's) and
-    /// `glance_url` where images are written.
-    pub async fn start(keystone_v3: &str, service_token: &str, glance_url: &str) -> Result<Self> {
+    /// Starts the stand-in on loopback, on a thread and runtime of its own
+    /// (so it outlives the test that started it). `keystone_v3` is
+    /// Keystone's v3 URL, `service_token` a token allowed to validate others
+    /// (an admin's) and `glance_url` where images are written.
+    pub fn start(keystone_v3: &str, service_token: &str, glance_url: &str) -> Result<Self> {
         let validator = Arc::new(Validator {
             http: reqwest::Client::new(),
             keystone_v3: keystone_v3.trim_end_matches('/').to_owned(),
             service_token: service_token.to_owned(),
             known: Mutex::default(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("bind the OpenStack stand-in")?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("bind the OpenStack stand-in")?;
+        listener.set_nonblocking(true)?;
         let cloud = Self {
             state: Arc::default(),
             addr: listener.local_addr()?,
@@ -224,9 +225,18 @@ impl Cloud {
         };
         let app =
             router(cloud.clone()).layer(middleware::from_fn_with_state(validator, authenticate));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("openstack-stand-in".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    axum::serve(listener, app).await
+                })
+            })?;
         Ok(cloud)
     }
 
