@@ -32,9 +32,9 @@
 #   hack/build-peers.sh --print-key  print the cache key and exit (with --steve: steve's)
 #
 # Output: ${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-migration}/peers/<key>/ where <key> hashes
-# test/peers/** (but test/peers/steve), this script and `go version`; steve's entry is steve/<key>, whose
-# key hashes test/peers/steve, this script and `go version`, so neither entry rebuilds for the other's
-# changes. Builds go to a temp dir that is renamed into place, under flock, so an interrupted build
+# test/peers/** (but test/peers/steve, and test/peers/openstack: hack/build-openstack.sh's), this script
+# and `go version`; steve's entry is steve/<key>, whose key hashes test/peers/steve, this script and
+# `go version`, so neither entry rebuilds for the other's changes. Builds go to a temp dir that is renamed into place, under flock, so an interrupted build
 # leaves no partial entry and concurrent runs build once.
 # Go's own GOMODCACHE/GOCACHE are used as they are (defaults persist between runs).
 set -euo pipefail
@@ -98,7 +98,7 @@ GO_VERSION=$(go version)
 # The files each entry is built from, relative to the repository root (NUL-separated).
 entry_files() {
 	case $ENTRY in
-	peers) find test/peers -path test/peers/steve -prune -o -type f -print0 ;;
+	peers) find test/peers \( -path test/peers/steve -o -path test/peers/openstack \) -prune -o -type f -print0 ;;
 	steve) find test/peers/steve -type f -print0 ;;
 	esac
 	printf '%s\0' hack/build-peers.sh

@@ -13,12 +13,20 @@ declare -A wanted=(
   [patch]=patch           # hack/build-peers.sh patches govmomi (test/peers/vcsim/patches)
   [chromium]=chromium     # the UI's browser suite (ui-extension/e2e), driven by playwright-core
   [busybox]=busybox-static  # the UI extension's image serves its package with busybox's httpd
+  [python3]=python3       # the OpenStack test world (hack/build-openstack.sh): Keystone, Glance
+  [gcc]=gcc               # pip compiles uWSGI (no wheel on PyPI)
 )
 
 missing=()
 for cmd in "${!wanted[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
 done
+# What hack/build-openstack.sh needs beyond commands: venv with ensurepip (Debian splits it off),
+# Python's and libc's headers for uWSGI's build. A python3 that is not Debian's (pyenv) brings its own.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+python3 -c 'import os, sysconfig; raise SystemExit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  >/dev/null 2>&1 || missing+=(python3-dev)
+[ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 if ((${#missing[@]})); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   echo "installing Debian packages: ${missing[*]}" >&2

@@ -20,6 +20,15 @@ prepare_peers() {
   echo "test peers: $VMM_PEERS_DIR" >&2
 }
 
+# The OpenStack test world (docs/peers.md): Keystone, Glance, uWSGI and the official
+# client in a venv with seeded databases, cached by content hash. Exports
+# VMM_OPENSTACK_DIR for the harness. After prepare_peers (its Debian packages).
+prepare_openstack() {
+  VMM_OPENSTACK_DIR="$(hack/build-openstack.sh | tail -n 1)"
+  export VMM_OPENSTACK_DIR
+  echo "OpenStack world: $VMM_OPENSTACK_DIR" >&2
+}
+
 # The UI's test world (docs/ci.md): the built shell (VMM_UI_DIST) and steve
 # (VMM_STEVE_DIR), each cached by content hash, and ui-extension/node_modules from
 # the lockfile (jest and the browser suite's playwright-core need it even when the

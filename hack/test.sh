@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit tests and the end-to-end suites
-# against real etcd, kube-apiserver, kubectl and vcsim, then the UI's unit tests
+# against real etcd, kube-apiserver, kubectl, vcsim, Keystone and Glance, then the UI's unit tests
 # and its browser suite (Chromium against the real system with steve and the
 # built shell; screenshots to docs/ui/). Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib.sh
 prepare_peers
+prepare_openstack
 
 # The e2e suites run the binaries themselves (vmm-dev starts both servers),
 # built with the controller's crash points for the restart tests (and, through

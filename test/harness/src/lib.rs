@@ -2,7 +2,8 @@
 //!
 //! It runs the real peers on loopback (docs/architecture.md, docs/peers.md): etcd and
 //! kube-apiserver 1.36 with RBAC and the aggregation layer, the peers' kubectl,
-//! and govmomi's vcsim. Every process it starts dies with the test binary.
+//! govmomi's vcsim, and OpenStack's Keystone and Glance. Every process it starts
+//! dies with the test binary.
 //!
 //! | module | what |
 //! |---|---|
@@ -13,6 +14,7 @@
 //! | [`namespace`] | one namespace per test |
 //! | [`aggregation`] | APIService → ExternalName Service → a local port |
 //! | [`vcsim`] | the vCenter simulator |
+//! | [`openstack`] | Keystone and Glance from PyPI (an OpenStack source's world) |
 //! | [`chart`] | the Helm chart through the pinned helm |
 //! | [`import`] | import jobs as a user drives them (networks, waiting for the end) |
 //! | [`harvester`] | stand-in for Harvester's image controller (downloads for real) and VM PVCs |

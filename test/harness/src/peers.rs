@@ -73,7 +73,7 @@ impl Peers {
             return Self::from_dir(PathBuf::from(dir))
                 .with_context(|| format!("{PEERS_DIR_ENV} does not name a peers directory"));
         }
-        Self::from_dir(build_peers(&[])?)
+        Self::from_dir(run_build_script("hack/build-peers.sh", &[])?)
     }
 
     /// A peers directory, checked for the binaries and CRDs the harness uses.
@@ -143,7 +143,7 @@ impl Peers {
 pub fn steve() -> Result<PathBuf> {
     let dir = match std::env::var_os(STEVE_DIR_ENV).filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir),
-        None => build_peers(&["--steve"])?,
+        None => run_build_script("hack/build-peers.sh", &["--steve"])?,
     };
     let bin = dir.join("bin/steve");
     if !bin.is_file() {
@@ -152,47 +152,47 @@ pub fn steve() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Runs `hack/build-peers.sh ARGS` and returns the directory it prints last.
-fn build_peers(args: &[&str]) -> Result<PathBuf> {
-    let script = repo_root().join("hack/build-peers.sh");
-    if !script.is_file() {
+/// Runs a build script of the repository (`hack/build-peers.sh`,
+/// `hack/build-openstack.sh`) with `args` and returns the directory it prints
+/// last on stdout.
+pub(crate) fn run_build_script(script: &str, args: &[&str]) -> Result<PathBuf> {
+    let path = repo_root().join(script);
+    if !path.is_file() {
         bail!(
-            "{} does not exist; set {PEERS_DIR_ENV} (and {STEVE_DIR_ENV}) to built entries",
-            script.display()
+            "{} does not exist; set {PEERS_DIR_ENV} (and {STEVE_DIR_ENV}, {}) to built entries",
+            path.display(),
+            crate::openstack::OPENSTACK_DIR_ENV
         );
     }
     // stderr is inherited: a cold build takes many minutes and reports
     // its progress there.
     let mut command = tied_command("bash")?;
     command
-        .arg(&script)
+        .arg(&path)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let out = spawn_tied(command)?
         .wait_with_output()
-        .context("run hack/build-peers.sh")?;
+        .with_context(|| format!("run {script}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
-            "hack/build-peers.sh {} exited with {} (its stderr is above); stdout:\n{}",
+            "{script} {} exited with {} (its stderr is above); stdout:\n{}",
             args.join(" "),
             out.status,
             stdout.trim_end()
         );
     }
-    Ok(PathBuf::from(last_line(&stdout)?))
+    Ok(PathBuf::from(last_line(&stdout).with_context(|| {
+        format!("{script} printed nothing on stdout")
+    })?))
 }
 
-/// The last non-empty line of the build script's stdout.
-fn last_line(stdout: &str) -> Result<&str> {
-    stdout
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .ok_or_else(|| anyhow!("hack/build-peers.sh printed nothing on stdout"))
+/// The last non-empty line of a build script's stdout.
+fn last_line(stdout: &str) -> Option<&str> {
+    stdout.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 
 /// Our own CRDs: `<repo>/charts/vm-migration/crds`.
@@ -242,8 +242,8 @@ mod tests {
 
     #[test]
     fn the_last_stdout_line_names_the_directory() {
-        assert_eq!(last_line("noise\n/a/b\n\n").unwrap(), "/a/b");
-        assert!(last_line("\n  \n").is_err());
+        assert_eq!(last_line("noise\n/a/b\n\n"), Some("/a/b"));
+        assert_eq!(last_line("\n  \n"), None);
     }
 
     #[test]
