@@ -3,6 +3,7 @@
 //! source's `caBundle` when it has one, the platform's trust store when not,
 //! or anything at all with `insecureSkipVerify` (tests and labs only).
 
+use std::error::Error as StdError;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -53,6 +54,61 @@ pub fn client_config(
                 .with_no_client_auth())
         }
     }
+}
+
+/// Whether a failed connection failed because the endpoint's certificate
+/// is not trusted (or the endpoint refused ours): a rustls error somewhere
+/// in `error`'s causes (an I/O error's inner one included), or, for a
+/// handshake that failed without one, its text.
+pub fn is_untrusted_certificate(error: &(dyn StdError + 'static)) -> bool {
+    if find_rustls_error(error).is_some_and(is_certificate_problem) {
+        return true;
+    }
+    let text = chain(error).to_ascii_lowercase();
+    text.contains("certificate") || text.contains("unknownissuer")
+}
+
+fn is_certificate_problem(err: &rustls::Error) -> bool {
+    matches!(
+        err,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+            | rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)
+            | rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA)
+    )
+}
+
+fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current: Option<&'a (dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = find_rustls_error(inner)
+        {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// An error and its causes on one line.
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        current = e.source();
+    }
+    out
 }
 
 /// `insecure`: accepts any server certificate, still checking that the
@@ -107,6 +163,17 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn finds_a_certificate_error_inside_an_io_error() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(super::is_untrusted_certificate(&io));
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(!super::is_untrusted_certificate(&refused));
+    }
+
     use super::*;
 
     #[test]

@@ -15,12 +15,31 @@ pub(crate) struct Service {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(from = "WireEndpoint")]
 pub(crate) struct Endpoint {
     pub interface: String,
-    /// `region_id`, with `region` as older Keystones spell it.
-    #[serde(alias = "region")]
     pub region_id: Option<String>,
     pub url: String,
+}
+
+/// An endpoint as Keystone sends it: `region_id` and `region` both (older
+/// Keystones only the latter).
+#[derive(Deserialize)]
+struct WireEndpoint {
+    interface: String,
+    region_id: Option<String>,
+    region: Option<String>,
+    url: String,
+}
+
+impl From<WireEndpoint> for Endpoint {
+    fn from(wire: WireEndpoint) -> Self {
+        Self {
+            interface: wire.interface,
+            region_id: wire.region_id.or(wire.region),
+            url: wire.url,
+        }
+    }
 }
 
 /// The services the provider needs.
@@ -151,7 +170,7 @@ mod tests {
             {"type": "identity", "endpoints": [
                 {"interface": "public", "region_id": "RegionOne", "url": "http://k/v3/"}]},
             {"type": "compute", "endpoints": [
-                {"interface": "public", "region_id": "RegionOne", "url": "http://nova1/v2.1/"},
+                {"interface": "public", "region_id": "RegionOne", "region": "RegionOne", "url": "http://nova1/v2.1/"},
                 {"interface": "internal", "region_id": "RegionOne", "url": "http://nova1-int/v2.1"},
                 {"interface": "public", "region_id": "RegionTwo", "url": "http://nova2/v2.1"}]},
             {"type": "volumev3", "endpoints": [

@@ -1,8 +1,6 @@
 //! The one error type of the OpenStack client. Every message says what to
 //! fix; none carries a password, a secret or a token.
 
-use std::error::Error as StdError;
-
 use vmm_core::{ProviderError, Reason};
 
 /// What went wrong talking to an OpenStack cloud.
@@ -153,38 +151,11 @@ impl From<OpenstackError> for ProviderError {
 /// Classifies a failed request to `url`: no answer at all, or a TLS failure.
 pub(crate) fn transport(url: &str, error: &reqwest::Error) -> OpenstackError {
     let url = url.to_owned();
-    // reqwest's own text repeats the URL; the innermost cause says what failed.
-    let detail = innermost(error);
-    if let Some(rustls::Error::InvalidCertificate(_)) = find_rustls(error) {
+    let detail = vmm_core::tls::chain(error);
+    if vmm_core::tls::is_untrusted_certificate(error) {
         return OpenstackError::CertificateUntrusted { url, detail };
     }
     OpenstackError::Unreachable { url, detail }
-}
-
-fn innermost(error: &(dyn StdError + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
-}
-
-fn find_rustls<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
-        }
-        current = e.source();
-    }
-    None
 }
 
 /// The message of an OpenStack error body, whatever the service's shape:

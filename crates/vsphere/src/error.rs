@@ -1,8 +1,6 @@
 //! The one error type of the vSphere provider. Every message says what to fix;
 //! none carries a password (details from the wire are scrubbed of it).
 
-use std::error::Error as StdError;
-
 use vmm_core::{ProviderError, Reason};
 
 /// What went wrong talking to a vCenter.
@@ -206,8 +204,8 @@ fn classify_transport(
     err: &reqwest::Error,
     secret: Option<&str>,
 ) -> VsphereError {
-    let detail = scrub(chain(err), secret);
-    if find_rustls_error(err).is_some_and(is_certificate_problem) {
+    let detail = scrub(vmm_core::tls::chain(err), secret);
+    if err.is_connect() && vmm_core::tls::is_untrusted_certificate(err) {
         return VsphereError::CertificateUntrusted { url, detail };
     }
     if err.is_status() {
@@ -220,65 +218,7 @@ fn classify_transport(
         return VsphereError::Fault { url, call, detail };
     }
     // Connect failures, timeouts and connections lost mid-request.
-    if err.is_connect() {
-        // A handshake failure without a typed rustls error still mentions it.
-        let lower = detail.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("unknownissuer") {
-            return VsphereError::CertificateUntrusted { url, detail };
-        }
-    }
     VsphereError::Unreachable { url, detail }
-}
-
-fn is_certificate_problem(err: &rustls::Error) -> bool {
-    matches!(
-        err,
-        rustls::Error::InvalidCertificate(_)
-            | rustls::Error::NoCertificatesPresented
-            | rustls::Error::UnsupportedNameType
-    ) || matches!(
-        err,
-        rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)
-            | rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA)
-    )
-}
-
-/// rustls errors reach reqwest wrapped in `io::Error`s, whose `source()`
-/// skips the wrapped error, so look inside each `io::Error` explicitly.
-fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    let mut current: Option<&'a (dyn StdError + 'static)> = Some(err);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-        {
-            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                return Some(tls);
-            }
-            if let Some(found) = find_rustls_error(inner) {
-                return Some(found);
-            }
-        }
-        current = e.source();
-    }
-    None
-}
-
-/// The error and its causes on one line.
-fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut current = err.source();
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        current = e.source();
-    }
-    out
 }
 
 pub(crate) fn scrub(text: String, secret: Option<&str>) -> String {
@@ -300,16 +240,6 @@ mod tests {
         );
         assert_eq!(scrub("x".into(), Some("")), "x");
         assert_eq!(scrub("x".into(), None), "x");
-    }
-
-    #[test]
-    fn finds_rustls_error_inside_io_error() {
-        let io = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        );
-        let found = find_rustls_error(&io).expect("found");
-        assert!(is_certificate_problem(found));
     }
 
     #[test]

@@ -6,44 +6,23 @@
 //! and namespace RBAC decides who sees them.
 
 use std::io::{BufRead, BufReader};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use vmm_testkit::servers::{InventoryApi, metric, start_inventory_api};
+use vmm_testkit::servers::{metric, shared_inventory_api};
 use vmm_testkit::tls::reqwest_client;
-use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
 
 mod common;
 
 const GROUP: &str = "inventory.harvesterhci.io";
 const WAIT: Duration = Duration::from_secs(120);
 
-/// vmm-apiserver, registered as `v1.inventory.harvesterhci.io`: one per test
-/// binary, since the group can be registered only once per cluster.
-fn inventory_server() -> &'static InventoryApi {
-    static SERVER: OnceLock<InventoryApi> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let program = workspace_binary("vmm-apiserver").unwrap();
-        // On a thread with a runtime of its own: tests call this from theirs.
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let cp = ControlPlane::shared();
-            runtime.block_on(start_inventory_api(cp, &program, cp.kubeconfig_path()))
-        })
-        .join()
-        .expect("starting vmm-apiserver panicked")
-        .unwrap()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_api_is_served_through_the_aggregator() {
     let cp = ControlPlane::shared();
-    let server = inventory_server();
+    let server = shared_inventory_api();
     let ns = TestNamespace::new(cp, "inventory").unwrap();
 
     // Discovery, as kubectl sees it.
@@ -190,7 +169,7 @@ fn wait_for_vms(cp: &ControlPlane, namespace: &str, count: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_browses_a_vcenters_vms_under_namespace_rbac() {
     let cp = ControlPlane::shared();
-    let server = inventory_server();
+    let server = shared_inventory_api();
     let vcsim = Vcsim::shared();
     let vm_count = vcsim.info().vm_paths.len();
     let team_a = TestNamespace::new(cp, "team-a").unwrap();
@@ -362,7 +341,7 @@ async fn watches_see_vcenter_changes_through_kube_apiserver() {
     use kube::runtime::watcher;
 
     let cp = ControlPlane::shared();
-    inventory_server();
+    shared_inventory_api();
     // A vCenter of this test's own: it powers a VM off.
     let vcsim = tokio::task::spawn_blocking(|| Vcsim::start(vmm_testkit::Inventory::with_vms(2)))
         .await
@@ -512,7 +491,7 @@ fn wait_for_concerns(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concerns_follow_networks_and_vms_in_the_cluster() {
     let cp = ControlPlane::shared();
-    let server = inventory_server();
+    let server = shared_inventory_api();
     let vcsim = Vcsim::shared();
     let ns = TestNamespace::new(cp, "concerns").unwrap();
     cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))

@@ -204,6 +204,29 @@ pub fn shared_controller() -> &'static ControllerServer {
     })
 }
 
+/// `vmm-apiserver` (built next to the test binary) registered as
+/// `v1.inventory.harvesterhci.io` with the shared control plane: started
+/// once per test binary, since the group can be registered only once per
+/// cluster. Its start runs on a thread and runtime of its own, so any test,
+/// async or not, may call this.
+pub fn shared_inventory_api() -> &'static InventoryApi {
+    static SERVER: std::sync::OnceLock<InventoryApi> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let program =
+            crate::peers::workspace_binary("vmm-apiserver").unwrap_or_else(|e| panic!("{e:#}"));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let cp = ControlPlane::shared();
+            runtime.block_on(start_inventory_api(cp, &program, cp.kubeconfig_path()))
+        })
+        .join()
+        .expect("starting vmm-apiserver panicked")
+        .unwrap_or_else(|e| panic!("starting vmm-apiserver: {e:#}"))
+    })
+}
+
 /// The body of a plain HTTP/1.0 GET that answered 200: enough for local
 /// probes and metrics, no client (or TLS provider) needed.
 pub fn http_get(port: u16, path: &str) -> Result<String> {

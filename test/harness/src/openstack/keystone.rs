@@ -507,10 +507,14 @@ impl Keystone {
         expires_at: Option<String>,
     ) -> Result<ApplicationCredential> {
         let session = self.session(&user.password_auth()).await?;
+        // The role the user was given, named: left out, Keystone takes the
+        // token's roles, implied ones included (`reader` under `member`),
+        // and then may refuse them as not assigned.
         let answer = session
             .post(
                 &format!("/users/{}/application_credentials", user.user_id),
-                json!({"application_credential": {"name": name, "expires_at": expires_at}}),
+                json!({"application_credential": {"name": name, "expires_at": expires_at,
+                    "roles": [{"name": user.role}]}}),
             )
             .await?;
         let credential = &answer["application_credential"];

@@ -48,7 +48,9 @@ use serde_json::Value;
 use crate::peers::run_build_script;
 use crate::process::{ManagedProcess, ProcessBuilder, free_port};
 
+pub use cloud::{Cloud, ServerSeed};
 pub use glance::{Glance, Image};
+pub use keystone::REGION;
 pub use keystone::{
     ApplicationCredential, Auth, CatalogService, Endpoint, Keystone, ProjectUser,
     RegisteredService, Token,
@@ -60,12 +62,17 @@ pub const OPENSTACK_DIR_ENV: &str = "VMM_OPENSTACK_DIR";
 /// How long a uWSGI may take to answer its first request.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Keystone and Glance, Glance registered in Keystone's catalog.
-#[derive(Debug)]
+/// Keystone, Glance and the stand-in for Nova, Cinder and Neutron, all
+/// registered in Keystone's catalog in [`REGION`]; [`COMPUTE_ONLY_REGION`]
+/// offers compute alone (a catalog missing services).
 pub struct OpenStack {
     pub keystone: Keystone,
     pub glance: Glance,
+    pub cloud: Cloud,
 }
+
+/// A second region, where only compute is registered.
+pub const COMPUTE_ONLY_REGION: &str = "ComputeOnly";
 
 impl OpenStack {
     /// The world shared by the tests of this binary, started on first use.
@@ -90,7 +97,26 @@ impl OpenStack {
     pub async fn start() -> Result<OpenStack> {
         let keystone = Keystone::start().await?;
         let glance = Glance::start(&keystone).await?;
-        Ok(OpenStack { keystone, glance })
+        let admin = keystone.authenticate(&keystone.admin_auth()).await?;
+        let cloud = Cloud::start(&keystone.url(), &admin.id, &glance.url())?;
+        let compute = cloud.compute_url();
+        for (kind, name, url) in [
+            ("compute", "nova", compute.clone()),
+            ("volumev3", "cinderv3", cloud.volume_url_template()),
+            ("network", "neutron", cloud.network_url()),
+        ] {
+            keystone
+                .register_service(kind, name, REGION, &url, &url)
+                .await?;
+        }
+        keystone
+            .register_service("compute", "nova", COMPUTE_ONLY_REGION, &compute, &compute)
+            .await?;
+        Ok(OpenStack {
+            keystone,
+            glance,
+            cloud,
+        })
     }
 }
 

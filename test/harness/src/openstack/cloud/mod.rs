@@ -36,6 +36,13 @@ use serde_json::{Value, json};
 
 use crate::process::run_dir;
 
+/// The first group of each kind's ids.
+const SERVER: u32 = 0x5e7e_5e7e;
+const VOLUME: u32 = 0x0b01_0b01;
+const SNAPSHOT: u32 = 0x5a95_5a95;
+const NETWORK: u32 = 0x4e70_4e70;
+const PORT: u32 = 0x9042_9042;
+
 /// The highest compute microversion the stand-in answers to.
 pub const MAX_MICROVERSION: &str = "2.96";
 
@@ -92,6 +99,13 @@ struct ServerRecord {
 }
 
 impl ServerRecord {
+    /// The id of the server's `index`th port: the server's, with the port
+    /// kind and the index in it.
+    fn port_id(&self, index: usize) -> String {
+        let (_, tail) = self.id.split_at(8);
+        format!("{PORT:08x}{}{index:x}", &tail[..tail.len() - 1])
+    }
+
     /// The address of the server's `index`th port.
     fn fixed_ip(&self, index: usize) -> String {
         let last = self.id.bytes().last().unwrap_or(0);
@@ -149,10 +163,11 @@ struct CloudState {
 }
 
 impl CloudState {
-    fn id(&mut self, prefix: &str) -> String {
+    /// A new UUID (v4-shaped, so clients that check ids accept it) whose
+    /// first group tells the kind: `kind` is a hex word (`5e7e5e7e`).
+    fn id(&mut self, kind: u32) -> String {
         self.next_id += 1;
-        // UUID-shaped, so clients that check ids accept them.
-        format!("{prefix:0>8}-0000-4000-8000-{:012x}", self.next_id)
+        format!("{kind:08x}-0000-4000-8000-{:012x}", self.next_id)
     }
 
     /// Completes the stops that are due.
@@ -203,8 +218,12 @@ impl Cloud {
     /// Keystone's v3 URL, `service_token` a token allowed to validate others
     /// (an admin's) and `glance_url` where images are written.
     pub fn start(keystone_v3: &str, service_token: &str, glance_url: &str) -> Result<Self> {
+        // Plain HTTP on loopback; no request timeout, as uploads take long.
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::client_config(&[], None)?)
+            .build()?;
         let validator = Arc::new(Validator {
-            http: reqwest::Client::new(),
+            http: http.clone(),
             keystone_v3: keystone_v3.trim_end_matches('/').to_owned(),
             service_token: service_token.to_owned(),
             known: Mutex::default(),
@@ -220,7 +239,7 @@ impl Cloud {
                 upload_rate: None,
             })),
             glance_url: glance_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http,
             dir: run_dir()?,
         };
         let app =
@@ -267,7 +286,7 @@ impl Cloud {
 
     pub fn add_network(&self, name: &str, project_id: &str, vlan: Option<i64>) -> String {
         let mut state = self.state.lock().unwrap();
-        let id = state.id("net");
+        let id = state.id(NETWORK);
         state.networks.insert(
             id.clone(),
             NetworkRecord {
@@ -290,7 +309,7 @@ impl Cloud {
         bootable: bool,
     ) -> Result<String> {
         let mut state = self.state.lock().unwrap();
-        let id = state.id("vol");
+        let id = state.id(VOLUME);
         let data = self.dir.join(&id);
         volume::write_pattern(&data, size_gib)?;
         state.volumes.insert(
@@ -341,7 +360,7 @@ impl Cloud {
     /// A server; an image-backed one gets a root disk of `root_gib`.
     pub fn add_server(&self, seed: ServerSeed) -> Result<String> {
         let mut state = self.state.lock().unwrap();
-        let id = state.id("srv");
+        let id = state.id(SERVER);
         if seed.image.is_some() {
             volume::write_pattern(
                 &self.dir.join(format!("{id}-root")),
@@ -365,6 +384,17 @@ impl Cloud {
 
     pub fn rename_server(&self, id: &str, name: &str) {
         self.edit_server(id, |server| server.seed.name = name.into());
+    }
+
+    /// Stops the server as `os-stop` does: it is `SHUTOFF` after the stop
+    /// delay.
+    pub fn stop_server(&self, id: &str) {
+        let delay = self.settings.lock().unwrap().stop_delay;
+        self.edit_server(id, |server| {
+            let now = Timestamp::now();
+            let delay = k8s_openapi::jiff::SignedDuration::try_from(delay).unwrap_or_default();
+            server.stopping_until = Some(now.saturating_add(delay).unwrap_or(now));
+        });
     }
 
     /// Deletes the server as Nova does: it stays listed, `DELETED`, under

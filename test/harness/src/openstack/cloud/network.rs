@@ -58,7 +58,7 @@ pub(super) async fn list_ports(
         }
         for (index, (network, mac)) in server.seed.ports.iter().enumerate() {
             ports.push(json!({
-                "id": format!("port-{}-{index}", server.id), "name": "",
+                "id": server.port_id(index), "name": "",
                 "network_id": network, "mac_address": mac, "device_id": server.id,
                 "device_owner": "compute:nova", "status": "ACTIVE", "admin_state_up": true,
                 "tenant_id": project, "project_id": project, "revision_number": 1,

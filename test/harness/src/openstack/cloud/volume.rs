@@ -180,7 +180,7 @@ pub(super) async fn create_volume(
             ),
         );
     }
-    let id = state.id("vol");
+    let id = state.id(super::VOLUME);
     let data = cloud.dir.join(&id);
     let volume = VolumeRecord {
         id: id.clone(),
@@ -341,7 +341,7 @@ pub(super) async fn create_snapshot(
         );
     }
     let (source, size_gib) = (volume.data.clone(), volume.size_gib);
-    let id = state.id("snap");
+    let id = state.id(super::SNAPSHOT);
     let snapshot = SnapshotRecord {
         id: id.clone(),
         name: request["name"].as_str().unwrap_or_default().to_owned(),

@@ -1,0 +1,417 @@
+//! OpenStack sources against the real Keystone (and Glance) with the
+//! project's stand-in for Nova, Cinder and Neutron registered in its
+//! catalog: each way a source can be unusable is its own `Ready=False`
+//! reason naming the fix; a usable one is browsed with kubectl, and changes
+//! at the cloud reach `kubectl get ivm -w`.
+
+use std::io::{BufRead, BufReader};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmm_testkit::openstack::{COMPUTE_ONLY_REGION, OpenStack, ProjectUser, ServerSeed};
+use vmm_testkit::servers::{shared_controller, shared_inventory_api};
+use vmm_testkit::{ControlPlane, TestNamespace};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn secret(name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
+}
+
+fn openstack(name: &str, endpoint: &str, secret: &str, settings: Value) -> Value {
+    let mut spec = json!({"endpoint": endpoint, "credentials": {"name": secret}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(settings.as_object().unwrap().clone());
+    json!({"apiVersion": "source.harvesterhci.io/v1", "kind": "Openstack",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+fn password(user: &ProjectUser) -> Value {
+    json!({"username": user.user, "password": user.password, "userDomain": user.domain})
+}
+
+fn apply(ns: &TestNamespace, objects: &[Value]) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    ControlPlane::shared()
+        .apply_yaml(ns.name(), &list.to_string())
+        .expect_success();
+}
+
+/// The source's `Ready` condition once its reason is `reason`, and the source.
+fn wait_for_reason(ns: &TestNamespace, name: &str, reason: &str) -> (Value, Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = ns.kubectl(["get", &format!("openstack/{name}"), "-o", "json"]);
+        let source: Value = serde_json::from_str(out.expect_success()).unwrap();
+        let ready = source["status"]["conditions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["type"] == "Ready"))
+            .cloned();
+        if let Some(ready) = ready.filter(|r| r["reason"] == reason) {
+            return (ready, source);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {reason}: {}",
+            source["status"]
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_sources_say_whether_they_can_be_used_and_what_to_fix() {
+    let os = OpenStack::shared().await;
+    let cp = ControlPlane::shared();
+    shared_controller();
+    let ns = TestNamespace::new(cp, "os-ready").unwrap();
+    let keystone = &os.keystone;
+    let user = keystone
+        .create_project_user(
+            "Default",
+            &format!("{}-p", ns.name()),
+            &format!("{}-u", ns.name()),
+            "member",
+        )
+        .await
+        .unwrap();
+    let credential = keystone
+        .create_application_credential(&user, "good")
+        .await
+        .unwrap();
+    let revoked = keystone
+        .create_application_credential(&user, "revoked")
+        .await
+        .unwrap();
+    keystone
+        .delete_application_credential(&user, &revoked)
+        .await
+        .unwrap();
+    let expired = keystone
+        .create_expired_application_credential(&user, "expired")
+        .await
+        .unwrap();
+    let app = |c: &vmm_testkit::openstack::ApplicationCredential| json!({"applicationCredentialId": c.id, "applicationCredentialSecret": c.secret});
+    let auth_url = keystone.url();
+    let project = json!({"project": user.project, "pollIntervalSeconds": 2});
+    let closed = format!(
+        "http://127.0.0.1:{}/v3",
+        vmm_testkit::process::free_port().unwrap()
+    );
+    // A TLS endpoint whose CA the source is not given: kube-apiserver's.
+    let untrusted = format!("{}/v3", cp.server_url());
+    let mut wrong = password(&user);
+    wrong["password"] = json!("not-it");
+    apply(
+        &ns,
+        &[
+            secret("password", password(&user)),
+            secret("wrong", wrong),
+            secret("app", app(&credential)),
+            secret("revoked", app(&revoked)),
+            secret("expired", app(&expired)),
+            openstack("ok", &auth_url, "password", project.clone()),
+            openstack("ok-app", &auth_url, "app", json!({"interface": "internal"})),
+            openstack("bad-password", &auth_url, "wrong", project.clone()),
+            openstack("revoked", &auth_url, "revoked", json!({})),
+            openstack("expired", &auth_url, "expired", json!({})),
+            openstack(
+                "no-project",
+                &auth_url,
+                "password",
+                json!({"project": "nowhere"}),
+            ),
+            openstack("no-region", &auth_url, "app", json!({"region": "Atlantis"})),
+            openstack(
+                "compute-only",
+                &auth_url,
+                "app",
+                json!({"region": COMPUTE_ONLY_REGION}),
+            ),
+            openstack("unreachable", &closed, "app", json!({})),
+            openstack("untrusted", &untrusted, "app", json!({})),
+        ],
+    );
+    let cases = [
+        ("ok", "Connected", "True", "OpenStack compute"),
+        ("ok-app", "Connected", "True", "region RegionOne"),
+        (
+            "bad-password",
+            "AuthenticationFailed",
+            "False",
+            "check username, password",
+        ),
+        (
+            "revoked",
+            "ApplicationCredentialRefused",
+            "False",
+            "create a new application credential",
+        ),
+        (
+            "expired",
+            "ApplicationCredentialRefused",
+            "False",
+            "expired",
+        ),
+        ("no-project", "ProjectNotFound", "False", "fix spec.project"),
+        ("no-region", "RegionNotFound", "False", "RegionOne"),
+        (
+            "compute-only",
+            "ServiceNotInCatalog",
+            "False",
+            "block-storage",
+        ),
+        ("unreachable", "EndpointUnreachable", "False", "unreachable"),
+        ("untrusted", "CertificateUntrusted", "False", "CA bundle"),
+    ];
+    for (name, reason, status, says) in cases {
+        let (ready, source) = tokio::task::block_in_place(|| wait_for_reason(&ns, name, reason));
+        assert_eq!(ready["status"], status, "{name}: {ready}");
+        let message = ready["message"].as_str().unwrap();
+        assert!(message.contains(says), "{name}: {message}");
+        for secret in [
+            &user.password,
+            &credential.secret,
+            &revoked.secret,
+            &expired.secret,
+        ] {
+            assert!(
+                !message.contains(secret.as_str()),
+                "{name}: a secret leaked: {message}"
+            );
+        }
+        if status == "True" {
+            assert!(
+                source["status"]["endpointVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.contains(&user.project)),
+                "{name}: {}",
+                source["status"]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
+    let os = OpenStack::shared().await;
+    let cp = ControlPlane::shared();
+    shared_inventory_api();
+    let ns = TestNamespace::new(cp, "os-browse").unwrap();
+    let user = os
+        .keystone
+        .create_project_user(
+            "Default",
+            &format!("{}-p", ns.name()),
+            &format!("{}-u", ns.name()),
+            "member",
+        )
+        .await
+        .unwrap();
+    let cloud = &os.cloud;
+    let project = &user.project_id;
+    let private = cloud.add_network("private", project, Some(100));
+    let public = cloud.add_network("public", project, None);
+    let boot = cloud.add_volume("web-boot", project, 1, true).unwrap();
+    let data = cloud.add_volume("web-data", project, 1, false).unwrap();
+    let web = cloud
+        .add_server(ServerSeed {
+            vcpus: 4,
+            ram_mib: 8192,
+            flavor: "m1.large".into(),
+            volumes: vec![boot, data],
+            ports: vec![
+                (private.clone(), "fa:16:3e:00:00:01".into()),
+                (public.clone(), "fa:16:3e:00:00:02".into()),
+            ],
+            ..ServerSeed::new("web 01", project)
+        })
+        .unwrap();
+    let db = cloud
+        .add_server(ServerSeed {
+            image: Some("cirros".into()),
+            root_gib: 1,
+            swap_mib: 512,
+            ports: vec![(private.clone(), "fa:16:3e:00:00:03".into())],
+            ..ServerSeed::new("db", project)
+        })
+        .unwrap();
+    // Another project's server, which this source must not show.
+    cloud
+        .add_server(ServerSeed::new("elsewhere", "another-project"))
+        .unwrap();
+    apply(
+        &ns,
+        &[
+            secret("password", password(&user)),
+            openstack(
+                "cloud",
+                &os.keystone.url(),
+                "password",
+                json!({"project": user.project, "pollIntervalSeconds": 2}),
+            ),
+        ],
+    );
+
+    let vms = tokio::task::block_in_place(|| wait_for_list(&ns, "ivm", 2));
+    let by_name = |name: &str| {
+        vms.iter()
+            .find(|vm| vm["spec"]["displayName"] == name)
+            .unwrap_or_else(|| panic!("no VM {name} in {vms:?}"))
+            .clone()
+    };
+    let web_vm = by_name("web 01");
+    assert_eq!(web_vm["spec"]["id"], web.as_str());
+    assert_eq!(
+        (
+            &web_vm["spec"]["cpus"],
+            &web_vm["spec"]["memoryMib"],
+            &web_vm["spec"]["flavor"]
+        ),
+        (&json!(4), &json!(8192), &json!("m1.large")),
+        "{web_vm}"
+    );
+    let disks: Vec<_> = web_vm["spec"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].clone(),
+                d["capacityBytes"].clone(),
+                d["bootable"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        disks,
+        [
+            (json!("web-boot"), json!(1u64 << 30), json!(true)),
+            (json!("web-data"), json!(1u64 << 30), json!(false)),
+        ]
+    );
+    let nics: Vec<_> = web_vm["spec"]["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["network"].clone(), n["macAddress"].clone()))
+        .collect();
+    assert_eq!(
+        nics,
+        [
+            (json!("private"), json!("fa:16:3e:00:00:01")),
+            (json!("public"), json!("fa:16:3e:00:00:02")),
+        ]
+    );
+    let db_vm = by_name("db");
+    let reasons: Vec<_> = db_vm["status"]["concerns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reasons.contains(&"ImageBackedRootDisk".to_owned())
+            && reasons.contains(&"SwapDisk".to_owned()),
+        "{reasons:?}"
+    );
+    let networks = tokio::task::block_in_place(|| wait_for_list(&ns, "inet", 2));
+    let vlans: Vec<_> = networks
+        .iter()
+        .map(|n| (n["spec"]["displayName"].clone(), n["spec"]["vlan"].clone()))
+        .collect();
+    assert!(vlans.contains(&(json!("private"), json!(100))), "{vlans:?}");
+
+    // Changes at the cloud, seen through `kubectl get ivm -w`.
+    let mut kubectl = std::process::Command::new(cp.peers().kubectl())
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args([
+            "get",
+            "ivm",
+            "-n",
+            ns.name(),
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        let stdout = kubectl.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push_str(&line);
+            }
+        })
+    };
+    let events = move || -> Vec<Value> {
+        let text = seen.lock().unwrap().clone();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
+            .collect()
+    };
+    let wait_event = |what: &str, found: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + WAIT;
+        let started = Instant::now();
+        loop {
+            if events().iter().any(found) {
+                eprintln!("{what}: seen after {:?}", started.elapsed());
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {what}: {:?}",
+                events()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    tokio::task::block_in_place(|| {
+        wait_event("the initial list", &|e| {
+            e["type"] == "ADDED" && e["object"]["spec"]["id"] == db.as_str()
+        });
+        cloud.rename_server(&web, "web 02");
+        wait_event("the rename", &|e| {
+            e["type"] == "MODIFIED" && e["object"]["spec"]["displayName"] == "web 02"
+        });
+        cloud.set_stop_delay(Duration::from_secs(1));
+        cloud.stop_server(&web);
+        wait_event("the stop", &|e| {
+            e["type"] == "MODIFIED"
+                && e["object"]["spec"]["id"] == web.as_str()
+                && e["object"]["spec"]["powerState"] == "Off"
+        });
+        cloud.delete_server(&db);
+        wait_event("the deletion", &|e| {
+            e["type"] == "DELETED" && e["object"]["spec"]["id"] == db.as_str()
+        });
+    });
+    kubectl.kill().unwrap();
+    let _ = kubectl.wait();
+    reader.join().unwrap();
+}
+
+/// The items of `kubectl get <resource>` once there are `count`.
+fn wait_for_list(ns: &TestNamespace, resource: &str, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = ns.kubectl(["get", resource, "-o", "json"]);
+        if let Ok(stdout) = out.ok() {
+            let list: Value = serde_json::from_str(stdout).unwrap();
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            if items.len() == count {
+                return items;
+            }
+        }
+        assert!(Instant::now() < deadline, "never {count} {resource}: {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
