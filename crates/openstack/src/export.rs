@@ -95,6 +95,7 @@ impl OpenstackClient {
             }
         };
         let snapshot_id = id_of(&snapshot);
+        tracing::info!(volume = %volume_id, snapshot = %snapshot_id, "export: snapshot of the volume");
         self.wait_status(
             ServiceKind::BlockStorage,
             &format!("snapshots/{snapshot_id}"),
@@ -114,6 +115,7 @@ impl OpenstackClient {
             }
         };
         let copy_id = id_of(&volume);
+        tracing::info!(volume = %volume_id, copy = %copy_id, "export: volume made from the snapshot");
         self.wait_status(
             ServiceKind::BlockStorage,
             &format!("volumes/{copy_id}"),
@@ -135,6 +137,7 @@ impl OpenstackClient {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        tracing::info!(volume = %volume_id, image = %image_id, "export: uploading the copy to an image");
         self.wait_image_active(&image_id).await?;
         // Cinder marks the volume available again once the upload is done.
         self.wait_status(

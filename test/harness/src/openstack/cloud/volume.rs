@@ -470,10 +470,26 @@ impl Cloud {
     }
 
     /// Streams the file at `data` into the image's file, at the upload rate
-    /// set.
+    /// set; when that fails, deletes the image, as Cinder does.
     pub(super) async fn upload(&self, token: &str, image_id: &str, data: &FsPath) -> Result<()> {
+        let result = self.put_image_file(token, image_id, data).await;
+        if result.is_err() {
+            let _ = self
+                .http
+                .delete(format!("{}/v2/images/{image_id}", self.glance_url))
+                .header("X-Auth-Token", token)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    /// `PUT` of the file with its length: uWSGI's chunked reader takes no
+    /// chunk above its buffer size.
+    async fn put_image_file(&self, token: &str, image_id: &str, data: &FsPath) -> Result<()> {
         let rate = self.settings.lock().unwrap().upload_rate;
         let file = tokio::fs::File::open(data).await?;
+        let length = file.metadata().await?.len();
         let chunks = futures::stream::unfold(file, move |mut file| async move {
             let mut chunk = vec![0u8; 1 << 20];
             match file.read(&mut chunk).await {
@@ -492,6 +508,7 @@ impl Cloud {
             .put(format!("{}/v2/images/{image_id}/file", self.glance_url))
             .header("X-Auth-Token", token)
             .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", length)
             .body(reqwest::Body::wrap_stream(chunks.boxed()))
             .send()
             .await?
