@@ -36,6 +36,7 @@
 pub mod cloud;
 pub mod glance;
 pub mod keystone;
+pub mod project;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -346,6 +346,16 @@ impl Cloud {
         crate::vcsim::sha256_file(&path)
     }
 
+    /// How many volumes are being uploaded to Glance now.
+    pub fn uploads_in_progress(&self) -> usize {
+        let state = self.state.lock().unwrap();
+        state
+            .volumes
+            .values()
+            .filter(|v| v.status == "uploading")
+            .count()
+    }
+
     /// Names of every snapshot and volume now, to see what is left behind.
     pub fn snapshot_and_volume_names(&self) -> Vec<String> {
         let state = self.state.lock().unwrap();

@@ -1,0 +1,102 @@
+//! A controller killed (SIGKILL) while Cinder uploads a volume to Glance,
+//! and the next one killed while Harvester downloads a disk from Glance
+//! through it: a third finishes the job with identical disks, and nothing of
+//! the export is left at the cloud. A binary of its own: the controllers here
+//! are the test's, and no shared one may take the job.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmm_testkit::ControlPlane;
+use vmm_testkit::harvester::{Options, SHA256_ANNOTATION};
+use vmm_testkit::import;
+use vmm_testkit::openstack::project::Project;
+use vmm_testkit::process::free_port;
+use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller_with};
+
+const WAIT: Duration = Duration::from_secs(300);
+
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job() {
+    let cp = ControlPlane::shared();
+    // Slow transfers both ways, so each kill lands in the middle of one.
+    let project = Project::with_options(
+        "os-resume",
+        Options {
+            download_rate: Some(64 << 20),
+            ..Options::default()
+        },
+    )
+    .await;
+    let cloud = &project.os.cloud;
+    cloud.set_upload_rate(Some(64 << 20));
+    let (_, volumes) = project.server("app");
+    let program = vmm_testkit::peers::workspace_binary("vmm-controller").unwrap();
+    let disk_port = free_port().unwrap();
+    let start = || -> ControllerServer {
+        let options = ControllerOptions {
+            disk_port: Some(disk_port),
+            ..ControllerOptions::default()
+        };
+        start_controller_with(cp, &program, cp.kubeconfig_path(), &options).unwrap()
+    };
+    let ns = &project.ns;
+
+    let mut first = start();
+    project.create_job("app", "app");
+    tokio::task::block_in_place(|| {
+        until("an upload to Glance", || cloud.uploads_in_progress() > 0)
+    });
+    first.server.process.kill().unwrap();
+    drop(first);
+
+    let mut second = start();
+    tokio::task::block_in_place(|| {
+        until("a disk half downloaded", || {
+            let job = ns.kubectl(["get", "importjob", "app", "-o", "json"]);
+            let job: Value = serde_json::from_str(job.expect_success()).unwrap();
+            job["status"]["disks"].as_array().is_some_and(|disks| {
+                disks.iter().any(|d| {
+                    d["bytesDone"].as_i64().unwrap_or(0) > 0 && d["phase"] == "Transferring"
+                })
+            })
+        })
+    });
+    second.server.process.kill().unwrap();
+    drop(second);
+
+    let third = start();
+    let done = tokio::task::block_in_place(|| import::wait_finished(ns, "app", WAIT))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", third.server.process.log_tail(40)));
+    assert_eq!(
+        done["status"]["phase"],
+        "Succeeded",
+        "{}\n{}",
+        done["status"],
+        third.server.process.log_tail(40)
+    );
+    for (index, volume) in volumes.iter().enumerate() {
+        let image = ns.kubectl([
+            "get",
+            "virtualmachineimages.harvesterhci.io",
+            &format!("app-disk-{index}"),
+            "-o",
+            "json",
+        ]);
+        let image: Value = serde_json::from_str(image.expect_success()).unwrap();
+        assert_eq!(
+            image["metadata"]["annotations"][SHA256_ANNOTATION],
+            cloud.volume_sha256(volume).unwrap().as_str(),
+            "disk {index}"
+        );
+    }
+    assert_eq!(project.leftovers().await, Vec::<String>::new());
+}

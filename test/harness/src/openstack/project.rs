@@ -1,0 +1,150 @@
+//! An OpenStack project as the import tests use it: a project and member
+//! of its own in the shared cloud, the `Openstack` source `os` for it in a
+//! namespace of its own with the NADs `vlan-a` (VLAN 100) and `vlan-b` (200)
+//! and Harvester's image controller stand-in, servers to import, and what
+//! an export left behind.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{OpenStack, ProjectUser, ServerSeed};
+use crate::harvester::{ImageController, Options};
+use crate::import;
+use crate::{ControlPlane, TestNamespace};
+
+/// A project of its own in the shared cloud, with a source `os` for it and
+/// the namespace's image controller stand-in and NADs; the controller is
+/// the test's to start.
+pub struct Project<'a> {
+    pub os: &'static OpenStack,
+    pub user: ProjectUser,
+    pub ns: TestNamespace<'a>,
+    pub harvester: ImageController,
+}
+
+impl Project<'_> {
+    pub async fn new(prefix: &str) -> Self {
+        Self::with_options(prefix, Options::default()).await
+    }
+
+    /// [`new`](Self::new) with the image controller stand-in's `options`
+    /// (its namespace is set here).
+    pub async fn with_options(prefix: &str, options: Options) -> Self {
+        let os = OpenStack::shared().await;
+        let cp = ControlPlane::shared();
+        let ns = TestNamespace::new(cp, prefix).unwrap();
+        let user = os
+            .keystone
+            .create_project_user(
+                "Default",
+                &format!("{}-p", ns.name()),
+                &format!("{}-u", ns.name()),
+                "member",
+            )
+            .await
+            .unwrap();
+        let harvester = ImageController::start(
+            cp.client(),
+            Options {
+                namespace: Some(ns.name().to_owned()),
+                retry_delay: Duration::from_secs(1),
+                ..options
+            },
+        )
+        .unwrap();
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "os"},
+            "stringData": {"username": user.user, "password": user.password}});
+        let source = json!({"apiVersion": "source.harvesterhci.io/v1", "kind": "Openstack",
+            "metadata": {"name": "os"},
+            "spec": {"endpoint": os.keystone.url(), "credentials": {"name": "os"},
+                     "project": user.project, "pollIntervalSeconds": 2}});
+        for object in [
+            secret,
+            source,
+            import::nad(ns.name(), "vlan-a", 100),
+            import::nad(ns.name(), "vlan-b", 200),
+        ] {
+            cp.apply_yaml(ns.name(), &object.to_string())
+                .expect_success();
+        }
+        Self {
+            os,
+            user,
+            ns,
+            harvester,
+        }
+    }
+
+    /// A running server `name` with a bootable and a data volume of 1 GiB,
+    /// on `private` and `public`; its id and the volumes' ids.
+    pub fn server(&self, name: &str) -> (String, Vec<String>) {
+        let cloud = &self.os.cloud;
+        let project = &self.user.project_id;
+        let private = cloud.add_network("private", project, Some(100));
+        let public = cloud.add_network("public", project, Some(200));
+        let volumes = vec![
+            cloud
+                .add_volume(&format!("{name}-boot"), project, 1, true)
+                .unwrap(),
+            cloud
+                .add_volume(&format!("{name}-data"), project, 1, false)
+                .unwrap(),
+        ];
+        let id = cloud
+            .add_server(ServerSeed {
+                vcpus: 4,
+                ram_mib: 3072,
+                volumes: volumes.clone(),
+                ports: vec![
+                    (private, "fa:16:3e:0a:00:01".into()),
+                    (public, "fa:16:3e:0b:00:02".into()),
+                ],
+                ..ServerSeed::new(name, project)
+            })
+            .unwrap();
+        (id, volumes)
+    }
+
+    pub fn create_job(&self, job: &str, server: &str) {
+        let job = json!({
+            "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": job},
+            "spec": {
+                "sourceCluster": {"kind": "Openstack", "name": "os"},
+                "vmName": server,
+                "mapping": [
+                    {"sourceNetwork": "private", "destinationNetwork": "vlan-a"},
+                    {"sourceNetwork": "public", "destinationNetwork": "vlan-b"},
+                ],
+                "gracefulShutdownTimeoutSeconds": 60,
+            },
+        });
+        ControlPlane::shared()
+            .apply_yaml(self.ns.name(), &job.to_string())
+            .expect_success();
+    }
+
+    /// What the export left at the cloud: temporary snapshots and volumes
+    /// (named `vmm-…`) and the project's images in Glance.
+    pub async fn leftovers(&self) -> Vec<String> {
+        let token = self
+            .os
+            .keystone
+            .authenticate(&self.user.password_auth())
+            .await
+            .unwrap();
+        let images = self.os.glance.images(&token).await.unwrap();
+        self.os
+            .cloud
+            .snapshot_and_volume_names()
+            .into_iter()
+            .filter(|name| name.contains(" vmm-"))
+            .chain(
+                images
+                    .into_iter()
+                    .map(|i| format!("image {:?} ({})", i.name, i.status)),
+            )
+            .collect()
+    }
+}
