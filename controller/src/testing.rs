@@ -307,6 +307,8 @@ struct SourceState {
     /// Call name → the error to answer once instead.
     failures: HashMap<&'static str, ProviderError>,
     exports: u32,
+    /// Whether it names its exports itself ([`Session::export_id_for`]).
+    names_exports: bool,
 }
 
 /// A source in memory: VMs, their power, and disk files served by exports.
@@ -333,6 +335,12 @@ impl FakeSource {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SourceState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A source that names its exports after the job, as OpenStack does.
+    pub fn naming_exports(self) -> Self {
+        self.lock().names_exports = true;
+        self
     }
 
     pub fn without_guest_agent(self) -> Self {
@@ -464,6 +472,12 @@ impl Session for FakeSource {
         self.called("power_off", SourceCall::PowerOff(id.to_owned()))?;
         self.lock().power.insert(id.to_owned(), PowerState::Off);
         Ok(())
+    }
+
+    fn export_id_for(&self, job_uid: &str) -> Option<String> {
+        self.lock()
+            .names_exports
+            .then(|| format!("named-{job_uid}"))
     }
 
     async fn export(

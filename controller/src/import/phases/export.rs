@@ -233,4 +233,32 @@ mod tests {
         world.reconcile().await.unwrap();
         assert_eq!(world.phase(), ImportPhase::Importing);
     }
+
+    /// An export the provider names is recorded before it starts making
+    /// anything, so a failure half-way (or a restart) still knows what to
+    /// clean up, and the next attempt resumes it by that id.
+    #[tokio::test]
+    async fn a_named_export_is_recorded_before_it_starts() {
+        let world = World::new(source().naming_exports());
+        world.job(json!({}), exporting(None));
+        world.source.fail_once(
+            "export",
+            ProviderError::transient(Reason::EndpointUnreachable, "the cloud is unreachable"),
+        );
+        world.reconcile().await.unwrap();
+        let recorded = world.stored().status.unwrap().export.expect("recorded");
+        assert!(recorded.starts_with("named-"), "{recorded}");
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::Importing);
+        let resumed: Vec<_> = world
+            .source
+            .calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                SourceCall::Export { resume, .. } => Some(resume),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resumed, [Some(recorded.clone()), Some(recorded)]);
+    }
 }
