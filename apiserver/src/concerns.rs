@@ -103,6 +103,14 @@ pub fn concerns(vm: &VirtualMachineSpec, context: &Context<'_>) -> Vec<Concern> 
             message,
         })
     };
+    if let Some(fault) = &vm.fault {
+        add(
+            "SourceFault",
+            format!(
+                "the source reports the VM broken ({fault}): repair or rebuild it there first, or the import copies a VM that does not run"
+            ),
+        );
+    }
     if vm.snapshots > 0 {
         add(
             "HasSnapshots",
@@ -289,6 +297,7 @@ mod tests {
             ..Disk::default()
         };
         let troubled = VirtualMachineSpec {
+            fault: Some("ERROR: No valid host was found.".into()),
             snapshots: 2,
             disks: vec![
                 disk(true, false),
@@ -307,6 +316,7 @@ mod tests {
         assert_eq!(
             reasons(&troubled, &context),
             [
+                "SourceFault",
                 "HasSnapshots",
                 "RawDeviceMapping",
                 "IndependentDisk",

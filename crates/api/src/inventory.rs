@@ -58,6 +58,10 @@ pub struct VirtualMachineSpec {
     /// The flavor or instance type the VM was sized from (OpenStack).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flavor: Option<String>,
+    /// Why the source says the VM is broken, when it does (an OpenStack
+    /// server in `ERROR`, with Nova's fault message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<Disk>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

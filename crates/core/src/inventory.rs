@@ -11,6 +11,10 @@ pub struct InventorySnapshot {
 
 /// One change of a source's inventory, as a watch reports it.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "most events are VMs: boxing them would allocate once per event to shrink the rare others"
+)]
 pub enum InventoryEvent {
     /// A VM was seen for the first time or changed: its whole spec.
     Vm(VirtualMachineSpec),

@@ -76,6 +76,12 @@ impl Inventory {
             host: server.os_ext_srv_attr_host.clone(),
             zone: Some(server.os_ext_az_availability_zone.clone()).filter(|z| !z.is_empty()),
             flavor: Some(flavor.original_name.clone()),
+            fault: matches!(server.status, Status::Error).then(|| {
+                server
+                    .fault
+                    .as_ref()
+                    .map_or_else(|| "ERROR".to_owned(), |f| format!("ERROR: {}", f.message))
+            }),
             disks: self.disks(server),
             nics: self.nics(server),
             ..Default::default()
@@ -399,9 +405,29 @@ mod tests {
         inventory.servers.insert("srv-2".into(), srv);
         let vm = &inventory.vms()["srv-2"];
         assert_eq!(vm.power_state, PowerState::On);
+        assert_eq!(vm.fault, None);
         assert_eq!(vm.disks[0].name, "root disk");
         assert_eq!(vm.disks[0].capacity_bytes, 20 * GIB);
         assert_eq!(vm.disks[0].file.as_deref(), Some("image img-1"));
+    }
+
+    #[test]
+    fn a_server_in_error_carries_its_fault() {
+        let mut inventory = Inventory::default();
+        let mut broken: Server = serde_json::from_value({
+            let mut value =
+                serde_json::to_value(server("srv-3", "bad", "ERROR", json!(""))).unwrap();
+            value["fault"] = json!({"code": 500, "created": "2026-12-01T10:00:00Z",
+                "message": "No valid host was found."});
+            value
+        })
+        .unwrap();
+        broken.os_extended_volumes_volumes_attached.clear();
+        inventory.servers.insert("srv-3".into(), broken);
+        assert_eq!(
+            inventory.vms()["srv-3"].fault.as_deref(),
+            Some("ERROR: No valid host was found.")
+        );
     }
 
     #[test]

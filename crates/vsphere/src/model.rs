@@ -402,6 +402,7 @@ impl ObjectCache {
                 .and_then(|h| self.display_name(h)),
             zone: None,
             flavor: None,
+            fault: None,
             disks,
             nics,
             snapshots: match vm.prop("snapshot") {
