@@ -101,7 +101,10 @@ async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
     let deadline = Instant::now() + WAIT;
     tokio::task::block_in_place(|| {
         loop {
-            let names = project.os.cloud.snapshot_and_volume_names();
+            let names = project
+                .os
+                .cloud
+                .snapshot_and_volume_names(&project.user.project_id);
             if names.iter().any(|n| n.starts_with("volume vmm-")) {
                 break;
             }

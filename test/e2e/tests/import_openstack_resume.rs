@@ -53,7 +53,9 @@ async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job
     let mut first = start();
     project.create_job("app", "app");
     tokio::task::block_in_place(|| {
-        until("an upload to Glance", || cloud.uploads_in_progress() > 0)
+        until("an upload to Glance", || {
+            cloud.uploads_in_progress(&project.user.project_id) > 0
+        })
     });
     first.server.process.kill().unwrap();
     drop(first);

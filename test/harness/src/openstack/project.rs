@@ -137,7 +137,7 @@ impl Project<'_> {
         let images = self.os.glance.images(&token).await.unwrap();
         self.os
             .cloud
-            .snapshot_and_volume_names()
+            .snapshot_and_volume_names(&self.user.project_id)
             .into_iter()
             .filter(|name| name.contains(" vmm-"))
             .chain(

@@ -356,14 +356,22 @@ impl Cloud {
             .count()
     }
 
-    /// Names of every snapshot and volume now, to see what is left behind.
-    pub fn snapshot_and_volume_names(&self) -> Vec<String> {
+    /// Names of `project_id`'s snapshots and volumes now, to see what is
+    /// left behind.
+    pub fn snapshot_and_volume_names(&self, project_id: &str) -> Vec<String> {
         let state = self.state.lock().unwrap();
         state
             .snapshots
             .values()
+            .filter(|s| s.project_id == project_id)
             .map(|s| format!("snapshot {}", s.name))
-            .chain(state.volumes.values().map(|v| format!("volume {}", v.name)))
+            .chain(
+                state
+                    .volumes
+                    .values()
+                    .filter(|v| v.project_id == project_id)
+                    .map(|v| format!("volume {}", v.name)),
+            )
             .collect()
     }
 
