@@ -346,13 +346,13 @@ impl Cloud {
         crate::vcsim::sha256_file(&path)
     }
 
-    /// How many volumes are being uploaded to Glance now.
-    pub fn uploads_in_progress(&self) -> usize {
+    /// How many of `project_id`'s volumes are being uploaded to Glance now.
+    pub fn uploads_in_progress(&self, project_id: &str) -> usize {
         let state = self.state.lock().unwrap();
         state
             .volumes
             .values()
-            .filter(|v| v.status == "uploading")
+            .filter(|v| v.project_id == project_id && v.status == "uploading")
             .count()
     }
 
