@@ -86,7 +86,9 @@ async fn a_two_volume_two_port_server_imports_intact_and_leaves_nothing_behind()
 
     // The server was stopped for it; the cloud holds nothing of the export.
     assert_eq!(project.os.cloud.server_status(&server), Some("SHUTOFF"));
-    assert_eq!(project.leftovers().await, Vec::<String>::new());
+    if let Err(left) = project.wait_no_leftovers(WAIT).await {
+        panic!("left at the cloud: {left:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,17 +122,10 @@ async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
     project.os.cloud.set_upload_rate(None);
     // An upload still running when the job went finishes in Glance first:
     // what it made is removed all the same.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = project.leftovers().await;
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
+    if let Err(left) = project.wait_no_leftovers(WAIT).await {
+        panic!(
             "left at the cloud after the job was deleted: {left:?}\n{}",
             shared_controller().server.process.log_tail(40)
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

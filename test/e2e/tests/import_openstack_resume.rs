@@ -100,5 +100,7 @@ async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job
             "disk {index}"
         );
     }
-    assert_eq!(project.leftovers().await, Vec::<String>::new());
+    if let Err(left) = project.wait_no_leftovers(WAIT).await {
+        panic!("left at the cloud: {left:?}");
+    }
 }

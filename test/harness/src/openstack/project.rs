@@ -143,8 +143,26 @@ impl Project<'_> {
             .chain(
                 images
                     .into_iter()
+                    // Listed for a moment while Glance removes it: gone.
+                    .filter(|i| i.status != "deleted")
                     .map(|i| format!("image {:?} ({})", i.name, i.status)),
             )
             .collect()
+    }
+
+    /// Waits until the export has left nothing (it is ended right after the
+    /// job ends, or after it is deleted); what is left after `timeout`.
+    pub async fn wait_no_leftovers(&self, timeout: Duration) -> Result<(), Vec<String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = self.leftovers().await;
+            if left.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(left);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
