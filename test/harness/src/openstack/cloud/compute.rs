@@ -203,7 +203,11 @@ pub(super) async fn server_action(
         name.to_owned()
     };
     // A snapshot of the root disk: raw bytes, uploaded like Cinder's.
-    let image_id = match cloud.create_image(&token, &image_name, "raw").await {
+    let root = cloud.dir.join(format!("{id}-root"));
+    let image_id = match cloud
+        .image_from_file(&token, &image_name, "raw", root, || {})
+        .await
+    {
         Ok(image_id) => image_id,
         Err(e) => {
             return error(
@@ -213,16 +217,6 @@ pub(super) async fn server_action(
             );
         }
     };
-    let (uploading, image, root) = (
-        cloud.clone(),
-        image_id.clone(),
-        cloud.dir.join(format!("{id}-root")),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = uploading.upload(&token, &image, &root).await {
-            tracing::warn!(image = %image, "the stand-in's server snapshot failed: {e:#}");
-        }
-    });
     (StatusCode::ACCEPTED, Json(json!({"image_id": image_id}))).into_response()
 }
 

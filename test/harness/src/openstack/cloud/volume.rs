@@ -280,9 +280,16 @@ pub(super) async fn volume_action(
     };
     let name = upload["image_name"].as_str().unwrap_or_default().to_owned();
     let disk_format = upload["disk_format"].as_str().unwrap_or("raw").to_owned();
-    let image_id = match cloud.create_image(&token, &name, &disk_format).await {
+    cloud.set_volume_status(&id, "uploading");
+    let (volume_id, uploading) = (id.clone(), cloud.clone());
+    let done = move || uploading.set_volume_status(&volume_id, "available");
+    let image_id = match cloud
+        .image_from_file(&token, &name, &disk_format, data, done)
+        .await
+    {
         Ok(image_id) => image_id,
         Err(e) => {
+            cloud.set_volume_status(&id, "available");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "computeFault",
@@ -290,15 +297,6 @@ pub(super) async fn volume_action(
             );
         }
     };
-    cloud.set_volume_status(&id, "uploading");
-    let (volume_id, uploading) = (id.clone(), cloud.clone());
-    let image = image_id.clone();
-    tokio::spawn(async move {
-        if let Err(e) = uploading.upload(&token, &image, &data).await {
-            tracing::warn!(image = %image, "the stand-in's upload to Glance failed: {e:#}");
-        }
-        uploading.set_volume_status(&volume_id, "available");
-    });
     (
         StatusCode::ACCEPTED,
         Json(json!({"os-volume_upload_image": {
@@ -446,13 +444,29 @@ impl Cloud {
         }
     }
 
-    /// Creates an image record in Glance (`queued`), as the caller.
-    pub(super) async fn create_image(
+    /// Creates an image in Glance as the caller and streams the file at
+    /// `data` into it in the background, then runs `done`; the image's id.
+    pub(super) async fn image_from_file(
         &self,
         token: &str,
         name: &str,
         disk_format: &str,
+        data: std::path::PathBuf,
+        done: impl FnOnce() + Send + 'static,
     ) -> Result<String> {
+        let image_id = self.create_image(token, name, disk_format).await?;
+        let (uploading, image, token) = (self.clone(), image_id.clone(), token.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = uploading.upload(&token, &image, &data).await {
+                tracing::warn!(image = %image, "the stand-in's upload to Glance failed: {e:#}");
+            }
+            done();
+        });
+        Ok(image_id)
+    }
+
+    /// Creates an image record in Glance (`queued`), as the caller.
+    async fn create_image(&self, token: &str, name: &str, disk_format: &str) -> Result<String> {
         let created: Value = self
             .http
             .post(format!("{}/v2/images", self.glance_url))
@@ -471,7 +485,7 @@ impl Cloud {
 
     /// Streams the file at `data` into the image's file, at the upload rate
     /// set; when that fails, deletes the image, as Cinder does.
-    pub(super) async fn upload(&self, token: &str, image_id: &str, data: &FsPath) -> Result<()> {
+    async fn upload(&self, token: &str, image_id: &str, data: &FsPath) -> Result<()> {
         let result = self.put_image_file(token, image_id, data).await;
         if result.is_err() {
             let _ = self
