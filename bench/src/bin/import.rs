@@ -21,31 +21,26 @@
 //! Usage: `cargo run --release -p vmm-bench --bin import-bench -- [--size-mib 4096] [--rounds 3]`
 //! (needs the release vmm-controller next to it; `bench/import.sh` builds both).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
-use serde_json::{Value, json};
+use serde_json::json;
+use vmm_bench::args::ImportArgs;
+use vmm_bench::files::{FileServer, ScratchSampler};
+use vmm_bench::jobs::{Namespace, WAIT};
+use vmm_bench::process::{cpu_time, memory_field, reset_peak_rss, storage_writes};
+use vmm_bench::report::{Footprint, median_by, print_cpu, print_footprints, ratio, secs, size};
+use vmm_bench::tools::{curl, qemu_img_to_raw, sync};
 use vmm_testkit::harvester::{Hashing, ImageController, Options};
-use vmm_testkit::process::run_dir;
 use vmm_testkit::servers::{ControllerServer, start_controller};
 use vmm_testkit::vcsim::soap::SoapSession;
 use vmm_testkit::vcsim::{DiskSpec, VmSpec};
-use vmm_testkit::{ControlPlane, Inventory, Vcsim, workspace_binary};
+use vmm_testkit::{ControlPlane, Inventory, Vcsim};
 
 const NAMESPACE: &str = "bench";
 const SOURCE: &str = "vc";
-const JOBS: &str = "/apis/importjob.harvesterhci.io/v1/namespaces/bench/importjobs";
-const IMAGES: &str = "/apis/harvesterhci.io/v1beta1/namespaces/bench/virtualmachineimages";
-const WAIT: Duration = Duration::from_secs(1800);
-const POLL: Duration = Duration::from_millis(20);
-const MIB: f64 = 1024.0 * 1024.0;
 
 /// A source disk: its 1 MiB chunks hold random (incompressible) data with
 /// this probability, the rest are holes.
@@ -75,25 +70,13 @@ struct Args {
     /// Capacity of each disk, in MiB.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     size_mib: u64,
-    /// Measurements of each method per disk; medians are printed.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
-    rounds: u16,
-    /// The vmm-controller binary (default: next to this program).
-    #[arg(long)]
-    controller: Option<PathBuf>,
-    /// Where the reproduced method keeps its files (default: a fresh directory
-    /// under $TMPDIR/vmm-e2e, removed at the end).
-    #[arg(long)]
-    scratch: Option<PathBuf>,
+    #[command(flatten)]
+    common: ImportArgs,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let scratch = match &args.scratch {
-        Some(dir) => dir.join(format!("import-bench-{}", std::process::id())),
-        None => run_dir()?.join("scratch"),
-    };
-    std::fs::create_dir_all(&scratch)?;
+    let scratch = args.common.scratch_dir()?;
     eprintln!("starting etcd, kube-apiserver and vcsim …");
     let cp = ControlPlane::start()?;
     let vcsim = Vcsim::start(Inventory::default())?;
@@ -116,6 +99,16 @@ struct Round {
     ours: Ours,
     reproduced: Reproduced,
     curl: Duration,
+}
+
+impl Round {
+    fn footprint(&self) -> Footprint {
+        Footprint {
+            ours_written: self.ours.written,
+            reproduced_scratch: self.reproduced.scratch,
+            ours_peak_rss: self.ours.peak_rss_kib * 1024,
+        }
+    }
 }
 
 struct Ours {
@@ -163,7 +156,7 @@ struct Measured {
 /// Everything a measurement needs.
 struct Bench<'a> {
     args: &'a Args,
-    client: kube::Client,
+    namespace: Namespace,
     vcsim: &'a Vcsim,
     ca_file: PathBuf,
     controller: ControllerServer,
@@ -173,17 +166,14 @@ struct Bench<'a> {
 }
 
 async fn run(args: &Args, cp: &ControlPlane, vcsim: &Vcsim, scratch: &Path) -> Result<()> {
-    let controller = match &args.controller {
-        Some(path) => path.clone(),
-        None => workspace_binary("vmm-controller")?,
-    };
+    let controller = args.common.controller()?;
     let client = cp.try_client()?;
     cp.kubectl(["create", "namespace", NAMESPACE]).ok()?;
     cp.apply_yaml(NAMESPACE, &vcsim.source_manifest(SOURCE))
         .ok()?;
     let bench = Bench {
         args,
-        client: client.clone(),
+        namespace: Namespace::new(client.clone(), NAMESPACE),
         vcsim,
         ca_file: ca_file(vcsim),
         controller: start_controller(cp, &controller, cp.kubeconfig_path(), &[])?,
@@ -231,7 +221,7 @@ impl Bench<'_> {
         );
         let capacity = self.args.size_mib << 20;
         let mut rounds = Vec::new();
-        for round in 1..=self.args.rounds {
+        for round in 1..=self.args.common.rounds {
             let id = format!("{}-{round}", disk.name);
             sync().await?;
             let curl = self.curl_floor(&vm.moref).await?;
@@ -270,7 +260,7 @@ impl Bench<'_> {
         let mut soap = self.vcsim.soap_session().await?;
         let lease = Lease::open(&mut soap, vm).await?;
         let started = Instant::now();
-        curl(&self.ca_file, &lease.url, Path::new("/dev/null")).await?;
+        curl(&lease.url, Path::new("/dev/null"), Some(&self.ca_file), &[]).await?;
         let took = started.elapsed();
         soap.lease_complete(&lease.id).await?;
         soap.logout().await?;
@@ -288,16 +278,10 @@ impl Bench<'_> {
         let sampler = ScratchSampler::start(self.scratch);
         let started = Instant::now();
         let lease = Lease::open(&mut soap, vm).await?;
-        curl(&self.ca_file, &lease.url, &vmdk).await?;
+        curl(&lease.url, &vmdk, Some(&self.ca_file), &[]).await?;
         soap.lease_complete(&lease.id).await?;
         let downloaded = started.elapsed();
-        run_tool(
-            tokio::process::Command::new("qemu-img")
-                .args(["convert", "-f", "vmdk", "-O", "raw"])
-                .arg(&vmdk)
-                .arg(&raw),
-        )
-        .await?;
+        qemu_img_to_raw("vmdk", &vmdk, &raw).await?;
         sampler.sample();
         tokio::fs::remove_file(&vmdk).await?;
         let converted = started.elapsed();
@@ -305,7 +289,9 @@ impl Bench<'_> {
             "apiVersion": "harvesterhci.io/v1beta1", "kind": "VirtualMachineImage",
             "metadata": {"name": image},
             "spec": {"displayName": image, "sourceType": "download", "url": self.files.url(&raw_name)}});
-        post(&self.client, IMAGES, &manifest).await?;
+        self.namespace
+            .create("harvesterhci.io/v1beta1", "virtualmachineimages", &manifest)
+            .await?;
         let record = self.images.wait_imported(NAMESPACE, &image, WAIT).await?;
         let total = started.elapsed();
         let scratch = sampler.stop();
@@ -339,8 +325,8 @@ impl Bench<'_> {
             "spec": {"sourceCluster": {"kind": "Vsphere", "name": SOURCE}, "vmName": vm_name,
                      "targetName": job}});
         let started = Instant::now();
-        post(&self.client, JOBS, &manifest).await?;
-        self.wait_image(job, &image).await?;
+        self.namespace.create_job(&manifest).await?;
+        self.namespace.wait_image(&self.images, job, &image).await?;
         let image_created = started.elapsed();
         let record = self.images.wait_imported(NAMESPACE, &image, WAIT).await?;
         let total = started.elapsed();
@@ -350,7 +336,7 @@ impl Bench<'_> {
             "{image}: {} bytes imported, {capacity} expected",
             record.bytes
         );
-        self.wait_succeeded(job).await?;
+        self.namespace.wait_succeeded(job).await?;
         Ok(Ours {
             total,
             transfer: total - image_created,
@@ -366,38 +352,6 @@ impl Bench<'_> {
             vcsim: cpu_time(self.vcsim.pid())?,
             stand_in: cpu_time(std::process::id())?,
         })
-    }
-
-    /// Waits until the stand-in sees the job's image.
-    async fn wait_image(&self, job: &str, image: &str) -> Result<()> {
-        let deadline = Instant::now() + WAIT;
-        while self.images.result(NAMESPACE, image).is_none() {
-            self.job_status(job).await?;
-            ensure!(Instant::now() < deadline, "no image {image} after {WAIT:?}");
-            tokio::time::sleep(POLL).await;
-        }
-        Ok(())
-    }
-
-    async fn wait_succeeded(&self, job: &str) -> Result<()> {
-        let deadline = Instant::now() + WAIT;
-        while self.job_status(job).await?["phase"] != "Succeeded" {
-            ensure!(
-                Instant::now() < deadline,
-                "job {job} not done after {WAIT:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-        Ok(())
-    }
-
-    /// The job's status; an error once it failed.
-    async fn job_status(&self, job: &str) -> Result<Value> {
-        let request = http::Request::get(format!("{JOBS}/{job}")).body(Vec::new())?;
-        let mut now: Value = serde_json::from_str(&self.client.request_text(request).await?)?;
-        let status = now["status"].take();
-        ensure!(status["phase"] != "Failed", "job {job} failed: {status}");
-        Ok(status)
     }
 }
 
@@ -440,186 +394,6 @@ fn ca_file(vcsim: &Vcsim) -> PathBuf {
         .unwrap_or_else(|| info.cert_file.clone())
 }
 
-async fn curl(ca_file: &Path, url: &str, output: &Path) -> Result<()> {
-    run_tool(
-        tokio::process::Command::new("curl")
-            .args(["--silent", "--show-error", "--fail", "--cacert"])
-            .arg(ca_file)
-            .arg("--output")
-            .arg(output)
-            .arg(url),
-    )
-    .await
-}
-
-/// Flushes dirty pages (outside any timing), so one method's writes are not
-/// written back during the next one's.
-async fn sync() -> Result<()> {
-    run_tool(&mut tokio::process::Command::new("sync")).await
-}
-
-async fn run_tool(command: &mut tokio::process::Command) -> Result<()> {
-    let what = format!("{:?}", command.as_std());
-    let status = command
-        .status()
-        .await
-        .with_context(|| format!("run {what}"))?;
-    ensure!(status.success(), "{what}: {status}");
-    Ok(())
-}
-
-async fn post(client: &kube::Client, path: &str, body: &Value) -> Result<()> {
-    let request = http::Request::post(path)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(body)?)?;
-    client
-        .request_text(request)
-        .await
-        .with_context(|| format!("POST {path}"))?;
-    Ok(())
-}
-
-/// A plain static file server for the scratch directory, as
-/// vm-import-controller's Go `http.FileServer`: HEAD and GET of whole files
-/// with their Content-Length, the body sent by `std::io::copy`, which on Linux
-/// is `sendfile(2)` from the file to the socket, as Go's is. (Python's
-/// `http.server` copies through 64 KiB reads and writes in the interpreter,
-/// and would make the method look slower than it is.) Serves until the
-/// process ends.
-struct FileServer {
-    port: u16,
-}
-
-impl FileServer {
-    fn start(dir: &Path) -> Result<FileServer> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
-        let port = listener.local_addr()?.port();
-        let dir = dir.to_owned();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let dir = dir.clone();
-                std::thread::spawn(move || {
-                    if let Err(error) = serve_file(stream, &dir) {
-                        eprintln!("file server: {error:#}");
-                    }
-                });
-            }
-        });
-        Ok(FileServer { port })
-    }
-
-    fn url(&self, file: &str) -> String {
-        format!("http://127.0.0.1:{}/{file}", self.port)
-    }
-}
-
-/// Answers one request on a connection, then closes it.
-fn serve_file(mut stream: TcpStream, dir: &Path) -> Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
-        header.clear();
-    }
-    let mut words = request.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let file = path
-        .strip_prefix('/')
-        .filter(|name| !name.is_empty() && !name.contains('/'))
-        .map(|name| dir.join(name))
-        .filter(|path| path.is_file());
-    let Some(path) = file else {
-        write!(
-            stream,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-        return Ok(());
-    };
-    let mut file = std::fs::File::open(path)?;
-    let length = file.metadata()?.len();
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
-    )?;
-    if method == "GET" {
-        std::io::copy(&mut file, &mut stream)?;
-    }
-    Ok(())
-}
-
-/// Samples the bytes allocated in a directory every few milliseconds and
-/// keeps the largest sum.
-struct ScratchSampler {
-    dir: PathBuf,
-    peak: Arc<AtomicU64>,
-    done: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl ScratchSampler {
-    fn start(dir: &Path) -> ScratchSampler {
-        let (peak, done) = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let thread = {
-            let (dir, peak, done) = (dir.to_owned(), peak.clone(), done.clone());
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    peak.fetch_max(allocated(&dir), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
-        ScratchSampler {
-            dir: dir.to_owned(),
-            peak,
-            done,
-            thread,
-        }
-    }
-
-    /// One more sample now (at a known peak).
-    fn sample(&self) {
-        self.peak.fetch_max(allocated(&self.dir), Ordering::Relaxed);
-    }
-
-    fn stop(self) -> u64 {
-        self.done.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-/// Bytes allocated on disk by the files of `dir` (holes not counted).
-fn allocated(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.metadata().ok())
-        .map(|meta| meta.blocks() * 512)
-        .sum()
-}
-
-/// Resets the process's VmHWM to its current RSS (`clear_refs`, value 5).
-fn reset_peak_rss(pid: u32) -> Result<()> {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
-        .with_context(|| format!("reset the peak RSS of process {pid}"))
-}
-
-/// A `kB` field of `/proc/<pid>/status`.
-fn memory_field(pid: u32, name: &str) -> Result<u64> {
-    let value = proc_field(pid, "status", name)?;
-    value
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .with_context(|| format!("{name} in /proc/{pid}/status"))
-}
-
 impl Cpu {
     fn since(self, before: Cpu) -> Cpu {
         Cpu {
@@ -630,45 +404,10 @@ impl Cpu {
     }
 }
 
-/// User + system CPU time of a process, all threads: fields 14 and 15 of
-/// `/proc/<pid>/stat`, in USER_HZ ticks (100 per second on Linux).
-fn cpu_time(pid: u32) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    // Fields count from the state, after the command name in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |field: usize| -> Result<u64> {
-        fields
-            .get(field - 3)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("field {field} of {path}"))
-    };
-    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
-}
-
-/// Bytes the process caused to be written to storage (`/proc/<pid>/io`).
-fn storage_writes(pid: u32) -> Result<u64> {
-    proc_field(pid, "io", "write_bytes:")?
-        .parse()
-        .with_context(|| format!("write_bytes in /proc/{pid}/io"))
-}
-
-fn proc_field(pid: u32, file: &str, name: &str) -> Result<String> {
-    let path = format!("/proc/{pid}/{file}");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name))
-        .map(|value| value.trim().to_owned())
-        .with_context(|| format!("{name} missing in {path}"))
-}
-
 fn report(args: &Args, results: &[Measured]) {
     println!(
         "\nimport benchmark: {} MiB disks served by vcsim as streamOptimized VMDK, median of {} rounds\n",
-        args.size_mib, args.rounds
+        args.size_mib, args.common.rounds
     );
     println!(
         "{:<10} {:>9}  {:>18}  {:>34}  {:>8}  {:>10}  {:>9}",
@@ -683,9 +422,9 @@ fn report(args: &Args, results: &[Measured]) {
     let (mut worst_repro, mut worst_curl) = (0f64, 0f64);
     let mut cpu_lines = Vec::new();
     for m in results {
-        let ours = &median_round(&m.rounds, |r| r.ours.total).ours;
-        let repro = &median_round(&m.rounds, |r| r.reproduced.total).reproduced;
-        let curl = median_round(&m.rounds, |r| r.curl).curl;
+        let ours = &median_by(&m.rounds, |r| r.ours.total).ours;
+        let repro = &median_by(&m.rounds, |r| r.reproduced.total).reproduced;
+        let curl = median_by(&m.rounds, |r| r.curl).curl;
         let (to_repro, to_curl) = (ratio(ours.total, repro.total), ratio(ours.total, curl));
         worst_repro = worst_repro.max(to_repro);
         worst_curl = worst_curl.max(to_curl);
@@ -714,68 +453,16 @@ fn report(args: &Args, results: &[Measured]) {
             secs(ours.total)
         ));
     }
-    println!(
-        "\nCPU used by our import (its median round), on {} cores:",
-        cores()
-    );
-    for line in cpu_lines {
-        println!("{line}");
-    }
-    let peaks = |f: fn(&Round) -> u64| -> (String, u64) {
-        let per_disk: Vec<(&str, u64)> = results
+    print_cpu(&cpu_lines);
+    let (worst_scratch, worst_rss) = print_footprints(
+        results
             .iter()
-            .map(|m| (m.disk.name, m.rounds.iter().map(f).max().unwrap_or(0)))
-            .collect();
-        let shown: Vec<String> = per_disk
-            .iter()
-            .map(|(name, bytes)| format!("{name} {}", size(*bytes)))
-            .collect();
-        let worst = per_disk.iter().map(|(_, bytes)| *bytes).max().unwrap_or(0);
-        (shown.join(", "), worst)
-    };
-    let (ours_scratch, worst_scratch) = peaks(|r| r.ours.written);
-    let (repro_scratch, _) = peaks(|r| r.reproduced.scratch);
-    let (rss, worst_rss) = peaks(|r| r.ours.peak_rss_kib * 1024);
-    println!(
-        "\npeak local scratch, ours (everything the controller wrote to local storage, its log included): {ours_scratch}"
+            .map(|m| (m.disk.name, m.rounds.iter().map(Round::footprint).collect())),
+        "VMDK + raw file",
     );
-    println!("peak local scratch, reproduced (VMDK + raw file, allocated): {repro_scratch}");
-    println!("controller peak RSS (VmHWM, reset before each import): {rss}");
     println!(
         "\ntargets (worst disk): ours ≤ 0.5× reproduced: {worst_repro:.2}×; ≤ 2× curl: {worst_curl:.2}×; scratch ≤ 64 MiB: {}; RSS ≤ 128 MiB: {}",
         size(worst_scratch),
         size(worst_rss)
     );
-}
-
-/// The round with the median `key` (its parts then add up to the median).
-fn median_round(rounds: &[Round], key: fn(&Round) -> Duration) -> &Round {
-    let mut sorted: Vec<&Round> = rounds.iter().collect();
-    sorted.sort_by_key(|r| key(r));
-    sorted[sorted.len() / 2]
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
-}
-
-fn size(bytes: u64) -> String {
-    let mib = bytes as f64 / MIB;
-    if mib >= 1024.0 {
-        format!("{:.2} GiB", mib / 1024.0)
-    } else if mib >= 1.0 {
-        format!("{mib:.1} MiB")
-    } else if bytes >= 1024 {
-        format!("{:.0} KiB", mib * 1024.0)
-    } else {
-        format!("{bytes} B")
-    }
 }

@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
+use vmm_bench::process::memory_field;
 use vmm_testkit::servers::{InventoryApi, start_inventory_api};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, workspace_binary};
 use vmm_vsphere::VsphereClient;
@@ -409,15 +410,7 @@ async fn set_full_recollect(vcsim: &Vcsim, full: bool) -> Result<()> {
 
 /// Resident and peak resident memory of a process, in KiB.
 fn memory(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("{name} missing in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    Ok((memory_field(pid, "VmRSS:")?, memory_field(pid, "VmHWM:")?))
 }
 
 fn median(values: &mut [Duration]) -> Duration {

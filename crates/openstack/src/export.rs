@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use vmm_core::ByteStream;
 
 use crate::model::Server;
+use crate::watch::id_of;
 use crate::{OpenstackClient, OpenstackError, ServiceKind};
 
 /// The metadata key the snapshots and volumes carry, valued with the
@@ -353,10 +354,6 @@ impl OpenstackClient {
 /// export's id, or one temporary's whole name).
 fn ours(item: &Value, prefix: &str) -> bool {
     item["name"].as_str().is_some_and(|n| n.starts_with(prefix))
-}
-
-fn id_of(item: &Value) -> String {
-    item["id"].as_str().unwrap_or_default().to_owned()
 }
 
 fn image_id(image: &Value) -> String {

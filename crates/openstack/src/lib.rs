@@ -284,8 +284,37 @@ impl OpenstackClient {
         body: Option<&Value>,
         call: &str,
     ) -> Result<reqwest::Response, OpenstackError> {
-        self.send_on(&self.inner.http, method, service, path, body, call)
-            .await
+        self.send_on(Request {
+            http: &self.inner.http,
+            method,
+            service,
+            path,
+            body,
+            call,
+            version: None,
+        })
+        .await
+    }
+
+    /// A `GET` as [`send`](Self::send) makes it, asking for the
+    /// microversion `version` (`volume 3.60`) when given.
+    pub(crate) async fn send_get(
+        &self,
+        service: ServiceKind,
+        path: &str,
+        call: &str,
+        version: Option<&str>,
+    ) -> Result<reqwest::Response, OpenstackError> {
+        self.send_on(Request {
+            http: &self.inner.http,
+            method: Method::GET,
+            service,
+            path,
+            body: None,
+            call,
+            version,
+        })
+        .await
     }
 
     /// [`send`](Self::send) on the client without a request timeout, for
@@ -296,19 +325,28 @@ impl OpenstackClient {
         path: &str,
         call: &str,
     ) -> Result<reqwest::Response, OpenstackError> {
-        self.send_on(&self.inner.transfer, Method::GET, service, path, None, call)
-            .await
+        self.send_on(Request {
+            http: &self.inner.transfer,
+            method: Method::GET,
+            service,
+            path,
+            body: None,
+            call,
+            version: None,
+        })
+        .await
     }
 
-    async fn send_on(
-        &self,
-        http: &reqwest::Client,
-        method: Method,
-        service: ServiceKind,
-        path: &str,
-        body: Option<&Value>,
-        call: &str,
-    ) -> Result<reqwest::Response, OpenstackError> {
+    async fn send_on(&self, request: Request<'_>) -> Result<reqwest::Response, OpenstackError> {
+        let Request {
+            http,
+            method,
+            service,
+            path,
+            body,
+            call,
+            version,
+        } = request;
         let url = join(self.inner.endpoints.url(service), path);
         let mut renewed = false;
         loop {
@@ -324,6 +362,9 @@ impl OpenstackClient {
                         format!("compute {COMPUTE_MICROVERSION}"),
                     )
                     .header("X-OpenStack-Nova-API-Version", COMPUTE_MICROVERSION);
+            }
+            if let Some(version) = version {
+                request = request.header("OpenStack-API-Version", version);
             }
             if let Some(body) = body {
                 request = request.json(body);
@@ -364,6 +405,19 @@ impl OpenstackClient {
         }
         Ok(token.value.clone())
     }
+}
+
+/// A request to one of the cloud's services.
+struct Request<'a> {
+    http: &'a reqwest::Client,
+    method: Method,
+    service: ServiceKind,
+    path: &'a str,
+    body: Option<&'a Value>,
+    /// What the call does, for errors.
+    call: &'a str,
+    /// An `OpenStack-API-Version` besides compute's, e.g. `volume 3.60`.
+    version: Option<&'a str>,
 }
 
 /// Keystone's v3 URL for a source's `endpoint`.

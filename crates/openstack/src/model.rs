@@ -10,7 +10,7 @@ use openstack_types::compute::v2::server::response::list_detailed_247::{
     ImageEnum, ServerResponse, Status,
 };
 pub(crate) use openstack_types::network::v2::network::response::list::NetworkResponse as NeutronNetwork;
-use openstack_types::network::v2::port::response::list::PortResponse as Port;
+pub(crate) use openstack_types::network::v2::port::response::list::PortResponse as Port;
 use vmm_api::inventory::{
     Disk, LocalDisk, NetworkKind, NetworkSpec, Nic, PowerState, VirtualMachineSpec,
 };

@@ -1,33 +1,98 @@
-//! Reading the inventory and keeping it fresh by polling: servers through
-//! Nova's `changes-since` (which also lists the servers deleted since), and
-//! volumes, networks and ports listed in full, since Cinder and Neutron list
-//! no deletions. Only what changed is reported.
+//! Reading the inventory and keeping it fresh by polling, each service by
+//! the cheapest change signal it offers: servers through Nova's
+//! `changes-since`, which also lists the servers deleted since; volumes
+//! through Cinder's `updated_at` filter (microversion 3.60) and networks and
+//! ports through Neutron's `changed_since`, which list no deletions, so
+//! each poll also lists their ids alone (Cinder's summary list, Neutron's
+//! `fields=id`). A Cinder without 3.60 has its volumes listed in full. Only
+//! what changed is reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use vmm_core::InventoryEvent;
 
-use crate::model::Inventory;
+use crate::model::{Inventory, Port};
 use crate::{OpenstackClient, OpenstackError, ServiceKind};
 
 /// Items per page asked of Nova and Cinder (Nova caps it at its
 /// `max_limit`, 1000 by default).
 const PAGE_SIZE: usize = 1000;
-/// `changes-since` reaches this far before the previous poll's answer, so
-/// a change in the same second as that answer is not missed.
+/// A change filter reaches this far before the previous answer, so a
+/// change in the same second as that answer is not missed.
 const SINCE_OVERLAP: SignedDuration = SignedDuration::from_secs(2);
+
+/// A collection that lists what changed since a time but not what was
+/// deleted.
+struct Collection {
+    service: ServiceKind,
+    key: &'static str,
+    /// Every item in full.
+    all: &'static str,
+    /// Every item's id (and little else).
+    ids: &'static str,
+    /// The items changed since the time appended.
+    changed: &'static str,
+    /// The microversion `changed` needs.
+    version: Option<&'static str>,
+}
+
+const VOLUMES: Collection = Collection {
+    service: ServiceKind::BlockStorage,
+    key: "volumes",
+    all: "volumes/detail?limit=1000",
+    ids: "volumes?limit=1000",
+    changed: "volumes/detail?limit=1000&updated_at=gte:",
+    version: Some("volume 3.60"),
+};
+
+const NETWORKS: Collection = Collection {
+    service: ServiceKind::Network,
+    key: "networks",
+    all: "v2.0/networks?",
+    ids: "v2.0/networks?fields=id",
+    changed: "v2.0/networks?changed_since=",
+    version: None,
+};
+
+const PORTS: Collection = Collection {
+    service: ServiceKind::Network,
+    key: "ports",
+    all: "v2.0/ports?",
+    ids: "v2.0/ports?fields=id",
+    changed: "v2.0/ports?changed_since=",
+    version: None,
+};
+
+/// Where a collection's next poll starts.
+#[derive(Clone, Copy, Default)]
+struct Mark {
+    /// The service's clock at the previous answer; `None` before the first.
+    since: Option<Timestamp>,
+    /// The service refused the change filter: list in full.
+    unfiltered: bool,
+}
+
+/// Every collection's mark, and the ports by id (the inventory files them
+/// by server).
+#[derive(Default)]
+struct Marks {
+    servers: Option<Timestamp>,
+    volumes: Mark,
+    networks: Mark,
+    ports: Mark,
+    ports_by_id: BTreeMap<String, Port>,
+}
 
 impl OpenstackClient {
     /// Every server, volume, network and port of the project, read now.
     pub async fn inventory(&self) -> Result<Inventory, OpenstackError> {
         let mut inventory = Inventory::default();
-        self.refresh(&mut inventory, None).await?;
+        self.refresh(&mut inventory, &mut Marks::default()).await?;
         Ok(inventory)
     }
 
@@ -41,7 +106,8 @@ impl OpenstackClient {
     ) -> Result<(), OpenstackError> {
         let mut inventory = Inventory::default();
         let mut sent = Sent::default();
-        let mut since = self.refresh(&mut inventory, None).await?;
+        let mut marks = Marks::default();
+        self.refresh(&mut inventory, &mut marks).await?;
         if !sent
             .report(&inventory, &events, InventoryEvent::Synced)
             .await
@@ -53,7 +119,7 @@ impl OpenstackClient {
                 () = events.closed() => return Ok(()),
                 () = tokio::time::sleep(interval) => {}
             }
-            since = self.refresh(&mut inventory, Some(since)).await?;
+            self.refresh(&mut inventory, &mut marks).await?;
             if !sent
                 .report(&inventory, &events, InventoryEvent::Current)
                 .await
@@ -63,31 +129,31 @@ impl OpenstackClient {
         }
     }
 
-    /// Brings `inventory` up to date: the servers changed since `since`
-    /// (all when `None`), everything else in full. Returns Nova's clock at
-    /// the answer, the next `since`.
+    /// Brings `inventory` up to date from `marks` (everything, the first
+    /// time) and moves the marks on.
     async fn refresh(
         &self,
         inventory: &mut Inventory,
-        since: Option<Timestamp>,
-    ) -> Result<Timestamp, OpenstackError> {
-        let mut query = String::new();
-        if let Some(since) = since {
-            let since = since.saturating_sub(SINCE_OVERLAP).unwrap_or(since);
-            query = format!("&changes-since={}", since.strftime("%Y-%m-%dT%H:%M:%SZ"));
-        }
+        marks: &mut Marks,
+    ) -> Result<(), OpenstackError> {
+        let query = match marks.servers {
+            Some(since) => format!("&changes-since={}", stamp(since)),
+            None => String::new(),
+        };
         let (servers, now) = self
             .list_raw(
                 ServiceKind::Compute,
                 &format!("servers/detail?limit={PAGE_SIZE}{query}"),
                 "servers",
+                None,
             )
             .await?;
-        if since.is_none() {
+        if marks.servers.is_none() {
             inventory.servers.clear();
         }
+        marks.servers = Some(now);
         for server in servers {
-            let id = server["id"].as_str().unwrap_or_default().to_owned();
+            let id = id_of(&server);
             // Nova lists deleted servers under changes-since, with a status
             // of DELETED (or SOFT_DELETED while they can be restored).
             if matches!(server["status"].as_str(), Some("DELETED" | "SOFT_DELETED")) {
@@ -98,29 +164,63 @@ impl OpenstackClient {
                 .servers
                 .insert(id, self.parse(ServiceKind::Compute, "servers", server)?);
         }
-        inventory.volumes = self
-            .list(
-                ServiceKind::BlockStorage,
-                &format!("volumes/detail?limit={PAGE_SIZE}"),
-                "volumes",
-            )
-            .await?
-            .into_iter()
-            .map(|volume: crate::model::Volume| (volume.id.clone(), volume))
-            .collect();
-        inventory.networks = self
-            .list(ServiceKind::Network, "v2.0/networks?", "networks")
-            .await?
-            .into_iter()
-            .filter_map(|network: crate::model::NeutronNetwork| {
-                Some((network.id.clone()?, network))
-            })
-            .collect();
-        let ports = self
-            .list(ServiceKind::Network, "v2.0/ports?", "ports")
+        self.refresh_collection(&VOLUMES, &mut marks.volumes, &mut inventory.volumes)
             .await?;
-        inventory.set_ports(ports);
-        Ok(now)
+        self.refresh_collection(&NETWORKS, &mut marks.networks, &mut inventory.networks)
+            .await?;
+        self.refresh_collection(&PORTS, &mut marks.ports, &mut marks.ports_by_id)
+            .await?;
+        inventory.set_ports(marks.ports_by_id.values().cloned().collect());
+        Ok(())
+    }
+
+    /// Brings `items` (by id) up to date: in full the first time, or when
+    /// the service refuses the change filter; else the items changed since
+    /// the mark, and the ids of all to drop the deleted.
+    async fn refresh_collection<T: DeserializeOwned>(
+        &self,
+        collection: &Collection,
+        mark: &mut Mark,
+        items: &mut BTreeMap<String, T>,
+    ) -> Result<(), OpenstackError> {
+        let Collection {
+            service,
+            key,
+            version,
+            ..
+        } = *collection;
+        if let (Some(since), false) = (mark.since, mark.unfiltered) {
+            let path = format!("{}{}", collection.changed, stamp(since));
+            match self.list_raw(service, &path, key, version).await {
+                Ok((changed, now)) => {
+                    let (all, _) = self.list_raw(service, collection.ids, key, None).await?;
+                    let present: BTreeSet<String> = all.iter().map(id_of).collect();
+                    for item in changed {
+                        items.insert(id_of(&item), self.parse(service, key, item)?);
+                    }
+                    items.retain(|id, _| present.contains(id));
+                    mark.since = Some(now);
+                    return Ok(());
+                }
+                // An older Cinder: no such microversion, or no such filter.
+                Err(OpenstackError::Api {
+                    status: 400 | 404 | 406,
+                    detail,
+                    ..
+                }) if version.is_some() => {
+                    tracing::info!(%detail, "{} lists no {key} changed since a time: listing them in full", service.describe());
+                    mark.unfiltered = true;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let (all, now) = self.list_raw(service, collection.all, key, None).await?;
+        *items = all
+            .into_iter()
+            .map(|item| Ok((id_of(&item), self.parse(service, key, item)?)))
+            .collect::<Result<_, OpenstackError>>()?;
+        mark.since = Some(now);
+        Ok(())
     }
 
     /// Every item of a paged collection (`key`), read as `T`.
@@ -130,7 +230,7 @@ impl OpenstackClient {
         path: &str,
         key: &str,
     ) -> Result<Vec<T>, OpenstackError> {
-        let (items, _) = self.list_raw(service, path, key).await?;
+        let (items, _) = self.list_raw(service, path, key, None).await?;
         items
             .into_iter()
             .map(|item| self.parse(service, key, item))
@@ -153,11 +253,13 @@ impl OpenstackClient {
 
     /// The items of a collection, following its `<key>_links` `next` with a
     /// marker, and the service's clock at the first answer (its `Date`).
+    /// `version`: the microversion to ask for, if any.
     async fn list_raw(
         &self,
         service: ServiceKind,
         path: &str,
         key: &str,
+        version: Option<&str>,
     ) -> Result<(Vec<Value>, Timestamp), OpenstackError> {
         let call = format!("list {key}");
         let separator = if path.contains('?') { "&" } else { "?" };
@@ -168,9 +270,7 @@ impl OpenstackClient {
                 Some(marker) => format!("{path}{separator}marker={marker}"),
                 None => path.to_owned(),
             };
-            let response = self
-                .send(Method::GET, service, &page_path, None, &call)
-                .await?;
+            let response = self.send_get(service, &page_path, &call, version).await?;
             clock.get_or_insert_with(|| server_clock(&response));
             let url = response.url().to_string();
             let mut page: Value = response
@@ -198,6 +298,21 @@ impl OpenstackClient {
             }
         }
     }
+}
+
+/// A change filter's time: `since`, less the overlap, as the services
+/// read it.
+fn stamp(since: Timestamp) -> String {
+    since
+        .saturating_sub(SINCE_OVERLAP)
+        .unwrap_or(since)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// An item's `id`; empty when it has none.
+pub(crate) fn id_of(item: &Value) -> String {
+    item["id"].as_str().unwrap_or_default().to_owned()
 }
 
 /// The time a service answered at, by its `Date` header (its own clock, so

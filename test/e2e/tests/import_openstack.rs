@@ -21,30 +21,14 @@ async fn a_two_volume_two_port_server_imports_intact_and_leaves_nothing_behind()
     shared_controller();
     let project = Project::new("os-import").await;
     let (server, volumes) = project.server("web");
-    project.create_job("web", "web");
+    let done = import_succeeds(&project, "web");
     let ns = &project.ns;
-    let done = tokio::task::block_in_place(|| import::finished(ns, "web", WAIT));
-    assert_eq!(
-        done["status"]["phase"],
-        "Succeeded",
-        "{}\n{}",
-        done["status"],
-        shared_controller().server.process.log_tail(60)
-    );
 
     // Each image holds exactly its volume's bytes, the boot volume first.
     for (index, volume) in volumes.iter().enumerate() {
-        let image = ns.kubectl([
-            "get",
-            "virtualmachineimages.harvesterhci.io",
-            &format!("web-disk-{index}"),
-            "-o",
-            "json",
-        ]);
-        let image: Value = serde_json::from_str(image.expect_success()).unwrap();
         assert_eq!(
-            image["metadata"]["annotations"][SHA256_ANNOTATION],
-            project.os.cloud.volume_sha256(volume).unwrap().as_str(),
+            image_sha256(ns, &format!("web-disk-{index}")),
+            project.os.cloud.volume_sha256(volume).unwrap(),
             "disk {index}"
         );
         assert_eq!(done["status"]["disks"][index]["sourceKey"], volume.as_str());
@@ -91,6 +75,32 @@ async fn a_two_volume_two_port_server_imports_intact_and_leaves_nothing_behind()
     }
 }
 
+/// Nova snapshots an image-backed server's local root disk to a qcow2
+/// image: the controller converts it with qemu-img and the root disk comes
+/// first, its bytes intact; the snapshot image is removed with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_backed_server_imports_its_root_disk_through_a_snapshot_image() {
+    shared_controller();
+    let project = Project::new("os-image").await;
+    let (server, volume) = project.image_backed_server("app");
+    let done = import_succeeds(&project, "app");
+    let ns = &project.ns;
+    let disks = &done["status"]["disks"];
+    assert_eq!(disks[0]["sourceKey"], "root", "{disks}");
+    assert_eq!(disks[1]["sourceKey"], volume.as_str(), "{disks}");
+    assert_eq!(
+        image_sha256(ns, "app-disk-0"),
+        project.os.cloud.root_disk_sha256(&server).unwrap()
+    );
+    assert_eq!(
+        image_sha256(ns, "app-disk-1"),
+        project.os.cloud.volume_sha256(&volume).unwrap()
+    );
+    if let Err(left) = project.wait_no_leftovers(WAIT).await {
+        panic!("left at the cloud: {left:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
     shared_controller();
@@ -128,4 +138,35 @@ async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
             shared_controller().server.process.log_tail(40)
         );
     }
+}
+
+/// The SHA-256 Harvester's image controller stand-in recorded for `image`.
+fn image_sha256(ns: &vmm_testkit::TestNamespace, image: &str) -> String {
+    let json = ns.kubectl([
+        "get",
+        "virtualmachineimages.harvesterhci.io",
+        image,
+        "-o",
+        "json",
+    ]);
+    let image: Value = serde_json::from_str(json.expect_success()).unwrap();
+    image["metadata"]["annotations"][SHA256_ANNOTATION]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Imports the server `name` as the job `name`; the finished job, which
+/// must have succeeded.
+fn import_succeeds(project: &Project, name: &str) -> Value {
+    project.create_job(name, name);
+    let done = tokio::task::block_in_place(|| import::finished(&project.ns, name, WAIT));
+    assert_eq!(
+        done["status"]["phase"],
+        "Succeeded",
+        "{}\n{}",
+        done["status"],
+        shared_controller().server.process.log_tail(60)
+    );
+    done
 }

@@ -214,6 +214,7 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
     let project = &user.project_id;
     let private = cloud.add_network("private", project, Some(100));
     let public = cloud.add_network("public", project, None);
+    let spare = cloud.add_network("spare", project, Some(300));
     let boot = cloud.add_volume("web-boot", project, 1, true).unwrap();
     let data = cloud.add_volume("web-data", project, 1, false).unwrap();
     let web = cloud
@@ -221,7 +222,7 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
             vcpus: 4,
             ram_mib: 8192,
             flavor: "m1.large".into(),
-            volumes: vec![boot, data],
+            volumes: vec![boot, data.clone()],
             ports: vec![
                 (private.clone(), "fa:16:3e:00:00:01".into()),
                 (public.clone(), "fa:16:3e:00:00:02".into()),
@@ -317,7 +318,7 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
             && reasons.contains(&"SwapDisk".to_owned()),
         "{reasons:?}"
     );
-    let networks = tokio::task::block_in_place(|| wait_for_list(&ns, "inet", 2));
+    let networks = tokio::task::block_in_place(|| wait_for_list(&ns, "inet", 3));
     let vlans: Vec<_> = networks
         .iter()
         .map(|n| (n["spec"]["displayName"].clone(), n["spec"]["vlan"].clone()))
@@ -393,10 +394,45 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
         wait_event("the deletion", &|e| {
             e["type"] == "DELETED" && e["object"]["spec"]["id"] == db.as_str()
         });
+        // Cinder's and Neutron's changes, read through their change filters.
+        cloud.extend_volume(&data, 2).unwrap();
+        wait_event("the volume's extension", &|e| {
+            e["object"]["spec"]["id"] == web.as_str()
+                && e["object"]["spec"]["disks"][1]["capacityBytes"] == 2u64 << 30
+        });
+        cloud.rename_network(&public, "public-2");
+        wait_event("the network's rename", &|e| {
+            e["object"]["spec"]["id"] == web.as_str()
+                && e["object"]["spec"]["nics"][1]["network"] == "public-2"
+        });
+        // A deletion, which neither lists: seen in their lists of ids.
+        cloud.delete_network(&spare);
+        wait_for_list(&ns, "inet", 2);
     });
     kubectl.kill().unwrap();
     let _ = kubectl.wait();
     reader.join().unwrap();
+
+    // After the first read, each poll asked for changes only: Cinder and
+    // Neutron were listed in full once, then by their change filters (and
+    // for ids alone, the cheapest list that shows deletions).
+    let requests = cloud.requests(project);
+    for (collection, filter, ids) in [
+        ("/volumes/detail", "updated_at=gte:", "/volumes?"),
+        ("/networks", "changed_since=", "fields=id"),
+        ("/ports", "changed_since=", "fields=id"),
+    ] {
+        let listed: Vec<&String> = requests
+            .iter()
+            .filter(|r| r.starts_with("GET ") && r.contains(collection) && !r.contains(ids))
+            .collect();
+        let full = listed.iter().filter(|r| !r.contains(filter)).count();
+        let changes = listed.len() - full;
+        assert!(
+            full == 1 && changes >= 3,
+            "{collection}: {full} full lists, {changes} of changes: {listed:?}"
+        );
+    }
 }
 
 /// The items of `kubectl get <resource>` once there are `count`.

@@ -79,31 +79,56 @@ impl Project<'_> {
     /// A running server `name` with a bootable and a data volume of 1 GiB,
     /// on `private` and `public`; its id and the volumes' ids.
     pub fn server(&self, name: &str) -> (String, Vec<String>) {
+        let volumes = vec![
+            self.volume(&format!("{name}-boot"), true),
+            self.volume(&format!("{name}-data"), false),
+        ];
+        let id = self.add_server(ServerSeed {
+            volumes: volumes.clone(),
+            ..ServerSeed::new(name, &self.user.project_id)
+        });
+        (id, volumes)
+    }
+
+    /// A running server `name` booted from an image (a local root disk of
+    /// 1 GiB) with a data volume of 1 GiB, on `private` and `public`; its id
+    /// and the volume's id.
+    pub fn image_backed_server(&self, name: &str) -> (String, String) {
+        let volume = self.volume(&format!("{name}-data"), false);
+        let id = self.add_server(ServerSeed {
+            image: Some("cirros-0.6.3".into()),
+            root_gib: 1,
+            volumes: vec![volume.clone()],
+            ..ServerSeed::new(name, &self.user.project_id)
+        });
+        (id, volume)
+    }
+
+    fn volume(&self, name: &str, bootable: bool) -> String {
+        self.os
+            .cloud
+            .add_volume(name, &self.user.project_id, 1, bootable)
+            .unwrap()
+    }
+
+    /// `seed` with 4 vCPUs, 3 GiB and a port on each of `private` (VLAN
+    /// 100) and `public` (200).
+    fn add_server(&self, seed: ServerSeed) -> String {
         let cloud = &self.os.cloud;
         let project = &self.user.project_id;
         let private = cloud.add_network("private", project, Some(100));
         let public = cloud.add_network("public", project, Some(200));
-        let volumes = vec![
-            cloud
-                .add_volume(&format!("{name}-boot"), project, 1, true)
-                .unwrap(),
-            cloud
-                .add_volume(&format!("{name}-data"), project, 1, false)
-                .unwrap(),
-        ];
-        let id = cloud
+        cloud
             .add_server(ServerSeed {
                 vcpus: 4,
                 ram_mib: 3072,
-                volumes: volumes.clone(),
                 ports: vec![
                     (private, "fa:16:3e:0a:00:01".into()),
                     (public, "fa:16:3e:0b:00:02".into()),
                 ],
-                ..ServerSeed::new(name, project)
+                ..seed
             })
-            .unwrap();
-        (id, volumes)
+            .unwrap()
     }
 
     pub fn create_job(&self, job: &str, server: &str) {

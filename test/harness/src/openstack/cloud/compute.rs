@@ -202,10 +202,11 @@ pub(super) async fn server_action(
         }
         name.to_owned()
     };
-    // A snapshot of the root disk: raw bytes, uploaded like Cinder's.
-    let root = cloud.dir.join(format!("{id}-root"));
+    // A snapshot of the root disk as Nova's libvirt driver makes one of a
+    // qcow2-backed instance: a qcow2 image.
+    let root = cloud.root_disk(&id);
     let image_id = match cloud
-        .image_from_file(&token, &image_name, "raw", root, || {})
+        .image_from_file(&token, &image_name, "qcow2", root, || {})
         .await
     {
         Ok(image_id) => image_id,

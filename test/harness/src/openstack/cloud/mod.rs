@@ -20,7 +20,7 @@ mod volume;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,11 +99,11 @@ struct ServerRecord {
 }
 
 impl ServerRecord {
-    /// The id of the server's `index`th port: the server's, with the port
-    /// kind and the index in it.
+    /// The id of the server's `index`th port: the port kind, the index and
+    /// the server's number (the last group of its id), so ids never clash.
     fn port_id(&self, index: usize) -> String {
-        let (_, tail) = self.id.split_at(8);
-        format!("{PORT:08x}{}{index:x}", &tail[..tail.len() - 1])
+        let number = &self.id[self.id.len() - 12..];
+        format!("{PORT:08x}-{index:04x}-4000-8000-{number}")
     }
 
     /// The address of the server's `index`th port.
@@ -151,6 +151,9 @@ struct NetworkRecord {
     name: String,
     project_id: String,
     vlan: Option<i64>,
+    updated: Timestamp,
+    /// Neutron's `revision_number`: one more at each change.
+    revision: u64,
 }
 
 #[derive(Default)]
@@ -160,6 +163,8 @@ struct CloudState {
     snapshots: BTreeMap<String, SnapshotRecord>,
     networks: BTreeMap<String, NetworkRecord>,
     next_id: u64,
+    /// `(project id, "METHOD path?query")` of every request.
+    requests: Vec<(String, String)>,
 }
 
 impl CloudState {
@@ -242,8 +247,9 @@ impl Cloud {
             http,
             dir: run_dir()?,
         };
-        let app =
-            router(cloud.clone()).layer(middleware::from_fn_with_state(validator, authenticate));
+        let app = router(cloud.clone())
+            .layer(middleware::from_fn_with_state(cloud.clone(), record))
+            .layer(middleware::from_fn_with_state(validator, authenticate));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -294,6 +300,8 @@ impl Cloud {
                 name: name.into(),
                 project_id: project_id.into(),
                 vlan,
+                updated: Timestamp::now(),
+                revision: 1,
             },
         );
         id
@@ -308,10 +316,23 @@ impl Cloud {
         size_gib: i64,
         bootable: bool,
     ) -> Result<String> {
+        self.add_volume_filled(name, project_id, size_gib, bootable, volume::write_pattern)
+    }
+
+    /// A volume of `size_gib` whose file `fill` writes, given its path and
+    /// size in bytes.
+    pub fn add_volume_filled(
+        &self,
+        name: &str,
+        project_id: &str,
+        size_gib: i64,
+        bootable: bool,
+        fill: impl FnOnce(&Path, u64) -> Result<()>,
+    ) -> Result<String> {
         let mut state = self.state.lock().unwrap();
         let id = state.id(VOLUME);
         let data = self.dir.join(&id);
-        volume::write_pattern(&data, size_gib)?;
+        fill(&data, u64::try_from(size_gib).unwrap_or(0) << 30)?;
         state.volumes.insert(
             id.clone(),
             VolumeRecord {
@@ -332,6 +353,54 @@ impl Cloud {
         Ok(id)
     }
 
+    /// Renames a network, as `openstack network set --name` does.
+    pub fn rename_network(&self, id: &str, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let network = state.networks.get_mut(id).expect("no such network");
+        network.name = name.into();
+        network.updated = Timestamp::now();
+        network.revision += 1;
+    }
+
+    /// Deletes a network (Neutron lists it no more, and lists no deletion).
+    pub fn delete_network(&self, id: &str) {
+        self.state.lock().unwrap().networks.remove(id);
+    }
+
+    /// Extends a volume to `size_gib`, as `openstack volume set --size`
+    /// does (the file grows with zeros).
+    pub fn extend_volume(&self, id: &str, size_gib: i64) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        let volume = state.volumes.get_mut(id).context("no such volume")?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&volume.data)?
+            .set_len(u64::try_from(size_gib)? << 30)?;
+        volume.size_gib = size_gib;
+        volume.updated = Timestamp::now();
+        Ok(())
+    }
+
+    /// The requests made with `project_id`'s tokens so far, as `METHOD
+    /// path?query`, oldest first.
+    pub fn requests(&self, project_id: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .filter(|(project, _)| project == project_id)
+            .map(|(_, request)| request.clone())
+            .collect()
+    }
+
+    /// Removes a volume and its file at once (a benchmark's large volume).
+    pub fn remove_volume(&self, id: &str) -> Result<()> {
+        let volume = self.state.lock().unwrap().volumes.remove(id);
+        let volume = volume.context("no such volume")?;
+        std::fs::remove_file(&volume.data)
+            .with_context(|| format!("remove {}", volume.data.display()))
+    }
+
     /// The SHA-256 (hex) of a volume's bytes.
     pub fn volume_sha256(&self, id: &str) -> Result<String> {
         let path = self
@@ -344,6 +413,16 @@ impl Cloud {
             .data
             .clone();
         crate::vcsim::sha256_file(&path)
+    }
+
+    /// The SHA-256 (hex) of an image-backed server's root disk.
+    pub fn root_disk_sha256(&self, server_id: &str) -> Result<String> {
+        crate::vcsim::sha256_file(&self.root_disk(server_id))
+    }
+
+    /// The file of an image-backed server's local root disk.
+    pub(super) fn root_disk(&self, server_id: &str) -> PathBuf {
+        self.dir.join(format!("{server_id}-root"))
     }
 
     /// How many of `project_id`'s volumes are being uploaded to Glance now.
@@ -381,8 +460,8 @@ impl Cloud {
         let id = state.id(SERVER);
         if seed.image.is_some() {
             volume::write_pattern(
-                &self.dir.join(format!("{id}-root")),
-                i64::from(seed.root_gib),
+                &self.root_disk(&id),
+                u64::try_from(seed.root_gib).unwrap_or(0) << 30,
             )?;
         }
         let now = Timestamp::now();
@@ -445,7 +524,10 @@ fn router(cloud: Cloud) -> Router {
             "/compute/v2.1/servers/{id}/action",
             post(compute::server_action),
         )
-        .route("/volume/v3/{project}/volumes", post(volume::create_volume))
+        .route(
+            "/volume/v3/{project}/volumes",
+            get(volume::list_volume_summaries).post(volume::create_volume),
+        )
         .route(
             "/volume/v3/{project}/volumes/detail",
             get(volume::list_volumes),
@@ -479,6 +561,21 @@ fn router(cloud: Cloud) -> Router {
 /// Nova write images to Glance with it).
 #[derive(Clone)]
 struct Project(String, String);
+
+/// Keeps each request's method, path and query with its project (inside
+/// [`authenticate`], which finds the project).
+async fn record(State(cloud): State<Cloud>, request: Request, next: Next) -> Response {
+    if let Some(Project(project, _)) = request.extensions().get::<Project>() {
+        let line = format!("{} {}", request.method(), request.uri());
+        cloud
+            .state
+            .lock()
+            .unwrap()
+            .requests
+            .push((project.clone(), line));
+    }
+    next.run(request).await
+}
 
 /// Checks `X-Auth-Token` with Keystone (`GET /v3/auth/tokens`), as
 /// keystonemiddleware does; 401 with Keystone's error body otherwise.

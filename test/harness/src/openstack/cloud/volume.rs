@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
@@ -20,13 +20,11 @@ use tokio::io::AsyncReadExt;
 
 use super::{Cloud, CloudState, Project, SnapshotRecord, VolumeRecord, error, rfc3339};
 
-const GIB: u64 = 1 << 30;
 /// Random bytes written at each of a new volume's start, middle and end.
 const PATTERN_BYTES: usize = 1 << 20;
 
-/// Writes a sparse file of `size_gib` with random bytes in three places.
-pub(super) fn write_pattern(path: &FsPath, size_gib: i64) -> Result<()> {
-    let size = u64::try_from(size_gib).unwrap_or(0) * GIB;
+/// Writes a sparse file of `size` bytes with random bytes in three places.
+pub(super) fn write_pattern(path: &FsPath, size: u64) -> Result<()> {
     let mut file =
         std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
     file.set_len(size)?;
@@ -109,11 +107,109 @@ fn not_found(what: &str, id: &str) -> Response {
     )
 }
 
+/// The newest volume microversion the stand-in answers to.
+const MAX_VOLUME_MICROVERSION: (u32, u32) = (3, 70);
+
+/// The volume microversion a request asks for (`OpenStack-API-Version:
+/// volume 3.60`; 3.0 when it names none); 406 for one newer than the
+/// stand-in's, as Cinder answers (the message is the error).
+fn volume_microversion(headers: &HeaderMap) -> Result<(u32, u32), String> {
+    let asked = headers
+        .get("OpenStack-API-Version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("volume "))
+        .map(str::trim);
+    let version = match asked {
+        None => (3, 0),
+        Some("latest") => MAX_VOLUME_MICROVERSION,
+        Some(text) => {
+            let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+        }
+    };
+    if version > MAX_VOLUME_MICROVERSION {
+        return Err(format!(
+            "Version {}.{} is not supported by the API.",
+            version.0, version.1
+        ));
+    }
+    Ok(version)
+}
+
+/// `updated_at=<op>:<time>` (microversion 3.60): whether `updated` passes.
+fn updated_filter(query: &[(String, String)]) -> Result<Option<(String, Timestamp)>, String> {
+    let Some((_, value)) = query.iter().find(|(k, _)| k == "updated_at") else {
+        return Ok(None);
+    };
+    let (op, time) = value
+        .split_once(':')
+        .ok_or_else(|| format!("Invalid updated_at value {value:?}"))?;
+    let time = time
+        .parse::<Timestamp>()
+        .map_err(|_| format!("Invalid updated_at time {time:?}"))?;
+    if !matches!(op, "gt" | "gte" | "lt" | "lte" | "eq" | "neq") {
+        return Err(format!("Invalid updated_at operator {op:?}"));
+    }
+    Ok(Some((op.to_owned(), time)))
+}
+
+fn passes(filter: &Option<(String, Timestamp)>, updated: Timestamp) -> bool {
+    let Some((op, time)) = filter else {
+        return true;
+    };
+    match op.as_str() {
+        "gt" => updated > *time,
+        "gte" => updated >= *time,
+        "lt" => updated < *time,
+        "lte" => updated <= *time,
+        "eq" => updated == *time,
+        _ => updated != *time,
+    }
+}
+
+/// `GET /volumes/detail`, with the `name` filter and, from microversion
+/// 3.60, the `updated_at` one.
 pub(super) async fn list_volumes(
     State(cloud): State<Cloud>,
     Extension(Project(project, _)): Extension<Project>,
     Path(path_project): Path<String>,
+    headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    if path_project != project {
+        return wrong_project();
+    }
+    let version = match volume_microversion(&headers) {
+        Ok(version) => version,
+        Err(message) => return error(StatusCode::NOT_ACCEPTABLE, "computeFault", message),
+    };
+    let updated = match updated_filter(&query) {
+        Ok(Some(_)) if version < (3, 60) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                "Invalid filter keys: updated_at".into(),
+            );
+        }
+        Ok(filter) => filter,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "badRequest", message),
+    };
+    let state = cloud.state.lock().unwrap();
+    let volumes: Vec<Value> = state
+        .volumes
+        .values()
+        .filter(|v| v.project_id == project && named(&query).is_none_or(|n| v.name == n))
+        .filter(|v| passes(&updated, v.updated))
+        .map(|v| state.volume_view(v))
+        .collect();
+    Json(json!({"volumes": volumes})).into_response()
+}
+
+/// `GET /volumes`: each volume's id, name and links only.
+pub(super) async fn list_volume_summaries(
+    State(cloud): State<Cloud>,
+    Extension(Project(project, _)): Extension<Project>,
+    Path(path_project): Path<String>,
 ) -> Response {
     if path_project != project {
         return wrong_project();
@@ -122,8 +218,8 @@ pub(super) async fn list_volumes(
     let volumes: Vec<Value> = state
         .volumes
         .values()
-        .filter(|v| v.project_id == project && named(&query).is_none_or(|n| v.name == n))
-        .map(|v| state.volume_view(v))
+        .filter(|v| v.project_id == project)
+        .map(|v| json!({"id": v.id, "name": v.name, "links": []}))
         .collect();
     Json(json!({"volumes": volumes})).into_response()
 }
@@ -444,8 +540,9 @@ impl Cloud {
         }
     }
 
-    /// Creates an image in Glance as the caller and streams the file at
-    /// `data` into it in the background, then runs `done`; the image's id.
+    /// Creates an image of `disk_format` in Glance as the caller and, in the
+    /// background, streams the raw file at `data` into it (converted first
+    /// when the format is not raw), then runs `done`; the image's id.
     pub(super) async fn image_from_file(
         &self,
         token: &str,
@@ -456,8 +553,9 @@ impl Cloud {
     ) -> Result<String> {
         let image_id = self.create_image(token, name, disk_format).await?;
         let (uploading, image, token) = (self.clone(), image_id.clone(), token.to_owned());
+        let disk_format = disk_format.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = uploading.upload(&token, &image, &data).await {
+            if let Err(e) = uploading.upload(&token, &image, &data, &disk_format).await {
                 tracing::warn!(image = %image, "the stand-in's upload to Glance failed: {e:#}");
             }
             done();
@@ -483,10 +581,26 @@ impl Cloud {
             .to_owned())
     }
 
-    /// Streams the file at `data` into the image's file, at the upload rate
-    /// set; when that fails, deletes the image, as Cinder does.
-    async fn upload(&self, token: &str, image_id: &str, data: &FsPath) -> Result<()> {
-        let result = self.put_image_file(token, image_id, data).await;
+    /// Streams the raw file at `data` into the image's file, converted to
+    /// `disk_format` first unless raw, at the upload rate set; when that
+    /// fails, deletes the image, as Cinder does.
+    async fn upload(
+        &self,
+        token: &str,
+        image_id: &str,
+        data: &FsPath,
+        disk_format: &str,
+    ) -> Result<()> {
+        let converted = self.dir.join(format!("{image_id}.{disk_format}"));
+        let result = async {
+            if disk_format == "raw" {
+                return self.put_image_file(token, image_id, data).await;
+            }
+            convert(data, disk_format, &converted).await?;
+            self.put_image_file(token, image_id, &converted).await
+        }
+        .await;
+        let _ = std::fs::remove_file(&converted);
         if result.is_err() {
             let _ = self
                 .http
@@ -529,4 +643,21 @@ impl Cloud {
             .error_for_status()?;
         Ok(())
     }
+}
+
+/// `qemu-img convert` of the raw file `raw` to `format` at `output`.
+async fn convert(raw: &FsPath, format: &str, output: &FsPath) -> Result<()> {
+    let result = tokio::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", format])
+        .arg(raw)
+        .arg(output)
+        .output()
+        .await
+        .context("run qemu-img")?;
+    anyhow::ensure!(
+        result.status.success(),
+        "qemu-img convert to {format}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    Ok(())
 }
