@@ -4,7 +4,8 @@
 #   bin/etcd                         go.etcd.io/etcd/server/v3  (test/peers/etcd)
 #   bin/vcsim                        our program on govmomi's simulator, patched (test/peers/vcsim)
 #   bin/helm                         helm.sh/helm/v3 (test/peers/helm): lint and render the chart
-#   crds/kubevirt-virtualmachines.yaml     KubeVirt's own generator   (test/peers/crds/kubevirt)
+#   crds/kubevirt-virtualmachines.yaml, -virtualmachineinstances, -virtualmachineexports
+#                                          KubeVirt's own generator (test/peers/crds/kubevirt)
 #   crds/harvester-virtualmachineimages.yaml  controller-gen on Harvester's types (test/peers/crds/harvester)
 #   crds/harvester-settings.yaml           the same run: Setting (preflight reads overcommit-config)
 #   crds/harvester-addons.yaml             the same run: the Addon our charts/addon manifest is
@@ -388,7 +389,9 @@ module_dir() { # module_dir NAME MODULE: download MODULE (verified against go.su
 
 crd_kubevirt() {
 	go -C "$SRC/crds/kubevirt" build -trimpath -ldflags "-s -w" -o "$WORK/kubevirt-crd" .
-	"$WORK/kubevirt-crd" >"$TMP/crds/kubevirt-virtualmachines.yaml"
+	for crd in virtualmachines virtualmachineinstances virtualmachineexports; do
+		"$WORK/kubevirt-crd" "$crd" >"$TMP/crds/kubevirt-$crd.yaml"
+	done
 }
 
 crd_harvester() {
@@ -460,7 +463,7 @@ peers)
 	timed crd-nad crd_nad
 	timed crd-longhorn crd_longhorn
 	BINS=(kube-apiserver kubectl etcd vcsim helm)
-	CRDS=(kubevirt-virtualmachines harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts rancher-settings rancher-features rancher-uiplugins longhorn nad)
+	CRDS=(kubevirt-virtualmachines kubevirt-virtualmachineinstances kubevirt-virtualmachineexports harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts rancher-settings rancher-features rancher-uiplugins longhorn nad)
 	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'"'
 	;;
 steve)

@@ -339,6 +339,20 @@ impl EndpointInterface {
 pub struct HarvesterSpec {
     #[serde(flatten)]
     pub connection: Connection,
+    #[serde(flatten)]
+    pub settings: HarvesterSettings,
+}
+
+/// What of the remote cluster to read: what the provider reads from a
+/// [`SourceSpec`]'s settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HarvesterSettings {
+    /// The remote namespaces whose VMs and networks are read; every
+    /// namespace the credentials may list when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
+    pub namespaces: Vec<String>,
 }
 
 /// What every kind of source shares, for code that handles them alike.

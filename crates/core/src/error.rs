@@ -76,6 +76,12 @@ pub enum Reason {
     /// A service the provider needs is missing from the catalog (in the
     /// region and interface asked for).
     ServiceNotInCatalog,
+    /// The remote cluster does not serve KubeVirt's `kubevirt.io/v1`.
+    KubeVirtNotServed,
+    /// The remote cluster's KubeVirt has no `export.kubevirt.io` API.
+    ExportApiNotServed,
+    /// The credentials are valid but may not do what the provider needs.
+    PermissionDenied,
     /// No provider serves this kind of source yet.
     KindNotSupported,
     /// The guest cannot be asked to shut down (no guest agent running).
@@ -101,6 +107,9 @@ impl Reason {
             Self::ProjectNotFound => "ProjectNotFound",
             Self::RegionNotFound => "RegionNotFound",
             Self::ServiceNotInCatalog => "ServiceNotInCatalog",
+            Self::KubeVirtNotServed => "KubeVirtNotServed",
+            Self::ExportApiNotServed => "ExportApiNotServed",
+            Self::PermissionDenied => "PermissionDenied",
             Self::KindNotSupported => "KindNotSupported",
             Self::GuestShutdownUnavailable => "GuestShutdownUnavailable",
             Self::PowerOffTimedOut => "PowerOffTimedOut",

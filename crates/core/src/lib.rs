@@ -21,6 +21,6 @@ pub mod vm;
 
 pub use credentials::{Credentials, CredentialsError, SecretString};
 pub use error::{ProviderError, Reason};
-pub use inventory::{InventoryEvent, InventorySnapshot};
+pub use inventory::{InventoryEvent, InventorySnapshot, Reported};
 pub use provider::{ByteStream, DiskFile, Export, ExportEnd, Provider, Session};
 pub use vm::{Vm, VmDisk};

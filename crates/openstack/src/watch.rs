@@ -14,7 +14,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use vmm_core::InventoryEvent;
+use vmm_core::{InventoryEvent, Reported};
 
 use crate::model::{Inventory, Port};
 use crate::{OpenstackClient, OpenstackError, ServiceKind};
@@ -105,11 +105,16 @@ impl OpenstackClient {
         interval: Duration,
     ) -> Result<(), OpenstackError> {
         let mut inventory = Inventory::default();
-        let mut sent = Sent::default();
+        let mut sent = Reported::default();
         let mut marks = Marks::default();
         self.refresh(&mut inventory, &mut marks).await?;
         if !sent
-            .report(&inventory, &events, InventoryEvent::Synced)
+            .report(
+                inventory.vms(),
+                inventory.network_specs(),
+                &events,
+                InventoryEvent::Synced,
+            )
             .await
         {
             return Ok(());
@@ -121,7 +126,12 @@ impl OpenstackClient {
             }
             self.refresh(&mut inventory, &mut marks).await?;
             if !sent
-                .report(&inventory, &events, InventoryEvent::Current)
+                .report(
+                    inventory.vms(),
+                    inventory.network_specs(),
+                    &events,
+                    InventoryEvent::Current,
+                )
                 .await
             {
                 return Ok(());
@@ -324,61 +334,4 @@ fn server_clock(response: &reqwest::Response) -> Timestamp {
         .and_then(|date| date.to_str().ok())
         .and_then(|date| k8s_openapi::jiff::fmt::rfc2822::parse(date).ok())
         .map_or_else(Timestamp::now, |zoned| zoned.timestamp())
-}
-
-/// What a watch has reported, to report only changes.
-#[derive(Default)]
-struct Sent {
-    vms: BTreeMap<String, vmm_api::inventory::VirtualMachineSpec>,
-    networks: BTreeMap<String, vmm_api::inventory::NetworkSpec>,
-}
-
-impl Sent {
-    /// Reports the difference between `inventory` and what was sent, then
-    /// `done`. False when the receiver is gone.
-    async fn report(
-        &mut self,
-        inventory: &Inventory,
-        events: &mpsc::Sender<InventoryEvent>,
-        done: InventoryEvent,
-    ) -> bool {
-        let networks = inventory.network_specs();
-        let vms = inventory.vms();
-        let mut changes = Vec::new();
-        diff(
-            &self.networks,
-            &networks,
-            &mut changes,
-            InventoryEvent::Network,
-            |id| InventoryEvent::NetworkRemoved { id },
-        );
-        diff(&self.vms, &vms, &mut changes, InventoryEvent::Vm, |id| {
-            InventoryEvent::VmRemoved { id }
-        });
-        self.networks = networks;
-        self.vms = vms;
-        for event in changes.into_iter().chain([done]) {
-            if events.send(event).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-fn diff<T: Clone + PartialEq>(
-    before: &BTreeMap<String, T>,
-    after: &BTreeMap<String, T>,
-    changes: &mut Vec<InventoryEvent>,
-    changed: impl Fn(T) -> InventoryEvent,
-    removed: impl Fn(String) -> InventoryEvent,
-) {
-    for (id, spec) in after {
-        if before.get(id) != Some(spec) {
-            changes.push(changed(spec.clone()));
-        }
-    }
-    for id in before.keys().filter(|id| !after.contains_key(*id)) {
-        changes.push(removed(id.clone()));
-    }
 }

@@ -4,6 +4,7 @@
 //! client library.
 #![forbid(unsafe_code)]
 
+pub mod harvester;
 pub mod openstack;
 pub mod vsphere;
 
@@ -12,11 +13,11 @@ use std::sync::Arc;
 use vmm_api::SourceKind;
 use vmm_core::Provider;
 
-/// The provider of a kind of source; `None` for a kind none serves yet.
+/// The provider of a kind of source; `None` for a kind none serves.
 pub fn provider(kind: SourceKind) -> Option<Arc<dyn Provider>> {
     match kind {
         SourceKind::Vsphere => Some(Arc::new(vsphere::Vsphere)),
         SourceKind::Openstack => Some(Arc::new(openstack::Openstack)),
-        SourceKind::Harvester => None,
+        SourceKind::Harvester => Some(Arc::new(harvester::Harvester)),
     }
 }

@@ -4,61 +4,28 @@
 //! reason naming the fix; a usable one is browsed with kubectl, and changes
 //! at the cloud reach `kubectl get ivm -w`.
 
-use std::io::{BufRead, BufReader};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use vmm_testkit::openstack::{COMPUTE_ONLY_REGION, OpenStack, ProjectUser, ServerSeed};
 use vmm_testkit::servers::{shared_controller, shared_inventory_api};
+use vmm_testkit::sources::{KubectlWatch, pluck, ready_condition, secret, source};
 use vmm_testkit::{ControlPlane, TestNamespace};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn secret(name: &str, data: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
-}
-
 fn openstack(name: &str, endpoint: &str, secret: &str, settings: Value) -> Value {
-    let mut spec = json!({"endpoint": endpoint, "credentials": {"name": secret}});
-    spec.as_object_mut()
-        .unwrap()
-        .extend(settings.as_object().unwrap().clone());
-    json!({"apiVersion": "source.harvesterhci.io/v1", "kind": "Openstack",
-           "metadata": {"name": name}, "spec": spec})
+    source("Openstack", name, endpoint, secret, settings)
 }
 
 fn password(user: &ProjectUser) -> Value {
     json!({"username": user.user, "password": user.password, "userDomain": user.domain})
 }
 
-fn apply(ns: &TestNamespace, objects: &[Value]) {
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    ControlPlane::shared()
-        .apply_yaml(ns.name(), &list.to_string())
-        .expect_success();
-}
-
 /// The source's `Ready` condition once its reason is `reason`, and the source.
 fn wait_for_reason(ns: &TestNamespace, name: &str, reason: &str) -> (Value, Value) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = ns.kubectl(["get", &format!("openstack/{name}"), "-o", "json"]);
-        let source: Value = serde_json::from_str(out.expect_success()).unwrap();
-        let ready = source["status"]["conditions"]
-            .as_array()
-            .and_then(|all| all.iter().find(|c| c["type"] == "Ready"))
-            .cloned();
-        if let Some(ready) = ready.filter(|r| r["reason"] == reason) {
-            return (ready, source);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never became {reason}: {}",
-            source["status"]
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let source = ns.wait_for_ready_reason(&format!("openstack/{name}"), reason, WAIT);
+    (ready_condition(&source), source)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,36 +71,33 @@ async fn openstack_sources_say_whether_they_can_be_used_and_what_to_fix() {
     let untrusted = format!("{}/v3", cp.server_url());
     let mut wrong = password(&user);
     wrong["password"] = json!("not-it");
-    apply(
-        &ns,
-        &[
-            secret("password", password(&user)),
-            secret("wrong", wrong),
-            secret("app", app(&credential)),
-            secret("revoked", app(&revoked)),
-            secret("expired", app(&expired)),
-            openstack("ok", &auth_url, "password", project.clone()),
-            openstack("ok-app", &auth_url, "app", json!({"interface": "internal"})),
-            openstack("bad-password", &auth_url, "wrong", project.clone()),
-            openstack("revoked", &auth_url, "revoked", json!({})),
-            openstack("expired", &auth_url, "expired", json!({})),
-            openstack(
-                "no-project",
-                &auth_url,
-                "password",
-                json!({"project": "nowhere"}),
-            ),
-            openstack("no-region", &auth_url, "app", json!({"region": "Atlantis"})),
-            openstack(
-                "compute-only",
-                &auth_url,
-                "app",
-                json!({"region": COMPUTE_ONLY_REGION}),
-            ),
-            openstack("unreachable", &closed, "app", json!({})),
-            openstack("untrusted", &untrusted, "app", json!({})),
-        ],
-    );
+    ns.apply_all(&[
+        secret("password", password(&user)),
+        secret("wrong", wrong),
+        secret("app", app(&credential)),
+        secret("revoked", app(&revoked)),
+        secret("expired", app(&expired)),
+        openstack("ok", &auth_url, "password", project.clone()),
+        openstack("ok-app", &auth_url, "app", json!({"interface": "internal"})),
+        openstack("bad-password", &auth_url, "wrong", project.clone()),
+        openstack("revoked", &auth_url, "revoked", json!({})),
+        openstack("expired", &auth_url, "expired", json!({})),
+        openstack(
+            "no-project",
+            &auth_url,
+            "password",
+            json!({"project": "nowhere"}),
+        ),
+        openstack("no-region", &auth_url, "app", json!({"region": "Atlantis"})),
+        openstack(
+            "compute-only",
+            &auth_url,
+            "app",
+            json!({"region": COMPUTE_ONLY_REGION}),
+        ),
+        openstack("unreachable", &closed, "app", json!({})),
+        openstack("untrusted", &untrusted, "app", json!({})),
+    ]);
     let cases = [
         ("ok", "Connected", "True", "OpenStack compute"),
         ("ok-app", "Connected", "True", "region RegionOne"),
@@ -243,20 +207,17 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
     cloud
         .add_server(ServerSeed::new("elsewhere", "another-project"))
         .unwrap();
-    apply(
-        &ns,
-        &[
-            secret("password", password(&user)),
-            openstack(
-                "cloud",
-                &os.keystone.url(),
-                "password",
-                json!({"project": user.project, "pollIntervalSeconds": 2}),
-            ),
-        ],
-    );
+    ns.apply_all(&[
+        secret("password", password(&user)),
+        openstack(
+            "cloud",
+            &os.keystone.url(),
+            "password",
+            json!({"project": user.project, "pollIntervalSeconds": 2}),
+        ),
+    ]);
 
-    let vms = tokio::task::block_in_place(|| wait_for_list(&ns, "ivm", 2));
+    let vms = tokio::task::block_in_place(|| ns.wait_for_list("ivm", 2, WAIT));
     let by_name = |name: &str| {
         vms.iter()
             .find(|vm| vm["spec"]["displayName"] == name)
@@ -274,36 +235,21 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
         (&json!(4), &json!(8192), &json!("m1.large")),
         "{web_vm}"
     );
-    let disks: Vec<_> = web_vm["spec"]["disks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["name"].clone(),
-                d["capacityBytes"].clone(),
-                d["bootable"].clone(),
-            )
-        })
-        .collect();
     assert_eq!(
-        disks,
+        pluck(
+            &web_vm["spec"]["disks"],
+            &["name", "capacityBytes", "bootable"]
+        ),
         [
-            (json!("web-boot"), json!(1u64 << 30), json!(true)),
-            (json!("web-data"), json!(1u64 << 30), json!(false)),
+            json!(["web-boot", 1u64 << 30, true]),
+            json!(["web-data", 1u64 << 30, false]),
         ]
     );
-    let nics: Vec<_> = web_vm["spec"]["nics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| (n["network"].clone(), n["macAddress"].clone()))
-        .collect();
     assert_eq!(
-        nics,
+        pluck(&web_vm["spec"]["nics"], &["network", "macAddress"]),
         [
-            (json!("private"), json!("fa:16:3e:00:00:01")),
-            (json!("public"), json!("fa:16:3e:00:00:02")),
+            json!(["private", "fa:16:3e:00:00:01"]),
+            json!(["public", "fa:16:3e:00:00:02"]),
         ]
     );
     let db_vm = by_name("db");
@@ -318,7 +264,7 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
             && reasons.contains(&"SwapDisk".to_owned()),
         "{reasons:?}"
     );
-    let networks = tokio::task::block_in_place(|| wait_for_list(&ns, "inet", 3));
+    let networks = tokio::task::block_in_place(|| ns.wait_for_list("inet", 3, WAIT));
     let vlans: Vec<_> = networks
         .iter()
         .map(|n| (n["spec"]["displayName"].clone(), n["spec"]["vlan"].clone()))
@@ -326,55 +272,8 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
     assert!(vlans.contains(&(json!("private"), json!(100))), "{vlans:?}");
 
     // Changes at the cloud, seen through `kubectl get ivm -w`.
-    let mut kubectl = std::process::Command::new(cp.peers().kubectl())
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig_path())
-        .args([
-            "get",
-            "ivm",
-            "-n",
-            ns.name(),
-            "-w",
-            "--output-watch-events",
-            "-o",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let stdout = kubectl.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                seen.lock().unwrap().push_str(&line);
-            }
-        })
-    };
-    let events = move || -> Vec<Value> {
-        let text = seen.lock().unwrap().clone();
-        serde_json::Deserializer::from_str(&text)
-            .into_iter::<Value>()
-            .map_while(Result::ok)
-            .collect()
-    };
-    let wait_event = |what: &str, found: &dyn Fn(&Value) -> bool| {
-        let deadline = Instant::now() + WAIT;
-        let started = Instant::now();
-        loop {
-            if events().iter().any(found) {
-                eprintln!("{what}: seen after {:?}", started.elapsed());
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never saw {what}: {:?}",
-                events()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let watch = KubectlWatch::start(&ns, "ivm");
+    let wait_event = |what: &str, found: &dyn Fn(&Value) -> bool| watch.wait(what, WAIT, found);
     tokio::task::block_in_place(|| {
         wait_event("the initial list", &|e| {
             e["type"] == "ADDED" && e["object"]["spec"]["id"] == db.as_str()
@@ -407,11 +306,9 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
         });
         // A deletion, which neither lists: seen in their lists of ids.
         cloud.delete_network(&spare);
-        wait_for_list(&ns, "inet", 2);
+        ns.wait_for_list("inet", 2, WAIT);
     });
-    kubectl.kill().unwrap();
-    let _ = kubectl.wait();
-    reader.join().unwrap();
+    drop(watch);
 
     // After the first read, each poll asked for changes only: Cinder and
     // Neutron were listed in full once, then by their change filters (and
@@ -432,22 +329,5 @@ async fn kubectl_browses_an_openstack_project_and_sees_its_changes() {
             full == 1 && changes >= 3,
             "{collection}: {full} full lists, {changes} of changes: {listed:?}"
         );
-    }
-}
-
-/// The items of `kubectl get <resource>` once there are `count`.
-fn wait_for_list(ns: &TestNamespace, resource: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = ns.kubectl(["get", resource, "-o", "json"]);
-        if let Ok(stdout) = out.ok() {
-            let list: Value = serde_json::from_str(stdout).unwrap();
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            if items.len() == count {
-                return items;
-            }
-        }
-        assert!(Instant::now() < deadline, "never {count} {resource}: {out}");
-        std::thread::sleep(Duration::from_millis(500));
     }
 }

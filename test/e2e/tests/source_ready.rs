@@ -3,10 +3,11 @@
 //! with the reason that names the fix, an Event, `observedGeneration`, and a
 //! fixed Secret picked up without touching the source.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use vmm_testkit::servers::{ControllerServer, shared_controller};
+use vmm_testkit::sources::{ready_condition, secret, source};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -15,46 +16,21 @@ fn controller() -> &'static ControllerServer {
     shared_controller()
 }
 
-fn secret(name: &str, data: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data})
-}
-
 fn vsphere(name: &str, endpoint: &str, secret: &str, ca: Option<&str>) -> Value {
-    let mut spec = json!({"endpoint": endpoint, "credentials": {"name": secret}});
-    if let Some(ca) = ca {
-        spec["caBundle"] = json!(ca);
-    }
-    json!({"apiVersion": "source.harvesterhci.io/v1", "kind": "Vsphere",
-           "metadata": {"name": name}, "spec": spec})
+    source(
+        "Vsphere",
+        name,
+        endpoint,
+        secret,
+        ca.map_or(json!({}), |ca| json!({"caBundle": ca})),
+    )
 }
 
-fn apply(ns: &TestNamespace, objects: &[Value]) {
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    ControlPlane::shared()
-        .apply_yaml(ns.name(), &list.to_string())
-        .expect_success();
-}
-
-/// The source's `Ready` condition once its reason is `reason`.
+/// The source's `Ready` condition once its reason is `reason`, and the
+/// source, as `{"ready", "source"}`.
 fn wait_for_reason(ns: &TestNamespace, resource: &str, reason: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = ns.kubectl(["get", resource, "-o", "json"]);
-        let source: Value = serde_json::from_str(out.expect_success()).unwrap();
-        let ready = source["status"]["conditions"]
-            .as_array()
-            .and_then(|all| all.iter().find(|c| c["type"] == "Ready"))
-            .cloned();
-        if let Some(ready) = ready.filter(|r| r["reason"] == reason) {
-            return json!({"ready": ready, "source": source});
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{resource} never became {reason}: {}",
-            source["status"]
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let source = ns.wait_for_ready_reason(resource, reason, WAIT);
+    json!({"ready": ready_condition(&source), "source": source})
 }
 
 #[test]
@@ -69,8 +45,7 @@ fn sources_say_whether_they_can_be_used_and_what_to_fix() {
         "https://127.0.0.1:{}/sdk",
         vmm_testkit::process::free_port().unwrap()
     );
-    apply(
-        &ns,
+    ns.apply_all(
         &[
             secret("good", good.clone()),
             secret(
@@ -108,9 +83,9 @@ fn sources_say_whether_they_can_be_used_and_what_to_fix() {
         ("vsphere/untrusted", "CertificateUntrusted", "False", "CA"),
         (
             "harvester/remote",
-            "KindNotSupported",
+            "SecretInvalid",
             "False",
-            "it connects to Vsphere, Openstack",
+            "has no kubeconfig or token",
         ),
     ];
     for (resource, reason, status, says) in cases {
@@ -150,10 +125,7 @@ fn sources_say_whether_they_can_be_used_and_what_to_fix() {
     );
 
     // Fixing the Secrets is enough: the sources notice without being touched.
-    apply(
-        &ns,
-        &[secret("wrong", good.clone()), secret("absent", good)],
-    );
+    ns.apply_all(&[secret("wrong", good.clone()), secret("absent", good)]);
     wait_for_reason(&ns, "vsphere/bad-password", "Connected");
     wait_for_reason(&ns, "vsphere/no-secret", "Connected");
 

@@ -43,6 +43,7 @@ pub mod peers;
 pub mod pki;
 pub mod process;
 pub mod servers;
+pub mod sources;
 pub mod tls;
 pub mod ui;
 pub mod vcsim;

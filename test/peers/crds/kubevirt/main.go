@@ -1,5 +1,7 @@
-// Command kubevirt-crd prints the virtualmachines.kubevirt.io CRD exactly as
-// KubeVirt's virt-operator builds it (components.NewVirtualMachineCrd), as YAML.
+// Command kubevirt-crd prints one of KubeVirt's CRDs exactly as KubeVirt's
+// virt-operator builds it (components.New…Crd), as YAML: `kubevirt-crd
+// virtualmachines` (the default), `virtualmachineinstances` or
+// `virtualmachineexports`.
 //
 // The object is emitted as the operator would create it: the empty status and
 // the null creationTimestamp of the in-memory object are dropped.
@@ -10,9 +12,16 @@ import (
 	"fmt"
 	"os"
 
+	extv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"kubevirt.io/kubevirt/pkg/virt-operator/resource/generate/components"
 	"sigs.k8s.io/yaml"
 )
+
+var crds = map[string]func() (*extv1.CustomResourceDefinition, error){
+	"virtualmachines":         components.NewVirtualMachineCrd,
+	"virtualmachineinstances": components.NewVirtualMachineInstanceCrd,
+	"virtualmachineexports":   components.NewVirtualMachineExportCrd,
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -22,7 +31,15 @@ func main() {
 }
 
 func run() error {
-	crd, err := components.NewVirtualMachineCrd()
+	name := "virtualmachines"
+	if len(os.Args) > 1 {
+		name = os.Args[1]
+	}
+	build, ok := crds[name]
+	if !ok {
+		return fmt.Errorf("no CRD %q: one of virtualmachines, virtualmachineinstances, virtualmachineexports", name)
+	}
+	crd, err := build()
 	if err != nil {
 		return err
 	}

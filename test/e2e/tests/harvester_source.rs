@@ -1,0 +1,316 @@
+//! Harvester sources against a second kube-apiserver + etcd playing the
+//! remote cluster, with KubeVirt's own CRDs (VirtualMachine,
+//! VirtualMachineInstance, VirtualMachineExport) and the NAD CRD: each way
+//! a source can be unusable is its own `Ready=False` reason naming the fix;
+//! a usable one is browsed with kubectl, and changes at the remote cluster
+//! reach `kubectl get ivm -w` through its watches.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vmm_testkit::servers::{shared_controller, shared_inventory_api};
+use vmm_testkit::sources::{KubectlWatch, pluck, ready_condition, secret, source};
+use vmm_testkit::{ControlPlane, ControlPlaneOptions, TestNamespace};
+
+const WAIT: Duration = Duration::from_secs(120);
+const GIB: u64 = 1 << 30;
+
+/// The remote cluster's namespace where the VMs live.
+const REMOTE_NS: &str = "vms";
+
+/// A remote cluster with a namespace of VMs and a ServiceAccount `reader`
+/// in it that may read VMs, claims and NADs everywhere.
+struct Remote {
+    cp: ControlPlane,
+    ca: String,
+}
+
+impl Remote {
+    fn start(options: ControlPlaneOptions) -> Remote {
+        let cp = ControlPlane::start_with(options).unwrap();
+        let ca = std::fs::read_to_string(cp.pki().cluster_ca.cert_path()).unwrap();
+        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": REMOTE_NS}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader", "namespace": REMOTE_NS}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody", "namespace": REMOTE_NS}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": "vm-reader"},
+             "rules": [
+                {"apiGroups": ["kubevirt.io"], "resources": ["virtualmachines"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get", "list", "watch"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": "vm-reader"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "vm-reader"},
+             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": REMOTE_NS}]}
+        ]});
+        cp.apply_yaml(REMOTE_NS, &objects.to_string())
+            .expect_success();
+        Remote { cp, ca }
+    }
+
+    /// A token of the ServiceAccount `name` in the VMs' namespace.
+    fn token(&self, name: &str) -> String {
+        self.cp
+            .kubectl(["create", "token", name, "-n", REMOTE_NS, "--duration=2h"])
+            .expect_success()
+            .trim()
+            .to_owned()
+    }
+
+    fn apply(&self, object: &Value) {
+        self.cp
+            .apply_yaml(REMOTE_NS, &object.to_string())
+            .expect_success();
+    }
+
+    /// Sets the VM's `status.printableStatus`, as KubeVirt's controller
+    /// does when it starts or stops.
+    fn set_printable_status(&self, vm: &str, status: &str) {
+        let patch = json!({"status": {"printableStatus": status}}).to_string();
+        self.kubectl([
+            "patch",
+            &format!("virtualmachines.kubevirt.io/{vm}"),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+    }
+
+    fn kubectl<const N: usize>(&self, args: [&str; N]) {
+        let mut all = vec!["-n", REMOTE_NS];
+        all.extend(args);
+        self.cp.kubectl(all).expect_success();
+    }
+}
+
+fn harvester(name: &str, endpoint: &str, secret: &str, ca: Option<&str>) -> Value {
+    source(
+        "Harvester",
+        name,
+        endpoint,
+        secret,
+        ca.map_or(json!({}), |ca| json!({"caBundle": ca})),
+    )
+}
+
+/// The source's `Ready` condition once its reason is `reason`.
+fn wait_for_reason(ns: &TestNamespace, name: &str, reason: &str) -> Value {
+    let resource = format!("harvesters.source.harvesterhci.io/{name}");
+    ready_condition(&ns.wait_for_ready_reason(&resource, reason, WAIT))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harvester_sources_say_whether_they_can_be_used_and_what_to_fix() {
+    let cp = ControlPlane::shared();
+    shared_controller();
+    let remote = Remote::start(ControlPlaneOptions::default());
+    // A cluster without KubeVirt, which gets KubeVirt's VirtualMachine CRD
+    // (and no export API) half-way.
+    let bare = Remote::start(ControlPlaneOptions {
+        install_crds: false,
+        ..ControlPlaneOptions::default()
+    });
+    let ns = TestNamespace::new(cp, "hv-ready").unwrap();
+    let url = remote.cp.server_url().to_owned();
+    let reader = remote.token("reader");
+    let exec_kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: {url}}}}}]\n\
+         users: [{{name: u, user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'touch /tmp/pwned']}}}}}}]\n\
+         contexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+    );
+    ns.apply_all(&[
+        secret("reader", json!({"token": reader})),
+        secret("bad-token", json!({"token": "not-a-token"})),
+        secret("nobody", json!({"token": remote.token("nobody")})),
+        secret("exec", json!({"kubeconfig": exec_kubeconfig})),
+        secret("bare", json!({"token": bare.token("reader")})),
+        harvester("good", &url, "reader", Some(&remote.ca)),
+        harvester("bad-token", &url, "bad-token", Some(&remote.ca)),
+        harvester("untrusted", &url, "reader", None),
+        harvester("forbidden", &url, "nobody", Some(&remote.ca)),
+        harvester("exec", &url, "exec", Some(&remote.ca)),
+        harvester(
+            "unreachable",
+            "https://127.0.0.1:9",
+            "reader",
+            Some(&remote.ca),
+        ),
+        harvester("no-kubevirt", bare.cp.server_url(), "bare", Some(&bare.ca)),
+    ]);
+    let cases = [
+        ("good", "Connected", "True", ""),
+        ("bad-token", "AuthenticationFailed", "False", "token"),
+        ("untrusted", "CertificateUntrusted", "False", "CA bundle"),
+        ("forbidden", "PermissionDenied", "False", "list"),
+        ("exec", "SecretInvalid", "False", "exec credential plugin"),
+        ("unreachable", "EndpointUnreachable", "False", "unreachable"),
+        (
+            "no-kubevirt",
+            "KubeVirtNotServed",
+            "False",
+            "kubevirt.io/v1",
+        ),
+    ];
+    tokio::task::block_in_place(|| {
+        for (name, reason, status, says) in cases {
+            let ready = wait_for_reason(&ns, name, reason);
+            assert_eq!(ready["status"], status, "{name}: {ready}");
+            let message = ready["message"].as_str().unwrap_or_default();
+            assert!(message.contains(says), "{name}: {message}");
+            assert!(!message.contains(&reader), "{name}: the token leaked");
+        }
+        assert!(
+            !std::path::Path::new("/tmp/pwned").exists(),
+            "the kubeconfig's command ran"
+        );
+        let vm_crd = bare
+            .cp
+            .peers()
+            .crds_dir()
+            .join("kubevirt-virtualmachines.yaml");
+        bare.cp.install_crds(&[vm_crd], WAIT).unwrap();
+        ns.apply_all(&[harvester(
+            "no-export",
+            bare.cp.server_url(),
+            "bare",
+            Some(&bare.ca),
+        )]);
+        let ready = wait_for_reason(&ns, "no-export", "ExportApiNotServed");
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains("export.kubevirt.io"),
+            "{ready}"
+        );
+    });
+}
+
+/// A VM as Harvester makes one: EFI, 2 sockets × 2 cores, 4 GiB, a boot
+/// disk and a data disk on claims, one NIC on a VLAN NAD, one on the pod
+/// network.
+fn remote_vm(name: &str) -> Value {
+    json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": REMOTE_NS},
+        "spec": {"runStrategy": "RerunOnFailure", "template": {"spec": {
+            "domain": {
+                "cpu": {"sockets": 2, "cores": 2, "threads": 1},
+                "memory": {"guest": "4Gi"},
+                "firmware": {"bootloader": {"efi": {"secureBoot": false}}},
+                "devices": {
+                    "disks": [
+                        {"name": "data", "disk": {"bus": "scsi"}},
+                        {"name": "root", "disk": {"bus": "virtio"}, "bootOrder": 1},
+                        {"name": "cloudinit", "disk": {"bus": "virtio"}}],
+                    "interfaces": [
+                        {"name": "lan", "bridge": {}, "model": "e1000", "macAddress": "52:54:00:aa:bb:01"},
+                        {"name": "default", "masquerade": {}, "macAddress": "52:54:00:aa:bb:02"}]}},
+            "networks": [
+                {"name": "lan", "multus": {"networkName": "vlan-a"}},
+                {"name": "default", "pod": {}}],
+            "volumes": [
+                {"name": "root", "persistentVolumeClaim": {"claimName": format!("{name}-root")}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": format!("{name}-data")}},
+                {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config\n"}}]}}}})
+}
+
+fn claim(name: &str, gib: u64) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": REMOTE_NS},
+        "spec": {"accessModes": ["ReadWriteMany"], "volumeMode": "Block",
+                 "storageClassName": "longhorn-image-x", "resources": {"requests": {"storage": format!("{gib}Gi")}}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
+    let cp = ControlPlane::shared();
+    shared_inventory_api();
+    let remote = Remote::start(ControlPlaneOptions::default());
+    remote.apply(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "vlan-a", "namespace": REMOTE_NS},
+        "spec": {"config": "{\"cniVersion\":\"0.3.1\",\"name\":\"vlan-a\",\"type\":\"bridge\",\"bridge\":\"mgmt-br\",\"vlan\":100}"}}));
+    for object in [
+        claim("web-root", 10),
+        claim("web-data", 20),
+        remote_vm("web"),
+    ] {
+        remote.apply(&object);
+    }
+    remote.set_printable_status("web", "Running");
+    let ns = TestNamespace::new(cp, "hv-browse").unwrap();
+    ns.apply_all(&[
+        secret("reader", json!({"token": remote.token("reader")})),
+        harvester("remote", remote.cp.server_url(), "reader", Some(&remote.ca)),
+    ]);
+
+    let vms = tokio::task::block_in_place(|| ns.wait_for_list("ivm", 1, WAIT));
+    let spec = &vms[0]["spec"];
+    assert_eq!(spec["id"], "vms/web", "{spec}");
+    assert_eq!(
+        (
+            &spec["powerState"],
+            &spec["cpus"],
+            &spec["coresPerSocket"],
+            &spec["memoryMib"],
+            &spec["firmware"],
+            &spec["secureBoot"]
+        ),
+        (
+            &json!("On"),
+            &json!(4),
+            &json!(2),
+            &json!(4096),
+            &json!("EFI"),
+            &json!(false)
+        ),
+        "{spec}"
+    );
+    assert_eq!(
+        pluck(
+            &spec["disks"],
+            &["name", "capacityBytes", "controller", "datastore"]
+        ),
+        [
+            json!(["root", 10 * GIB, "virtio", "longhorn-image-x"]),
+            json!(["data", 20 * GIB, "scsi", "longhorn-image-x"]),
+        ],
+        "the boot disk first, the cloud-init disk left out"
+    );
+    assert_eq!(
+        pluck(&spec["nics"], &["network", "macAddress", "model"]),
+        [
+            json!(["vms/vlan-a", "52:54:00:aa:bb:01", "e1000"]),
+            json!([null, "52:54:00:aa:bb:02", "virtio"]),
+        ]
+    );
+    let networks = tokio::task::block_in_place(|| ns.wait_for_list("inet", 1, WAIT));
+    assert_eq!(
+        (
+            &networks[0]["spec"]["displayName"],
+            &networks[0]["spec"]["vlan"]
+        ),
+        (&json!("vms/vlan-a"), &json!(100))
+    );
+
+    // Changes at the remote cluster, seen through `kubectl get ivm -w`.
+    let watch = KubectlWatch::start(&ns, "ivm");
+    tokio::task::block_in_place(|| {
+        watch.wait("the initial list", WAIT, |e| e["type"] == "ADDED");
+        remote.set_printable_status("web", "Stopped");
+        watch.wait("the stop", WAIT, |e| {
+            e["type"] == "MODIFIED" && e["object"]["spec"]["powerState"] == "Off"
+        });
+        remote.kubectl([
+            "patch",
+            "virtualmachines.kubevirt.io/web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"domain":{"cpu":{"sockets":4}}}}}}"#,
+        ]);
+        watch.wait("the CPU change", WAIT, |e| e["object"]["spec"]["cpus"] == 8);
+        remote.kubectl(["delete", "virtualmachines.kubevirt.io/web"]);
+        watch.wait("the deletion", WAIT, |e| e["type"] == "DELETED");
+    });
+}
