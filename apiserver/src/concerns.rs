@@ -120,7 +120,40 @@ pub fn concerns(vm: &VirtualMachineSpec, context: &Context<'_>) -> Vec<Concern> 
             ),
         );
     }
+    if let Some(snapshot) = &vm.snapshot_in_progress {
+        add(
+            "SnapshotInProgress",
+            format!("snapshot {snapshot} is being taken: wait until it completes before importing"),
+        );
+    }
+    if !vm.host_devices.is_empty() {
+        add(
+            "HostDevices",
+            format!(
+                "the VM uses host devices ({}): the imported VM gets none; attach matching devices on the target after the import",
+                vm.host_devices.join(", ")
+            ),
+        );
+    }
     for disk in &vm.disks {
+        if let Some(image) = &disk.container_image {
+            add(
+                "ContainerDisk",
+                format!(
+                    "{} is made from container image {image} at each start: there is nothing to export; give the imported VM that image, or copy the disk's data to a volume first",
+                    disk.name
+                ),
+            );
+        }
+        if disk.hotplugged {
+            add(
+                "HotpluggedVolume",
+                format!(
+                    "{} was hot-plugged into the running VM: the imported VM gets it as an ordinary disk",
+                    disk.name
+                ),
+            );
+        }
         if disk.raw_device {
             add(
                 "RawDeviceMapping",
@@ -172,7 +205,20 @@ pub fn concerns(vm: &VirtualMachineSpec, context: &Context<'_>) -> Vec<Concern> 
             None => {}
         }
     }
-    for nic in vm.nics.iter().filter(|nic| nic.network.is_none()) {
+    for nic in vm.nics.iter().filter(|nic| nic.pod_network) {
+        add(
+            "PodNetwork",
+            format!(
+                "{} is on the pod network: it has no network to map, and KubeVirt gives the imported VM a new address behind the pod's; move it to a VM network to keep its address",
+                nic.name
+            ),
+        );
+    }
+    for nic in vm
+        .nics
+        .iter()
+        .filter(|nic| nic.network.is_none() && !nic.pod_network)
+    {
         add(
             "NicWithoutNetwork",
             format!(
@@ -299,7 +345,17 @@ mod tests {
         let troubled = VirtualMachineSpec {
             fault: Some("ERROR: No valid host was found.".into()),
             snapshots: 2,
+            snapshot_in_progress: Some("nightly".into()),
+            host_devices: vec!["nvidia.com/GA102GL_A10".into()],
             disks: vec![
+                Disk {
+                    container_image: Some("quay.io/containerdisks/fedora:40".into()),
+                    ..disk(false, false)
+                },
+                Disk {
+                    hotplugged: true,
+                    ..disk(false, false)
+                },
                 disk(true, false),
                 disk(false, true),
                 Disk {
@@ -310,7 +366,13 @@ mod tests {
                 local(LocalDisk::Ephemeral),
                 local(LocalDisk::Swap),
             ],
-            nics: vec![nic(None)],
+            nics: vec![
+                Nic {
+                    pod_network: true,
+                    ..nic(None)
+                },
+                nic(None),
+            ],
             ..VirtualMachineSpec::default()
         };
         assert_eq!(
@@ -318,12 +380,17 @@ mod tests {
             [
                 "SourceFault",
                 "HasSnapshots",
+                "SnapshotInProgress",
+                "HostDevices",
+                "ContainerDisk",
+                "HotpluggedVolume",
                 "RawDeviceMapping",
                 "IndependentDisk",
                 "SharedDisk",
                 "ImageBackedRootDisk",
                 "EphemeralDisk",
                 "SwapDisk",
+                "PodNetwork",
                 "NicWithoutNetwork"
             ]
         );

@@ -69,6 +69,13 @@ pub struct VirtualMachineSpec {
     /// How many snapshots the VM has.
     #[serde(default)]
     pub snapshots: i32,
+    /// The snapshot being taken now, where the source says (KubeVirt's
+    /// `status.snapshotInProgress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_in_progress: Option<String>,
+    /// Host devices and GPUs passed through to the VM, by device name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_devices: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -123,6 +130,14 @@ pub struct Disk {
     /// which of the flavor's disks it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalDisk>,
+    /// Attached to the running VM after it started (a KubeVirt hot-plugged
+    /// volume).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hotplugged: bool,
+    /// The container image the disk is made from at each start (a KubeVirt
+    /// container disk): nothing to export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_image: Option<String>,
 }
 
 /// A disk of an OpenStack server that lives on its compute node.
@@ -163,6 +178,10 @@ pub struct Nic {
     /// fixed IPs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_addresses: Vec<String>,
+    /// On the pod network (KubeVirt's masquerade or bridge to the pod),
+    /// which has no name to map and gives the VM an address of the pod's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod_network: bool,
 }
 
 /// A network as its source describes it.

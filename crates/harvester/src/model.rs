@@ -112,6 +112,14 @@ pub(crate) struct Efi {
 pub(crate) struct Devices {
     pub disks: Vec<DiskDevice>,
     pub interfaces: Vec<Interface>,
+    pub gpus: Vec<HostDevice>,
+    pub host_devices: Vec<HostDevice>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct HostDevice {
+    pub device_name: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -143,6 +151,7 @@ pub(crate) struct Interface {
 pub(crate) struct Network {
     pub name: String,
     pub multus: Option<Multus>,
+    pub pod: Option<Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -157,24 +166,34 @@ pub(crate) struct Volume {
     pub name: String,
     pub persistent_volume_claim: Option<ClaimRef>,
     pub data_volume: Option<DataVolumeRef>,
+    pub container_disk: Option<ContainerDisk>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct ClaimRef {
     pub claim_name: String,
+    pub hotpluggable: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct DataVolumeRef {
     pub name: String,
+    pub hotpluggable: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ContainerDisk {
+    pub image: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct VmStatus {
     pub printable_status: Option<String>,
+    pub snapshot_in_progress: Option<String>,
 }
 
 /// A VirtualMachine: its namespace, name and what is read of it.
@@ -242,13 +261,21 @@ impl Vm {
             secure_boot: efi.is_some_and(|efi| efi.secure_boot.unwrap_or(true)),
             disks: self.disks(claims),
             nics: self.nics(),
+            snapshot_in_progress: self.object.status.snapshot_in_progress.clone(),
+            host_devices: domain
+                .devices
+                .gpus
+                .iter()
+                .chain(&domain.devices.host_devices)
+                .map(|d| d.device_name.clone())
+                .collect(),
             ..VirtualMachineSpec::default()
         }
     }
 
-    /// The disks backed by volume claims, boot order first (then as
-    /// declared); cloud-init and other generated volumes are not disks to
-    /// import.
+    /// The disks backed by volume claims (or container images), boot order
+    /// first (then as declared); cloud-init and other generated volumes are
+    /// not disks to import.
     fn disks(&self, claims: &BTreeMap<String, PersistentVolumeClaim>) -> Vec<Disk> {
         let template = &self.object.spec.template.spec;
         let mut disks: Vec<(u32, Disk)> = Vec::new();
@@ -256,31 +283,38 @@ impl Vm {
             let Some(volume) = template.volumes.iter().find(|v| v.name == device.name) else {
                 continue;
             };
-            let claim_name = match (&volume.persistent_volume_claim, &volume.data_volume) {
-                (Some(claim), _) => claim.claim_name.clone(),
-                (None, Some(data_volume)) => data_volume.name.clone(),
-                (None, None) => continue,
-            };
-            let claim = claims.get(&claim_name);
             let bus = [&device.disk, &device.cdrom, &device.lun]
                 .into_iter()
                 .flatten()
                 .find_map(|b| b.bus.clone())
                 .unwrap_or_else(|| "virtio".to_owned());
-            disks.push((
-                device.boot_order.unwrap_or(u32::MAX),
-                Disk {
-                    name: device.name.clone(),
-                    capacity_bytes: claim.map_or(0, claim_bytes),
-                    datastore: claim
-                        .and_then(|c| c.spec.as_ref())
-                        .and_then(|s| s.storage_class_name.clone()),
-                    file: Some(claim_name),
-                    controller: Some(bus),
-                    bootable: device.boot_order.map(|_| true),
-                    ..Disk::default()
+            let disk = Disk {
+                name: device.name.clone(),
+                controller: Some(bus),
+                bootable: device.boot_order.map(|_| true),
+                ..Disk::default()
+            };
+            let disk = match (
+                &volume.persistent_volume_claim,
+                &volume.data_volume,
+                &volume.container_disk,
+            ) {
+                (Some(claim), _, _) => claim_disk(
+                    disk,
+                    claims.get(&claim.claim_name),
+                    &claim.claim_name,
+                    claim.hotpluggable,
+                ),
+                (None, Some(dv), _) => {
+                    claim_disk(disk, claims.get(&dv.name), &dv.name, dv.hotpluggable)
+                }
+                (None, None, Some(container)) => Disk {
+                    container_image: Some(container.image.clone()),
+                    ..disk
                 },
-            ));
+                (None, None, None) => continue,
+            };
+            disks.push((device.boot_order.unwrap_or(u32::MAX), disk));
         }
         disks.sort_by_key(|(order, _)| *order);
         disks.into_iter().map(|(_, disk)| disk).collect()
@@ -296,15 +330,13 @@ impl Vm {
             .interfaces
             .iter()
             .map(|interface| {
-                let network = template
-                    .networks
-                    .iter()
-                    .find(|n| n.name == interface.name)
-                    .and_then(|n| n.multus.as_ref())
-                    .map(|m| qualified(&self.namespace, &m.network_name));
+                let network = template.networks.iter().find(|n| n.name == interface.name);
                 Nic {
                     name: interface.name.clone(),
-                    network,
+                    network: network
+                        .and_then(|n| n.multus.as_ref())
+                        .map(|m| qualified(&self.namespace, &m.network_name)),
+                    pod_network: network.is_some_and(|n| n.pod.is_some()),
                     mac_address: interface.mac_address.clone(),
                     model: Some(
                         interface
@@ -316,6 +348,25 @@ impl Vm {
                 }
             })
             .collect()
+    }
+}
+
+/// A disk on the claim `name` (`None` while the claim is not seen), sized
+/// and classed from it.
+fn claim_disk(
+    disk: Disk,
+    claim: Option<&PersistentVolumeClaim>,
+    name: &str,
+    hotplugged: bool,
+) -> Disk {
+    Disk {
+        capacity_bytes: claim.map_or(0, claim_bytes),
+        datastore: claim
+            .and_then(|c| c.spec.as_ref())
+            .and_then(|s| s.storage_class_name.clone()),
+        file: Some(name.to_owned()),
+        hotplugged,
+        ..disk
     }
 }
 

@@ -191,6 +191,7 @@ impl Inventory {
                         .flatten()
                         .filter_map(|ip| ip.ip_address.clone())
                         .collect(),
+                    pod_network: false,
                 }
             })
             .collect()

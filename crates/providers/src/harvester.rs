@@ -116,16 +116,22 @@ impl Session for HarvesterSession {
     async fn logout(&self) {}
 }
 
-/// A VM as an import sees it: each disk keyed by its claim's name.
+/// A VM as an import sees it: each disk keyed by its claim's name; a
+/// container disk has nothing to export.
 fn vm(spec: vmm_api::inventory::VirtualMachineSpec) -> Vm {
     let disks = spec
         .disks
         .iter()
         .map(|disk| VmDisk {
-            key: disk.file.clone().unwrap_or_default(),
+            key: disk.file.clone().unwrap_or_else(|| disk.name.clone()),
             label: disk.name.clone(),
             capacity_bytes: disk.capacity_bytes,
-            unsupported: None,
+            unsupported: disk.container_image.as_ref().map(|image| {
+                format!(
+                    "{} is made from container image {image} at each start: there is nothing to export; copy its data to a volume first",
+                    disk.name
+                )
+            }),
         })
         .collect();
     Vm { spec, disks }

@@ -367,7 +367,7 @@ impl ObjectCache {
                     network: self.nic_network(backing),
                     mac_address: mac.clone(),
                     model: Some(model.clone()),
-                    ip_addresses: Vec::new(),
+                    ..Nic::default()
                 }),
                 _ => None,
             })
@@ -409,6 +409,7 @@ impl ObjectCache {
                 Some(Value::SnapshotCount(n)) => *n,
                 _ => 0,
             },
+            ..VirtualMachineSpec::default()
         })
     }
 

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use vmm_testkit::import;
 use vmm_testkit::servers::{shared_controller, shared_inventory_api};
 use vmm_testkit::sources::{KubectlWatch, pluck, ready_condition, secret, source};
 use vmm_testkit::{ControlPlane, ControlPlaneOptions, TestNamespace};
@@ -216,6 +217,37 @@ fn remote_vm(name: &str) -> Value {
                 {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config\n"}}]}}}})
 }
 
+/// A VM with what an import cannot carry over as it is: a GPU, a
+/// container disk, a hot-plugged volume (and, in its status, a snapshot
+/// being taken).
+fn troubled_vm(name: &str) -> Value {
+    json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": REMOTE_NS},
+        "spec": {"runStrategy": "Always", "template": {"spec": {
+            "domain": {
+                "devices": {
+                    "gpus": [{"name": "gpu1", "deviceName": "nvidia.com/GA102GL_A10"}],
+                    "disks": [
+                        {"name": "os", "disk": {"bus": "virtio"}},
+                        {"name": "scratch", "disk": {"bus": "scsi"}}]},
+                "resources": {"requests": {"memory": "2Gi"}}},
+            "volumes": [
+                {"name": "os", "containerDisk": {"image": "quay.io/containerdisks/fedora:40"}},
+                {"name": "scratch", "persistentVolumeClaim": {"claimName": format!("{name}-scratch"), "hotpluggable": true}}]}}}})
+}
+
+/// The reasons of a VM's concerns, in order.
+fn concern_reasons(vm: &Value) -> Vec<String> {
+    vm["status"]["concerns"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn claim(name: &str, gib: u64) -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": name, "namespace": REMOTE_NS},
@@ -235,19 +267,54 @@ async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
         claim("web-root", 10),
         claim("web-data", 20),
         remote_vm("web"),
+        claim("gpu-scratch", 5),
+        troubled_vm("gpu"),
     ] {
         remote.apply(&object);
     }
     remote.set_printable_status("web", "Running");
+    remote.kubectl([
+        "patch",
+        "virtualmachines.kubevirt.io/gpu",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"printableStatus":"Running","snapshotInProgress":"nightly"}}"#,
+    ]);
     let ns = TestNamespace::new(cp, "hv-browse").unwrap();
     ns.apply_all(&[
         secret("reader", json!({"token": remote.token("reader")})),
         harvester("remote", remote.cp.server_url(), "reader", Some(&remote.ca)),
+        // A Harvester network for the remote VLAN: no NoNetworkToMapTo.
+        import::nad(ns.name(), "vlan-100", 100),
     ]);
 
-    let vms = tokio::task::block_in_place(|| ns.wait_for_list("ivm", 1, WAIT));
-    let spec = &vms[0]["spec"];
-    assert_eq!(spec["id"], "vms/web", "{spec}");
+    let vms = tokio::task::block_in_place(|| ns.wait_for_list("ivm", 2, WAIT));
+    let by_id = |id: &str| {
+        vms.iter()
+            .find(|vm| vm["spec"]["id"] == id)
+            .unwrap_or_else(|| panic!("no VM {id} in {vms:?}"))
+            .clone()
+    };
+    let web = by_id("vms/web");
+    let spec = &web["spec"];
+    assert_eq!(
+        concern_reasons(&web),
+        ["PodNetwork"],
+        "the NIC on the pod network, nothing else"
+    );
+    let gpu = by_id("vms/gpu");
+    assert_eq!(
+        concern_reasons(&gpu),
+        [
+            "SnapshotInProgress",
+            "HostDevices",
+            "ContainerDisk",
+            "HotpluggedVolume"
+        ],
+        "{}",
+        gpu["status"]
+    );
     assert_eq!(
         (
             &spec["powerState"],
@@ -297,10 +364,11 @@ async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
     // Changes at the remote cluster, seen through `kubectl get ivm -w`.
     let watch = KubectlWatch::start(&ns, "ivm");
     tokio::task::block_in_place(|| {
-        watch.wait("the initial list", WAIT, |e| e["type"] == "ADDED");
+        let web = |e: &Value| e["object"]["spec"]["id"] == "vms/web";
+        watch.wait("the initial list", WAIT, |e| e["type"] == "ADDED" && web(e));
         remote.set_printable_status("web", "Stopped");
         watch.wait("the stop", WAIT, |e| {
-            e["type"] == "MODIFIED" && e["object"]["spec"]["powerState"] == "Off"
+            e["type"] == "MODIFIED" && web(e) && e["object"]["spec"]["powerState"] == "Off"
         });
         remote.kubectl([
             "patch",
@@ -309,8 +377,10 @@ async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
             "-p",
             r#"{"spec":{"template":{"spec":{"domain":{"cpu":{"sockets":4}}}}}}"#,
         ]);
-        watch.wait("the CPU change", WAIT, |e| e["object"]["spec"]["cpus"] == 8);
+        watch.wait("the CPU change", WAIT, |e| {
+            web(e) && e["object"]["spec"]["cpus"] == 8
+        });
         remote.kubectl(["delete", "virtualmachines.kubevirt.io/web"]);
-        watch.wait("the deletion", WAIT, |e| e["type"] == "DELETED");
+        watch.wait("the deletion", WAIT, |e| e["type"] == "DELETED" && web(e));
     });
 }
