@@ -5,7 +5,8 @@
 //! then everything and [`InventoryEvent::Synced`]; then, after each change,
 //! what it changed and [`InventoryEvent::Current`]. A watch that fails is
 //! listed again by kube's watcher with backoff (a restarted API server is
-//! survived that way); refused credentials end the watch with an error.
+//! survived that way); credentials refused several times in a row end the
+//! watch with an error.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,11 @@ impl Object {
         )
     }
 }
+
+/// Refusals in a row (401 or 403, each after the watcher's backoff) that
+/// end the watch: a restarting API server refuses for a moment while its
+/// authorizer loads, so one refusal is not the credentials' fault.
+const MAX_REFUSALS: u32 = 4;
 
 /// A watch's events, tagged with the index of its [`Scope`].
 type Watch = BoxStream<'static, (usize, Result<Event<Object>, watcher::Error>)>;
@@ -168,6 +174,7 @@ impl HarvesterClient {
         let mut held = Held::default();
         let mut reported = Reported::default();
         let mut synced = false;
+        let mut refusals = 0;
         loop {
             let next = tokio::select! {
                 () = events.closed() => return Ok(()),
@@ -177,6 +184,9 @@ impl HarvesterClient {
                 return Ok(());
             };
             let scope = &mut scopes[index];
+            if event.is_ok() {
+                refusals = 0;
+            }
             match event {
                 Ok(Event::Init) => scope.listing = Some(Vec::new()),
                 Ok(Event::InitApply(object)) => scope.listing.get_or_insert_default().push(object),
@@ -191,7 +201,10 @@ impl HarvesterClient {
                 Ok(Event::Delete(object)) => held.remove(&object),
                 Err(error) => {
                     if let Some(refused) = refused(&self.url, &error) {
-                        return Err(refused);
+                        refusals += 1;
+                        if refusals > MAX_REFUSALS {
+                            return Err(refused);
+                        }
                     }
                     tracing::warn!(url = %self.url, error = %vmm_core::tls::chain(&error), "a watch on the remote cluster failed: listing again");
                     continue;

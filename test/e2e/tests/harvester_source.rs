@@ -3,7 +3,8 @@
 //! VirtualMachineInstance, VirtualMachineExport) and the NAD CRD: each way
 //! a source can be unusable is its own `Ready=False` reason naming the fix;
 //! a usable one is browsed with kubectl, and changes at the remote cluster
-//! reach `kubectl get ivm -w` through its watches.
+//! reach `kubectl get ivm -w` through its watches, also across a restart of
+//! the remote API server.
 
 use std::time::Duration;
 
@@ -366,8 +367,11 @@ async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
     tokio::task::block_in_place(|| {
         let web = |e: &Value| e["object"]["spec"]["id"] == "vms/web";
         watch.wait("the initial list", WAIT, |e| e["type"] == "ADDED" && web(e));
+        // A restarted remote API server ends every watch: they list again
+        // by themselves, and the change made meanwhile still arrives.
+        remote.cp.restart_apiserver().unwrap();
         remote.set_printable_status("web", "Stopped");
-        watch.wait("the stop", WAIT, |e| {
+        watch.wait("the stop, across a remote API server restart", WAIT, |e| {
             e["type"] == "MODIFIED" && web(e) && e["object"]["spec"]["powerState"] == "Off"
         });
         remote.kubectl([

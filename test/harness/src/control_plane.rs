@@ -81,6 +81,7 @@ pub struct ControlPlane {
     kubectl_cache: PathBuf,
     identities: Mutex<HashMap<String, IdentityFiles>>,
     timings: StartupTimings,
+    options: ControlPlaneOptions,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -148,6 +149,7 @@ impl ControlPlane {
             &options,
         )?;
         timings.apiserver = t.elapsed();
+        let install_crds = options.install_crds;
 
         let cp = ControlPlane {
             apiserver: Mutex::new(apiserver),
@@ -161,13 +163,14 @@ impl ControlPlane {
             kubectl_cache,
             identities: Mutex::new(HashMap::new()),
             timings,
+            options,
         };
 
         let t = Instant::now();
-        if options.install_crds {
+        if install_crds {
             let mut files = crate::peers::yaml_files(&our_crds_dir())?;
             files.extend(peers.crd_files()?);
-            cp.install_crds(&files, options.ready_timeout)?;
+            cp.install_crds(&files, cp.options.ready_timeout)?;
         }
         let mut cp = cp;
         cp.timings.crds = t.elapsed();
@@ -184,6 +187,31 @@ impl ControlPlane {
             cp.dir.display()
         );
         Ok(cp)
+    }
+
+    /// Stops kube-apiserver and starts it again on the same port, as an
+    /// upgrade or a crash and restart would (etcd keeps the data; clients
+    /// see their connections and watches end). Blocking.
+    pub fn restart_apiserver(&self) -> Result<()> {
+        let port: u16 = self
+            .server_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("no port in {}", self.server_url))?;
+        let mut apiserver = self.apiserver.lock().unwrap();
+        apiserver.stop()?;
+        let launch = ApiserverLaunch {
+            peers: self.peers,
+            dir: &self.dir,
+            pki: &self.pki,
+            etcd_url: &self.etcd_url,
+            kubeconfig: &self.kubeconfig,
+            kubectl_cache: &self.kubectl_cache,
+            options: &self.options,
+        };
+        *apiserver = launch.spawn(port)?;
+        Ok(())
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -595,6 +623,49 @@ fn start_apiserver(
             pki.cluster_ca.cert_path(),
             &pki.admin,
         )?;
+        let apiserver = ApiserverLaunch {
+            peers,
+            dir,
+            pki,
+            etcd_url,
+            kubeconfig,
+            kubectl_cache,
+            options,
+        };
+        match apiserver.spawn(port) {
+            Ok(apiserver) => return Ok((apiserver, server_url)),
+            Err(e) if log_says_address_in_use(&log) => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow!("kube-apiserver did not start")))
+}
+
+/// What a kube-apiserver of a control plane is started with.
+struct ApiserverLaunch<'a> {
+    peers: &'a Peers,
+    dir: &'a Path,
+    pki: &'a ClusterPki,
+    etcd_url: &'a str,
+    kubeconfig: &'a Path,
+    kubectl_cache: &'a Path,
+    options: &'a ControlPlaneOptions,
+}
+
+impl ApiserverLaunch<'_> {
+    /// Starts kube-apiserver on `port` and waits until it is ready.
+    fn spawn(&self, port: u16) -> Result<ManagedProcess> {
+        let Self {
+            peers,
+            dir,
+            pki,
+            etcd_url,
+            kubeconfig,
+            kubectl_cache,
+            options,
+        } = *self;
+        let log = dir.join("kube-apiserver.log");
+        let server_url = format!("https://127.0.0.1:{port}");
         let p = |path: &Path| path.display().to_string();
         let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -673,14 +744,6 @@ fn start_apiserver(
                 }
             },
         );
-        match ready {
-            Ok(()) => return Ok((apiserver, server_url)),
-            Err(e) if log_says_address_in_use(&log) => {
-                drop(apiserver);
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
+        ready.map(|()| apiserver)
     }
-    Err(last_error.unwrap_or_else(|| anyhow!("kube-apiserver did not start")))
 }

@@ -83,10 +83,13 @@ impl Project<'_> {
             self.volume(&format!("{name}-boot"), true),
             self.volume(&format!("{name}-data"), false),
         ];
-        let id = self.add_server(ServerSeed {
-            volumes: volumes.clone(),
-            ..ServerSeed::new(name, &self.user.project_id)
-        });
+        let id = self.add_server(
+            ServerSeed {
+                volumes: volumes.clone(),
+                ..ServerSeed::new(name, &self.user.project_id)
+            },
+            ["fa:16:3e:0a:00:01", "fa:16:3e:0b:00:02"],
+        );
         (id, volumes)
     }
 
@@ -95,12 +98,16 @@ impl Project<'_> {
     /// and the volume's id.
     pub fn image_backed_server(&self, name: &str) -> (String, String) {
         let volume = self.volume(&format!("{name}-data"), false);
-        let id = self.add_server(ServerSeed {
-            image: Some("cirros-0.6.3".into()),
-            root_gib: 1,
-            volumes: vec![volume.clone()],
-            ..ServerSeed::new(name, &self.user.project_id)
-        });
+        let id = self.add_server(
+            ServerSeed {
+                image: Some("cirros-0.6.3".into()),
+                root_gib: 1,
+                volumes: vec![volume.clone()],
+                ..ServerSeed::new(name, &self.user.project_id)
+            },
+            // Not `server`'s: MAC addresses are checked cluster-wide.
+            ["fa:16:3e:0c:00:03", "fa:16:3e:0d:00:04"],
+        );
         (id, volume)
     }
 
@@ -112,8 +119,8 @@ impl Project<'_> {
     }
 
     /// `seed` with 4 vCPUs, 3 GiB and a port on each of `private` (VLAN
-    /// 100) and `public` (200).
-    fn add_server(&self, seed: ServerSeed) -> String {
+    /// 100) and `public` (200), with `macs`.
+    fn add_server(&self, seed: ServerSeed, macs: [&str; 2]) -> String {
         let cloud = &self.os.cloud;
         let project = &self.user.project_id;
         let private = cloud.add_network("private", project, Some(100));
@@ -122,10 +129,7 @@ impl Project<'_> {
             .add_server(ServerSeed {
                 vcpus: 4,
                 ram_mib: 3072,
-                ports: vec![
-                    (private, "fa:16:3e:0a:00:01".into()),
-                    (public, "fa:16:3e:0b:00:02".into()),
-                ],
+                ports: vec![(private, macs[0].into()), (public, macs[1].into())],
                 ..seed
             })
             .unwrap()
