@@ -16,10 +16,12 @@ use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller
 
 const WAIT: Duration = Duration::from_secs(300);
 
-fn until(what: &str, done: impl Fn() -> bool) {
+/// Waits until `done`; panics after [`WAIT`] with `what` and what
+/// `context` says then (the job, a log).
+fn until(what: &str, done: impl Fn() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + WAIT;
     while !done() {
-        assert!(Instant::now() < deadline, "never: {what}");
+        assert!(Instant::now() < deadline, "never: {what}\n{}", context());
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -53,24 +55,38 @@ async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job
     let mut first = start();
     project.create_job("app", "app");
     tokio::task::block_in_place(|| {
-        until("an upload to Glance", || {
-            cloud.uploads_in_progress(&project.user.project_id) > 0
-        })
+        until(
+            "an upload to Glance",
+            || cloud.uploads_in_progress(&project.user.project_id) > 0,
+            || first.server.process.log_tail(40),
+        )
     });
     first.server.process.kill().unwrap();
     drop(first);
 
     let mut second = start();
     tokio::task::block_in_place(|| {
-        until("a disk half downloaded", || {
+        let job = || -> Value {
             let job = ns.kubectl(["get", "importjob", "app", "-o", "json"]);
-            let job: Value = serde_json::from_str(job.expect_success()).unwrap();
-            job["status"]["disks"].as_array().is_some_and(|disks| {
-                disks.iter().any(|d| {
-                    d["bytesDone"].as_i64().unwrap_or(0) > 0 && d["phase"] == "Transferring"
+            serde_json::from_str(job.expect_success()).unwrap()
+        };
+        until(
+            "a disk half downloaded",
+            || {
+                job()["status"]["disks"].as_array().is_some_and(|disks| {
+                    disks.iter().any(|d| {
+                        d["bytesDone"].as_i64().unwrap_or(0) > 0 && d["phase"] == "Transferring"
+                    })
                 })
-            })
-        })
+            },
+            || {
+                format!(
+                    "{}\n{}",
+                    job()["status"],
+                    second.server.process.log_tail(40)
+                )
+            },
+        )
     });
     second.server.process.kill().unwrap();
     drop(second);

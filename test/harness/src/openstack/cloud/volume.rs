@@ -542,7 +542,10 @@ impl Cloud {
 
     /// Creates an image of `disk_format` in Glance as the caller and, in the
     /// background, streams the raw file at `data` into it (converted first
-    /// when the format is not raw), then runs `done`; the image's id.
+    /// when the format is not raw), then runs `done`; the image's id. All of
+    /// it runs on a task of its own, as Cinder's volume service works on
+    /// whatever the API call's client does: a client killed mid-call must
+    /// not leave the image half-made (`queued` for ever).
     pub(super) async fn image_from_file(
         &self,
         token: &str,
@@ -551,16 +554,25 @@ impl Cloud {
         data: std::path::PathBuf,
         done: impl FnOnce() + Send + 'static,
     ) -> Result<String> {
-        let image_id = self.create_image(token, name, disk_format).await?;
-        let (uploading, image, token) = (self.clone(), image_id.clone(), token.to_owned());
-        let disk_format = disk_format.to_owned();
+        let (cloud, token, name, disk_format) = (
+            self.clone(),
+            token.to_owned(),
+            name.to_owned(),
+            disk_format.to_owned(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = uploading.upload(&token, &image, &data, &disk_format).await {
-                tracing::warn!(image = %image, "the stand-in's upload to Glance failed: {e:#}");
-            }
-            done();
-        });
-        Ok(image_id)
+            let image_id = cloud.create_image(&token, &name, &disk_format).await?;
+            let image = image_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cloud.upload(&token, &image, &data, &disk_format).await {
+                    tracing::warn!(image = %image, "the stand-in's upload to Glance failed: {e:#}");
+                }
+                done();
+            });
+            Ok(image_id)
+        })
+        .await
+        .context("the stand-in's image task")?
     }
 
     /// Creates an image record in Glance (`queued`), as the caller.
