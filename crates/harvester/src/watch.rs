@@ -17,6 +17,7 @@ use kube::core::DynamicObject;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
+use vmm_api::inventory::{NetworkSpec, VirtualMachineSpec};
 use vmm_core::{InventoryEvent, Reported};
 
 use crate::model::{self, Vm};
@@ -67,48 +68,59 @@ enum Kind {
     Network,
 }
 
-/// What the watches hold now, by `(namespace, name)`.
+/// What the watches hold now, read once as each object arrives: VMs and
+/// networks by `(namespace, name)`, claims by namespace and name (a VM's
+/// disks look theirs up in its namespace).
 #[derive(Default)]
 struct Held {
-    vms: BTreeMap<(String, String), DynamicObject>,
-    claims: BTreeMap<(String, String), PersistentVolumeClaim>,
-    networks: BTreeMap<(String, String), DynamicObject>,
+    vms: BTreeMap<(String, String), Vm>,
+    claims: BTreeMap<String, BTreeMap<String, PersistentVolumeClaim>>,
+    networks: BTreeMap<(String, String), NetworkSpec>,
 }
 
 impl Held {
     fn insert(&mut self, object: Object) {
-        let key = object.key();
+        let (namespace, name) = object.key();
         match object {
-            Object::Vm(o) => {
-                self.vms.insert(key, o);
+            // One that cannot be read is left out (logged), as if gone.
+            Object::Vm(o) => match Vm::from_dynamic(&o) {
+                Some(vm) => self.vms.insert((namespace, name), vm),
+                None => self.vms.remove(&(namespace, name)),
             }
-            Object::Claim(o) => {
-                self.claims.insert(key, *o);
-            }
-            Object::Network(o) => {
-                self.networks.insert(key, o);
-            }
-        }
+            .map(|_| ()),
+            Object::Claim(o) => self
+                .claims
+                .entry(namespace)
+                .or_default()
+                .insert(name, *o)
+                .map(|_| ()),
+            Object::Network(o) => self
+                .networks
+                .insert((namespace, name), model::network(&o))
+                .map(|_| ()),
+        };
     }
 
     fn remove(&mut self, object: &Object) {
-        let key = object.key();
+        let (namespace, name) = object.key();
         match object {
-            Object::Vm(_) => self.vms.remove(&key).map(|_| ()),
-            Object::Claim(_) => self.claims.remove(&key).map(|_| ()),
-            Object::Network(_) => self.networks.remove(&key).map(|_| ()),
+            Object::Vm(_) => self.vms.remove(&(namespace, name)).map(|_| ()),
+            Object::Claim(_) => self
+                .claims
+                .get_mut(&namespace)
+                .and_then(|claims| claims.remove(&name))
+                .map(|_| ()),
+            Object::Network(_) => self.networks.remove(&(namespace, name)).map(|_| ()),
         };
     }
 
     /// Forgets what `scope` held, before its new list replaces it.
     fn clear(&mut self, scope: &Scope) {
-        let keep = |(namespace, _): &(String, String)| {
-            scope.namespace.as_ref().is_some_and(|ns| ns != namespace)
-        };
+        let keep = |namespace: &String| scope.namespace.as_ref().is_some_and(|ns| ns != namespace);
         match scope.kind {
-            Kind::Vm => self.vms.retain(|k, _| keep(k)),
-            Kind::Claim => self.claims.retain(|k, _| keep(k)),
-            Kind::Network => self.networks.retain(|k, _| keep(k)),
+            Kind::Vm => self.vms.retain(|(ns, _), _| keep(ns)),
+            Kind::Claim => self.claims.retain(|ns, _| keep(ns)),
+            Kind::Network => self.networks.retain(|(ns, _), _| keep(ns)),
         }
     }
 
@@ -116,31 +128,22 @@ impl Held {
     fn specs(
         &self,
     ) -> (
-        BTreeMap<String, vmm_api::inventory::VirtualMachineSpec>,
-        BTreeMap<String, vmm_api::inventory::NetworkSpec>,
+        BTreeMap<String, VirtualMachineSpec>,
+        BTreeMap<String, NetworkSpec>,
     ) {
-        let mut claims: BTreeMap<&str, BTreeMap<String, PersistentVolumeClaim>> = BTreeMap::new();
-        for ((namespace, name), claim) in &self.claims {
-            claims
-                .entry(namespace.as_str())
-                .or_default()
-                .insert(name.clone(), claim.clone());
-        }
         let none = BTreeMap::new();
         let vms = self
             .vms
             .values()
-            .filter_map(Vm::from_dynamic)
             .map(|vm| {
-                let spec = vm.spec(claims.get(vm.namespace.as_str()).unwrap_or(&none));
+                let spec = vm.spec(self.claims.get(&vm.namespace).unwrap_or(&none));
                 (spec.id.clone(), spec)
             })
             .collect();
         let networks = self
             .networks
             .values()
-            .map(model::network)
-            .map(|spec| (spec.id.clone(), spec))
+            .map(|spec| (spec.id.clone(), spec.clone()))
             .collect();
         (vms, networks)
     }

@@ -139,15 +139,16 @@ impl ControlPlane {
         let kubectl_cache = dir.join("kubectl-cache");
         let kubeconfig = dir.join("admin.kubeconfig");
         let t = Instant::now();
-        let (apiserver, server_url) = start_apiserver(
+        let (apiserver, server_url) = ApiserverLaunch {
             peers,
-            &dir,
-            &pki,
-            &etcd_url,
-            &kubeconfig,
-            &kubectl_cache,
-            &options,
-        )?;
+            dir: &dir,
+            pki: &pki,
+            etcd_url: &etcd_url,
+            kubeconfig: &kubeconfig,
+            kubectl_cache: &kubectl_cache,
+            options: &options,
+        }
+        .start()?;
         timings.apiserver = t.elapsed();
         let install_crds = options.install_crds;
 
@@ -603,44 +604,6 @@ fn etcd_healthy(port: u16) -> Result<bool> {
     }
 }
 
-fn start_apiserver(
-    peers: &Peers,
-    dir: &Path,
-    pki: &ClusterPki,
-    etcd_url: &str,
-    kubeconfig: &Path,
-    kubectl_cache: &Path,
-    options: &ControlPlaneOptions,
-) -> Result<(ManagedProcess, String)> {
-    let log = dir.join("kube-apiserver.log");
-    let mut last_error = None;
-    for _ in 0..PORT_ATTEMPTS {
-        let port = free_port()?;
-        let server_url = format!("https://127.0.0.1:{port}");
-        write_kubeconfig(
-            kubeconfig,
-            &server_url,
-            pki.cluster_ca.cert_path(),
-            &pki.admin,
-        )?;
-        let apiserver = ApiserverLaunch {
-            peers,
-            dir,
-            pki,
-            etcd_url,
-            kubeconfig,
-            kubectl_cache,
-            options,
-        };
-        match apiserver.spawn(port) {
-            Ok(apiserver) => return Ok((apiserver, server_url)),
-            Err(e) if log_says_address_in_use(&log) => last_error = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| anyhow!("kube-apiserver did not start")))
-}
-
 /// What a kube-apiserver of a control plane is started with.
 struct ApiserverLaunch<'a> {
     peers: &'a Peers,
@@ -653,6 +616,29 @@ struct ApiserverLaunch<'a> {
 }
 
 impl ApiserverLaunch<'_> {
+    /// Starts kube-apiserver on a free port (another when that one is
+    /// taken meanwhile), with the admin kubeconfig pointing at it.
+    fn start(&self) -> Result<(ManagedProcess, String)> {
+        let log = self.dir.join("kube-apiserver.log");
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            let server_url = format!("https://127.0.0.1:{port}");
+            write_kubeconfig(
+                self.kubeconfig,
+                &server_url,
+                self.pki.cluster_ca.cert_path(),
+                &self.pki.admin,
+            )?;
+            match self.spawn(port) {
+                Ok(apiserver) => return Ok((apiserver, server_url)),
+                Err(e) if log_says_address_in_use(&log) => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("kube-apiserver did not start")))
+    }
+
     /// Starts kube-apiserver on `port` and waits until it is ready.
     fn spawn(&self, port: u16) -> Result<ManagedProcess> {
         let Self {
