@@ -474,7 +474,7 @@ impl Session for FakeSource {
         Ok(())
     }
 
-    fn export_id_for(&self, job_uid: &str) -> Option<String> {
+    fn export_id_for(&self, _vm_id: &str, job_uid: &str) -> Option<String> {
         self.lock()
             .names_exports
             .then(|| format!("named-{job_uid}"))
@@ -600,7 +600,9 @@ pub fn web_vm(power_state: PowerState) -> Vm {
             label: "Hard disk 1".into(),
             capacity_bytes: DISK_BYTES as i64,
             unsupported: None,
+            bus: None,
         }],
+        firmware_uuid: None,
     }
 }
 

@@ -3,12 +3,15 @@
 //! imported image through the `harvesterhci.io/volumeClaimTemplates`
 //! annotation, which Harvester's VM controller turns into PVCs; CPU topology
 //! and memory exactly as the source has them (no vCPU multiplication, MiB not
-//! MB: both bugs of today's importer); firmware, NIC models, MACs, and one
-//! Multus network per mapped source network. Pure: no I/O.
+//! MB: both bugs of today's importer); firmware (and its UUID where the
+//! source has one to keep), disk buses where the source has KubeVirt's, NIC
+//! models, MACs, and one Multus network per mapped source network. Pure: no
+//! I/O.
 
 use serde_json::{Value, json};
 use vmm_api::importjob::{DiskBus, ImportJob, NicModel};
-use vmm_api::inventory::{Firmware, VirtualMachineSpec};
+use vmm_api::inventory::Firmware;
+use vmm_core::Vm;
 
 /// Label on everything a job creates: which job (in the same namespace).
 pub const JOB_LABEL: &str = "importjob.harvesterhci.io/job";
@@ -24,6 +27,8 @@ pub struct ImportedDisk {
     pub storage_class: String,
     /// The disk's size at the source; the PVC gets at least this.
     pub capacity_bytes: i64,
+    /// The bus it keeps from the source; else the job's default.
+    pub bus: Option<DiskBus>,
 }
 
 /// Why a VM cannot be built as asked.
@@ -51,10 +56,11 @@ pub enum TargetError {
 pub fn virtual_machine(
     job: &ImportJob,
     name: &str,
-    source: &VirtualMachineSpec,
+    source_vm: &Vm,
     disks: &[ImportedDisk],
     reserved_memory_mib: i64,
 ) -> Result<Value, TargetError> {
+    let source = &source_vm.spec;
     let namespace = job.metadata.namespace.as_deref().unwrap_or("default");
     let job_name = job.metadata.name.as_deref().unwrap_or_default();
     if source.cpus < 1 || source.memory_mib < 1 {
@@ -91,7 +97,7 @@ pub fn virtual_machine(
         disk_devices.push(json!({
             "name": device,
             "bootOrder": index + 1,
-            "disk": {"bus": bus(job.spec.default_disk_bus)},
+            "disk": {"bus": bus(disk.bus.unwrap_or(job.spec.default_disk_bus))},
         }));
         volumes.push(json!({"name": device, "persistentVolumeClaim": {"claimName": claim}}));
     }
@@ -127,11 +133,15 @@ pub fn virtual_machine(
         networks.push(json!({"name": interface_name, "multus": {"networkName": nad}}));
     }
 
-    let (sockets, cores) = topology(source.cpus, source.cores_per_socket);
+    let (sockets, cores, threads) = topology(
+        source.cpus,
+        source.cores_per_socket,
+        source.threads_per_core,
+    );
     let guest = format!("{}Mi", source.memory_mib);
     let limit = format!("{}Mi", source.memory_mib + reserved_memory_mib);
     let mut domain = json!({
-        "cpu": {"sockets": sockets, "cores": cores, "threads": 1},
+        "cpu": {"sockets": sockets, "cores": cores, "threads": threads},
         "memory": {"guest": guest},
         "resources": {"limits": {"cpu": source.cpus.to_string(), "memory": limit}},
         "machine": {"type": "q35"},
@@ -142,11 +152,21 @@ pub fn virtual_machine(
             "inputs": [{"bus": "usb", "name": "tablet", "type": "tablet"}],
         },
     });
+    let mut firmware = serde_json::Map::new();
     if source.firmware == Firmware::Efi {
-        domain["firmware"] = json!({"bootloader": {"efi": {"secureBoot": source.secure_boot}}});
+        firmware.insert(
+            "bootloader".into(),
+            json!({"efi": {"secureBoot": source.secure_boot}}),
+        );
         if source.secure_boot {
             domain["features"]["smm"] = json!({"enabled": true});
         }
+    }
+    if let Some(uuid) = &source_vm.firmware_uuid {
+        firmware.insert("uuid".into(), json!(uuid));
+    }
+    if !firmware.is_empty() {
+        domain["firmware"] = Value::Object(firmware);
     }
 
     let claim_templates =
@@ -179,13 +199,16 @@ pub fn virtual_machine(
     }))
 }
 
-/// Sockets and cores as the source has them; a count that does not split
-/// evenly (which vSphere refuses, but another source may report) becomes
-/// one core per socket, never a different number of vCPUs.
-fn topology(cpus: i32, cores_per_socket: Option<i32>) -> (i32, i32) {
+/// Sockets, cores and threads as the source has them; a count that does
+/// not split evenly (which vSphere refuses, but another source may report)
+/// becomes one core per socket, never a different number of vCPUs.
+fn topology(cpus: i32, cores_per_socket: Option<i32>, threads: Option<i32>) -> (i32, i32, i32) {
+    let threads = threads.filter(|&t| t > 0).unwrap_or(1);
     match cores_per_socket {
-        Some(cores) if cores > 0 && cpus % cores == 0 => (cpus / cores, cores),
-        _ => (cpus, 1),
+        Some(cores) if cores > 0 && cpus % (cores * threads) == 0 => {
+            (cpus / (cores * threads), cores, threads)
+        }
+        _ => (cpus, 1, 1),
     }
 }
 
@@ -221,6 +244,7 @@ fn nic_model(source: Option<&str>, default: NicModel) -> NicModel {
     match source.map(str::to_ascii_lowercase).as_deref() {
         Some("e1000") => NicModel::E1000,
         Some("e1000e") => NicModel::E1000e,
+        Some("ne2k_pci") => NicModel::Ne2kPci,
         Some("pcnet" | "pcnet32" | "vlance") => NicModel::Pcnet,
         Some("rtl8139") => NicModel::Rtl8139,
         Some("virtio") => NicModel::Virtio,
@@ -250,7 +274,7 @@ fn os_label(guest: Option<&str>) -> &'static str {
 mod tests {
     use vmm_api::SourceKind;
     use vmm_api::importjob::{ImportJobSpec, NetworkMapping, SourceRef};
-    use vmm_api::inventory::{Disk, Nic};
+    use vmm_api::inventory::{Disk, Nic, VirtualMachineSpec};
 
     use super::*;
 
@@ -312,12 +336,21 @@ mod tests {
         }
     }
 
+    fn vm(spec: VirtualMachineSpec) -> Vm {
+        Vm {
+            spec,
+            disks: Vec::new(),
+            firmware_uuid: None,
+        }
+    }
+
     fn disks() -> Vec<ImportedDisk> {
         (0..2)
             .map(|i| ImportedDisk {
                 image_name: format!("web-01-disk-{i}"),
                 storage_class: format!("lh-uid-{i}"),
                 capacity_bytes: 10 << 30,
+                bus: None,
             })
             .collect()
     }
@@ -327,7 +360,7 @@ mod tests {
         let vm = virtual_machine(
             &job(&[("VM Network", "vlan100"), ("DMZ", "infra/dmz")]),
             "web-01",
-            &source(),
+            &vm(source()),
             &disks(),
             100,
         )
@@ -383,7 +416,7 @@ mod tests {
         let vm = virtual_machine(
             &job(&[("VM Network", "a"), ("DMZ", "b")]),
             "x",
-            &bios,
+            &vm(bios),
             &disks(),
             0,
         )
@@ -395,7 +428,43 @@ mod tests {
             domain["cpu"],
             json!({"sockets": 6, "cores": 1, "threads": 1})
         );
-        assert_eq!(topology(4, None), (4, 1));
+        assert_eq!(topology(4, None, None), (4, 1, 1));
+        assert_eq!(
+            topology(6, Some(2), Some(2)),
+            (6, 1, 1),
+            "12 threads do not make 6"
+        );
+    }
+
+    /// A KubeVirt VM's threads, disk buses and firmware UUID carry over;
+    /// the job's default bus is for disks without one of KubeVirt's.
+    #[test]
+    fn what_a_kubevirt_source_has_carries_over() {
+        let mut kubevirt = source();
+        kubevirt.cpus = 8;
+        kubevirt.cores_per_socket = Some(2);
+        kubevirt.threads_per_core = Some(2);
+        let mut disks = disks();
+        disks[1].bus = Some(DiskBus::Scsi);
+        let mut job = job(&[("VM Network", "a"), ("DMZ", "b")]);
+        job.spec.default_disk_bus = DiskBus::Sata;
+        let source = Vm {
+            firmware_uuid: Some("5f1ad6a4-0000-4000-8000-000000000001".into()),
+            ..vm(kubevirt)
+        };
+        let built = virtual_machine(&job, "x", &source, &disks, 0).unwrap();
+        let domain = &built["spec"]["template"]["spec"]["domain"];
+        assert_eq!(
+            domain["cpu"],
+            json!({"sockets": 2, "cores": 2, "threads": 2})
+        );
+        assert_eq!(domain["devices"]["disks"][0]["disk"]["bus"], "sata");
+        assert_eq!(domain["devices"]["disks"][1]["disk"]["bus"], "scsi");
+        assert_eq!(
+            domain["firmware"]["uuid"],
+            "5f1ad6a4-0000-4000-8000-000000000001"
+        );
+        assert_eq!(domain["firmware"]["bootloader"]["efi"]["secureBoot"], true);
     }
 
     #[test]
@@ -403,7 +472,7 @@ mod tests {
         let vm = virtual_machine(
             &job(&[("VM Network", "a"), ("DMZ", "b")]),
             "x",
-            &source(),
+            &vm(source()),
             &disks(),
             0,
         )
@@ -420,7 +489,13 @@ mod tests {
 
     #[test]
     fn what_cannot_be_built_says_why() {
-        let unmapped = virtual_machine(&job(&[("VM Network", "a")]), "x", &source(), &disks(), 0);
+        let unmapped = virtual_machine(
+            &job(&[("VM Network", "a")]),
+            "x",
+            &vm(source()),
+            &disks(),
+            0,
+        );
         assert_eq!(
             unmapped.unwrap_err(),
             TargetError::UnmappedNetwork {
@@ -429,7 +504,7 @@ mod tests {
             }
         );
         let mapped = job(&[("VM Network", "a"), ("DMZ", "b")]);
-        let err = virtual_machine(&mapped, "x", &source(), &disks()[..1], 0).unwrap_err();
+        let err = virtual_machine(&mapped, "x", &vm(source()), &disks()[..1], 0).unwrap_err();
         assert_eq!(
             err,
             TargetError::DiskCountMismatch {
@@ -440,7 +515,7 @@ mod tests {
         let mut empty = source();
         empty.memory_mib = 0;
         assert!(matches!(
-            virtual_machine(&mapped, "x", &empty, &disks(), 0),
+            virtual_machine(&mapped, "x", &vm(empty), &disks(), 0),
             Err(TargetError::NoResources { .. })
         ));
     }

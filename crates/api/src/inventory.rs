@@ -2,6 +2,8 @@
 //! apiserver. Providers describe what a source holds with these specs; the
 //! apiserver wraps them into API objects with names, labels and versions.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -37,10 +39,14 @@ pub struct VirtualMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
     pub power_state: PowerState,
-    /// Virtual CPUs in all (sockets × cores per socket).
+    /// Virtual CPUs in all (sockets × cores per socket × threads per core).
     pub cpus: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores_per_socket: Option<i32>,
+    /// Hardware threads per core, where the source sets them (KubeVirt's
+    /// `cpu.threads`); one otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_per_core: Option<i32>,
     /// Memory in MiB, exactly as the source sizes it.
     pub memory_mib: i64,
     pub firmware: Firmware,
@@ -76,6 +82,10 @@ pub struct VirtualMachineSpec {
     /// Host devices and GPUs passed through to the VM, by device name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_devices: Vec<String>,
+    /// The labels the VM carries at its source (a KubeVirt VM's own
+    /// labels), so a relabelling there shows here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

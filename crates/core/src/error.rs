@@ -88,6 +88,12 @@ pub enum Reason {
     GuestShutdownUnavailable,
     /// The guest did not power off within the time it was given.
     PowerOffTimedOut,
+    /// The source's export of a VM is not ready to be read yet.
+    ExportNotReady,
+    /// The source's export of a VM has no link this cluster can reach.
+    ExportUnreachable,
+    /// The source serves a disk only in a format that is not a disk image.
+    ExportFormatUnsupported,
     /// Anything else the endpoint answered or failed with.
     EndpointError,
 }
@@ -113,6 +119,9 @@ impl Reason {
             Self::KindNotSupported => "KindNotSupported",
             Self::GuestShutdownUnavailable => "GuestShutdownUnavailable",
             Self::PowerOffTimedOut => "PowerOffTimedOut",
+            Self::ExportNotReady => "ExportNotReady",
+            Self::ExportUnreachable => "ExportUnreachable",
+            Self::ExportFormatUnsupported => "ExportFormatUnsupported",
             Self::EndpointError => "EndpointError",
         }
     }

@@ -69,15 +69,16 @@ pub trait Session: Send + Sync {
     /// Powers the VM off at once, like pulling the plug.
     async fn power_off(&self, id: &str) -> Result<(), ProviderError>;
 
-    /// The id the export for the import job with UID `job_uid` will have,
-    /// when the provider names its exports itself (OpenStack names every
-    /// temporary snapshot, volume and image after it); `None` when the
+    /// The id the export of VM `vm_id` for the import job with UID
+    /// `job_uid` will have, when the provider names its exports itself
+    /// (OpenStack names every temporary snapshot, volume and image after it,
+    /// Harvester its VirtualMachineExport and token Secret); `None` when the
     /// source assigns ids (a vSphere lease). The caller records it before
     /// [`export`](Self::export)ing with it as `resume`, so that a restart or
     /// a deletion finds whatever the export made at the source, even
     /// half-way.
-    fn export_id_for(&self, job_uid: &str) -> Option<String> {
-        let _ = job_uid;
+    fn export_id_for(&self, vm_id: &str, job_uid: &str) -> Option<String> {
+        let _ = (vm_id, job_uid);
         None
     }
 

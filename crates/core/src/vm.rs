@@ -2,6 +2,7 @@
 //! disk the provider's key (to find the disk's file in an export) and
 //! whether the provider can export it at all.
 
+use vmm_api::importjob::DiskBus;
 use vmm_api::inventory::VirtualMachineSpec;
 
 /// A VM at its source, found for an import.
@@ -12,6 +13,10 @@ pub struct Vm {
     pub spec: VirtualMachineSpec,
     /// The disks, in the order of `spec.disks` (the first one boots).
     pub disks: Vec<VmDisk>,
+    /// The SMBIOS system UUID the guest sees, where the source sets one the
+    /// new VM can keep (a KubeVirt VM's `firmware.uuid`): licences and
+    /// guests that key on it see the same machine.
+    pub firmware_uuid: Option<String>,
 }
 
 /// One disk of a [`Vm`].
@@ -27,4 +32,8 @@ pub struct VmDisk {
     /// Why the provider cannot export this disk, phrased as what to change
     /// at the source; `None` when it can.
     pub unsupported: Option<String>,
+    /// The bus the disk keeps on the new VM, where the source has one of
+    /// KubeVirt's (a KubeVirt VM's disks: its guest has the drivers);
+    /// `None` takes the job's `defaultDiskBus`.
+    pub bus: Option<DiskBus>,
 }

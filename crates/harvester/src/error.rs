@@ -62,6 +62,41 @@ pub enum HarvesterError {
     },
 
     #[error(
+        "the credentials may not {verb} {resource} in namespace {namespace} at {url}, which an import needs: bind the user or ServiceAccount to a role that may also patch virtualmachines, get, watch and delete virtualmachineinstances, and create, get, watch and delete virtualmachineexports and secrets (docs/harvester-source.md)"
+    )]
+    ImportForbidden {
+        url: String,
+        verb: &'static str,
+        resource: &'static str,
+        namespace: String,
+    },
+
+    #[error(
+        "VirtualMachineExport {export} at {url} is not ready after {waited}s ({reason}: {message}); it is checked again, and the same export is used when it is"
+    )]
+    ExportNotReady {
+        url: String,
+        export: String,
+        waited: u64,
+        reason: String,
+        message: String,
+    },
+
+    #[error(
+        "VirtualMachineExport {export} at {url} has no external link, so it cannot be read from outside the remote cluster: give KubeVirt's export proxy an Ingress there (an Ingress for Service virt-exportproxy in KubeVirt's namespace, with a host and TLS), as KubeVirt's VM export documentation describes"
+    )]
+    ExportUnreachable { url: String, export: String },
+
+    #[error(
+        "VirtualMachineExport {export} serves volume {volume} only as {formats}: archives of a filesystem volume's files, not a disk; import VMs whose volumes are block devices or KubeVirt disk images"
+    )]
+    ExportFormatUnsupported {
+        export: String,
+        volume: String,
+        formats: String,
+    },
+
+    #[error(
         "VM {id} does not exist at {url} (it was deleted or renamed): look it up again by name"
     )]
     VmNotFound { url: String, id: String },
@@ -79,7 +114,7 @@ impl HarvesterError {
     /// True for the errors that a retry with backoff may cure.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } => true,
+            Self::Unreachable { .. } | Self::ExportNotReady { .. } => true,
             Self::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             _ => false,
         }
@@ -99,7 +134,10 @@ impl From<HarvesterError> for ProviderError {
             E::Unauthorized { .. } => Reason::AuthenticationFailed,
             E::KubeVirtNotServed { .. } => Reason::KubeVirtNotServed,
             E::ExportApiNotServed { .. } => Reason::ExportApiNotServed,
-            E::Forbidden { .. } => Reason::PermissionDenied,
+            E::Forbidden { .. } | E::ImportForbidden { .. } => Reason::PermissionDenied,
+            E::ExportNotReady { .. } => Reason::ExportNotReady,
+            E::ExportUnreachable { .. } => Reason::ExportUnreachable,
+            E::ExportFormatUnsupported { .. } => Reason::ExportFormatUnsupported,
             E::VmNotFound { .. } | E::Api { .. } => Reason::EndpointError,
         };
         if error.is_transient() {

@@ -7,11 +7,15 @@
 //!   that the cluster serves `kubevirt.io/v1` and `export.kubevirt.io` and
 //!   that the credentials may list VirtualMachines, each failure named;
 //! - the inventory (`watch`): VirtualMachines, the claims of their volumes
-//!   and NetworkAttachmentDefinitions, kept by watches, as specs (`model`).
+//!   and NetworkAttachmentDefinitions, kept by watches, as specs (`model`);
+//! - an import's calls: stopping a VM (`power`) and reading its volumes
+//!   through a VirtualMachineExport (`export`).
 #![forbid(unsafe_code)]
 
 mod error;
+mod export;
 mod model;
+mod power;
 mod vms;
 mod watch;
 
@@ -25,6 +29,7 @@ use rustls::pki_types::pem::PemObject;
 use vmm_core::Credentials;
 
 pub use error::HarvesterError;
+pub use export::{ExportedVolume, ReadyExport, TOKEN_HEADER};
 
 /// How long a connection to the API server may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,6 +42,10 @@ pub struct HarvesterClient {
     /// The namespaces to read; every namespace when empty.
     namespaces: Vec<String>,
     version: String,
+    /// The source's CA bundle and whether it may skip verification: also
+    /// for an export's links when the export publishes no CA of its own.
+    ca_pem: Option<String>,
+    insecure: bool,
 }
 
 impl HarvesterClient {
@@ -68,6 +77,8 @@ impl HarvesterClient {
             url,
             namespaces,
             version: format!("Kubernetes {}", info.git_version),
+            ca_pem: ca_pem.map(str::to_owned),
+            insecure,
         };
         harvester.check_apis().await?;
         harvester.check_access().await?;
@@ -128,6 +139,35 @@ impl HarvesterClient {
             }
         }
         Ok(())
+    }
+
+    /// The namespace and name of an id `namespace/name`.
+    fn split_id<'a>(&self, id: &'a str) -> Result<(&'a str, &'a str), HarvesterError> {
+        id.split_once('/')
+            .ok_or_else(|| HarvesterError::VmNotFound {
+                url: self.url.clone(),
+                id: id.to_owned(),
+            })
+    }
+
+    /// A failed call an import makes: [`HarvesterError::ImportForbidden`]
+    /// for a 403, naming what is missing.
+    fn refused(
+        &self,
+        error: &kube::Error,
+        verb: &'static str,
+        resource: &'static str,
+        namespace: &str,
+    ) -> HarvesterError {
+        match error {
+            kube::Error::Api(status) if status.code == 403 => HarvesterError::ImportForbidden {
+                url: self.url.clone(),
+                verb,
+                resource,
+                namespace: namespace.to_owned(),
+            },
+            other => error::classify(&self.url, &format!("{verb} {resource}"), other),
+        }
     }
 
     /// `resource`'s API for each namespace read, or for all namespaces, and

@@ -19,6 +19,24 @@ pub(crate) fn virtual_machines() -> ApiResource {
     crate::resource("kubevirt.io", "v1", "VirtualMachine", "virtualmachines")
 }
 
+pub(crate) fn virtual_machine_instances() -> ApiResource {
+    crate::resource(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstance",
+        "virtualmachineinstances",
+    )
+}
+
+pub(crate) fn virtual_machine_exports() -> ApiResource {
+    crate::resource(
+        "export.kubevirt.io",
+        "v1beta1",
+        "VirtualMachineExport",
+        "virtualmachineexports",
+    )
+}
+
 pub(crate) fn network_attachment_definitions() -> ApiResource {
     crate::resource(
         "k8s.cni.cncf.io",
@@ -201,6 +219,7 @@ pub(crate) struct VmStatus {
 pub(crate) struct Vm {
     pub namespace: String,
     pub name: String,
+    pub labels: BTreeMap<String, String>,
     pub object: VmObject,
 }
 
@@ -211,10 +230,11 @@ impl Vm {
         let namespace = object.metadata.namespace.clone().unwrap_or_default();
         let name = object.metadata.name.clone().unwrap_or_default();
         match serde_json::from_value::<VmObject>(object.data.clone()) {
-            Ok(object) => Some(Vm {
+            Ok(vm) => Some(Vm {
                 namespace,
                 name,
-                object,
+                labels: object.metadata.labels.clone().unwrap_or_default(),
+                object: vm,
             }),
             Err(error) => {
                 tracing::warn!(%namespace, %name, %error, "a VirtualMachine that cannot be read is left out");
@@ -251,7 +271,8 @@ impl Vm {
             uuid: domain.firmware.as_ref().and_then(|f| f.uuid.clone()),
             power_state: power_state(self.object.status.printable_status.as_deref()),
             cpus: sockets * cores * threads,
-            cores_per_socket: Some(cores * threads),
+            cores_per_socket: Some(cores),
+            threads_per_core: Some(threads),
             memory_mib: memory_mib(domain),
             firmware: if efi.is_some() {
                 Firmware::Efi
@@ -269,6 +290,7 @@ impl Vm {
                 .chain(&domain.devices.host_devices)
                 .map(|d| d.device_name.clone())
                 .collect(),
+            labels: self.labels.clone(),
             ..VirtualMachineSpec::default()
         }
     }

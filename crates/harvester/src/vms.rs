@@ -13,12 +13,7 @@ use crate::{HarvesterClient, HarvesterError, error};
 impl HarvesterClient {
     /// The VM with id `namespace/name`, its disks sized from their claims.
     pub async fn vm_spec(&self, id: &str) -> Result<VirtualMachineSpec, HarvesterError> {
-        let (namespace, name) = id
-            .split_once('/')
-            .ok_or_else(|| HarvesterError::VmNotFound {
-                url: self.url.clone(),
-                id: id.to_owned(),
-            })?;
+        let (namespace, name) = self.split_id(id)?;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &model::virtual_machines());
         let object = match api.get_opt(name).await {

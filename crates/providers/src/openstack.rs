@@ -99,7 +99,7 @@ impl Session for OpenstackSession {
         Ok(self.client.stop(id).await?)
     }
 
-    fn export_id_for(&self, job_uid: &str) -> Option<String> {
+    fn export_id_for(&self, _vm_id: &str, job_uid: &str) -> Option<String> {
         Some(format!("vmm-{job_uid}"))
     }
 
@@ -203,7 +203,11 @@ fn vm(mut spec: vmm_api::inventory::VirtualMachineSpec) -> Vm {
     spec.disks
         .retain(|disk| disk.local != Some(LocalDisk::Swap));
     let disks = spec.disks.iter().map(disk).collect();
-    Vm { spec, disks }
+    Vm {
+        spec,
+        disks,
+        firmware_uuid: None,
+    }
 }
 
 fn disk(disk: &Disk) -> VmDisk {
@@ -223,5 +227,6 @@ fn disk(disk: &Disk) -> VmDisk {
         label: disk.name.clone(),
         capacity_bytes: disk.capacity_bytes,
         unsupported,
+        bus: None,
     }
 }

@@ -169,11 +169,13 @@ fn vm(details: VmDetails) -> Vm {
             label: disk.label.clone(),
             capacity_bytes: disk.capacity_bytes,
             unsupported: unsupported(disk),
+            bus: None,
         })
         .collect();
     Vm {
         spec: details.spec,
         disks,
+        firmware_uuid: None,
     }
 }
 

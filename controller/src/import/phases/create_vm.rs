@@ -22,7 +22,7 @@ pub async fn run(step: &Step<'_>) -> Outcome {
     let job = step.job;
     let namespace = step.namespace;
     let source_vm = step.source_vm()?;
-    let spec = step.source.session().await?.vm(&source_vm.id).await?.spec;
+    let vm = step.source.session().await?.vm(&source_vm.id).await?;
     let mut imported = Vec::new();
     for disk in &step.status.disks {
         let name = image_name(disk)?;
@@ -39,11 +39,16 @@ pub async fn run(step: &Step<'_>) -> Outcome {
             image_name: name.to_owned(),
             storage_class,
             capacity_bytes: disk.capacity_bytes,
+            bus: vm
+                .disks
+                .iter()
+                .find(|d| disk.source_key.as_ref() == Some(&d.key))
+                .and_then(|d| d.bus),
         });
     }
     let name = step.target_name()?;
     let reserve = settings::reserved_memory_mib(&ctx.client).await?;
-    let manifest = target::virtual_machine(job, name, &spec, &imported, reserve)
+    let manifest = target::virtual_machine(job, name, &vm, &imported, reserve)
         .map_err(|e| Refused::new("CannotBuildVM", e.to_string()))?;
     let vms = Api::<DynamicObject>::namespaced_with(
         ctx.client.clone(),
@@ -61,7 +66,7 @@ pub async fn run(step: &Step<'_>) -> Outcome {
             vms.patch(name, &params, &Patch::Apply(&flat)).await?;
             let note = format!(
                 "Harvester refused {} CPU sockets (its VM webhook allows one when CPU hotplug is off): the VM has one socket with all {} vCPUs as cores",
-                manifest["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"], spec.cpus
+                manifest["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"], vm.spec.cpus
             );
             step.publish(EventType::Warning, "OneSocket", &note).await;
         }

@@ -100,7 +100,7 @@ pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String,
     let session = step.source.session().await?;
     let mut recorded = step.status.export.clone();
     if recorded.is_none()
-        && let Some(id) = session.export_id_for(&step.job.uid().unwrap_or_default())
+        && let Some(id) = session.export_id_for(&vm.id, &step.job.uid().unwrap_or_default())
     {
         step.write(&StatusUpdate::default().with_export(&id))
             .await?;
