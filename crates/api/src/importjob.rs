@@ -121,7 +121,8 @@ pub struct ImportJobSpec {
     #[serde(default)]
     pub default_nic_model: NicModel,
 
-    /// Bus for the imported disks.
+    /// Bus for the imported disks whose source bus KubeVirt does not have
+    /// (a Harvester source's disks keep their own).
     #[serde(default)]
     pub default_disk_bus: DiskBus,
 }

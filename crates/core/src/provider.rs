@@ -54,6 +54,14 @@ pub trait Session: Send + Sync {
 
     async fn power_state(&self, id: &str) -> Result<PowerState, ProviderError>;
 
+    /// Whether the credentials may do what an import of VM `id` does at
+    /// the source, asked by preflight before the VM is touched (a refusal
+    /// names what is missing). `Ok` where the source cannot say beforehand.
+    async fn check_import(&self, id: &str) -> Result<(), ProviderError> {
+        let _ = id;
+        Ok(())
+    }
+
     /// Asks the guest to shut down and returns once the source accepted it;
     /// a VM already off is fine. [`Reason::GuestShutdownUnavailable`]
     /// when the guest cannot be asked.

@@ -8,10 +8,12 @@
 //!   that the credentials may list VirtualMachines, each failure named;
 //! - the inventory (`watch`): VirtualMachines, the claims of their volumes
 //!   and NetworkAttachmentDefinitions, kept by watches, as specs (`model`);
-//! - an import's calls: stopping a VM (`power`) and reading its volumes
-//!   through a VirtualMachineExport (`export`).
+//! - an import's calls: whether the credentials may make them (`access`),
+//!   stopping a VM (`power`) and reading its volumes through a
+//!   VirtualMachineExport (`export`).
 #![forbid(unsafe_code)]
 
+mod access;
 mod error;
 mod export;
 mod model;

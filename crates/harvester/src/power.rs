@@ -12,7 +12,7 @@ use kube::runtime::wait::await_condition;
 use serde_json::json;
 use vmm_api::inventory::PowerState;
 
-use crate::{HarvesterClient, HarvesterError, error, model};
+use crate::{HarvesterClient, HarvesterError, model};
 
 /// How long a hard stop waits for the VMI to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(60);
@@ -25,7 +25,7 @@ impl HarvesterClient {
             .instances(namespace)
             .get_opt(name)
             .await
-            .map_err(|e| error::classify(&self.url, "get virtualmachineinstance", &e))?;
+            .map_err(|e| self.refused(&e, "get", "virtualmachineinstances", namespace))?;
         Ok(if instance.as_ref().is_none_or(ended) {
             PowerState::Off
         } else {
@@ -42,7 +42,7 @@ impl HarvesterClient {
         let vm = vms
             .get_opt(name)
             .await
-            .map_err(|e| error::classify(&self.url, "get virtualmachine", &e))?
+            .map_err(|e| self.refused(&e, "get", "virtualmachines", namespace))?
             .ok_or_else(|| HarvesterError::VmNotFound {
                 url: self.url.clone(),
                 id: id.to_owned(),

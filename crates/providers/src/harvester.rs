@@ -84,6 +84,10 @@ impl Session for HarvesterSession {
         Ok(self.client.power_state(id).await?)
     }
 
+    async fn check_import(&self, id: &str) -> Result<(), ProviderError> {
+        Ok(self.client.check_import_access(id).await?)
+    }
+
     /// KubeVirt's stop: the run strategy set to `Halted`.
     async fn shutdown_guest(&self, id: &str) -> Result<(), ProviderError> {
         Ok(self.client.halt(id).await?)

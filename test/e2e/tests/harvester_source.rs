@@ -3,89 +3,20 @@
 //! VirtualMachineInstance, VirtualMachineExport) and the NAD CRD: each way
 //! a source can be unusable is its own `Ready=False` reason naming the fix;
 //! a usable one is browsed with kubectl, and changes at the remote cluster
-//! reach `kubectl get ivm -w` through its watches, also across a restart of
-//! the remote API server.
+//! (a stop, a CPU change, a label, a deletion) reach `kubectl get ivm -w`
+//! through its watches, also across a restart of the remote API server.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use vmm_testkit::import;
+use vmm_testkit::remote::{REMOTE_NS, RemoteCluster};
 use vmm_testkit::servers::{shared_controller, shared_inventory_api};
 use vmm_testkit::sources::{KubectlWatch, pluck, ready_condition, secret, source};
 use vmm_testkit::{ControlPlane, ControlPlaneOptions, TestNamespace};
 
 const WAIT: Duration = Duration::from_secs(120);
 const GIB: u64 = 1 << 30;
-
-/// The remote cluster's namespace where the VMs live.
-const REMOTE_NS: &str = "vms";
-
-/// A remote cluster with a namespace of VMs and a ServiceAccount `reader`
-/// in it that may read VMs, claims and NADs everywhere.
-struct Remote {
-    cp: ControlPlane,
-    ca: String,
-}
-
-impl Remote {
-    fn start(options: ControlPlaneOptions) -> Remote {
-        let cp = ControlPlane::start_with(options).unwrap();
-        let ca = std::fs::read_to_string(cp.pki().cluster_ca.cert_path()).unwrap();
-        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": REMOTE_NS}},
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader", "namespace": REMOTE_NS}},
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody", "namespace": REMOTE_NS}},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-             "metadata": {"name": "vm-reader"},
-             "rules": [
-                {"apiGroups": ["kubevirt.io"], "resources": ["virtualmachines"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get", "list", "watch"]}]},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-             "metadata": {"name": "vm-reader"},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "vm-reader"},
-             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": REMOTE_NS}]}
-        ]});
-        cp.apply_yaml(REMOTE_NS, &objects.to_string())
-            .expect_success();
-        Remote { cp, ca }
-    }
-
-    /// A token of the ServiceAccount `name` in the VMs' namespace.
-    fn token(&self, name: &str) -> String {
-        self.cp
-            .kubectl(["create", "token", name, "-n", REMOTE_NS, "--duration=2h"])
-            .expect_success()
-            .trim()
-            .to_owned()
-    }
-
-    fn apply(&self, object: &Value) {
-        self.cp
-            .apply_yaml(REMOTE_NS, &object.to_string())
-            .expect_success();
-    }
-
-    /// Sets the VM's `status.printableStatus`, as KubeVirt's controller
-    /// does when it starts or stops.
-    fn set_printable_status(&self, vm: &str, status: &str) {
-        let patch = json!({"status": {"printableStatus": status}}).to_string();
-        self.kubectl([
-            "patch",
-            &format!("virtualmachines.kubevirt.io/{vm}"),
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ]);
-    }
-
-    fn kubectl<const N: usize>(&self, args: [&str; N]) {
-        let mut all = vec!["-n", REMOTE_NS];
-        all.extend(args);
-        self.cp.kubectl(all).expect_success();
-    }
-}
 
 fn harvester(name: &str, endpoint: &str, secret: &str, ca: Option<&str>) -> Value {
     source(
@@ -107,10 +38,10 @@ fn wait_for_reason(ns: &TestNamespace, name: &str, reason: &str) -> Value {
 async fn harvester_sources_say_whether_they_can_be_used_and_what_to_fix() {
     let cp = ControlPlane::shared();
     shared_controller();
-    let remote = Remote::start(ControlPlaneOptions::default());
+    let remote = RemoteCluster::start(ControlPlaneOptions::default());
     // A cluster without KubeVirt, which gets KubeVirt's VirtualMachine CRD
     // (and no export API) half-way.
-    let bare = Remote::start(ControlPlaneOptions {
+    let bare = RemoteCluster::start(ControlPlaneOptions {
         install_crds: false,
         ..ControlPlaneOptions::default()
     });
@@ -260,7 +191,7 @@ fn claim(name: &str, gib: u64) -> Value {
 async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
     let cp = ControlPlane::shared();
     shared_inventory_api();
-    let remote = Remote::start(ControlPlaneOptions::default());
+    let remote = RemoteCluster::start(ControlPlaneOptions::default());
     remote.apply(&json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
         "metadata": {"name": "vlan-a", "namespace": REMOTE_NS},
         "spec": {"config": "{\"cniVersion\":\"0.3.1\",\"name\":\"vlan-a\",\"type\":\"bridge\",\"bridge\":\"mgmt-br\",\"vlan\":100}"}}));
@@ -274,14 +205,16 @@ async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
         remote.apply(&object);
     }
     remote.set_printable_status("web", "Running");
-    remote.kubectl([
-        "patch",
-        "virtualmachines.kubevirt.io/gpu",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"printableStatus":"Running","snapshotInProgress":"nightly"}}"#,
-    ]);
+    remote
+        .kubectl([
+            "patch",
+            "virtualmachines.kubevirt.io/gpu",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"printableStatus":"Running","snapshotInProgress":"nightly"}}"#,
+        ])
+        .expect_success();
     let ns = TestNamespace::new(cp, "hv-browse").unwrap();
     ns.apply_all(&[
         secret("reader", json!({"token": remote.token("reader")})),
@@ -374,17 +307,27 @@ async fn kubectl_browses_a_remote_harvester_and_sees_its_changes() {
         watch.wait("the stop, across a remote API server restart", WAIT, |e| {
             e["type"] == "MODIFIED" && web(e) && e["object"]["spec"]["powerState"] == "Off"
         });
-        remote.kubectl([
-            "patch",
-            "virtualmachines.kubevirt.io/web",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"template":{"spec":{"domain":{"cpu":{"sockets":4}}}}}}"#,
-        ]);
+        remote
+            .kubectl([
+                "patch",
+                "virtualmachines.kubevirt.io/web",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"template":{"spec":{"domain":{"cpu":{"sockets":4}}}}}}"#,
+            ])
+            .expect_success();
         watch.wait("the CPU change", WAIT, |e| {
             web(e) && e["object"]["spec"]["cpus"] == 8
         });
-        remote.kubectl(["delete", "virtualmachines.kubevirt.io/web"]);
+        remote
+            .kubectl(["label", "virtualmachines.kubevirt.io/web", "tier=gold"])
+            .expect_success();
+        watch.wait("the new label", WAIT, |e| {
+            web(e) && e["object"]["spec"]["labels"]["tier"] == "gold"
+        });
+        remote
+            .kubectl(["delete", "virtualmachines.kubevirt.io/web"])
+            .expect_success();
         watch.wait("the deletion", WAIT, |e| e["type"] == "DELETED" && web(e));
     });
 }

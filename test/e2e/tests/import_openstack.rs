@@ -9,7 +9,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmm_testkit::harvester::SHA256_ANNOTATION;
 use vmm_testkit::import;
 use vmm_testkit::openstack::project::Project;
 use vmm_testkit::servers::shared_controller;
@@ -27,7 +26,7 @@ async fn a_two_volume_two_port_server_imports_intact_and_leaves_nothing_behind()
     // Each image holds exactly its volume's bytes, the boot volume first.
     for (index, volume) in volumes.iter().enumerate() {
         assert_eq!(
-            image_sha256(ns, &format!("web-disk-{index}")),
+            import::image_sha256(ns, &format!("web-disk-{index}")),
             project.os.cloud.volume_sha256(volume).unwrap(),
             "disk {index}"
         );
@@ -89,11 +88,11 @@ async fn an_image_backed_server_imports_its_root_disk_through_a_snapshot_image()
     assert_eq!(disks[0]["sourceKey"], "root", "{disks}");
     assert_eq!(disks[1]["sourceKey"], volume.as_str(), "{disks}");
     assert_eq!(
-        image_sha256(ns, "app-disk-0"),
+        import::image_sha256(ns, "app-disk-0"),
         project.os.cloud.root_disk_sha256(&server).unwrap()
     );
     assert_eq!(
-        image_sha256(ns, "app-disk-1"),
+        import::image_sha256(ns, "app-disk-1"),
         project.os.cloud.volume_sha256(&volume).unwrap()
     );
     if let Err(left) = project.wait_no_leftovers(WAIT).await {
@@ -138,22 +137,6 @@ async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
             shared_controller().server.process.log_tail(40)
         );
     }
-}
-
-/// The SHA-256 Harvester's image controller stand-in recorded for `image`.
-fn image_sha256(ns: &vmm_testkit::TestNamespace, image: &str) -> String {
-    let json = ns.kubectl([
-        "get",
-        "virtualmachineimages.harvesterhci.io",
-        image,
-        "-o",
-        "json",
-    ]);
-    let image: Value = serde_json::from_str(json.expect_success()).unwrap();
-    image["metadata"]["annotations"][SHA256_ANNOTATION]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Imports the server `name` as the job `name`; the finished job, which

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vmm_testkit::ControlPlane;
-use vmm_testkit::harvester::{Options, SHA256_ANNOTATION};
+use vmm_testkit::harvester::Options;
 use vmm_testkit::import;
 use vmm_testkit::openstack::project::Project;
 use vmm_testkit::process::free_port;
@@ -102,17 +102,9 @@ async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job
         third.server.process.log_tail(40)
     );
     for (index, volume) in volumes.iter().enumerate() {
-        let image = ns.kubectl([
-            "get",
-            "virtualmachineimages.harvesterhci.io",
-            &format!("app-disk-{index}"),
-            "-o",
-            "json",
-        ]);
-        let image: Value = serde_json::from_str(image.expect_success()).unwrap();
         assert_eq!(
-            image["metadata"]["annotations"][SHA256_ANNOTATION],
-            cloud.volume_sha256(volume).unwrap().as_str(),
+            import::image_sha256(ns, &format!("app-disk-{index}")),
+            cloud.volume_sha256(volume).unwrap(),
             "disk {index}"
         );
     }

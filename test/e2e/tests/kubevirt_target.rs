@@ -1,13 +1,15 @@
 //! The KubeVirt VirtualMachine an import job creates passes the real KubeVirt
 //! CRD schema with strict field validation (a misspelled or unknown field is
 //! an error, not silently pruned) and is stored with the source's CPU
-//! topology, memory, firmware, MACs and networks intact.
+//! topology, memory, firmware (with a UUID), disk buses, MACs and networks
+//! intact.
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
-use vmm_api::importjob::{ImportJob, ImportJobSpec};
+use vmm_api::importjob::{DiskBus, ImportJob, ImportJobSpec};
 use vmm_api::inventory::{Disk, Firmware, Nic, VirtualMachineSpec};
 use vmm_controller::import::target::{ImportedDisk, virtual_machine};
+use vmm_core::Vm;
 use vmm_testkit::{ControlPlane, TestNamespace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +34,7 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
         model: Some("vmxnet3".into()),
         ..Nic::default()
     };
-    let source = VirtualMachineSpec {
+    let spec = VirtualMachineSpec {
         display_name: "Web 01".into(),
         cpus: 6,
         cores_per_socket: Some(3),
@@ -43,11 +45,18 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
         nics: vec![nic(1, "VM Network"), nic(2, "DMZ")],
         ..VirtualMachineSpec::default()
     };
+    // A firmware UUID, as a Harvester source's VM carries over.
+    let source = Vm {
+        spec,
+        disks: Vec::new(),
+        firmware_uuid: Some("6a1f2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into()),
+    };
     let disks: Vec<ImportedDisk> = (0..2)
         .map(|i| ImportedDisk {
             image_name: format!("web-01-disk-{i}"),
             storage_class: format!("lh-{i}"),
             capacity_bytes: 1 << 30,
+            bus: (i == 1).then_some(DiskBus::Scsi),
         })
         .collect();
     // With Harvester's legacy fixed reserve for QEMU (100 MiB) on the limit.
@@ -73,6 +82,14 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
     assert_eq!(
         stored["domain"]["firmware"]["bootloader"]["efi"]["secureBoot"],
         true
+    );
+    assert_eq!(
+        stored["domain"]["firmware"]["uuid"],
+        "6a1f2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+    );
+    assert_eq!(
+        stored["domain"]["devices"]["disks"][1]["disk"]["bus"],
+        "scsi"
     );
     let interfaces = &stored["domain"]["devices"]["interfaces"];
     assert_eq!(interfaces[1]["macAddress"], "00:50:56:00:00:02");

@@ -135,3 +135,20 @@ pub fn create_job(
     cp.apply_yaml(ns.name(), &job.to_string()).ok()?;
     Ok(())
 }
+
+/// The SHA-256 the stand-in for Harvester's image controller recorded for
+/// `image` (empty before it has imported it).
+pub fn image_sha256(ns: &TestNamespace<'_>, image: &str) -> String {
+    let json = ns.kubectl([
+        "get",
+        "virtualmachineimages.harvesterhci.io",
+        image,
+        "-o",
+        "json",
+    ]);
+    let image: Value = serde_json::from_str(json.expect_success()).unwrap();
+    image["metadata"]["annotations"][crate::harvester::SHA256_ANNOTATION]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -18,6 +18,8 @@
 //! | [`chart`] | the Helm chart through the pinned helm |
 //! | [`import`] | import jobs as a user drives them (networks, waiting for the end) |
 //! | [`harvester`] | stand-in for Harvester's image controller (downloads for real) and VM PVCs |
+//! | [`kubevirt`] | stand-in for KubeVirt's VM stop and VM export (controller and HTTPS server) |
+//! | [`remote`] | a remote Harvester cluster (a second control plane, KubeVirt stand-in) to browse and import from |
 //! | [`servers`] | our binaries against a control plane; the inventory API registered |
 //! | [`tls`] | rustls (ring) and reqwest clients trusting given roots |
 //! | [`ui`] | steve and the built shell behind `ui-extension/scripts/serve.mjs` |
@@ -37,11 +39,13 @@ pub mod chart;
 pub mod control_plane;
 pub mod harvester;
 pub mod import;
+pub mod kubevirt;
 pub mod namespace;
 pub mod openstack;
 pub mod peers;
 pub mod pki;
 pub mod process;
+pub mod remote;
 pub mod servers;
 pub mod sources;
 pub mod tls;

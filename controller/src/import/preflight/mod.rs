@@ -54,10 +54,8 @@ pub async fn run(step: &Step<'_>) -> Result<Passed, PhaseError> {
     let namespace = step.namespace;
     let job = step.job;
     ready(step.source.object().await?, &job.spec.source_cluster.name)?;
-    let found = step
-        .source
-        .session()
-        .await?
+    let session = step.source.session().await?;
+    let found = session
         .find_vms(&job.spec.vm_name, job.spec.path.as_deref())
         .await?;
     let vm = match <[Vm; 1]>::try_from(found) {
@@ -95,6 +93,7 @@ pub async fn run(step: &Step<'_>) -> Result<Passed, PhaseError> {
         }
     };
     disks(&vm)?;
+    session.check_import(&vm.spec.id).await?;
     networks(client, namespace, job, &vm).await?;
     macs(client, job, &vm).await?;
     let class = storage_class(client, job).await?;

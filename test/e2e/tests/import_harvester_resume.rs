@@ -1,0 +1,161 @@
+//! A controller killed (SIGKILL) while KubeVirt makes the remote export: the
+//! next one finishes the job with the same export and identical disks, and
+//! deletes the export and its token Secret. Then a job deleted while
+//! Harvester downloads its disks: the export, its Secret and the images go.
+//! A binary of its own: the controllers here are the test's, and no shared
+//! one may take the jobs.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmm_testkit::ControlPlane;
+use vmm_testkit::harvester::Options;
+use vmm_testkit::import;
+use vmm_testkit::kubevirt;
+use vmm_testkit::process::free_port;
+use vmm_testkit::remote::ImportWorld;
+use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller_with};
+
+const WAIT: Duration = Duration::from_secs(300);
+
+/// Waits until `done`; panics after [`WAIT`] with `what` and what
+/// `context` says then.
+fn until(what: &str, done: impl Fn() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_export_and_a_deletion_during_the_download_leave_nothing_behind() {
+    let cp = ControlPlane::shared();
+    // KubeVirt takes a while to serve the export, so the kill lands while
+    // it does; Harvester downloads slowly, so the deletion lands mid-way.
+    let world = ImportWorld::new(
+        "hv-resume",
+        Options {
+            download_rate: Some(16 << 20),
+            ..Options::default()
+        },
+        kubevirt::Options {
+            ready_delay: Duration::from_secs(8),
+            ..kubevirt::Options::default()
+        },
+    )
+    .await;
+    let volumes = world.running_vm("web", 32).await;
+    world.running_vm("db", 64).await;
+    let program = vmm_testkit::peers::workspace_binary("vmm-controller").unwrap();
+    let disk_port = free_port().unwrap();
+    let start = || -> ControllerServer {
+        let options = ControllerOptions {
+            disk_port: Some(disk_port),
+            ..ControllerOptions::default()
+        };
+        start_controller_with(cp, &program, cp.kubeconfig_path(), &options).unwrap()
+    };
+    let ns = &world.ns;
+    let job = |name: &str| -> Value {
+        let job = ns.kubectl(["get", "importjob", name, "-o", "json"]);
+        serde_json::from_str(job.expect_success()).unwrap()
+    };
+    let exports = || {
+        world
+            .remote
+            .names("virtualmachineexports.export.kubevirt.io")
+    };
+
+    let mut first = start();
+    world.create_job("web", "web", "remote");
+    tokio::task::block_in_place(|| {
+        until(
+            "a VirtualMachineExport at the remote cluster",
+            || !exports().is_empty(),
+            || {
+                format!(
+                    "{}\n{}",
+                    job("web")["status"],
+                    first.server.process.log_tail(40)
+                )
+            },
+        )
+    });
+    first.server.process.kill().unwrap();
+    drop(first);
+    let made = exports();
+
+    let second = start();
+    let done = tokio::task::block_in_place(|| import::wait_finished(ns, "web", WAIT))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", second.server.process.log_tail(40)));
+    assert_eq!(
+        done["status"]["phase"],
+        "Succeeded",
+        "{}\n{}",
+        done["status"],
+        second.server.process.log_tail(40)
+    );
+    for (index, volume) in volumes.iter().enumerate() {
+        assert_eq!(
+            import::image_sha256(ns, &format!("web-disk-{index}")),
+            volume.sha256,
+            "disk {index}"
+        );
+    }
+    let served: Vec<String> = world
+        .kubevirt
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.export)
+        .collect();
+    assert!(
+        served.iter().all(|e| made.contains(e)),
+        "the second controller read the export the first one made ({made:?}), not another: {served:?}"
+    );
+    if let Err(left) = tokio::task::block_in_place(|| world.wait_no_exports(WAIT)) {
+        panic!("left at the remote cluster after the kill: {left:?}");
+    }
+
+    world.create_job("db", "db", "remote");
+    tokio::task::block_in_place(|| {
+        until(
+            "a disk half downloaded",
+            || {
+                let job = job("db");
+                assert_ne!(job["status"]["phase"], "Failed", "{}", job["status"]);
+                job["status"]["disks"].as_array().is_some_and(|disks| {
+                    disks.iter().any(|d| {
+                        d["bytesDone"].as_i64().unwrap_or(0) > 0 && d["phase"] == "Transferring"
+                    })
+                })
+            },
+            || {
+                format!(
+                    "{}\n{}",
+                    job("db")["status"],
+                    second.server.process.log_tail(40)
+                )
+            },
+        )
+    });
+    ns.kubectl(["delete", "importjob", "db", "--wait=true", "--timeout=240s"])
+        .expect_success();
+    if let Err(left) = tokio::task::block_in_place(|| world.wait_no_exports(WAIT)) {
+        panic!("left at the remote cluster after the deletion: {left:?}");
+    }
+    let images = ns.kubectl([
+        "get",
+        "virtualmachineimages.harvesterhci.io",
+        "-l",
+        "importjob.harvesterhci.io/job=db",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        images.expect_success().trim(),
+        "",
+        "the job's images are removed"
+    );
+}
