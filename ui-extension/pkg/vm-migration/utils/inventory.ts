@@ -124,10 +124,14 @@ export function headers(schema: any): any[] {
     }));
 }
 
-// Concerns that make an import fail whatever the wizard sets; the others lose
-// something (snapshots, independent disks) or the wizard settles them (a taken
-// name gets another target name). apiserver/src/concerns.rs raises them.
-export const BLOCKING_CONCERNS = ['NoDisks', 'RawDeviceMapping', 'NicWithoutNetwork', 'NoNetworkToMapTo', 'MacAddressInUse'];
+// Concerns that make an import fail whatever the wizard sets (the disks no
+// source can export, NICs no mapping can place); the others lose something
+// (snapshots, independent disks, a swap disk) or the wizard settles them (a
+// taken name gets another target name). apiserver/src/concerns.rs raises them.
+export const BLOCKING_CONCERNS = [
+  'NoDisks', 'RawDeviceMapping', 'EphemeralDisk', 'ContainerDisk',
+  'NicWithoutNetwork', 'PodNetwork', 'NoNetworkToMapTo', 'MacAddressInUse',
+];
 
 export interface ConcernView {
   reason: string;

@@ -90,6 +90,15 @@ describe('concerns', () => {
     expect(isBlocked(vm)).toBe(true);
     expect(isBlocked({})).toBe(false);
   });
+
+  it('block on what OpenStack and Harvester sources cannot export or map', () => {
+    for (const reason of ['EphemeralDisk', 'ContainerDisk', 'PodNetwork']) {
+      expect(isBlocked({ status: { concerns: [{ reason, message: 'x' }] } })).toBe(true);
+    }
+    for (const reason of ['SwapDisk', 'HotpluggedVolume', 'SnapshotInProgress']) {
+      expect(isBlocked({ status: { concerns: [{ reason, message: 'x' }] } })).toBe(false);
+    }
+  });
 });
 
 describe('VM ids in the wizard URL', () => {
