@@ -5,28 +5,16 @@
 //! A binary of its own: the controllers here are the test's, and no shared
 //! one may take the jobs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
 use vmm_testkit::ControlPlane;
 use vmm_testkit::harvester::Options;
-use vmm_testkit::import;
+use vmm_testkit::import::{self, job, mid_transfer, until};
 use vmm_testkit::kubevirt;
-use vmm_testkit::process::free_port;
 use vmm_testkit::remote::ImportWorld;
-use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller_with};
+use vmm_testkit::servers::RestartableController;
 
 const WAIT: Duration = Duration::from_secs(300);
-
-/// Waits until `done`; panics after [`WAIT`] with `what` and what
-/// `context` says then.
-fn until(what: &str, done: impl Fn() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "never: {what}\n{}", context());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_during_the_export_and_a_deletion_during_the_download_leave_nothing_behind() {
@@ -47,36 +35,25 @@ async fn a_kill_during_the_export_and_a_deletion_during_the_download_leave_nothi
     .await;
     let volumes = world.running_vm("web", 32).await;
     world.running_vm("db", 64).await;
-    let program = vmm_testkit::peers::workspace_binary("vmm-controller").unwrap();
-    let disk_port = free_port().unwrap();
-    let start = || -> ControllerServer {
-        let options = ControllerOptions {
-            disk_port: Some(disk_port),
-            ..ControllerOptions::default()
-        };
-        start_controller_with(cp, &program, cp.kubeconfig_path(), &options).unwrap()
-    };
+    let controllers = RestartableController::new(cp).unwrap();
     let ns = &world.ns;
-    let job = |name: &str| -> Value {
-        let job = ns.kubectl(["get", "importjob", name, "-o", "json"]);
-        serde_json::from_str(job.expect_success()).unwrap()
-    };
     let exports = || {
         world
             .remote
             .names("virtualmachineexports.export.kubevirt.io")
     };
 
-    let mut first = start();
+    let mut first = controllers.start();
     world.create_job("web", "web", "remote");
     tokio::task::block_in_place(|| {
         until(
             "a VirtualMachineExport at the remote cluster",
+            WAIT,
             || !exports().is_empty(),
             || {
                 format!(
                     "{}\n{}",
-                    job("web")["status"],
+                    job(ns, "web")["status"],
                     first.server.process.log_tail(40)
                 )
             },
@@ -86,7 +63,7 @@ async fn a_kill_during_the_export_and_a_deletion_during_the_download_leave_nothi
     drop(first);
     let made = exports();
 
-    let second = start();
+    let second = controllers.start();
     let done = tokio::task::block_in_place(|| import::wait_finished(ns, "web", WAIT))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", second.server.process.log_tail(40)));
     assert_eq!(
@@ -122,19 +99,12 @@ async fn a_kill_during_the_export_and_a_deletion_during_the_download_leave_nothi
     tokio::task::block_in_place(|| {
         until(
             "a disk half downloaded",
-            || {
-                let job = job("db");
-                assert_ne!(job["status"]["phase"], "Failed", "{}", job["status"]);
-                job["status"]["disks"].as_array().is_some_and(|disks| {
-                    disks.iter().any(|d| {
-                        d["bytesDone"].as_i64().unwrap_or(0) > 0 && d["phase"] == "Transferring"
-                    })
-                })
-            },
+            WAIT,
+            || mid_transfer(&job(ns, "db")),
             || {
                 format!(
                     "{}\n{}",
-                    job("db")["status"],
+                    job(ns, "db")["status"],
                     second.server.process.log_tail(40)
                 )
             },

@@ -4,27 +4,15 @@
 //! the export is left at the cloud. A binary of its own: the controllers here
 //! are the test's, and no shared one may take the job.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
 use vmm_testkit::ControlPlane;
 use vmm_testkit::harvester::Options;
-use vmm_testkit::import;
+use vmm_testkit::import::{self, job, mid_transfer, until};
 use vmm_testkit::openstack::project::Project;
-use vmm_testkit::process::free_port;
-use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller_with};
+use vmm_testkit::servers::RestartableController;
 
 const WAIT: Duration = Duration::from_secs(300);
-
-/// Waits until `done`; panics after [`WAIT`] with `what` and what
-/// `context` says then (the job, a log).
-fn until(what: &str, done: impl Fn() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "never: {what}\n{}", context());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job() {
@@ -41,22 +29,15 @@ async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job
     let cloud = &project.os.cloud;
     cloud.set_upload_rate(Some(64 << 20));
     let (_, volumes) = project.server("app");
-    let program = vmm_testkit::peers::workspace_binary("vmm-controller").unwrap();
-    let disk_port = free_port().unwrap();
-    let start = || -> ControllerServer {
-        let options = ControllerOptions {
-            disk_port: Some(disk_port),
-            ..ControllerOptions::default()
-        };
-        start_controller_with(cp, &program, cp.kubeconfig_path(), &options).unwrap()
-    };
+    let controllers = RestartableController::new(cp).unwrap();
     let ns = &project.ns;
 
-    let mut first = start();
+    let mut first = controllers.start();
     project.create_job("app", "app");
     tokio::task::block_in_place(|| {
         until(
             "an upload to Glance",
+            WAIT,
             || cloud.uploads_in_progress(&project.user.project_id) > 0,
             || first.server.process.log_tail(40),
         )
@@ -64,25 +45,16 @@ async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job
     first.server.process.kill().unwrap();
     drop(first);
 
-    let mut second = start();
+    let mut second = controllers.start();
     tokio::task::block_in_place(|| {
-        let job = || -> Value {
-            let job = ns.kubectl(["get", "importjob", "app", "-o", "json"]);
-            serde_json::from_str(job.expect_success()).unwrap()
-        };
         until(
             "a disk half downloaded",
-            || {
-                job()["status"]["disks"].as_array().is_some_and(|disks| {
-                    disks.iter().any(|d| {
-                        d["bytesDone"].as_i64().unwrap_or(0) > 0 && d["phase"] == "Transferring"
-                    })
-                })
-            },
+            WAIT,
+            || mid_transfer(&job(ns, "app")),
             || {
                 format!(
                     "{}\n{}",
-                    job()["status"],
+                    job(ns, "app")["status"],
                     second.server.process.log_tail(40)
                 )
             },
@@ -91,7 +63,7 @@ async fn a_controller_killed_during_the_upload_and_the_download_finishes_the_job
     second.server.process.kill().unwrap();
     drop(second);
 
-    let third = start();
+    let third = controllers.start();
     let done = tokio::task::block_in_place(|| import::wait_finished(ns, "app", WAIT))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", third.server.process.log_tail(40)));
     assert_eq!(

@@ -152,3 +152,46 @@ pub fn image_sha256(ns: &TestNamespace<'_>, image: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The job `name` as `kubectl get -o json` shows it.
+pub fn job(ns: &TestNamespace<'_>, name: &str) -> Value {
+    let out = ns.kubectl(["get", "importjob", name, "-o", "json"]);
+    serde_json::from_str(out.expect_success()).unwrap()
+}
+
+/// Whether one of the job's disks is part-way through its transfer (a
+/// moment to kill a controller or delete the job in); a panic once the job
+/// has failed, which would otherwise only show as a timeout.
+pub fn mid_transfer(job: &Value) -> bool {
+    assert_ne!(job["status"]["phase"], "Failed", "{}", job["status"]);
+    job["status"]["disks"].as_array().is_some_and(|disks| {
+        disks
+            .iter()
+            .any(|d| d["bytesDone"].as_i64().unwrap_or(0) > 0 && d["phase"] == "Transferring")
+    })
+}
+
+/// Waits until `done`, checking every 100 ms; panics after `timeout` with
+/// `what` and what `context` says then (the job, a log).
+pub fn until(what: &str, timeout: Duration, done: impl Fn() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The stand-in for Harvester's image controller on `ns` alone, with
+/// `options` but retrying a failed download after a second (a test need
+/// not wait Harvester's 10 s).
+pub fn image_controller(ns: &TestNamespace<'_>, options: Options) -> ImageController {
+    ImageController::start(
+        ns.control_plane().client(),
+        Options {
+            namespace: Some(ns.name().to_owned()),
+            retry_delay: Duration::from_secs(1),
+            ..options
+        },
+    )
+    .unwrap()
+}

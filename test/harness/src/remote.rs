@@ -186,15 +186,7 @@ impl ImportWorld<'_> {
         )
         .unwrap();
         let ns = TestNamespace::new(cp, prefix).unwrap();
-        let harvester = ImageController::start(
-            cp.client(),
-            Options {
-                namespace: Some(ns.name().to_owned()),
-                retry_delay: Duration::from_secs(1),
-                ..options
-            },
-        )
-        .unwrap();
+        let harvester = import::image_controller(&ns, options);
         for vlan in [("vlan-a", 100), ("vlan-b", 200)] {
             remote.apply(
                 &json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",

@@ -6,7 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -164,6 +164,34 @@ pub struct ControllerOptions<'a> {
     pub args: &'a [&'a str],
     /// Added to its environment, e.g. `VMM_CRASH_AT` or `TMPDIR`.
     pub env: &'a [(&'a str, &'a OsStr)],
+}
+
+/// Controllers of the workspace's binary to kill and start again on one
+/// disk port, so that the URLs Harvester was given stay valid, as the
+/// resume suites do.
+pub struct RestartableController<'a> {
+    cp: &'a ControlPlane,
+    program: PathBuf,
+    disk_port: u16,
+}
+
+impl<'a> RestartableController<'a> {
+    pub fn new(cp: &'a ControlPlane) -> Result<Self> {
+        Ok(Self {
+            cp,
+            program: crate::peers::workspace_binary("vmm-controller")?,
+            disk_port: free_port()?,
+        })
+    }
+
+    /// A controller, ready.
+    pub fn start(&self) -> ControllerServer {
+        let options = ControllerOptions {
+            disk_port: Some(self.disk_port),
+            ..ControllerOptions::default()
+        };
+        start_controller_with(self.cp, &self.program, self.cp.kubeconfig_path(), &options).unwrap()
+    }
 }
 
 pub fn start_controller_with(

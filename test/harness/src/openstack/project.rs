@@ -44,15 +44,7 @@ impl Project<'_> {
             )
             .await
             .unwrap();
-        let harvester = ImageController::start(
-            cp.client(),
-            Options {
-                namespace: Some(ns.name().to_owned()),
-                retry_delay: Duration::from_secs(1),
-                ..options
-            },
-        )
-        .unwrap();
+        let harvester = import::image_controller(&ns, options);
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "os"},
             "stringData": {"username": user.user, "password": user.password}});
         let source = json!({"apiVersion": "source.harvesterhci.io/v1", "kind": "Openstack",
