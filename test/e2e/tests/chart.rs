@@ -6,13 +6,16 @@
 //! only tokens of the chart's ServiceAccounts, the inventory apiserver serves a
 //! vCenter's VMs and their cluster-dependent concerns, and the controller
 //! checks the source and imports a VM, as released: built without the test
-//! hooks, so a crash point in its environment is ignored. The Harvester Addon and the Rancher
+//! hooks, so a crash point in its environment is ignored. A NetworkPolicy
+//! opens the disk endpoint to the image downloaders only. The Harvester Addon and the Rancher
 //! ManagedChart that install the chart are accepted by those projects' CRDs,
 //! and carry values the chart accepts. The UI extension's chart renders a
 //! UIPlugin that Rancher's own CRD accepts, for the package the UI builds.
 
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
+
+use serde::Deserialize;
 
 use vmm_controller::crash;
 use vmm_testkit::chart::{chart_dir, helm, render, render_chart, ui_chart_dir};
@@ -101,6 +104,81 @@ fn the_chart_lints_and_the_cluster_accepts_what_it_renders() {
             "{set}: {refused}"
         );
     }
+}
+
+/// The objects of kind `kind` a rendered manifest holds.
+fn objects_of(manifest: &str, kind: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(manifest)
+        .filter_map(|doc| serde_json::Value::deserialize(doc).ok())
+        .filter(|object| object["kind"] == kind)
+        .collect()
+}
+
+/// By default only the image downloaders may reach the disk endpoint: a
+/// NetworkPolicy selects the controller's pods and lets the listed peers
+/// in on the disk port alone (the admin port stays open to probes and
+/// Prometheus); turned off, there is none; an empty peer list, which a
+/// NetworkPolicy would read as "everyone", is refused.
+#[test]
+fn the_disk_endpoint_is_open_only_to_the_image_downloaders() {
+    let rendered = render("vmm", "vmm-system", &[]).unwrap();
+    let manifest = rendered.ok().unwrap();
+    let [policy] = <[_; 1]>::try_from(objects_of(manifest, "NetworkPolicy")).unwrap();
+    let controller = objects_of(manifest, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "vmm-controller")
+        .expect("the controller's Deployment");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        controller["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let disks = rules
+        .iter()
+        .find(|r| r["ports"][0]["port"] == "disks")
+        .expect("a rule for the disk port");
+    let peers: Vec<&serde_json::Value> = disks["from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|peer| &peer["podSelector"]["matchLabels"])
+        .collect();
+    assert_eq!(
+        peers,
+        [
+            &serde_json::json!({"longhorn.io/component": "backing-image-data-source"}),
+            &serde_json::json!({"app": "containerized-data-importer", "cdi.kubevirt.io": "importer"}),
+            &serde_json::json!({"app.kubernetes.io/name": "harvester"}),
+        ]
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["ports"][0]["port"] == "admin" && r.get("from").is_none()),
+        "{rules:?}"
+    );
+
+    let off = render(
+        "vmm",
+        "vmm-system",
+        &["controller.diskNetworkPolicy.enabled=false"],
+    )
+    .unwrap();
+    assert!(objects_of(off.ok().unwrap(), "NetworkPolicy").is_empty());
+    let everyone = render(
+        "vmm",
+        "vmm-system",
+        &["controller.diskNetworkPolicy.from={}"],
+    )
+    .unwrap();
+    assert!(
+        !everyone.success() && everyone.stderr.contains("from"),
+        "{everyone}"
+    );
 }
 
 #[test]

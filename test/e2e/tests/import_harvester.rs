@@ -50,6 +50,22 @@ async fn a_remote_vm_imports_intact_and_leaves_nothing_behind() {
         );
         assert_eq!(done["status"]["disks"][index]["sourceKey"], volume.claim);
     }
+    // Their URLs, which anyone who may read the images sees, stop working
+    // with the job.
+    let http = vmm_testkit::tls::reqwest_client(&[], None).unwrap();
+    for index in 0..volumes.len() {
+        let image = format!("web-disk-{index}");
+        let url = ns.kubectl([
+            "get",
+            "virtualmachineimages.harvesterhci.io",
+            &image,
+            "-o",
+            "jsonpath={.spec.url}",
+        ]);
+        let url = url.expect_success().trim().to_owned();
+        let status = http.get(&url).send().await.unwrap().status();
+        assert_eq!(status, 404, "{url} after the job succeeded");
+    }
     let requests = world.kubevirt.requests();
     for (claim, format) in [
         ("web-root", ExportFormat::Raw),

@@ -59,6 +59,16 @@ pub async fn run(step: &Step<'_>) -> Outcome {
         .filter(|(_, outcome)| matches!(outcome, ImageOutcome::Imported { .. }))
         .count();
     let all_imported = imported == found.len();
+    // An imported disk is not served again: its URL, which anyone who may
+    // read the image can see, stops working now rather than when the job
+    // ends.
+    for (image, outcome) in &found {
+        if matches!(outcome, ImageOutcome::Imported { .. })
+            && let Some(token) = images::token(image)
+        {
+            ctx.exports.registry.unregister(&token);
+        }
+    }
     if imported > 0 && !all_imported {
         crash::point(crash::ONE_DISK_IMPORTED);
     }
@@ -209,6 +219,50 @@ mod tests {
             resume: Some("lease-3".into())
         }));
         assert!(world.jobs.context().exports.registry.get("tok-0").is_some());
+    }
+
+    /// Once one disk's image is imported its token is refused, while the
+    /// other disk is still served.
+    #[tokio::test]
+    async fn an_imported_disk_is_no_longer_served() {
+        let mut vm = web_vm(PowerState::Off);
+        let mut second = vm.disks[0].clone();
+        second.key = "2001".into();
+        vm.disks.push(second);
+        let source = FakeSource::new(vec![vm])
+            .with_file("2000", &vec![1u8; DISK_BYTES])
+            .with_file("2001", &vec![2u8; DISK_BYTES]);
+        let world = World::new(source);
+        let put = |index: usize, status: Value| {
+            world.kube.put(
+                "virtualmachineimages",
+                json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "VirtualMachineImage",
+                    "metadata": {"name": format!("web-disk-{index}"), "namespace": "team-a",
+                        "labels": {"importjob.harvesterhci.io/job": "web"}},
+                    "spec": {"url": format!("http://ctl:8000/disks/tok-{index}/web-disk-{index}.img")},
+                    "status": status}),
+            );
+        };
+        put(0, json!({}));
+        put(1, json!({}));
+        let mut status = importing();
+        let first = status["disks"][0].clone();
+        status["disks"] = json!([first, {"name": "Hard disk 2", "capacityBytes": DISK_BYTES,
+            "sourceKey": "2001", "imageName": "web-disk-1", "phase": "Transferring"}]);
+        world.job(json!({}), status);
+        world.reconcile().await.unwrap();
+        let registry = &world.jobs.context().exports.registry;
+        assert!(registry.get("tok-0").is_some() && registry.get("tok-1").is_some());
+
+        put(
+            0,
+            json!({"storageClassName": "longhorn-web-disk-0",
+                "conditions": [{"type": "Imported", "status": "True"}]}),
+        );
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::Importing);
+        assert!(registry.get("tok-0").is_none(), "the imported disk's token");
+        assert!(registry.get("tok-1").is_some(), "the disk still importing");
     }
 
     #[tokio::test]
