@@ -181,6 +181,57 @@ fn the_disk_endpoint_is_open_only_to_the_image_downloaders() {
     );
 }
 
+/// Both Deployments' pods may run where Pod Security `restricted` is
+/// enforced: each pod template, as a Pod, passes a server-side dry run in a
+/// namespace with the enforce label (admission checks Pods, not
+/// Deployments, so the templates are checked as the Pods they become).
+#[test]
+fn the_pods_pass_pod_security_restricted() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "chart-restricted").unwrap();
+    ns.kubectl([
+        "label",
+        "namespace",
+        ns.name(),
+        "pod-security.kubernetes.io/enforce=restricted",
+    ])
+    .expect_success();
+    let rendered = render("vmm", ns.name(), &[]).unwrap();
+    let deployments = objects_of(rendered.ok().unwrap(), "Deployment");
+    assert_eq!(deployments.len(), 2, "the apiserver and the controller");
+    for deployment in deployments {
+        let template = &deployment["spec"]["template"];
+        // The ServiceAccount admission plugin wants the pod's account.
+        let account = template["spec"]["serviceAccountName"].as_str().unwrap();
+        ns.kubectl(["create", "serviceaccount", account])
+            .expect_success();
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": deployment["metadata"]["name"], "labels": template["metadata"]["labels"]},
+            "spec": template["spec"]});
+        let created = ns.control_plane().kubectl_with_stdin(
+            ["create", "--dry-run=server", "-n", ns.name(), "-f", "-"],
+            &pod.to_string(),
+        );
+        assert!(
+            created.success() && !created.stderr.contains("violate"),
+            "{}: {created}",
+            deployment["metadata"]["name"]
+        );
+    }
+    // The same check refuses a pod that is not restricted.
+    let root = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
+        "spec": {"serviceAccountName": "vmm-controller",
+                 "containers": [{"name": "c", "image": "busybox"}]}});
+    let refused = ns.control_plane().kubectl_with_stdin(
+        ["create", "--dry-run=server", "-n", ns.name(), "-f", "-"],
+        &root.to_string(),
+    );
+    assert!(
+        !refused.success() && refused.stderr.contains("restricted"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn the_addon_and_the_managed_chart_are_accepted_with_their_values() {
     let cp = ControlPlane::shared();

@@ -1,7 +1,8 @@
 //! A controller killed (SIGKILL) while KubeVirt makes the remote export: the
 //! next one finishes the job with the same export and identical disks, and
-//! deletes the export and its token Secret. Then a job deleted while
-//! Harvester downloads its disks: the export, its Secret and the images go.
+//! deletes the export and its token Secret. Then a job whose progress a
+//! watch sees grow, deleted while Harvester downloads its disks: the
+//! export, its Secret and the images go.
 //! A binary of its own: the controllers here are the test's, and no shared
 //! one may take the jobs.
 
@@ -13,6 +14,7 @@ use vmm_testkit::import::{self, job, mid_transfer, until};
 use vmm_testkit::kubevirt;
 use vmm_testkit::remote::ImportWorld;
 use vmm_testkit::servers::RestartableController;
+use vmm_testkit::sources::KubectlWatch;
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -24,7 +26,7 @@ async fn a_kill_during_the_export_and_a_deletion_during_the_download_leave_nothi
     let world = ImportWorld::new(
         "hv-resume",
         Options {
-            download_rate: Some(16 << 20),
+            download_rate: Some(4 << 20),
             ..Options::default()
         },
         kubevirt::Options {
@@ -95,12 +97,28 @@ async fn a_kill_during_the_export_and_a_deletion_during_the_download_leave_nothi
         panic!("left at the remote cluster after the kill: {left:?}");
     }
 
+    // Users see progress: a watch on the job sees its first disk's bytes
+    // grow at least three times while it transfers.
+    let watch = KubectlWatch::start(ns, "importjob");
     world.create_job("db", "db", "remote");
+    let increases = || {
+        let mut last = 0;
+        let mut count = 0;
+        for event in watch.events() {
+            let object = &event["object"];
+            let done = object["status"]["disks"][0]["bytesDone"].as_i64();
+            if object["metadata"]["name"] == "db" && done.is_some_and(|bytes| bytes > last) {
+                last = done.unwrap_or(last);
+                count += 1;
+            }
+        }
+        count
+    };
     tokio::task::block_in_place(|| {
         until(
-            "a disk half downloaded",
+            "three increases of the first disk's bytes, seen by a watch, and a disk still transferring",
             WAIT,
-            || mid_transfer(&job(ns, "db")),
+            || increases() >= 3 && mid_transfer(&job(ns, "db")),
             || {
                 format!(
                     "{}\n{}",
