@@ -55,6 +55,11 @@ struct Args {
     /// Import jobs running at once from one source.
     #[arg(long, env = "VMM_MAX_JOBS_PER_SOURCE", default_value_t = 2)]
     max_jobs_per_source: usize,
+
+    /// The soonest a source that is not Ready is checked again; a change to
+    /// its Secret has it checked at once whatever this says.
+    #[arg(long, env = "VMM_SOURCE_RETRY_SECONDS", default_value_t = vmm_controller::sources::RETRY_MIN.as_secs())]
+    source_retry_seconds: u64,
 }
 
 /// The Lease replicas elect a leader with.
@@ -79,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         max_jobs_per_source: args.max_jobs_per_source.max(1),
     };
     let scratch_dir = args.scratch_dir.unwrap_or_else(std::env::temp_dir);
+    let source_retry = Duration::from_secs(args.source_retry_seconds);
     let scratch = Scratch::new(scratch_dir.clone())
         .with_context(|| format!("cannot use {} as scratch directory", scratch_dir.display()))?;
     let mut registry = vmm_runtime::metrics_registry("controller");
@@ -147,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let work = async {
         tokio::join!(
             serve_disks,
-            sources::run_all(ctx.clone()),
+            sources::run_all(ctx.clone(), source_retry),
             logged("import jobs", import::run(ctx)),
         )
         .0

@@ -28,8 +28,9 @@ use vmm_api::source::{AnySource, SourceKind, SourceSpec};
 
 /// How often a Ready source is checked again.
 const RECHECK: Duration = Duration::from_secs(300);
-/// The soonest a failing source is checked again.
-const RETRY_MIN: Duration = Duration::from_secs(15);
+/// The soonest a failing source is checked again, unless told otherwise
+/// (`--source-retry-seconds`).
+pub const RETRY_MIN: Duration = Duration::from_secs(15);
 
 /// What one check found.
 #[derive(Debug, PartialEq)]
@@ -52,15 +53,18 @@ struct KindContext {
     ctx: Arc<Context>,
     kind: SourceKind,
     resource: ApiResource,
+    retry_min: Duration,
 }
 
-/// Reconciles the sources of every kind until the process ends.
-pub async fn run_all(ctx: Arc<Context>) {
-    futures::future::join_all(SourceKind::ALL.map(|kind| run(ctx.clone(), kind))).await;
+/// Reconciles the sources of every kind until the process ends; a failing
+/// source is checked again `retry_min` at the soonest (and at once when its
+/// Secret changes).
+pub async fn run_all(ctx: Arc<Context>, retry_min: Duration) {
+    futures::future::join_all(SourceKind::ALL.map(|kind| run(ctx.clone(), kind, retry_min))).await;
 }
 
 /// Reconciles every source of `kind` until the process ends.
-async fn run(ctx: Arc<Context>, kind: SourceKind) {
+async fn run(ctx: Arc<Context>, kind: SourceKind, retry_min: Duration) {
     let resource = kind.api_resource();
     let sources = Api::<AnySource>::all_with(ctx.client.clone(), &resource);
     let secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
@@ -70,6 +74,7 @@ async fn run(ctx: Arc<Context>, kind: SourceKind) {
         ctx,
         kind,
         resource: resource.clone(),
+        retry_min,
     });
     controller
         .watches(secrets, watcher::Config::default(), move |secret| {
@@ -161,24 +166,26 @@ async fn reconcile(source: Arc<AnySource>, kc: Arc<KindContext>) -> Result<Actio
             .iter()
             .find(|c| c.type_ == READY)
             .map(|c| c.last_transition_time.0),
+        kc.retry_min,
     )))
 }
 
 /// A failing source is retried sooner the more recently it failed: a quarter
-/// of the time since it went unready, between 15 s and the normal interval.
-fn next_check(ready: bool, since: Option<Timestamp>) -> Duration {
+/// of the time since it went unready, between `retry_min` and the normal
+/// interval (or `retry_min`, when that is longer).
+fn next_check(ready: bool, since: Option<Timestamp>, retry_min: Duration) -> Duration {
     if ready {
         return RECHECK;
     }
     let failing_for = since
         .and_then(|t| Timestamp::now().duration_since(t).try_into().ok())
         .unwrap_or(Duration::ZERO);
-    (failing_for / 4).clamp(RETRY_MIN, RECHECK)
+    (failing_for / 4).clamp(retry_min, RECHECK.max(retry_min))
 }
 
-fn error_policy(_: Arc<AnySource>, error: &Error, _: Arc<KindContext>) -> Action {
+fn error_policy(_: Arc<AnySource>, error: &Error, ctx: Arc<KindContext>) -> Action {
     tracing::warn!(%error, "cannot update a source's status; retrying");
-    Action::requeue(RETRY_MIN)
+    Action::requeue(ctx.retry_min)
 }
 
 async fn check(ctx: &Context, namespace: &str, kind: SourceKind, spec: &SourceSpec) -> SourceCheck {
@@ -211,12 +218,12 @@ mod tests {
     #[test]
     fn failing_sources_are_retried_sooner_the_fresher_the_failure() {
         let now = Timestamp::now();
-        assert_eq!(next_check(true, Some(now)), RECHECK);
-        assert_eq!(next_check(false, Some(now)), RETRY_MIN);
+        assert_eq!(next_check(true, Some(now), RETRY_MIN), RECHECK);
+        assert_eq!(next_check(false, Some(now), RETRY_MIN), RETRY_MIN);
         let hour_ago = now - std::time::Duration::from_secs(3600);
-        assert_eq!(next_check(false, Some(hour_ago)), RECHECK);
+        assert_eq!(next_check(false, Some(hour_ago), RETRY_MIN), RECHECK);
         let four_min_ago = now - std::time::Duration::from_secs(240);
-        let next = next_check(false, Some(four_min_ago));
+        let next = next_check(false, Some(four_min_ago), RETRY_MIN);
         assert!(
             next >= Duration::from_secs(59) && next <= Duration::from_secs(61),
             "{next:?}"

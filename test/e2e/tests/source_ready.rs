@@ -1,19 +1,35 @@
 //! The controller binary reports each source's `Ready` condition through the
 //! real kube-apiserver: a table of good and broken sources against vcsim, each
 //! with the reason that names the fix, an Event, `observedGeneration`, and a
-//! fixed Secret picked up without touching the source.
+//! fixed Secret picked up without touching the source, by the Secret watch
+//! alone (the periodic recheck of a failing source is an hour here).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vmm_testkit::servers::{ControllerServer, shared_controller};
+use vmm_testkit::servers::{ControllerServer, start_controller};
 use vmm_testkit::sources::{ready_condition, secret, source};
-use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
+use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// This binary's controller, which checks a failing source again only after
+/// an hour: within the test's wait, a fixed Secret can only be noticed
+/// through the Secret watch.
 fn controller() -> &'static ControllerServer {
-    shared_controller()
+    static CONTROLLER: OnceLock<ControllerServer> = OnceLock::new();
+    CONTROLLER.get_or_init(|| {
+        let cp = ControlPlane::shared();
+        let program = workspace_binary("vmm-controller").unwrap();
+        start_controller(
+            cp,
+            &program,
+            cp.kubeconfig_path(),
+            &["--source-retry-seconds=3600"],
+        )
+        .unwrap()
+    })
 }
 
 fn vsphere(name: &str, endpoint: &str, secret: &str, ca: Option<&str>) -> Value {
