@@ -119,8 +119,10 @@ impl Session for HarvesterSession {
         vm_id: &str,
         resume: Option<&str>,
     ) -> Result<Box<dyn Export>, ProviderError> {
+        // The controller always records an id first (`export_id_for`);
+        // without one the export is named after the VM.
         let id = resume.map_or_else(
-            || HarvesterClient::export_id(vm_id, "export"),
+            || HarvesterClient::export_id(vm_id, vm_id.rsplit('/').next().unwrap_or(vm_id)),
             str::to_owned,
         );
         if self.client.power_state(vm_id).await? != PowerState::Off {
