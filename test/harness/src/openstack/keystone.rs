@@ -300,15 +300,23 @@ impl Keystone {
         }
     }
 
-    /// The answer to `POST /v3/auth/tokens`, whatever its status.
+    /// The answer to `POST /v3/auth/tokens`, whatever its status. A
+    /// connection uWSGI closes before answering (seen once in CI, under
+    /// load) is tried again, twice at most: issuing a token has no other
+    /// effect.
     pub async fn token_response(&self, auth: &Auth) -> Result<reqwest::Response> {
         let url = format!("{}/auth/tokens", self.url());
-        http()?
-            .post(&url)
-            .json(&auth.body())
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))
+        let http = http()?;
+        let mut attempt = 1;
+        loop {
+            match http.post(&url).json(&auth.body()).send().await {
+                Err(e) if e.is_request() && e.status().is_none() && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                sent => return sent.with_context(|| format!("POST {url}")),
+            }
+        }
     }
 
     /// A token (201), or an error naming the status and Keystone's message.
