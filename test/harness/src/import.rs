@@ -55,6 +55,23 @@ pub fn finished(ns: &TestNamespace, job: &str, timeout: Duration) -> Value {
     })
 }
 
+/// [`finished`], which must have succeeded (else a panic with the job's
+/// status and the shared controller's log).
+pub fn succeeded(ns: &TestNamespace, job: &str, timeout: Duration) -> Value {
+    let done = finished(ns, job, timeout);
+    assert_eq!(
+        done["status"]["phase"],
+        "Succeeded",
+        "{}\n{}",
+        done["status"],
+        crate::servers::shared_controller()
+            .server
+            .process
+            .log_tail(60)
+    );
+    done
+}
+
 /// The reason and message of a job's Ready condition once it has Failed
 /// (a panic if it succeeds).
 pub fn failure(ns: &TestNamespace, job: &str, timeout: Duration) -> (String, String) {
