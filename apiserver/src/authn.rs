@@ -4,7 +4,8 @@
 //! request-header CA, with an allowed common name). Everything else is 401.
 //!
 //! The CA, allowed names and header names come from the ConfigMap
-//! `kube-system/extension-apiserver-authentication`, which kube-apiserver publishes.
+//! `kube-system/extension-apiserver-authentication`, which kube-apiserver
+//! publishes; [`FrontProxyTrust`] follows it when it changes.
 //!
 //! A request without that identity may still carry a bearer token, which
 //! [`TokenAuthenticator`] checks by TokenReview; [`authenticate_request`] tries
@@ -13,18 +14,18 @@
 pub mod cache;
 #[cfg(test)]
 mod fake;
+mod front_proxy;
 mod token;
 
 use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{Api, Client};
 
 use crate::status::ApiError;
 
 #[cfg(test)]
 pub(crate) use fake::fake_apiserver;
+pub use front_proxy::{FrontProxyTrust, FrontProxyWatch};
 pub use token::{DEFAULT_TOKEN_CACHE_TTL, TOKEN_CACHE_CAPACITY, TokenAuthenticator, bearer_token};
 
 const CONFIGMAP_NAMESPACE: &str = "kube-system";
@@ -47,6 +48,8 @@ pub enum Error {
         key: &'static str,
         source: serde_json::Error,
     },
+    #[error("the request-header CA cannot verify client certificates: {0}")]
+    Tls(#[from] crate::serve::Error),
 }
 
 /// The group every authenticated user is in.
@@ -65,14 +68,6 @@ pub struct RequestHeaderConfig {
 }
 
 impl RequestHeaderConfig {
-    pub async fn load(client: Client) -> Result<Self, Error> {
-        let configmap = Api::<ConfigMap>::namespaced(client, CONFIGMAP_NAMESPACE)
-            .get(CONFIGMAP_NAME)
-            .await
-            .map_err(Error::Read)?;
-        Self::from_data(&configmap.data.unwrap_or_default())
-    }
-
     pub fn from_data(data: &BTreeMap<String, String>) -> Result<Self, Error> {
         let list = |key: &'static str| -> Result<Vec<String>, Error> {
             data.get(key).map_or(Ok(Vec::new()), |text| {

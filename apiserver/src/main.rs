@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
-use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, RequestHeaderConfig, TokenAuthenticator};
+use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, FrontProxyTrust, TokenAuthenticator};
 use vmm_apiserver::authz::{Authorizer, DEFAULT_AUTHZ_CACHE_TTL};
 use vmm_apiserver::certs::{Material, Reloadable, SelfManaged};
 use vmm_apiserver::metrics::Metrics;
@@ -80,10 +80,11 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
-    let requestheader = Arc::new(RequestHeaderConfig::load(client.clone()).await?);
     let certificate = serving_certificate(&args, &client).await?;
-    let tls = serve::tls_config(certificate, requestheader.client_ca_pem.as_bytes())
-        .context("building the TLS configuration")?;
+    let (front_proxy, front_proxy_watch) = FrontProxyTrust::load(client.clone(), certificate)
+        .await
+        .context("reading the front proxy's trust")?;
+    tokio::spawn(front_proxy_watch.run());
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
@@ -116,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
         vmm_runtime::shutdown_signal(),
     ));
     let app = router::router(AppState {
-        requestheader,
+        requestheader: front_proxy.requestheader,
         tokens: Arc::new(TokenAuthenticator::new(
             client.clone(),
             DEFAULT_TOKEN_CACHE_TTL,
@@ -125,7 +126,13 @@ async fn main() -> anyhow::Result<()> {
         store,
         metrics,
     });
-    serve::serve(listener, tls, app, vmm_runtime::shutdown_signal()).await;
+    serve::serve(
+        listener,
+        front_proxy.tls,
+        app,
+        vmm_runtime::shutdown_signal(),
+    )
+    .await;
     sync.await?;
     admin.await??;
     Ok(())

@@ -27,7 +27,8 @@ use crate::watch;
 /// What the routes need.
 #[derive(Clone)]
 pub struct AppState {
-    pub requestheader: Arc<RequestHeaderConfig>,
+    /// How to read the front proxy's headers, as it is now.
+    pub requestheader: tokio::sync::watch::Receiver<Arc<RequestHeaderConfig>>,
     pub tokens: Arc<TokenAuthenticator>,
     pub authorizer: Arc<Authorizer>,
     pub store: Arc<Store>,
@@ -84,9 +85,9 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         .extensions()
         .get::<ConnectionPeer>()
         .and_then(|peer| peer.0.as_ref());
+    let requestheader = state.requestheader.borrow().clone();
     let user =
-        authn::authenticate_request(&state.requestheader, peer, request.headers(), &state.tokens)
-            .await;
+        authn::authenticate_request(&requestheader, peer, request.headers(), &state.tokens).await;
     match user {
         Ok(user) => {
             request.extensions_mut().insert(user);
@@ -229,13 +230,13 @@ mod tests {
     }
 
     fn app_with_store() -> (Router, Arc<Store>) {
-        let requestheader = Arc::new(RequestHeaderConfig {
+        let (_, requestheader) = tokio::sync::watch::channel(Arc::new(RequestHeaderConfig {
             client_ca_pem: String::new(),
             allowed_names: vec!["front-proxy-client".into()],
             username_headers: vec!["X-Remote-User".into()],
             group_headers: vec!["X-Remote-Group".into()],
             extra_header_prefixes: vec!["X-Remote-Extra-".into()],
-        });
+        }));
         let allow_all = || {
             fake_apiserver(|_, _| {
                 Ok(serde_json::json!({"status": {"allowed": true, "authenticated": false}}))

@@ -5,6 +5,9 @@
 //! it and updates the caBundle, and kubectl keeps working, without a restart.
 //! It runs with only a token of the chart's ServiceAccount, so the chart's
 //! RBAC is proven enough for this too.
+//!
+//! The other way round: when kube-apiserver's front-proxy CA rotates, the
+//! inventory trusts the new proxy certificate without a restart.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +16,9 @@ use vmm_testkit::aggregation::{
     ApiServiceRegistration, register_apiservice, wait_apiservice_available,
 };
 use vmm_testkit::chart::render;
-use vmm_testkit::servers::start_server;
+use vmm_testkit::pki::{Ca, CertFiles, FRONT_PROXY_CLIENT_CN};
+use vmm_testkit::servers::{serving_args, start_server};
+use vmm_testkit::tls::reqwest_client;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -136,4 +141,139 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
     wait_apiservice_available(&client, &name, WAIT)
         .await
         .unwrap();
+}
+
+/// Replaces `path`'s content at once (kube-apiserver never reads half a file).
+fn replace_file(path: &std::path::Path, content: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, content).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+/// kube-apiserver re-reads `--requestheader-client-ca-file` and its proxy
+/// client certificate while running and rewrites
+/// `kube-system/extension-apiserver-authentication`; the inventory must
+/// follow the ConfigMap, or every request would fail until it restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_front_proxy_ca_is_trusted_without_a_restart() {
+    // Its own control plane: the rotation changes what every aggregated
+    // server of that cluster must trust.
+    let cp = ControlPlane::start().unwrap();
+    let client = cp.client();
+    let port = vmm_testkit::process::free_port().unwrap();
+    let registration = ApiServiceRegistration::new(
+        vmm_api::inventory::GROUP,
+        vmm_api::inventory::VERSION,
+        port,
+        cp.pki().cluster_ca.cert_pem(),
+    );
+    register_apiservice(&client, &registration).await.unwrap();
+    let namespace = registration.service_namespace.clone();
+    let chart = render("vmm", &namespace, &["apiserver.apiService.create=false"]).unwrap();
+    cp.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], chart.ok().unwrap())
+        .expect_success();
+    let kubeconfig = cp
+        .kubeconfig_for_service_account(&namespace, "vmm-apiserver")
+        .unwrap();
+    let serving = cp
+        .pki()
+        .issue_aggregated_serving(&registration.service_name, &namespace)
+        .unwrap();
+    let program = workspace_binary("vmm-apiserver").unwrap();
+    let server = start_server(&cp, &program, &kubeconfig, serving_args(port, serving)).unwrap();
+    wait_apiservice_available(&client, &registration.apiservice_name(), WAIT)
+        .await
+        .unwrap();
+    cp.kubectl(["get", "ivm", "-A"]).expect_success();
+
+    // What kube-apiserver will present once it has rotated, asking as an admin.
+    let url = format!(
+        "https://127.0.0.1:{port}/apis/{}",
+        vmm_api::inventory::GROUP
+    );
+    let as_proxy = |proxy: &CertFiles| {
+        let http = reqwest_client(
+            &[cp.pki().cluster_ca.cert_pem()],
+            Some((&proxy.cert_pem, &proxy.key_pem)),
+        )
+        .unwrap();
+        let request = http
+            .get(&url)
+            .header("X-Remote-User", "admin")
+            .header("X-Remote-Group", "system:masters");
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    };
+    let rotated = Ca::new(
+        &cp.dir().join("rotated-pki"),
+        "front-proxy-ca",
+        "vmm-e2e front-proxy CA, rotated",
+    )
+    .unwrap();
+    let next_proxy = rotated
+        .issue_client("front-proxy-client", FRONT_PROXY_CLIENT_CN, &[])
+        .unwrap();
+    assert!(
+        as_proxy(&next_proxy).await.is_err(),
+        "a proxy certificate of a CA nobody published was accepted"
+    );
+
+    let pki = cp.pki();
+    replace_file(pki.front_proxy_ca.cert_path(), rotated.cert_pem());
+    replace_file(&pki.front_proxy_client.key_path, &next_proxy.key_pem);
+    replace_file(&pki.front_proxy_client.cert_path, &next_proxy.cert_pem);
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let published = cp.kubectl([
+            "get",
+            "configmap",
+            "extension-apiserver-authentication",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.data.requestheader-client-ca-file}",
+        ]);
+        if published.success() && published.stdout.contains(rotated.cert_pem().trim()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kube-apiserver never published the rotated CA: {published}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = as_proxy(&next_proxy).await;
+        if matches!(answer, Ok(200)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the inventory never trusted the rotated proxy certificate ({answer:?}):\n{}",
+            server.process.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // And through kube-apiserver, which now presents the new certificate.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = cp.kubectl(["get", "ivm", "-A"]);
+        if listed.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl never listed after the rotation: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        server
+            .process
+            .log_tail(200)
+            .contains("the front proxy's trust changed"),
+        "{}",
+        server.process.log_tail(20)
+    );
 }
