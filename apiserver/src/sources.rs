@@ -10,12 +10,12 @@
 //! - Tenancy: a source's Secret is always read from the source's own namespace.
 //!   [`SecretReference`](vmm_api::source::SecretReference) has no namespace,
 //!   and the key of every Secret read here is `(source namespace, name)`.
-//! - Secrets: one cluster-wide *metadata-only* watch (no Secret data crosses the
-//!   wire or stays in memory for Secrets no source names: the watcher keeps no
-//!   store and events of other Secrets are dropped at once); a change of the
-//!   `resourceVersion` of a Secret some source names triggers one targeted
-//!   `get` of it. Only the data of named Secrets is kept, to log in again.
-//!   Needs `get`, `list`, `watch` on `secrets` cluster-wide.
+//! - Secrets: a *metadata-only* watch per namespace that holds a source
+//!   ([`SecretWatch`]: no Secret data crosses the wire or stays in memory for
+//!   Secrets no source names); a change of the `resourceVersion` of a Secret
+//!   some source names triggers one targeted `get` of it. Only the data of
+//!   named Secrets is kept, to log in again. Needs `get`, `list`, `watch` on
+//!   `secrets` in those namespaces only (the chart's credentials role).
 //! - Sources of a kind without a provider (`vmm_providers::provider`) are
 //!   watched, logged once and skipped: no task, no inventory, and they do not
 //!   hold up readiness.
@@ -53,6 +53,7 @@ use tokio::task::JoinSet;
 use vmm_api::SourceKind;
 use vmm_api::source::{AnySource, SourceSpec};
 use vmm_core::Provider;
+use vmm_secretwatch::{SecretEvent, SecretWatch};
 
 use self::plan::{Fingerprint, Plan, plan};
 use self::task::{TaskConfig, TaskControl};
@@ -89,14 +90,13 @@ impl SourceSync {
     /// watches and log out, or are aborted after a grace period).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut changes = futures::stream::select_all(
-            SourceKind::ALL
-                .map(|kind| source_changes(&self.client, kind))
-                .into_iter()
-                .chain([secret_changes(&self.client)]),
+            SourceKind::ALL.map(|kind| source_changes(&self.client, kind)),
         );
         let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
+        let (secret_watch, mut secret_events) = SecretWatch::new(self.client.clone());
         let mut state = SyncState {
             client: self.client,
+            secret_watch,
             sink: self.sink,
             ready: self.ready,
             hasher: RandomState::new(),
@@ -104,7 +104,7 @@ impl SourceSync {
             unsupported: HashSet::new(),
             secrets: HashMap::new(),
             source_relist: HashMap::new(),
-            secret_relist: None,
+            secret_relist: HashMap::new(),
             listed: HashSet::new(),
             tasks: JoinSet::new(),
             next_epoch: 0,
@@ -124,6 +124,7 @@ impl SourceSync {
                         break;
                     }
                 },
+                Some(secret) = secret_events.recv() => state.secret_event(secret).await,
                 Some(settled) = settled_rx.recv() => state.settled(settled),
                 Some(joined) = state.tasks.join_next(), if !state.tasks.is_empty() => {
                     if let Err(e) = joined && e.is_panic() {
@@ -159,10 +160,9 @@ impl WatchedSource {
 /// `(namespace, name)` of a Secret.
 type SecretKey = (String, String);
 
-/// What the watches report, merged into one stream.
+/// What the source watches report, merged into one stream.
 enum Change {
     Source(SourceKind, Event<WatchedSource>),
-    Secret(Event<SecretKey>, Option<String>),
     WatchFailed {
         what: &'static str,
         error: watcher::Error,
@@ -204,27 +204,6 @@ fn source_changes(client: &kube::Client, kind: SourceKind) -> BoxStream<'static,
             ),
             Err(error) => Change::WatchFailed {
                 what: kind.plural(),
-                error,
-            },
-        })
-        .boxed()
-}
-
-fn secret_changes(client: &kube::Client) -> BoxStream<'static, Change> {
-    let api = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-    watch_objects(api, watcher::Config::default())
-        .default_backoff()
-        .map(|result| match result {
-            Ok(event) => {
-                let mut version = None;
-                let event = map_event(event, |meta: PartialObjectMeta<Secret>| {
-                    version = meta.resource_version();
-                    (meta.namespace().unwrap_or_default(), meta.name_any())
-                });
-                Change::Secret(event, version)
-            }
-            Err(error) => Change::WatchFailed {
-                what: "secrets",
                 error,
             },
         })
@@ -287,8 +266,10 @@ struct SyncState {
     secrets: HashMap<SecretKey, SecretState>,
     /// Sources seen during a relist of their kind.
     source_relist: HashMap<SourceKind, HashSet<SourceId>>,
-    /// Named Secrets seen during a relist of Secrets.
-    secret_relist: Option<HashSet<SecretKey>>,
+    /// The metadata watches of Secrets, one per namespace with a source.
+    secret_watch: SecretWatch,
+    /// Named Secrets seen during a relist of a namespace's Secrets.
+    secret_relist: HashMap<String, HashSet<SecretKey>>,
     /// The kinds whose first full list has been read.
     listed: HashSet<SourceKind>,
     tasks: JoinSet<()>,
@@ -300,7 +281,6 @@ impl SyncState {
     async fn handle(&mut self, change: Change) {
         match change {
             Change::Source(kind, event) => self.source_event(kind, event).await,
-            Change::Secret(event, version) => self.secret_event(event, version).await,
             Change::WatchFailed { what, error } => {
                 tracing::warn!(resource = what, error = %error, "watch failed; retrying");
             }
@@ -319,7 +299,10 @@ impl SyncState {
                 self.source_applied(object).await;
             }
             Event::Apply(object) => self.source_applied(object).await,
-            Event::Delete(object) => self.source_deleted(&object.id),
+            Event::Delete(object) => {
+                self.source_deleted(&object.id);
+                self.follow_secrets();
+            }
             Event::InitDone => {
                 let seen = self.source_relist.remove(&kind).unwrap_or_default();
                 let gone: Vec<SourceId> = self
@@ -332,6 +315,7 @@ impl SyncState {
                 for id in gone {
                     self.source_deleted(&id);
                 }
+                self.follow_secrets();
                 self.listed.insert(kind);
             }
         }
@@ -360,6 +344,9 @@ impl SyncState {
                         running: None,
                     },
                 );
+                if !self.secret_watch.follows(&id.namespace) {
+                    self.follow_secrets();
+                }
                 None
             }
         };
@@ -390,17 +377,33 @@ impl SyncState {
         self.untrack_unused_secret(&entry.object.secret_key());
     }
 
+    /// Watches the Secrets of exactly the namespaces that hold a source.
+    fn follow_secrets(&mut self) {
+        let namespaces: HashSet<String> =
+            self.sources.keys().map(|id| id.namespace.clone()).collect();
+        self.secret_relist.retain(|n, _| namespaces.contains(n));
+        self.secret_watch.follow(namespaces);
+    }
+
     fn untrack_unused_secret(&mut self, key: &SecretKey) {
         if !self.sources.values().any(|e| &e.object.secret_key() == key) {
             self.secrets.remove(key);
         }
     }
 
-    async fn secret_event(&mut self, event: Event<SecretKey>, version: Option<String>) {
+    async fn secret_event(&mut self, secret: SecretEvent) {
+        let namespace = secret.namespace;
+        let mut version = None;
+        let event = map_event(secret.event, |meta: PartialObjectMeta<Secret>| {
+            version = meta.resource_version();
+            (namespace.clone(), meta.name_any())
+        });
         match event {
-            Event::Init => self.secret_relist = Some(HashSet::new()),
+            Event::Init => {
+                self.secret_relist.insert(namespace, HashSet::new());
+            }
             Event::InitApply(key) | Event::Apply(key) => {
-                if let Some(seen) = self.secret_relist.as_mut() {
+                if let Some(seen) = self.secret_relist.get_mut(&namespace) {
                     seen.insert(key.clone());
                 }
                 let stale = match self.secrets.get(&key) {
@@ -422,12 +425,12 @@ impl SyncState {
             }
             Event::InitDone => {
                 // A Secret deleted while the watch was down: read what we hold
-                // and did not see again.
-                let seen = self.secret_relist.take().unwrap_or_default();
+                // in that namespace and did not see again.
+                let seen = self.secret_relist.remove(&namespace).unwrap_or_default();
                 let missing: Vec<SecretKey> = self
                     .secrets
                     .keys()
-                    .filter(|k| !seen.contains(*k))
+                    .filter(|k| k.0 == namespace && !seen.contains(*k))
                     .cloned()
                     .collect();
                 for key in missing {

@@ -55,27 +55,36 @@ pub async fn session(
             ),
         )
     })?;
-    let credentials = credentials(&ctx.client, namespace, kind, &spec.connection).await?;
+    let credentials = credentials(ctx, namespace, kind, &spec.connection).await?;
     provider.connect(spec, &credentials).await
 }
 
 /// The credentials in the source's Secret, from the source's own namespace
 /// (the API has no field to name another).
 async fn credentials(
-    client: &kube::Client,
+    ctx: &Context,
     namespace: &str,
     kind: SourceKind,
     connection: &Connection,
 ) -> Result<Credentials, ProviderError> {
     let name = &connection.credentials.name;
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|error| {
-            ProviderError::transient(
+        .map_err(|error| match error {
+            // Transient: it heals as soon as someone binds the role.
+            kube::Error::Api(status) if status.code == 403 => ProviderError::transient(
+                Reason::SecretForbidden,
+                format!(
+                    "the controller may not read Secrets in namespace {namespace} ({}): bind the ClusterRole {role} there with a RoleBinding for the controller's and the inventory apiserver's ServiceAccounts, or add {namespace} to the chart's value credentials.namespaces (docs/install.md)",
+                    status.message,
+                    role = ctx.credentials_role,
+                ),
+            ),
+            error => ProviderError::transient(
                 Reason::SecretUnreadable,
                 format!("cannot read Secret {namespace}/{name}: {error}"),
-            )
+            ),
         })?
         .ok_or_else(|| {
             ProviderError::permanent(

@@ -34,7 +34,14 @@ pub struct Context {
     pub disk_url: String,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    /// The ClusterRole that grants reading a namespace's Secrets, named when
+    /// a source's Secret may not be read.
+    pub credentials_role: String,
 }
+
+/// [`Context::credentials_role`] unless told otherwise (the chart's name for
+/// a release named `vm-migration`).
+pub const DEFAULT_CREDENTIALS_ROLE: &str = "vm-migration-credentials";
 
 impl Context {
     pub fn new(
@@ -60,6 +67,13 @@ impl Context {
             disk_url,
             limits,
             metrics,
+            credentials_role: DEFAULT_CREDENTIALS_ROLE.to_owned(),
         }
+    }
+
+    /// Names `role` as the ClusterRole to bind for reading Secrets.
+    pub fn with_credentials_role(mut self, role: String) -> Self {
+        self.credentials_role = role;
+        self
     }
 }

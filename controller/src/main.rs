@@ -60,6 +60,12 @@ struct Args {
     /// its Secret has it checked at once whatever this says.
     #[arg(long, env = "VMM_SOURCE_RETRY_SECONDS", default_value_t = vmm_controller::sources::RETRY_MIN.as_secs())]
     source_retry_seconds: u64,
+
+    /// The ClusterRole that grants reading Secrets in a namespace (the
+    /// chart's `<fullname>-credentials`): named in the condition of a source
+    /// whose Secret the controller may not read.
+    #[arg(long, env = "VMM_CREDENTIALS_CLUSTER_ROLE", default_value = vmm_controller::context::DEFAULT_CREDENTIALS_ROLE)]
+    credentials_cluster_role: String,
 }
 
 /// The Lease replicas elect a leader with.
@@ -88,15 +94,18 @@ async fn main() -> anyhow::Result<()> {
     let scratch = Scratch::new(scratch_dir.clone())
         .with_context(|| format!("cannot use {} as scratch directory", scratch_dir.display()))?;
     let mut registry = vmm_runtime::metrics_registry("controller");
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        std::env::var("POD_NAME").ok(),
-        args.disk_url,
-        limits,
-        scratch,
-        Arc::new(vmm_providers::provider),
-        &mut registry,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            std::env::var("POD_NAME").ok(),
+            args.disk_url,
+            limits,
+            scratch,
+            Arc::new(vmm_providers::provider),
+            &mut registry,
+        )
+        .with_credentials_role(args.credentials_cluster_role),
+    );
     let readiness = Readiness::default();
     let admin = AdminState {
         readiness: readiness.clone(),

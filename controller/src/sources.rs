@@ -5,9 +5,12 @@
 //! `observedGeneration` and an Event on each change. A source is checked
 //! again periodically (sooner while it is failing) and at once when its
 //! Secret changes. The Secret is always read from the source's own namespace:
-//! the API has no field to name another.
+//! the API has no field to name another. Secrets are watched only in the
+//! namespaces that hold a source of the kind ([`SecretWatch`]); where the
+//! controller may not read them, the source says so (`SecretForbidden`, naming
+//! the ClusterRole to bind) and turns Ready as soon as someone binds it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::conditions::{self, Observed, READY};
@@ -20,11 +23,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use vmm_api::source::{AnySource, SourceKind, SourceSpec};
+use vmm_secretwatch::SecretWatch;
 
 /// How often a Ready source is checked again.
 const RECHECK: Duration = Duration::from_secs(300);
@@ -54,6 +58,26 @@ struct KindContext {
     kind: SourceKind,
     resource: ApiResource,
     retry_min: Duration,
+    /// The sources of the kind, as the controller sees them.
+    sources: Store<AnySource>,
+    /// The Secrets of the namespaces that hold them.
+    secret_watch: Mutex<SecretWatch>,
+}
+
+impl KindContext {
+    /// Watches the Secrets of exactly the namespaces that hold a source of
+    /// the kind (a namespace that lost its last source is dropped here too).
+    fn follow_secrets(&self) {
+        let namespaces = self
+            .sources
+            .state()
+            .into_iter()
+            .filter_map(|s| s.namespace());
+        self.secret_watch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .follow(namespaces);
+    }
 }
 
 /// Reconciles the sources of every kind until the process ends; a failing
@@ -67,17 +91,31 @@ pub async fn run_all(ctx: Arc<Context>, retry_min: Duration) {
 async fn run(ctx: Arc<Context>, kind: SourceKind, retry_min: Duration) {
     let resource = kind.api_resource();
     let sources = Api::<AnySource>::all_with(ctx.client.clone(), &resource);
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone());
     let controller = Controller::new_with(sources, watcher::Config::default(), resource.clone());
     let store = controller.store();
+    let (secret_watch, mut secret_events) = SecretWatch::new(ctx.client.clone());
+    // A Secret's change (or its first list once the controller may read it)
+    // is a reason to check the sources that name it.
+    let secrets = futures::stream::poll_fn(move |cx| secret_events.poll_recv(cx)).filter_map(
+        |secret| async move {
+            match secret.event {
+                watcher::Event::Apply(meta)
+                | watcher::Event::InitApply(meta)
+                | watcher::Event::Delete(meta) => Some(Ok(meta)),
+                watcher::Event::Init | watcher::Event::InitDone => None,
+            }
+        },
+    );
     let kind_context = Arc::new(KindContext {
         ctx,
         kind,
         resource: resource.clone(),
         retry_min,
+        sources: store.clone(),
+        secret_watch: Mutex::new(secret_watch),
     });
     controller
-        .watches(secrets, watcher::Config::default(), move |secret| {
+        .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace();
             let name = secret.name_any();
             store
@@ -108,6 +146,7 @@ async fn reconcile(source: Arc<AnySource>, kc: Arc<KindContext>) -> Result<Actio
         kind: kc.kind.as_str(),
         name: name.clone(),
     })?;
+    kc.follow_secrets();
     let checked = check(ctx, &namespace, kc.kind, &source.spec).await;
 
     let previous = source

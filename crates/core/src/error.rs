@@ -58,6 +58,9 @@ pub enum Reason {
     SecretNotFound,
     /// The source's Secret could not be read (the Kubernetes API failed).
     SecretUnreadable,
+    /// The controller may not read Secrets in the source's namespace: the
+    /// chart's credentials ClusterRole is not bound there.
+    SecretForbidden,
     /// The Secret's keys do not fit the kind of source.
     SecretInvalid,
     /// No connection: DNS, routing, firewall, or the endpoint is down.
@@ -105,6 +108,7 @@ impl Reason {
             Self::InvalidCaBundle => "InvalidCaBundle",
             Self::SecretNotFound => "SecretNotFound",
             Self::SecretUnreadable => "SecretUnreadable",
+            Self::SecretForbidden => "SecretForbidden",
             Self::SecretInvalid => "SecretInvalid",
             Self::EndpointUnreachable => "EndpointUnreachable",
             Self::CertificateUntrusted => "CertificateUntrusted",

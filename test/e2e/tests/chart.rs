@@ -6,7 +6,10 @@
 //! only tokens of the chart's ServiceAccounts, the inventory apiserver serves a
 //! vCenter's VMs and their cluster-dependent concerns, and the controller
 //! checks the source and imports a VM, as released: built without the test
-//! hooks, so a crash point in its environment is ignored. A NetworkPolicy
+//! hooks, so a crash point in its environment is ignored. They read Secrets
+//! only in the namespaces the chart was told hold sources: elsewhere a source
+//! is `SecretForbidden` and their tokens are refused, until a tenant binds the
+//! shipped ClusterRole. A NetworkPolicy
 //! opens the disk endpoint to the image downloaders only. The Harvester Addon and the Rancher
 //! ManagedChart that install the chart are accepted by those projects' CRDs,
 //! and carry values the chart accepts. The UI extension's chart renders a
@@ -375,21 +378,22 @@ async fn both_binaries_need_no_more_than_the_charts_rbac() {
     let cp = ControlPlane::shared();
     let vcsim = Vcsim::shared();
     let system = TestNamespace::new(cp, "chart-system").unwrap();
-    let manifest = render("vmm", system.name(), NO_APISERVICE).unwrap();
+    let team = TestNamespace::new(cp, "chart-team").unwrap();
+    let credentials = format!("rbac.credentials.namespaces={{{}}}", team.name());
+    let manifest = render("vmm", system.name(), &[NO_APISERVICE[0], &credentials]).unwrap();
     cp.kubectl_with_stdin(
         ["apply", "--server-side", "-f", "-"],
         manifest.ok().unwrap(),
     )
     .expect_success();
-    let kubeconfig = cp
+    let apiserver_kubeconfig = cp
         .kubeconfig_for_service_account(system.name(), "vmm-apiserver")
         .unwrap();
     let program = workspace_binary("vmm-apiserver").unwrap();
-    let inventory = start_inventory_api(cp, &program, &kubeconfig)
+    let inventory = start_inventory_api(cp, &program, &apiserver_kubeconfig)
         .await
         .unwrap();
 
-    let team = TestNamespace::new(cp, "chart-team").unwrap();
     cp.apply_yaml(team.name(), &vcsim.source_manifest("vc"))
         .expect_success();
     let count = vcsim.info().vm_paths.len();
@@ -418,18 +422,25 @@ async fn both_binaries_need_no_more_than_the_charts_rbac() {
     // The controller as released (hack/test.sh keeps it in shipped/: built
     // without the test hooks), with only its ServiceAccount's token, imports
     // a VM. A crash point named in its environment must change nothing.
-    let kubeconfig = cp
+    let controller_kubeconfig = cp
         .kubeconfig_for_service_account(system.name(), "vmm-controller")
         .unwrap();
+    let kubeconfig = &controller_kubeconfig;
     let program = workspace_binary("shipped/vmm-controller").unwrap();
-    // With leader election, as in the chart's pod (its Lease RBAC too).
-    let args = ["--leader-election-namespace", system.name()];
+    // With leader election, as in the chart's pod (its Lease RBAC too), and
+    // the chart's name for the credentials role.
+    let args = [
+        "--leader-election-namespace",
+        system.name(),
+        "--credentials-cluster-role",
+        "vmm-credentials",
+    ];
     let options = ControllerOptions {
         args: &args,
         env: &[(crash::ENV, OsStr::new(crash::VALIDATED))],
         ..ControllerOptions::default()
     };
-    let controller = start_controller_with(cp, &program, &kubeconfig, &options).unwrap();
+    let controller = start_controller_with(cp, &program, kubeconfig, &options).unwrap();
     let _harvester = import::prepare(cp, vcsim, &team, Duration::from_secs(1)).unwrap();
     let name = format!("chart {}", vmm_testkit::namespace::random_suffix());
     let disks = vec![DiskSpec::generated(8, 31, 0.5)];
@@ -451,6 +462,89 @@ async fn both_binaries_need_no_more_than_the_charts_rbac() {
         "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
     ]);
     assert_eq!(ready.stdout.trim(), "True", "{ready}");
+
+    // Secrets are readable only where the chart was told sources live: a
+    // source in another namespace is not Ready, and says which role to bind;
+    // neither ServiceAccount's token can read a Secret there.
+    let other = TestNamespace::new(cp, "chart-other").unwrap();
+    cp.apply_yaml(other.name(), &vcsim.source_manifest("vc"))
+        .expect_success();
+    eventually("the source said it may not read its Secret", || {
+        let out = other.kubectl([
+            "get",
+            "vsphere",
+            "vc",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}: {.status.conditions[?(@.type==\"Ready\")].message}",
+        ]);
+        (out.stdout.starts_with("SecretForbidden:")
+            && out.stdout.contains("ClusterRole vmm-credentials"))
+        .then_some(())
+        .ok_or_else(|| format!("{out}"))
+    });
+    for (account, kubeconfig) in [
+        ("apiserver", &apiserver_kubeconfig),
+        ("controller", &controller_kubeconfig),
+    ] {
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let secrets = |namespace: &str| {
+            let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+                client.clone(),
+                namespace,
+            );
+            async move { api.get("vc-credentials").await }
+        };
+        if let Err(e) = secrets(team.name()).await {
+            panic!("the {account} cannot read its tenant's Secret: {e}");
+        }
+        match secrets(other.name()).await {
+            Err(kube::Error::Api(status)) if status.code == 403 => {}
+            read => panic!("the {account}'s token read a Secret it has no grant for: {read:?}"),
+        }
+    }
+    // The tenant binds the shipped role: the source turns Ready and its VMs
+    // are listed, with neither binary restarted.
+    let subjects = ["vmm-apiserver", "vmm-controller"].map(|name| {
+        serde_json::json!({"kind": "ServiceAccount", "name": name, "namespace": system.name()})
+    });
+    let binding = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "vm-migration-credentials"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "vmm-credentials"},
+        "subjects": subjects,
+    });
+    cp.apply_yaml(other.name(), &binding.to_string())
+        .expect_success();
+    eventually("the source turned Ready once the role was bound", || {
+        let out = other.kubectl([
+            "get",
+            "vsphere",
+            "vc",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (out.stdout.trim() == "True")
+            .then_some(())
+            .ok_or_else(|| format!("{out}"))
+    });
+    // The same vCenter, so the same VMs as the first tenant's (the import
+    // above added one).
+    eventually("the other tenant's VMs listed", || {
+        let listed = other.kubectl(["get", "ivm", "-o", "name"]);
+        let expected = team.kubectl(["get", "ivm", "-o", "name"]);
+        (listed.success()
+            && listed.stdout.lines().count() > count
+            && listed.stdout == expected.stdout)
+            .then_some(())
+            .ok_or_else(|| format!("{listed}\nexpected:\n{expected}"))
+    });
 }
 
 #[test]

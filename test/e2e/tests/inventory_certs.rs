@@ -22,6 +22,9 @@ use vmm_testkit::tls::reqwest_client;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, workspace_binary};
 
 const WAIT: Duration = Duration::from_secs(120);
+/// The chart's name for it (release `vmm`): the only Secret of its namespace
+/// the chart lets the apiserver read and write.
+const SERVING_SECRET: &str = "vmm-apiserver-serving";
 
 async fn ca_bundle(client: &kube::Client, name: &str) -> Vec<u8> {
     let apiservice = kube::Api::<APIService>::all(client.clone())
@@ -66,10 +69,12 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
     register_apiservice(&client, &registration).await.unwrap();
     let name = registration.apiservice_name();
     let secret_namespace = registration.service_namespace.clone();
+    let ns = TestNamespace::new(cp, "certs").unwrap();
+    let credentials = format!("rbac.credentials.namespaces={{{}}}", ns.name());
     let chart = render(
         "vmm",
         &secret_namespace,
-        &["apiserver.apiService.create=false"],
+        &["apiserver.apiService.create=false", &credentials],
     )
     .unwrap();
     cp.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], chart.ok().unwrap())
@@ -86,7 +91,7 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
             "--listen-addr".into(),
             format!("127.0.0.1:{port}").into(),
             "--serving-secret".into(),
-            format!("{secret_namespace}/inventory-serving").into(),
+            format!("{secret_namespace}/{SERVING_SECRET}").into(),
             "--service-name".into(),
             registration.service_name.clone().into(),
         ],
@@ -100,7 +105,7 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
     let stored = cp.kubectl([
         "get",
         "secret",
-        "inventory-serving",
+        SERVING_SECRET,
         "-n",
         &secret_namespace,
         "-o",
@@ -113,21 +118,14 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
         serde_json::from_value(serde_json::json!(ca)).unwrap()
     );
 
-    let ns = TestNamespace::new(cp, "certs").unwrap();
     cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
         .expect_success();
     let count = vcsim.info().vm_paths.len();
     wait_listed(&ns, count);
 
     // Deleted: a new CA and certificate, served and published at once.
-    cp.kubectl([
-        "delete",
-        "secret",
-        "inventory-serving",
-        "-n",
-        &secret_namespace,
-    ])
-    .expect_success();
+    cp.kubectl(["delete", "secret", SERVING_SECRET, "-n", &secret_namespace])
+        .expect_success();
     let deadline = Instant::now() + WAIT;
     while ca_bundle(&client, &name).await == first {
         assert!(
