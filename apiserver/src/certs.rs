@@ -5,7 +5,11 @@
 //! replaces it, the new certificate is served at once and the APIService
 //! follows, so rotation needs no reinstall. Replicas share the Secret: the
 //! first to create it wins (the create is refused for the others, which read
-//! the winner's).
+//! the winner's). A certificate is made again once two thirds of its
+//! lifetime have passed (cert-manager's default), at that moment, not at the
+//! next periodic check, signed by the same CA (kept in the Secret, living ten
+//! certificate lifetimes), so the caBundle does not change and no request
+//! fails while the replicas switch.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -14,8 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::tz::TimeZone;
-use k8s_openapi::jiff::{Timestamp, ToSpan};
+use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,15 +28,24 @@ use rcgen::{
 };
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use time::OffsetDateTime;
 
 /// When the certificate in the Secret stops being used (RFC 3339), written
 /// by us: a Secret without it, or close to it, is made again.
 const NOT_AFTER_ANNOTATION: &str = "inventory.harvesterhci.io/not-after";
+/// When the CA in the Secret ends (RFC 3339).
+const CA_NOT_AFTER_ANNOTATION: &str = "inventory.harvesterhci.io/ca-not-after";
 /// The DNS names it was made for, comma-separated.
 const HOSTS_ANNOTATION: &str = "inventory.harvesterhci.io/hosts";
-/// Certificates live a year and are made again a month before the end.
-const LIFETIME_DAYS: i64 = 365;
-const RENEW_BEFORE_DAYS: i64 = 30;
+/// The soonest a failed renewal is tried again.
+const RETRY_FLOOR: Duration = Duration::from_secs(5);
+/// A CA outlives the certificates it signs this many times over.
+const CA_LIFETIMES: u32 = 10;
+/// How long the certificates it makes are valid, unless told otherwise.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How far before its start a certificate is valid: clocks of the cluster's
+/// nodes may disagree that much.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -45,12 +57,14 @@ pub enum CertError {
     Unusable(String),
 }
 
-/// The PEM of a CA and of a certificate it signed, with its key.
+/// The PEM of a CA and of a certificate it signed, with its key, and when
+/// that certificate ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Material {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    pub not_after: Timestamp,
 }
 
 /// Where the material lives, and what it must name.
@@ -60,11 +74,13 @@ pub struct SelfManaged {
     secret: String,
     apiservice: String,
     hosts: Vec<String>,
+    lifetime: Duration,
 }
 
 impl SelfManaged {
     /// The Secret `namespace/secret`, for the Service `service` in the same
-    /// namespace, registered as `apiservice`.
+    /// namespace, registered as `apiservice`; certificates are made to last
+    /// [`DEFAULT_LIFETIME`] unless [`Self::lifetime`] says otherwise.
     pub fn new(
         client: kube::Client,
         namespace: &str,
@@ -83,7 +99,20 @@ impl SelfManaged {
                 format!("{service}.{namespace}"),
                 service.to_owned(),
             ],
+            lifetime: DEFAULT_LIFETIME,
         }
+    }
+
+    /// Makes certificates that last `lifetime`.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// When a certificate that ends at `not_after` is made again: once two
+    /// thirds of its lifetime have passed.
+    fn renew_at(&self, not_after: Timestamp) -> Timestamp {
+        not_after - self.lifetime / 3
     }
 
     /// The material in the Secret, made (and the Secret created or
@@ -93,30 +122,36 @@ impl SelfManaged {
         if let Some(material) = existing.as_ref().and_then(|s| self.usable(s)) {
             return Ok(material);
         }
-        let (material, not_after) = generate(&self.hosts)?;
+        // Renewal keeps the CA (so the APIService's caBundle stays and no
+        // request fails while replicas switch); a new CA only when there is
+        // none, or it would end before the new certificate.
+        let kept_ca = existing.as_ref().and_then(|s| self.reusable_ca(s));
+        let renewal = kept_ca.is_some();
+        let ca = match kept_ca {
+            Some(ca) => ca,
+            None => new_ca(self.lifetime * CA_LIFETIMES)?,
+        };
+        let material = issue(&ca, &self.hosts, self.lifetime)?;
+        let text = |pem: &str| ByteString(pem.as_bytes().to_vec());
         let mut secret = Secret {
             metadata: ObjectMeta {
                 name: Some(self.secret.clone()),
                 annotations: Some(BTreeMap::from([
-                    (NOT_AFTER_ANNOTATION.to_owned(), not_after.to_string()),
+                    (
+                        NOT_AFTER_ANNOTATION.to_owned(),
+                        material.not_after.to_string(),
+                    ),
+                    (CA_NOT_AFTER_ANNOTATION.to_owned(), ca.not_after.to_string()),
                     (HOSTS_ANNOTATION.to_owned(), self.hosts.join(",")),
                 ])),
                 ..ObjectMeta::default()
             },
             type_: Some("kubernetes.io/tls".to_owned()),
             data: Some(BTreeMap::from([
-                (
-                    "ca.crt".to_owned(),
-                    ByteString(material.ca_pem.clone().into_bytes()),
-                ),
-                (
-                    "tls.crt".to_owned(),
-                    ByteString(material.cert_pem.clone().into_bytes()),
-                ),
-                (
-                    "tls.key".to_owned(),
-                    ByteString(material.key_pem.clone().into_bytes()),
-                ),
+                ("ca.crt".to_owned(), text(&ca.cert_pem)),
+                ("ca.key".to_owned(), text(&ca.key_pem)),
+                ("tls.crt".to_owned(), text(&material.cert_pem)),
+                ("tls.key".to_owned(), text(&material.key_pem)),
             ])),
             ..Secret::default()
         };
@@ -131,7 +166,11 @@ impl SelfManaged {
         };
         match written {
             Ok(_) => {
-                tracing::info!(secret = %self.secret, "made a new serving certificate");
+                if renewal {
+                    tracing::info!(secret = %self.secret, not_after = %material.not_after, "renewed the serving certificate (same CA)");
+                } else {
+                    tracing::info!(secret = %self.secret, not_after = %material.not_after, "made a new CA and serving certificate");
+                }
                 Ok(material)
             }
             // Another replica wrote it first: use theirs.
@@ -144,14 +183,28 @@ impl SelfManaged {
         }
     }
 
+    /// The Secret's CA, if it can sign a certificate that ends before it does.
+    fn reusable_ca(&self, secret: &Secret) -> Option<CaMaterial> {
+        let annotations = secret.metadata.annotations.as_ref()?;
+        let not_after: Timestamp = annotations.get(CA_NOT_AFTER_ANNOTATION)?.parse().ok()?;
+        if not_after <= Timestamp::now() + self.lifetime {
+            return None;
+        }
+        let data = secret.data.as_ref()?;
+        let text = |key: &str| String::from_utf8(data.get(key)?.0.clone()).ok();
+        Some(CaMaterial {
+            cert_pem: text("ca.crt")?,
+            key_pem: text("ca.key")?,
+            not_after,
+        })
+    }
+
     /// The Secret's material if it is ours, for our names, and not near expiry.
     fn usable(&self, secret: &Secret) -> Option<Material> {
         let annotations = secret.metadata.annotations.as_ref()?;
         let not_after: Timestamp = annotations.get(NOT_AFTER_ANNOTATION)?.parse().ok()?;
         let hosts = annotations.get(HOSTS_ANNOTATION)?;
-        if *hosts != self.hosts.join(",")
-            || not_after < Timestamp::now() + (RENEW_BEFORE_DAYS * 24).hours()
-        {
+        if *hosts != self.hosts.join(",") || self.renew_at(not_after) <= Timestamp::now() {
             return None;
         }
         let data = secret.data.as_ref()?;
@@ -160,6 +213,7 @@ impl SelfManaged {
             ca_pem: text("ca.crt")?,
             cert_pem: text("tls.crt")?,
             key_pem: text("tls.key")?,
+            not_after,
         })
     }
 
@@ -194,7 +248,8 @@ impl SelfManaged {
 
     /// Keeps the certificate served by `resolver` and the APIService current
     /// with the Secret, until the process ends: on every change of the
-    /// Secret (and at least every `recheck`, for expiry and the APIService).
+    /// Secret, when the served certificate is due for renewal, and at least
+    /// every `recheck` (for the APIService).
     pub async fn keep_current(
         self,
         resolver: Arc<Reloadable>,
@@ -207,9 +262,13 @@ impl SelfManaged {
             .default_backoff()
             .boxed();
         loop {
+            let until_renewal =
+                Duration::try_from(self.renew_at(served.not_after) - Timestamp::now())
+                    .unwrap_or_default()
+                    .max(RETRY_FLOOR);
             tokio::select! {
                 _ = events.next() => {}
-                () = tokio::time::sleep(recheck) => {}
+                () = tokio::time::sleep(recheck.min(until_renewal)) => {}
             }
             let material = match self.ensure().await {
                 Ok(material) => material,
@@ -237,37 +296,52 @@ impl SelfManaged {
     }
 }
 
-/// A new CA and a certificate it signed for `hosts`, and when they end.
-fn generate(hosts: &[String]) -> Result<(Material, Timestamp), CertError> {
+/// A CA: what signs the serving certificates, and what the APIService trusts.
+struct CaMaterial {
+    cert_pem: String,
+    key_pem: String,
+    not_after: Timestamp,
+}
+
+/// `[now - CLOCK_SKEW, now + lifetime]` as rcgen takes it, and its end.
+fn validity(lifetime: Duration) -> Result<(OffsetDateTime, OffsetDateTime, Timestamp), CertError> {
     let now = Timestamp::now();
-    let not_after = now + (LIFETIME_DAYS * 24).hours();
-    // Whole days (UTC), as rcgen takes dates.
-    let day = |at: Timestamp| {
-        let date = at.to_zoned(TimeZone::UTC).date();
-        rcgen::date_time_ymd(
-            i32::from(date.year()),
-            u8::try_from(date.month()).unwrap_or(1),
-            u8::try_from(date.day()).unwrap_or(1),
-        )
+    let not_after = now + lifetime;
+    let moment = |at: Timestamp| {
+        OffsetDateTime::from_unix_timestamp(at.as_second())
+            .map_err(|e| CertError::Unusable(format!("a validity date out of range: {e}")))
     };
-    let validity = |params: &mut CertificateParams| {
-        params.not_before = day(now - 24.hours());
-        params.not_after = day(not_after);
-    };
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name
+    Ok((moment(now - CLOCK_SKEW)?, moment(not_after)?, not_after))
+}
+
+/// A new self-signed CA valid for `lifetime`.
+fn new_ca(lifetime: Duration) -> Result<CaMaterial, CertError> {
+    let (not_before, end, not_after) = validity(lifetime)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
         .push(DnType::CommonName, "vm-migration inventory CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    validity(&mut ca);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
+    params.not_before = not_before;
+    params.not_after = end;
+    let cert = params.self_signed(&key)?;
+    Ok(CaMaterial {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        not_after,
+    })
+}
 
+/// A certificate for `hosts` signed by `ca`, valid from now for `lifetime`.
+fn issue(ca: &CaMaterial, hosts: &[String], lifetime: Duration) -> Result<Material, CertError> {
+    let (not_before, end, not_after) = validity(lifetime)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, KeyPair::from_pem(&ca.key_pem)?)?;
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(hosts.to_vec())?;
     leaf.distinguished_name = DistinguishedName::new();
@@ -278,14 +352,15 @@ fn generate(hosts: &[String]) -> Result<(Material, Timestamp), CertError> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    validity(&mut leaf);
+    leaf.not_before = not_before;
+    leaf.not_after = end;
     let cert = leaf.signed_by(&key, &issuer)?;
-    let material = Material {
-        ca_pem: ca_cert.pem(),
+    Ok(Material {
+        ca_pem: ca.cert_pem.clone(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
-    };
-    Ok((material, not_after))
+        not_after,
+    })
 }
 
 /// The serving certificate, replaceable while serving.
@@ -295,14 +370,16 @@ pub struct Reloadable {
 }
 
 impl Reloadable {
-    pub fn new(material: &Material) -> Result<Arc<Self>, CertError> {
+    /// Serves the certificate chain `cert_pem` with its key `key_pem`.
+    pub fn new(cert_pem: &str, key_pem: &str) -> Result<Arc<Self>, CertError> {
         Ok(Arc::new(Self {
-            current: RwLock::new(certified(material)?),
+            current: RwLock::new(certified(cert_pem, key_pem)?),
         }))
     }
 
+    /// Serves `material`'s certificate from the next handshake on.
     pub fn set(&self, material: &Material) -> Result<(), CertError> {
-        let key = certified(material)?;
+        let key = certified(&material.cert_pem, &material.key_pem)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = key;
         Ok(())
     }
@@ -319,7 +396,7 @@ impl ResolvesServerCert for Reloadable {
     }
 }
 
-fn certified(material: &Material) -> Result<Arc<CertifiedKey>, CertError> {
-    crate::serve::certified_key(material.cert_pem.as_bytes(), material.key_pem.as_bytes())
+fn certified(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, CertError> {
+    crate::serve::certified_key(cert_pem.as_bytes(), key_pem.as_bytes())
         .map_err(|e| CertError::Unusable(e.to_string()))
 }

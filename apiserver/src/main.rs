@@ -14,7 +14,7 @@ use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
 use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, FrontProxyTrust, TokenAuthenticator};
 use vmm_apiserver::authz::{Authorizer, DEFAULT_AUTHZ_CACHE_TTL};
-use vmm_apiserver::certs::{Material, Reloadable, SelfManaged};
+use vmm_apiserver::certs::{Reloadable, SelfManaged};
 use vmm_apiserver::metrics::Metrics;
 use vmm_apiserver::router::AppState;
 use vmm_apiserver::sources::SourceSync;
@@ -60,6 +60,11 @@ struct Args {
     /// the APIService routes to (the certificate's names).
     #[arg(long, env = "VMM_SERVICE_NAME")]
     service_name: Option<String>,
+
+    /// With `--serving-secret`: how long the certificates it makes are valid
+    /// (each is made again once two thirds of that have passed).
+    #[arg(long, env = "VMM_SERVING_CERT_LIFETIME_SECONDS", default_value_t = vmm_apiserver::certs::DEFAULT_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(60..))]
+    serving_cert_lifetime_seconds: u64,
 
     /// With `--serving-secret`: the APIService whose caBundle is kept current.
     #[arg(
@@ -148,19 +153,15 @@ async fn serving_certificate(
         let read = |path: &PathBuf| {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
         };
-        let material = Material {
-            ca_pem: String::new(),
-            cert_pem: read(cert)?,
-            key_pem: read(key)?,
-        };
-        return Ok(Reloadable::new(&material)?);
+        return Ok(Reloadable::new(&read(cert)?, &read(key)?)?);
     }
     let secret = args.serving_secret.as_deref().unwrap_or_default();
     let (namespace, name) = secret
         .split_once('/')
         .context("--serving-secret takes <namespace>/<name>")?;
     let service = args.service_name.as_deref().unwrap_or_default();
-    let managed = SelfManaged::new(client.clone(), namespace, name, service, &args.apiservice);
+    let managed = SelfManaged::new(client.clone(), namespace, name, service, &args.apiservice)
+        .lifetime(Duration::from_secs(args.serving_cert_lifetime_seconds));
     let material = managed
         .ensure()
         .await
@@ -169,7 +170,7 @@ async fn serving_certificate(
         .publish(&material.ca_pem)
         .await
         .context("setting the APIService's caBundle")?;
-    let certificate = Reloadable::new(&material)?;
+    let certificate = Reloadable::new(&material.cert_pem, &material.key_pem)?;
     tokio::spawn(managed.keep_current(certificate.clone(), material, CERTIFICATE_RECHECK));
     Ok(certificate)
 }

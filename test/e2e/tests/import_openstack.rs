@@ -121,7 +121,9 @@ async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
             }
             assert!(
                 Instant::now() < deadline,
-                "no temporary volume appeared: {names:?}"
+                "no temporary volume appeared: {names:?}\njob: {}\n{}",
+                import::job(ns, "db")["status"],
+                shared_controller().server.process.log_tail(60)
             );
             std::thread::sleep(Duration::from_millis(200));
         }

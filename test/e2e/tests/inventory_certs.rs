@@ -275,3 +275,97 @@ async fn a_rotated_front_proxy_ca_is_trusted_without_a_restart() {
         server.process.log_tail(20)
     );
 }
+
+/// A certificate it made is made again before it ends, signed by the same CA:
+/// with a 60 s lifetime, for longer than that lifetime, every handshake gets
+/// a certificate valid at that moment, the caBundle never changes, and no
+/// request through kube-apiserver fails while the certificate changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_certificate_is_renewed_before_it_ends() {
+    const LIFETIME: Duration = Duration::from_secs(60);
+    // Its own control plane: the group can be registered once per cluster.
+    let cp = ControlPlane::start().unwrap();
+    let client = cp.client();
+    let port = vmm_testkit::process::free_port().unwrap();
+    let registration = ApiServiceRegistration::new(
+        vmm_api::inventory::GROUP,
+        vmm_api::inventory::VERSION,
+        port,
+        cp.pki().cluster_ca.cert_pem(),
+    );
+    register_apiservice(&client, &registration).await.unwrap();
+    let namespace = registration.service_namespace.clone();
+    let chart = render("vmm", &namespace, &["apiserver.apiService.create=false"]).unwrap();
+    cp.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], chart.ok().unwrap())
+        .expect_success();
+    let kubeconfig = cp
+        .kubeconfig_for_service_account(&namespace, "vmm-apiserver")
+        .unwrap();
+    let program = workspace_binary("vmm-apiserver").unwrap();
+    let server = start_server(
+        &cp,
+        &program,
+        &kubeconfig,
+        vec![
+            "--listen-addr".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--serving-secret".into(),
+            format!("{namespace}/{SERVING_SECRET}").into(),
+            "--service-name".into(),
+            registration.service_name.clone().into(),
+            "--serving-cert-lifetime-seconds".into(),
+            LIFETIME.as_secs().to_string().into(),
+        ],
+    )
+    .unwrap();
+    let name = registration.apiservice_name();
+    wait_apiservice_available(&client, &name, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", server.process.log_tail(30)));
+    let bundle = ca_bundle(&client, &name).await;
+    let ca = String::from_utf8(bundle.clone()).unwrap();
+    let host = format!("{}.{namespace}.svc", registration.service_name);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    let watched_until = Instant::now() + LIFETIME + Duration::from_secs(15);
+    let mut served: Vec<Vec<u8>> = Vec::new();
+    let mut failed = Vec::new();
+    while Instant::now() < watched_until {
+        // A handshake succeeds only with a certificate valid now, of that CA.
+        let certificate = vmm_testkit::tls::served_certificate(addr, &host, &[&ca])
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the served certificate does not verify now: {e:#}\n{}",
+                    server.process.log_tail(20)
+                )
+            });
+        if served.last() != Some(&certificate) {
+            served.push(certificate);
+        }
+        let listed = cp.kubectl(["get", "ivm", "-A"]);
+        if !listed.success() {
+            failed.push(listed.stderr);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        served.len() >= 2,
+        "the certificate was never renewed:\n{}",
+        server.process.log_tail(20)
+    );
+    assert_eq!(
+        ca_bundle(&client, &name).await,
+        bundle,
+        "a renewal changed the CA"
+    );
+    assert!(failed.is_empty(), "requests failed meanwhile: {failed:?}");
+    assert!(
+        server
+            .process
+            .log_tail(200)
+            .contains("renewed the serving certificate (same CA)"),
+        "{}",
+        server.process.log_tail(20)
+    );
+}

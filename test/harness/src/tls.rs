@@ -56,3 +56,23 @@ pub fn reqwest_client(roots_pem: &[&str], client: Option<(&str, &str)>) -> Resul
         .build()
         .context("build reqwest client")
 }
+
+/// The certificate a TLS server at `addr` serves for `server_name`, if it
+/// verifies against `roots_pem` now (so an expired one is an error).
+pub async fn served_certificate(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    roots_pem: &[&str],
+) -> Result<Vec<u8>> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(roots_pem, None)?));
+    let name =
+        rustls::pki_types::ServerName::try_from(server_name.to_owned()).context("server name")?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = connector.connect(name, tcp).await?;
+    let (_, session) = tls.get_ref();
+    let leaf = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .context("no certificate served")?;
+    Ok(leaf.to_vec())
+}
