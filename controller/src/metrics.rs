@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use vmm_api::importjob::{ImportJob, ImportPhase};
 
 use crate::conditions::READY;
-use crate::disks;
+use crate::disks::{self, Preparation};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -74,6 +74,11 @@ struct PhaseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -98,6 +103,19 @@ impl Collector for Scraped {
             None,
             MetricType::Counter,
         )?)?;
+        let mut family = encoder.encode_descriptor(
+            "import_disks_prepared",
+            "Disks served to Harvester's importer, by how their raw bytes are made (streamed from the export, or converted with qemu-img first)",
+            None,
+            MetricType::Counter,
+        )?;
+        for preparation in Preparation::ALL {
+            let count = self.disks.prepared_total[preparation as usize].load(Ordering::Relaxed);
+            let label = PathLabel {
+                path: preparation.as_str(),
+            };
+            ConstCounter::new(count).encode(family.encode_family(&label)?)?;
+        }
         let Some(store) = self.metrics.jobs.get() else {
             return Ok(());
         };

@@ -41,10 +41,32 @@ pub trait DiskSource: Send + Sync + 'static {
 }
 
 /// One registered disk and what has been served of it.
+/// How a disk's raw bytes are made from the source's export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Preparation {
+    /// Converted to raw as Harvester downloads it: nothing stored locally.
+    Streamed,
+    /// A format that cannot stream in one pass, converted with qemu-img in
+    /// the scratch directory first.
+    Converted,
+}
+
+impl Preparation {
+    pub const ALL: [Self; 2] = [Self::Streamed, Self::Converted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Streamed => "streamed",
+            Self::Converted => "converted",
+        }
+    }
+}
+
 pub struct ServedDisk {
     /// The raw size: the importer's Content-Length and the image's size.
     pub capacity: u64,
     pub source: Arc<dyn DiskSource>,
+    pub preparation: Preparation,
     /// Raw bytes sent by the current (latest) GET.
     pub sent: AtomicU64,
     /// Times the source was opened (full GETs, and ranged reads that could
@@ -55,10 +77,11 @@ pub struct ServedDisk {
 }
 
 impl ServedDisk {
-    pub fn new(capacity: u64, source: Arc<dyn DiskSource>) -> Arc<Self> {
+    pub fn new(capacity: u64, source: Arc<dyn DiskSource>, preparation: Preparation) -> Arc<Self> {
         Arc::new(Self {
             capacity,
             source,
+            preparation,
             sent: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             cursor: Mutex::new(None),
@@ -107,10 +130,13 @@ pub struct Registry {
     disks: Mutex<HashMap<String, Arc<ServedDisk>>>,
     /// Raw bytes sent in all, for metrics.
     pub served_total: AtomicU64,
+    /// Disks registered, by [`Preparation`] (index as in `Preparation::ALL`).
+    pub prepared_total: [AtomicU64; 2],
 }
 
 impl Registry {
     pub fn register(&self, token: &str, disk: Arc<ServedDisk>) {
+        self.prepared_total[disk.preparation as usize].fetch_add(1, Ordering::Relaxed);
         self.lock().insert(token.to_owned(), disk);
     }
 
@@ -355,7 +381,11 @@ mod tests {
 
     fn app(capacity: u64, chunks: Vec<Vec<u8>>, opens: bool) -> (Router, Arc<ServedDisk>) {
         let registry = Arc::new(Registry::default());
-        let disk = ServedDisk::new(capacity, Arc::new(Fixed { chunks, opens }));
+        let disk = ServedDisk::new(
+            capacity,
+            Arc::new(Fixed { chunks, opens }),
+            Preparation::Streamed,
+        );
         registry.register("t0k3n", disk.clone());
         (router(registry), disk)
     }

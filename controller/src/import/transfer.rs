@@ -20,7 +20,7 @@ use vmm_core::{DiskFile, Export, ExportEnd, Session};
 use vmm_diskstream::{Progress, SegmentReader, Sniffed, SourceFormat};
 
 use crate::connect::Refused;
-use crate::disks::{DiskSource, RawStream, Registry, ServedDisk};
+use crate::disks::{DiskSource, Preparation, RawStream, Registry, ServedDisk};
 use crate::import::scratch::Scratch;
 use crate::import::step::PhaseError;
 
@@ -168,8 +168,11 @@ impl Exports {
                     ),
                 )
             })?;
-            let source = self.disk_source(file, want.capacity).await?;
-            disks.push((want.index, ServedDisk::new(want.capacity, source)));
+            let (source, preparation) = self.disk_source(file, want.capacity).await?;
+            disks.push((
+                want.index,
+                ServedDisk::new(want.capacity, source, preparation),
+            ));
         }
         for ((_, disk), want) in disks.iter().zip(wanted) {
             self.registry.register(&want.token, disk.clone());
@@ -184,7 +187,7 @@ impl Exports {
         &self,
         file: Arc<dyn DiskFile>,
         capacity: u64,
-    ) -> Result<Arc<dyn DiskSource>, Refused> {
+    ) -> Result<(Arc<dyn DiskSource>, Preparation), Refused> {
         let (format, reader) = download(file.as_ref()).await.map_err(|e| {
             Refused::new(
                 "ExportUnreadable",
@@ -195,7 +198,7 @@ impl Exports {
             format,
             SourceFormat::StreamOptimizedVmdk | SourceFormat::Unknown
         ) {
-            return Ok(Arc::new(Exported { file, capacity }));
+            return Ok((Arc::new(Exported { file, capacity }), Preparation::Streamed));
         }
         tracing::info!(%format, "not streamable in one pass: converting with qemu-img first");
         let raw = self
@@ -208,7 +211,7 @@ impl Exports {
                     format!("cannot convert the source's {format} disk to raw: {e}"),
                 )
             })?;
-        Ok(raw)
+        Ok((raw, Preparation::Converted))
     }
 
     /// Ends the job's export, if this process holds it: `Complete` once

@@ -174,6 +174,7 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
         "Validating",
         "PoweringOff",
         "Exporting",
+        "DiskStreamed",
         "Importing",
         "Succeeded",
     ] {
@@ -182,6 +183,12 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
             "no {reason} event: {events}"
         );
     }
+    // streamOptimized disks never go through the scratch directory.
+    assert!(
+        !events.stdout.contains("DiskConverted"),
+        "a streamOptimized disk was converted: {events}"
+    );
+    assert!(value(r#"vmm_import_disks_prepared_total{path="streamed"}"#) >= 2.0);
 }
 
 /// On a storage class that is not Longhorn, Harvester takes each image
@@ -282,14 +289,23 @@ async fn a_format_that_cannot_stream_is_converted_by_qemu_img() {
             .unwrap()
             .as_str()
     );
+    let events = ns.kubectl([
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=legacy",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
     assert!(
-        controller()
-            .server
-            .process
-            .log_tail(400)
-            .contains("converting with qemu-img first"),
-        "the fallback was not used"
+        events.stdout.contains("DiskConverted") && !events.stdout.contains("DiskStreamed"),
+        "the fallback was not used: {events}"
     );
+    let converted = metric(
+        controller().server.admin_port,
+        r#"vmm_import_disks_prepared_total{path="converted"}"#,
+    );
+    assert!(converted.unwrap() >= 1.0);
     // The shared controller's scratch directory is the temporary directory.
     let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()

@@ -3,10 +3,11 @@
 //! VirtualMachineImage per disk points Harvester at it.
 
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 use vmm_api::importjob::{DiskPhase, DiskStatus, ImportPhase};
 
 use crate::crash;
-use crate::disks;
+use crate::disks::{self, Preparation};
 use crate::import::images;
 use crate::import::preflight;
 use crate::import::status::StatusUpdate;
@@ -111,6 +112,38 @@ pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String,
         .exports
         .start(step.key(), session, &vm.id, recorded.as_deref(), &wanted)
         .await?;
+    // Say per disk which way it goes: users (and the e2e) see that a
+    // streamOptimized disk never touches local storage.
+    let prepared = step
+        .ctx
+        .exports
+        .with(&step.key(), |active| {
+            active
+                .disks
+                .iter()
+                .map(|(index, disk)| (*index, disk.preparation))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+    for (index, preparation) in prepared {
+        let name = step.status.disks.get(index).map_or("", |d| d.name.as_str());
+        let (reason, note) = match preparation {
+            Preparation::Streamed => (
+                "DiskStreamed",
+                format!(
+                    "{name}: streamed from the source's export as Harvester downloads it, converted to raw on the way; nothing is stored locally"
+                ),
+            ),
+            Preparation::Converted => (
+                "DiskConverted",
+                format!(
+                    "{name}: its format cannot stream in one pass, so it was converted with qemu-img in the scratch directory first"
+                ),
+            ),
+        };
+        step.publish(EventType::Normal, reason, &note).await;
+    }
     Ok(export)
 }
 
