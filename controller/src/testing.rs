@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use vmm_api::inventory::PowerState;
 use vmm_api::source::SourceSpec;
 use vmm_core::{
-    ByteStream, Credentials, DiskFile, Export, ExportEnd, InventoryEvent, Provider, ProviderError,
-    Session, Vm,
+    ByteStream, Credentials, DiskFile, Export, ExportEnd, ExportRecorder, InventoryEvent, Provider,
+    ProviderError, Session, Vm,
 };
 
 /// One request the fake API server answered.
@@ -484,6 +484,7 @@ impl Session for FakeSource {
         &self,
         vm_id: &str,
         resume: Option<&str>,
+        recorder: &dyn ExportRecorder,
     ) -> Result<Box<dyn Export>, ProviderError> {
         self.called(
             "export",
@@ -495,9 +496,14 @@ impl Session for FakeSource {
         let id = match resume {
             Some(id) => id.to_owned(),
             None => {
-                let mut state = self.lock();
-                state.exports += 1;
-                format!("export-{}", state.exports)
+                let id = {
+                    let mut state = self.lock();
+                    state.exports += 1;
+                    format!("export-{}", state.exports)
+                };
+                // Like a vSphere lease: the source names it, the caller keeps it.
+                recorder.record(&id).await?;
+                id
             }
         };
         Ok(Box::new(FakeExport {

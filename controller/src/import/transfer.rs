@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
-use vmm_core::{DiskFile, Export, ExportEnd, Session};
+use vmm_core::{DiskFile, Export, ExportEnd, ExportRecorder, Session};
 use vmm_diskstream::{Progress, SegmentReader, Sniffed, SourceFormat};
 
 use crate::connect::Refused;
@@ -100,6 +100,7 @@ impl Exports {
         vm_id: &str,
         export_id: Option<&str>,
         wanted: &[DiskToServe],
+        recorder: &dyn ExportRecorder,
     ) -> Result<String, PhaseError> {
         // A reconcile that read the job before this process's own status
         // writes landed asks again for the export this process serves: it is
@@ -116,7 +117,7 @@ impl Exports {
         {
             return Ok(serving);
         }
-        let export = session.export(vm_id, export_id).await?;
+        let export = session.export(vm_id, export_id, recorder).await?;
         let disks = match self.serve(export.as_ref(), wanted).await {
             Ok(disks) => disks,
             Err(refused) => {

@@ -22,5 +22,5 @@ pub mod vm;
 pub use credentials::{Credentials, CredentialsError, SecretString};
 pub use error::{ProviderError, Reason};
 pub use inventory::{InventoryEvent, InventorySnapshot, Reported};
-pub use provider::{ByteStream, DiskFile, Export, ExportEnd, Provider, Session};
+pub use provider::{ByteStream, DiskFile, Export, ExportEnd, ExportRecorder, Provider, Session};
 pub use vm::{Vm, VmDisk};

@@ -33,6 +33,14 @@ pub trait Provider: Send + Sync {
 }
 
 /// A logged-in connection to one source. End it with [`logout`](Self::logout).
+/// Where an export's id is kept for whoever comes next (the import job's
+/// status): see [`Session::export`].
+#[async_trait]
+pub trait ExportRecorder: Send + Sync {
+    /// Records `id`; an error ends the export before it is used.
+    async fn record(&self, id: &str) -> Result<(), ProviderError>;
+}
+
 #[async_trait]
 pub trait Session: Send + Sync {
     /// Product and version of the endpoint, for a source's
@@ -94,10 +102,14 @@ pub trait Session: Send + Sync {
     /// `resume`, an export id recorded earlier (by this process or one
     /// before it), when it is still usable. The export lives on its own:
     /// it outlives this session and keeps itself alive until it is ended.
+    /// A new export whose id the source assigns is handed to `recorder` as
+    /// soon as it exists, before it is waited for: a process that dies while
+    /// the source prepares it leaves an id the next one can end.
     async fn export(
         &self,
         vm_id: &str,
         resume: Option<&str>,
+        recorder: &dyn ExportRecorder,
     ) -> Result<Box<dyn Export>, ProviderError>;
 
     /// Ends the export `id` that an earlier process left open, if it still

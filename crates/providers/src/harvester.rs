@@ -18,8 +18,8 @@ use vmm_api::importjob::DiskBus;
 use vmm_api::inventory::PowerState;
 use vmm_api::source::{HarvesterSettings, SourceSpec};
 use vmm_core::{
-    ByteStream, Credentials, DiskFile, Export, ExportEnd, InventoryEvent, Provider, ProviderError,
-    Reason, Session, Vm, VmDisk,
+    ByteStream, Credentials, DiskFile, Export, ExportEnd, ExportRecorder, InventoryEvent, Provider,
+    ProviderError, Reason, Session, Vm, VmDisk,
 };
 use vmm_harvester::{ExportedVolume, HarvesterClient, HarvesterError, ReadyExport};
 
@@ -118,6 +118,8 @@ impl Session for HarvesterSession {
         &self,
         vm_id: &str,
         resume: Option<&str>,
+        // Its ids are recorded before it starts (`export_id_for`).
+        _recorder: &dyn ExportRecorder,
     ) -> Result<Box<dyn Export>, ProviderError> {
         // The controller always records an id first (`export_id_for`);
         // without one the export is named after the VM.

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use vmm_api::inventory::{Disk, LocalDisk, PowerState};
 use vmm_api::source::{OpenstackSettings, SourceSpec};
 use vmm_core::{
-    ByteStream, Credentials, DiskFile, Export, ExportEnd, InventoryEvent, Provider, ProviderError,
-    Session, Vm, VmDisk,
+    ByteStream, Credentials, DiskFile, Export, ExportEnd, ExportRecorder, InventoryEvent, Provider,
+    ProviderError, Session, Vm, VmDisk,
 };
 use vmm_openstack::{ExportedDisk, OpenstackClient, OpenstackError};
 
@@ -107,6 +107,8 @@ impl Session for OpenstackSession {
         &self,
         vm_id: &str,
         resume: Option<&str>,
+        // Its ids are recorded before it starts (`export_id_for`).
+        _recorder: &dyn ExportRecorder,
     ) -> Result<Box<dyn Export>, ProviderError> {
         let id = resume.map_or_else(|| format!("vmm-{vm_id}"), str::to_owned);
         let server = self.client.server(vm_id).await?;

@@ -18,12 +18,13 @@ use tokio::sync::mpsc;
 use vmm_api::inventory::PowerState;
 use vmm_api::source::SourceSpec;
 use vmm_core::{
-    ByteStream, Credentials, DiskFile, Export, ExportEnd, InventoryEvent, Provider, ProviderError,
-    Session, Vm, VmDisk,
+    ByteStream, Credentials, DiskFile, Export, ExportEnd, ExportRecorder, InventoryEvent, Provider,
+    ProviderError, Session, Vm, VmDisk,
 };
 
 use vmm_vsphere::{
-    Attached, DiskBacking, DiskDetails, ExportLease, VmDetails, VsphereClient, VsphereError,
+    Attached, DEFAULT_READY_TIMEOUT, DiskBacking, DiskDetails, ExportLease, VmDetails,
+    VsphereClient, VsphereError,
 };
 
 /// How long a recorded lease may take to be ready again when it is resumed.
@@ -95,13 +96,14 @@ impl Session for VsphereSession {
         &self,
         vm_id: &str,
         resume: Option<&str>,
+        recorder: &dyn ExportRecorder,
     ) -> Result<Box<dyn Export>, ProviderError> {
         let own = self.0.new_session().await?;
-        let mut lease = match open_lease(&own, vm_id, resume).await {
+        let mut lease = match open_lease(&own, vm_id, resume, recorder).await {
             Ok(lease) => lease,
             Err(error) => {
                 log_out(&own).await;
-                return Err(error.into());
+                return Err(error);
             }
         };
         let percent = Arc::new(AtomicU8::new(0));
@@ -134,12 +136,15 @@ async fn log_out(client: &VsphereClient) {
     }
 }
 
-/// The lease `resume` when vCenter still has it ready, else a new export.
+/// The lease `resume` when vCenter still has it ready, else a new export
+/// whose id `recorder` has before it is waited for (vCenter can take long to
+/// ready a lease, and a lease nobody knows of stays open until it times out).
 async fn open_lease(
     client: &VsphereClient,
     vm_id: &str,
     resume: Option<&str>,
-) -> Result<ExportLease, VsphereError> {
+    recorder: &dyn ExportRecorder,
+) -> Result<ExportLease, ProviderError> {
     if let Some(id) = resume {
         match ExportLease::attach(client, id, RESUME_READY_TIMEOUT).await {
             Ok(Attached::Ready(lease)) => return Ok(*lease),
@@ -149,7 +154,15 @@ async fn open_lease(
             }
         }
     }
-    client.export(vm_id).await
+    let mut lease = client.create_export(vm_id).await?;
+    if let Err(error) = recorder.record(lease.id()).await {
+        if let Err(abort) = lease.abort("its id could not be recorded").await {
+            tracing::warn!(%abort, "cannot abort an export lease (it times out by itself)");
+        }
+        return Err(error);
+    }
+    lease.wait_ready(DEFAULT_READY_TIMEOUT).await?;
+    Ok(lease)
 }
 
 async fn end_lease(lease: ExportLease, how: ExportEnd) -> Result<(), VsphereError> {

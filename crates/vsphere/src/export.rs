@@ -114,13 +114,11 @@ impl Drop for KeepAlive {
 }
 
 impl VsphereClient {
-    /// Starts an export of the (powered-off) VM and waits up to
-    /// [`DEFAULT_READY_TIMEOUT`] for its lease to be ready. Fails with
+    /// Starts an export of the (powered-off) VM: its lease, not ready yet
+    /// ([`ExportLease::wait_ready`]). Fails with
     /// [`VsphereError::InvalidPowerState`] when the VM is not powered off (no
-    /// lease is created then), with [`VsphereError::LeaseFailed`] when the
-    /// lease turns to `error`, and with [`VsphereError::LeaseNotReady`]
-    /// (after aborting the lease) when it is not ready in time.
-    pub fn export<'a>(
+    /// lease is created then).
+    pub fn create_export<'a>(
         &'a self,
         vm_id: &'a str,
     ) -> BoxFuture<'a, Result<ExportLease, VsphereError>> {
@@ -149,10 +147,20 @@ impl VsphereClient {
                 Err(e) => return Err(classify(&self.url, CALL, &e, None)),
             };
             tracing::debug!(vm = vm_id, lease = %lease.value, "export lease created");
-            let mut lease = ExportLease::opened(self.clone(), lease.value, vm_id.to_owned());
-            lease.wait_ready(DEFAULT_READY_TIMEOUT).await?;
-            Ok(lease)
+            Ok(ExportLease::opened(
+                self.clone(),
+                lease.value,
+                vm_id.to_owned(),
+            ))
         })
+    }
+
+    /// [`Self::create_export`], then waits up to [`DEFAULT_READY_TIMEOUT`]
+    /// for the lease to be ready.
+    pub async fn export(&self, vm_id: &str) -> Result<ExportLease, VsphereError> {
+        let mut lease = self.create_export(vm_id).await?;
+        lease.wait_ready(DEFAULT_READY_TIMEOUT).await?;
+        Ok(lease)
     }
 }
 
@@ -354,9 +362,11 @@ impl ExportLease {
         self.open = false;
     }
 
-    /// Polls until ready; fills in the device URLs. Ends the lease (abort)
-    /// when it is not ready in time.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), VsphereError> {
+    /// Polls until ready; fills in the device URLs. Fails with
+    /// [`VsphereError::LeaseFailed`] when the lease turns to `error`, and
+    /// with [`VsphereError::LeaseNotReady`] (after aborting the lease) when
+    /// it is not ready in `timeout`.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), VsphereError> {
         let started = Instant::now();
         loop {
             let props = match lease_properties(&self.client, &self.id).await? {

@@ -48,12 +48,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-// Its first run found a hole: a kill between `ExportVm` and the lease id
-// reaching the job's status (the seconds the lease takes to turn ready)
-// leaves that lease open until vCenter's idle timeout, since nothing can
-// find it again (docs/reliability.md). Run it with `--ignored` until the
-// lease id is recorded before the lease is waited for.
-#[ignore = "finds a lease left open by a kill before its id is recorded: see docs/reliability.md"]
+// Its first run found a hole, since closed: a kill between `ExportVm` and
+// the lease's id reaching the job's status left the lease open until
+// vCenter's idle timeout (docs/reliability.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_survives_kills_at_random_moments() {
     let kills: usize = env_or("VMM_SOAK_KILLS", 5);

@@ -2,12 +2,17 @@
 //! recorded is re-opened), each disk is served at its own token, and one
 //! VirtualMachineImage per disk points Harvester at it.
 
+use std::sync::Mutex;
+
+use async_trait::async_trait;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use vmm_api::importjob::{DiskPhase, DiskStatus, ImportPhase};
+use vmm_core::{ExportRecorder, ProviderError, Reason};
 
 use crate::crash;
 use crate::disks::{self, Preparation};
+use crate::error::Error;
 use crate::import::images;
 use crate::import::preflight;
 use crate::import::status::StatusUpdate;
@@ -107,11 +112,32 @@ pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String,
             .await?;
         recorded = Some(id);
     }
-    let export = step
+    let recorder = RecordInStatus {
+        step,
+        failed: Mutex::new(None),
+    };
+    let started = step
         .ctx
         .exports
-        .start(step.key(), session, &vm.id, recorded.as_deref(), &wanted)
-        .await?;
+        .start(
+            step.key(),
+            session,
+            &vm.id,
+            recorded.as_deref(),
+            &wanted,
+            &recorder,
+        )
+        .await;
+    let export = match started {
+        Ok(export) => export,
+        // The status write failed, not the source.
+        Err(error) => {
+            let failed = recorder.failed.into_inner();
+            return Err(failed
+                .unwrap_or_else(|p| p.into_inner())
+                .map_or(error, PhaseError::Kube));
+        }
+    };
     // Say per disk which way it goes: users (and the e2e) see that a
     // streamOptimized disk never touches local storage.
     let prepared = step
@@ -145,6 +171,30 @@ pub async fn serve(step: &Step<'_>, tokens: &[Option<String>]) -> Result<String,
         step.publish(EventType::Normal, reason, &note).await;
     }
     Ok(export)
+}
+
+/// Writes a new export's id to the job's status as soon as the source has
+/// one (a vSphere lease, before vCenter readies it): a controller that dies
+/// while it waits leaves an id the next one ends or re-attaches.
+struct RecordInStatus<'a> {
+    step: &'a Step<'a>,
+    /// Why the write failed, to fail the reconcile with it.
+    failed: Mutex<Option<Error>>,
+}
+
+#[async_trait]
+impl ExportRecorder for RecordInStatus<'_> {
+    async fn record(&self, id: &str) -> Result<(), ProviderError> {
+        let update = StatusUpdate::default().with_export(id);
+        self.step.write(&update).await.map_err(|error| {
+            let refused = ProviderError::transient(
+                Reason::EndpointError,
+                format!("cannot record the export's id in the job's status: {error}"),
+            );
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+            refused
+        })
+    }
 }
 
 #[cfg(test)]
