@@ -141,6 +141,42 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
         .unwrap();
 }
 
+/// On a control plane of its own: the inventory group registered for a
+/// free port, and the chart's RBAC in the Service's namespace, with a
+/// kubeconfig of the chart's apiserver ServiceAccount.
+struct Registered {
+    port: u16,
+    registration: ApiServiceRegistration,
+    namespace: String,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn register_with_chart_rbac(cp: &ControlPlane) -> Registered {
+    let port = vmm_testkit::process::free_port().unwrap();
+    let registration = ApiServiceRegistration::new(
+        vmm_api::inventory::GROUP,
+        vmm_api::inventory::VERSION,
+        port,
+        cp.pki().cluster_ca.cert_pem(),
+    );
+    register_apiservice(&cp.client(), &registration)
+        .await
+        .unwrap();
+    let namespace = registration.service_namespace.clone();
+    let chart = render("vmm", &namespace, &["apiserver.apiService.create=false"]).unwrap();
+    cp.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], chart.ok().unwrap())
+        .expect_success();
+    let kubeconfig = cp
+        .kubeconfig_for_service_account(&namespace, "vmm-apiserver")
+        .unwrap();
+    Registered {
+        port,
+        registration,
+        namespace,
+        kubeconfig,
+    }
+}
+
 /// Replaces `path`'s content at once (kube-apiserver never reads half a file).
 fn replace_file(path: &std::path::Path, content: &str) {
     let staged = path.with_extension("staged");
@@ -158,21 +194,12 @@ async fn a_rotated_front_proxy_ca_is_trusted_without_a_restart() {
     // server of that cluster must trust.
     let cp = ControlPlane::start().unwrap();
     let client = cp.client();
-    let port = vmm_testkit::process::free_port().unwrap();
-    let registration = ApiServiceRegistration::new(
-        vmm_api::inventory::GROUP,
-        vmm_api::inventory::VERSION,
+    let Registered {
         port,
-        cp.pki().cluster_ca.cert_pem(),
-    );
-    register_apiservice(&client, &registration).await.unwrap();
-    let namespace = registration.service_namespace.clone();
-    let chart = render("vmm", &namespace, &["apiserver.apiService.create=false"]).unwrap();
-    cp.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], chart.ok().unwrap())
-        .expect_success();
-    let kubeconfig = cp
-        .kubeconfig_for_service_account(&namespace, "vmm-apiserver")
-        .unwrap();
+        registration,
+        namespace,
+        kubeconfig,
+    } = register_with_chart_rbac(&cp).await;
     let serving = cp
         .pki()
         .issue_aggregated_serving(&registration.service_name, &namespace)
@@ -286,21 +313,12 @@ async fn the_serving_certificate_is_renewed_before_it_ends() {
     // Its own control plane: the group can be registered once per cluster.
     let cp = ControlPlane::start().unwrap();
     let client = cp.client();
-    let port = vmm_testkit::process::free_port().unwrap();
-    let registration = ApiServiceRegistration::new(
-        vmm_api::inventory::GROUP,
-        vmm_api::inventory::VERSION,
+    let Registered {
         port,
-        cp.pki().cluster_ca.cert_pem(),
-    );
-    register_apiservice(&client, &registration).await.unwrap();
-    let namespace = registration.service_namespace.clone();
-    let chart = render("vmm", &namespace, &["apiserver.apiService.create=false"]).unwrap();
-    cp.kubectl_with_stdin(["apply", "--server-side", "-f", "-"], chart.ok().unwrap())
-        .expect_success();
-    let kubeconfig = cp
-        .kubeconfig_for_service_account(&namespace, "vmm-apiserver")
-        .unwrap();
+        registration,
+        namespace,
+        kubeconfig,
+    } = register_with_chart_rbac(&cp).await;
     let program = workspace_binary("vmm-apiserver").unwrap();
     let server = start_server(
         &cp,
