@@ -15,6 +15,7 @@ declare -A wanted=(
   [busybox]=busybox-static  # the UI extension's image serves its package with busybox's httpd
   [python3]=python3       # the OpenStack test world (hack/build-openstack.sh): Keystone, Glance
   [gcc]=gcc               # pip compiles uWSGI (no wheel on PyPI)
+  [g++]=g++               # cargo fuzz compiles libFuzzer (hack/fuzz.sh)
 )
 
 missing=()

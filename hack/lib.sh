@@ -41,3 +41,23 @@ prepare_ui() {
   export VMM_STEVE_DIR VMM_UI_DIST
   echo "steve: $VMM_STEVE_DIR; UI: $VMM_UI_DIST" >&2
 }
+
+# The fuzz targets (fuzz/, docs/ci.md), built with nightly Rust and libFuzzer: installs
+# cargo-fuzz (pinned) into the cache when missing, checks fuzz/Cargo.lock is current and
+# builds every target into their own target directory (instrumented builds share nothing
+# with the workspace's). Exports VMM_FUZZ_TARGET_DIR.
+CARGO_FUZZ_VERSION=0.13.2
+prepare_fuzz() {
+  local root="$VMM_CACHE_DIR/cargo-fuzz"
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "error: fuzzing needs nightly Rust: rustup toolchain install nightly" >&2
+    return 1
+  fi
+  if [[ "$("$root/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+    cargo install --locked --root "$root" --version "$CARGO_FUZZ_VERSION" cargo-fuzz
+  fi
+  export VMM_FUZZ_TARGET_DIR="$VMM_CACHE_DIR/fuzz-target"
+  cargo +nightly fetch --locked --manifest-path fuzz/Cargo.toml
+  CARGO_TARGET_DIR="$VMM_FUZZ_TARGET_DIR" PATH="$root/bin:$PATH" \
+    cargo +nightly fuzz build --fuzz-dir fuzz --debug-assertions
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit tests and the end-to-end suites
-# against real etcd, kube-apiserver, kubectl, vcsim, Keystone and Glance, then the UI's unit tests
+# against real etcd, kube-apiserver, kubectl, vcsim, Keystone and Glance, a bounded fuzzing run
+# (hack/fuzz.sh), then the UI's unit tests
 # and its browser suite (Chromium against the real system with steve and the
 # built shell; screenshots to docs/ui/). Installs what it needs.
 set -euo pipefail
@@ -22,6 +23,8 @@ mkdir -p "$CARGO_TARGET_DIR/debug/shipped"
 cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
 cargo build --workspace --bins --locked --features "$TEST_FEATURES"
 cargo test --workspace --locked --no-fail-fast --features "$TEST_FEATURES"
+# Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target).
+hack/fuzz.sh
 
 prepare_ui
 (cd ui-extension && npx jest --ci)

@@ -19,6 +19,7 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::PostParams;
 use kube::{Api, Client};
+use vmm_query::{RequestInfo, percent_decode};
 
 use crate::authn::UserInfo;
 use crate::authn::cache::TtlCache;
@@ -132,73 +133,14 @@ pub fn attributes(method: &Method, path: &str, query: Option<&str>) -> Attribute
         name: rest.get(1).cloned(),
     };
     if request.name.is_none() && request.verb == "get" {
-        let params = query_params(query.unwrap_or(""));
-        let param = |key: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let watch = param("watch").is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"));
-        request.verb = if watch { "watch" } else { "list" }.to_owned();
-        request.name = param("fieldSelector")
-            .and_then(exact_name)
-            .map(str::to_owned);
+        let info = RequestInfo::from_query(query.unwrap_or(""));
+        request.verb = if info.watch { "watch" } else { "list" }.to_owned();
+        request.name = info.name;
     }
     if request.name.is_none() && request.verb == "delete" {
         request.verb = "deletecollection".to_owned();
     }
     Attributes::Resource(request)
-}
-
-/// The `metadata.name` a field selector requires exactly, if any, and if it
-/// could be an object name.
-fn exact_name(selector: &str) -> Option<&str> {
-    selector
-        .split(',')
-        .filter_map(|term| {
-            term.strip_prefix("metadata.name")
-                .and_then(|op| op.strip_prefix("==").or_else(|| op.strip_prefix('=')))
-        })
-        .find(|name| {
-            !name.is_empty() && *name != "." && *name != ".." && !name.contains(['/', '%'])
-        })
-}
-
-/// `application/x-www-form-urlencoded` pairs, decoded.
-fn query_params(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_decode(&s.replace('+', " "));
-            (decode(key), decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// kube-apiserver's `forbiddenMessage` plus the authorizer's reason, in its

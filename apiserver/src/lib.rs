@@ -30,7 +30,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod resources;
 pub mod router;
-pub mod selector;
 pub mod serve;
 pub mod sink;
 pub mod sources;

@@ -7,43 +7,16 @@ use axum::Json;
 use axum::http::HeaderMap;
 use axum::http::header::ACCEPT;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::json;
 use vmm_api::inventory;
+use vmm_query::selector::{FieldSelector, LabelSelector};
+use vmm_query::{ContinueToken, ListQuery};
 
 use crate::json;
 use crate::resources::{InventoryResource, selected};
-use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::Store;
-use crate::table::{self, IncludeObject};
-
-/// The query parameters of a list; others (e.g. `timeoutSeconds`) are ignored,
-/// as kube-apiserver ignores what does not apply.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    label_selector: Option<String>,
-    field_selector: Option<String>,
-    limit: Option<String>,
-    #[serde(rename = "continue")]
-    continue_token: Option<String>,
-    include_object: Option<String>,
-    watch: Option<String>,
-    pub(crate) resource_version: Option<String>,
-    pub(crate) send_initial_events: Option<String>,
-    pub(crate) allow_watch_bookmarks: Option<String>,
-    pub(crate) timeout_seconds: Option<String>,
-}
-
-impl ListQuery {
-    /// `watch` counts as asked for unless it is `0` or `false`, as `authz::attributes` reads it.
-    pub fn wants_watch(&self) -> bool {
-        self.watch
-            .as_deref()
-            .is_some_and(|w| w != "0" && w != "false")
-    }
-}
+use crate::table;
 
 /// How the client wants the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,42 +62,6 @@ pub(crate) fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
     Err(ApiError::not_acceptable(accept))
 }
 
-pub(crate) fn include_object(query: &ListQuery) -> Result<IncludeObject, ApiError> {
-    match query.include_object.as_deref() {
-        None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
-        Some("None") => Ok(IncludeObject::None),
-        Some("Object") => Ok(IncludeObject::Object),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "includeObject must be None, Metadata or Object, not {other:?}"
-        ))),
-    }
-}
-
-/// A page boundary: the version the list was read at and the last key served.
-/// Names and namespaces are DNS-1123, so `/` cannot occur inside them.
-fn continue_token(version: u64, namespace: &str, name: &str) -> String {
-    format!("{version}/{namespace}/{name}")
-}
-
-fn parse_continue(token: &str) -> Result<(u64, String, String), ApiError> {
-    let malformed = || {
-        ApiError::bad_request(format!(
-            "continue token {token:?} is not one this server issued"
-        ))
-    };
-    let mut parts = token.splitn(3, '/');
-    let version = parts
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(malformed)?;
-    let namespace = parts.next().ok_or_else(malformed)?;
-    let name = parts
-        .next()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(malformed)?;
-    Ok((version, namespace.to_owned(), name.to_owned()))
-}
-
 /// `(namespace, name)`, the order the store keeps and pages follow.
 fn key<T: InventoryResource>(item: &T) -> (&str, &str) {
     let meta = item.metadata();
@@ -138,13 +75,7 @@ fn key<T: InventoryResource>(item: &T) -> (&str, &str) {
 pub(crate) fn selectors<T: InventoryResource>(
     query: &ListQuery,
 ) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let bad = |e: crate::selector::SelectorError| ApiError::bad_request(e.to_string());
-    let labels =
-        LabelSelector::parse(query.label_selector.as_deref().unwrap_or("")).map_err(bad)?;
-    let fields = T::FIELDS
-        .parse(query.field_selector.as_deref().unwrap_or(""))
-        .map_err(bad)?;
-    Ok((labels, fields))
+    Ok((query.label_selector()?, query.field_selector(&T::FIELDS)?))
 }
 
 /// `GET` of a collection.
@@ -155,27 +86,19 @@ pub fn list<T: InventoryResource>(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let format = negotiate(headers)?;
-    let include = include_object(query)?;
+    let include = query.include_object()?;
     let (labels, fields) = selectors::<T>(query)?;
-    let limit = match query.limit.as_deref() {
-        None | Some("") => 0,
-        Some(text) => text.parse::<usize>().map_err(|_| {
-            ApiError::bad_request(format!("limit must be a whole number, not {text:?}"))
-        })?,
-    };
+    let limit = query.limit()?;
 
     let snapshot = T::snapshot(store, namespace);
-    let start_after = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+    let start_after = match query.continue_token()? {
         None => None,
-        Some(token) => {
-            let (version, ns, name) = parse_continue(token)?;
-            if version != snapshot.version {
-                return Err(ApiError::expired(
-                    "the inventory changed since this list began, so its continue token expired; list again without it",
-                ));
-            }
-            Some((ns, name))
+        Some(token) if token.version != snapshot.version => {
+            return Err(ApiError::expired(
+                "the inventory changed since this list began, so its continue token expired; list again without it",
+            ));
         }
+        Some(token) => Some((token.namespace, token.name)),
     };
     let mut matching = snapshot.items.iter().filter(|item| {
         start_after
@@ -192,7 +115,12 @@ pub fn list<T: InventoryResource>(
     let mut metadata = json!({"resourceVersion": snapshot.version.to_string()});
     if let (true, Some(last)) = (remaining > 0, page.last()) {
         let (ns, name) = key(last.as_ref());
-        metadata["continue"] = json!(continue_token(snapshot.version, ns, name));
+        let token = ContinueToken {
+            version: snapshot.version,
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        };
+        metadata["continue"] = json!(token.to_string());
         metadata["remainingItemCount"] = json!(remaining);
     }
     Ok(match format {
@@ -223,7 +151,7 @@ pub fn get<T: InventoryResource>(
         .ok_or_else(|| ApiError::not_found(inventory::GROUP, T::NAMES.plural, name))?;
     Ok(match format {
         Format::Table { version } => {
-            let mut table = table::table([object.as_ref()], json!({}), include_object(query)?);
+            let mut table = table::table([object.as_ref()], json!({}), query.include_object()?);
             table["apiVersion"] = json!(version);
             Json(table).into_response()
         }
@@ -271,23 +199,6 @@ mod tests {
             let mut headers = HeaderMap::new();
             headers.insert(ACCEPT, HeaderValue::from_str(accept).unwrap());
             assert_eq!(negotiate(&headers).map_err(|_| ()), want, "{accept}");
-        }
-    }
-
-    #[test]
-    fn continue_tokens_round_trip_and_reject_garbage() {
-        assert_eq!(
-            parse_continue(&continue_token(7, "ns", "vc-vm-1")).unwrap(),
-            (7, "ns".into(), "vc-vm-1".into())
-        );
-        for garbage in [
-            "", "x", "7", "7/ns", "7/ns/", "abc/ns/x", "-1/ns/x", "\u{0}",
-        ] {
-            assert_eq!(
-                parse_continue(garbage).unwrap_err().code(),
-                axum::http::StatusCode::BAD_REQUEST,
-                "{garbage:?}"
-            );
         }
     }
 }

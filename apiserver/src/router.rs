@@ -11,11 +11,12 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::Value;
 use vmm_api::inventory::{GROUP, ResourceNames, VERSION};
+use vmm_query::ListQuery;
 
 use crate::authn::{self, RequestHeaderConfig, TokenAuthenticator};
 use crate::authz::{self, Authorizer};
 use crate::discovery;
-use crate::list::{self, ListQuery};
+use crate::list;
 use crate::metrics::{self, Metrics};
 use crate::openapi::{self, OpenApi};
 use crate::resources::{self, InventoryResource, Visitor};

@@ -130,6 +130,13 @@ impl ApiError {
     }
 }
 
+/// A bad selector or list parameter: 400, with the query crate's message.
+impl From<vmm_query::Error> for ApiError {
+    fn from(error: vmm_query::Error) -> Self {
+        Self::bad_request(error.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.code, Json(self.to_status())).into_response()

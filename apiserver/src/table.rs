@@ -3,17 +3,9 @@
 //! `-o wide` (priority 1).
 
 use serde_json::{Value, json};
+use vmm_query::IncludeObject;
 
 use crate::resources::InventoryResource;
-
-/// How much of each object goes with its row (`includeObject`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IncludeObject {
-    None,
-    #[default]
-    Metadata,
-    Object,
-}
 
 /// A Table of `items`, with list metadata as kubectl expects it.
 pub fn table<'a, T: InventoryResource>(

@@ -18,13 +18,15 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vmm_api::inventory::API_VERSION;
 
+use vmm_query::selector::{FieldSelector, LabelSelector};
+use vmm_query::{IncludeObject, ListQuery};
+
 use crate::json;
-use crate::list::{self, Format, ListQuery};
+use crate::list::{self, Format};
 use crate::resources::{InventoryResource, selected};
-use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Change, ChangeType, Store};
-use crate::table::{self, IncludeObject};
+use crate::table;
 
 /// A watch that names no timeout ends after this, as kube-apiserver's do
 /// (clients reconnect from the last version they saw).
@@ -43,10 +45,6 @@ struct Watch<T> {
     _kind: std::marker::PhantomData<fn() -> T>,
 }
 
-fn flag(value: Option<&str>) -> bool {
-    value.is_some_and(|v| v != "0" && v != "false")
-}
-
 pub fn watch<T: InventoryResource>(
     store: Arc<Store>,
     namespace: Option<&str>,
@@ -54,35 +52,16 @@ pub fn watch<T: InventoryResource>(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let (labels, fields) = list::selectors::<T>(query)?;
-    let timeout = match query.timeout_seconds.as_deref() {
-        None | Some("") => DEFAULT_TIMEOUT,
-        Some(text) => Duration::from_secs(text.parse().map_err(|_| {
-            ApiError::bad_request(format!(
-                "timeoutSeconds must be a whole number, not {text:?}"
-            ))
-        })?),
-    };
-    let initial_events = flag(query.send_initial_events.as_deref());
-    let from = match query.resource_version.as_deref() {
-        None | Some("") | Some("0") => None,
-        Some(text) if initial_events => {
-            return Err(ApiError::bad_request(format!(
-                "sendInitialEvents starts from the current state; resourceVersion {text:?} must be empty or 0"
-            )));
-        }
-        Some(text) => Some(text.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "resourceVersion {text:?} is not one this server issued"
-            ))
-        })?),
-    };
+    let timeout = query.timeout()?.unwrap_or(DEFAULT_TIMEOUT);
+    let initial_events = query.send_initial_events();
+    let from = query.watch_from()?;
     let watch = Watch::<T> {
         namespace: namespace.map(str::to_owned),
         labels,
         fields,
         format: list::negotiate(headers)?,
-        include: list::include_object(query)?,
-        bookmarks: flag(query.allow_watch_bookmarks.as_deref()),
+        include: query.include_object()?,
+        bookmarks: query.allow_watch_bookmarks(),
         _kind: std::marker::PhantomData,
     };
     let (lines, receiver) = mpsc::channel::<Bytes>(64);

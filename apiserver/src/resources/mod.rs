@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use vmm_api::inventory::ResourceNames;
+use vmm_query::selector::{FieldSelector, FieldTable, LabelSelector};
 
-use crate::selector::{FieldSelector, FieldTable, LabelSelector};
 use crate::store::{Object, Snapshot, Store};
 
 /// A resource of the inventory API.

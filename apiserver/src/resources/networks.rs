@@ -6,9 +6,9 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use vmm_api::inventory::{self, Network, ResourceNames};
+use vmm_query::selector::FieldTable;
 
 use super::{Column, InventoryResource, NAME, column, source_name, text};
-use crate::selector::FieldTable;
 use crate::store::{Object, Snapshot, Store};
 
 impl InventoryResource for Network {

@@ -216,10 +216,10 @@ async fn serve(
 
 /// 206 with the bytes of one range, or 416 saying why not.
 async fn serve_range(registry: Arc<Registry>, disk: Arc<ServedDisk>, range: &str) -> Response {
-    let range = match cursor::parse_range(range, disk.capacity) {
+    let range = match vmm_wire::range::parse_range(range, disk.capacity) {
         Ok(range) => range,
-        Err(message) => {
-            let mut refused = refuse(StatusCode::RANGE_NOT_SATISFIABLE, &message);
+        Err(error) => {
+            let mut refused = refuse(StatusCode::RANGE_NOT_SATISFIABLE, &error.to_string());
             if let Ok(all) = format!("bytes */{}", disk.capacity).parse() {
                 refused.headers_mut().insert(header::CONTENT_RANGE, all);
             }

@@ -75,7 +75,7 @@ pub enum DiskBacking {
 
 /// `[LocalDS_0] vm/vm.vmdk` → `LocalDS_0`.
 pub(crate) fn datastore_of_file(file: &str) -> Option<String> {
-    super::download::split_datastore_path(file).map(|(ds, _)| ds.to_owned())
+    vmm_wire::vsphere::split_datastore_path(file).map(|(ds, _)| ds.to_owned())
 }
 
 /// The disks in a `config.hardware.device` value (datastore as its ref).

@@ -14,6 +14,8 @@ use futures::Stream;
 use futures::future::BoxFuture;
 use reqwest::cookie::CookieStore;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, COOKIE, HeaderValue, RANGE};
+use vmm_wire::range::parse_content_range;
+use vmm_wire::vsphere::{redact_url, split_datastore_path};
 
 use super::disks::DiskDetails;
 use super::error::scrub;
@@ -298,25 +300,6 @@ fn transfer_error(url: &str, status: Option<u16>, err: &reqwest::Error) -> Vsphe
     }
 }
 
-/// `bytes 100-199/1000` → (100, Some(1000)); `bytes 100-199/*` → (100, None).
-fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (first, _) = range.split_once('-')?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    Some((first.trim().parse().ok()?, total))
-}
-
-/// `[ds 1] dir/file.vmdk` → (`ds 1`, `dir/file.vmdk`).
-pub(crate) fn split_datastore_path(path: &str) -> Option<(&str, &str)> {
-    let rest = path.trim().strip_prefix('[')?;
-    let (datastore, file) = rest.split_once(']')?;
-    Some((datastore, file.trim_start()))
-}
-
 /// Percent-encodes all but unreserved characters (so `%2f` in a vSphere name
 /// stays the three characters it is on the datastore).
 fn encode_component(s: &str) -> String {
@@ -331,79 +314,9 @@ fn encode_component(s: &str) -> String {
     out
 }
 
-/// ESXi hands out `https://*/nfc/...`: `*` means "the host you talk to".
-/// Like govc, put the SDK endpoint's host and port there.
-pub(crate) fn replace_star_host(url: &str, sdk_url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-    if host != "*" {
-        return url.to_owned();
-    }
-    let Some(sdk_authority) = sdk_url
-        .split_once("://")
-        .map(|(_, r)| r.split('/').next().unwrap_or(r))
-    else {
-        return url.to_owned();
-    };
-    format!("{scheme}://{sdk_authority}{path}")
-}
-
-/// A URL for messages and logs: lease URLs carry a ticket in the path, and
-/// the query may carry one too, so keep only the host and the file name.
-pub(crate) fn redact_url(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    let Some((scheme, rest)) = without_query.split_once("://") else {
-        return "<url>".into();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    // Never show userinfo.
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let file = path.rsplit('/').next().unwrap_or("");
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if path.matches('/').count() <= 1 {
-        format!("{scheme}://{authority}{path}")
-    } else if first == "folder" {
-        // Datastore paths are not secret and say which file.
-        format!("{scheme}://{authority}{path}")
-    } else {
-        format!("{scheme}://{authority}/{first}/…/{file}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn star_hosts_become_the_endpoint() {
-        let sdk = "https://vc.example.com:8443/sdk";
-        assert_eq!(
-            replace_star_host("https://*/nfc/52a1/disk-0.vmdk", sdk),
-            "https://vc.example.com:8443/nfc/52a1/disk-0.vmdk"
-        );
-        assert_eq!(
-            replace_star_host("https://*:443/nfc/x/disk-0.vmdk", sdk),
-            "https://vc.example.com:8443/nfc/x/disk-0.vmdk"
-        );
-        let esx = "https://esx1.example.com/nfc/x/disk-0.vmdk";
-        assert_eq!(replace_star_host(esx, sdk), esx);
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://127.0.0.1:1/export/secret-ticket/disk-0.vmdk"),
-            "https://127.0.0.1:1/export/…/disk-0.vmdk"
-        );
-        assert_eq!(
-            redact_url("https://u:p@h/folder/vm/a-flat.vmdk?dcPath=DC0&dsName=x"),
-            "https://h/folder/vm/a-flat.vmdk"
-        );
-        assert!(!redact_url("https://h/nfc/t/d.vmdk?ticket=s").contains("ticket"));
-    }
 
     #[test]
     fn session_cookie_is_picked() {
@@ -415,22 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn content_ranges() {
-        assert_eq!(
-            parse_content_range("bytes 100-199/1000"),
-            Some((100, Some(1000)))
-        );
-        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
-        assert_eq!(parse_content_range("items 1-2/3"), None);
-    }
-
-    #[test]
-    fn datastore_paths() {
-        assert_eq!(
-            split_datastore_path("[LocalDS 0] Web 01/Web 01-flat.vmdk"),
-            Some(("LocalDS 0", "Web 01/Web 01-flat.vmdk"))
-        );
-        assert_eq!(split_datastore_path("no brackets"), None);
+    fn datastore_path_components() {
         assert_eq!(encode_component("Web 01%2fx"), "Web%2001%252fx");
     }
 }

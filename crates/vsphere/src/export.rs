@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use vim_rs::mo::HttpNfcLease;
 use vim_rs::types::structs::HttpNfcLeaseInfo;
+use vmm_wire::vsphere::{redact_url, replace_star_host};
 
-use super::download::{redact_url, replace_star_host};
 use super::error::classify;
 use super::lease::{
     LeaseState, abort_call, lease_ended, lease_properties, match_device, progress_call,

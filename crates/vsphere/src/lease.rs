@@ -9,6 +9,7 @@ use vim_rs::types::structs::{
     HttpNfcLeaseInfo, LocalizedMethodFault, ManagedObjectReference, MethodFault,
 };
 use vim_rs::types::vim_any::VimAny;
+use vmm_wire::vsphere::parse_device_key;
 
 use super::disks::DiskDetails;
 use super::{VsphereClient, VsphereError, is_fault};
@@ -184,19 +185,6 @@ pub(crate) fn match_device(key: &str, disks: &[DiskDetails]) -> Option<i32> {
         .map(|d| d.key)
 }
 
-fn parse_device_key(key: &str) -> Option<(&str, i32, i32)> {
-    let last = key.rsplit('/').next()?;
-    let (controller, unit) = last.rsplit_once(':')?;
-    let type_len = controller
-        .trim_end_matches(|c: char| c.is_ascii_digit())
-        .len();
-    let (controller_type, bus) = controller.split_at(type_len);
-    if controller_type.is_empty() {
-        return None;
-    }
-    Some((controller_type, bus.parse().ok()?, unit.parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,15 +213,6 @@ mod tests {
 
     #[test]
     fn device_keys_map_to_disks() {
-        assert_eq!(
-            parse_device_key("/vm-42/VirtualLsiLogicController0:1"),
-            Some(("VirtualLsiLogicController", 0, 1))
-        );
-        assert_eq!(
-            parse_device_key("/vm-7/VirtualIDEController1:0"),
-            Some(("VirtualIDEController", 1, 0))
-        );
-        assert_eq!(parse_device_key("/vm-7/nvram"), None);
         let disks = [
             disk(2000, "ParaVirtualSCSIController", 0, 0),
             disk(2001, "ParaVirtualSCSIController", 0, 1),

@@ -156,7 +156,12 @@ impl VsphereClient {
                     return Err(VsphereError::UnsupportedCredentials { given: "a token" });
                 }
             };
-            let (url, server) = parse_endpoint(endpoint_url)?;
+            let (url, server) = vmm_wire::vsphere::parse_endpoint(endpoint_url).map_err(|e| {
+                VsphereError::InvalidEndpoint {
+                    url: endpoint_url.to_owned(),
+                    detail: e.to_string(),
+                }
+            })?;
             let tls = vmm_core::tls::client_config(ca_pem, insecure).map_err(|e| {
                 VsphereError::InvalidCaBundle {
                     url: url.clone(),
@@ -640,57 +645,9 @@ fn is_fault(err: &vim_rs::core::client::Error, name: &str) -> bool {
         if f.type_.is_some_and(|t| t.as_str() == name))
 }
 
-/// `https://host[:port][/sdk]` → (normalized URL, `host[:port]` for vim_rs).
-fn parse_endpoint(endpoint: &str) -> Result<(String, String), VsphereError> {
-    let invalid = |detail: &str| VsphereError::InvalidEndpoint {
-        url: endpoint.to_owned(),
-        detail: detail.to_owned(),
-    };
-    let with_scheme = if endpoint.contains("://") {
-        endpoint.to_owned()
-    } else {
-        format!("https://{endpoint}")
-    };
-    let url = reqwest::Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
-    if url.scheme() != "https" {
-        return Err(invalid("the scheme must be https"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            "the URL must not hold credentials; put them in the Secret",
-        ));
-    }
-    if !matches!(url.path(), "" | "/" | "/sdk" | "/sdk/") {
-        return Err(invalid("the path must be /sdk (or empty)"));
-    }
-    let host = url.host_str().ok_or_else(|| invalid("no host"))?;
-    let server = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    };
-    Ok((format!("https://{server}/sdk"), server))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints() {
-        let ok = |s: &str| parse_endpoint(s).unwrap();
-        assert_eq!(
-            ok("https://127.0.0.1:8989/sdk"),
-            ("https://127.0.0.1:8989/sdk".into(), "127.0.0.1:8989".into())
-        );
-        assert_eq!(
-            ok("vc.example.com"),
-            ("https://vc.example.com/sdk".into(), "vc.example.com".into())
-        );
-        assert_eq!(ok("https://[::1]:443/").1, "[::1]");
-        assert!(parse_endpoint("http://vc/sdk").is_err());
-        assert!(parse_endpoint("https://u:p@vc/sdk").is_err());
-        assert!(parse_endpoint("https://vc/api").is_err());
-    }
 
     #[test]
     fn endpoint_version() {

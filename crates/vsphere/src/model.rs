@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use vmm_api::inventory::{
     Disk, Firmware, NetworkKind, NetworkSpec, Nic, PowerState, VirtualMachineSpec,
 };
+use vmm_wire::vsphere::unescape_name;
+
+use super::disks::datastore_of_file;
 
 /// The managed object types the provider reads, as vSphere names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -544,39 +547,6 @@ fn clamp_i32(v: i64) -> i32 {
     v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
 }
 
-/// `[LocalDS_0] vm/vm.vmdk` → `LocalDS_0`.
-fn datastore_of_file(file: &str) -> Option<String> {
-    let rest = file.strip_prefix('[')?;
-    let end = rest.find(']')?;
-    Some(rest[..end].to_owned())
-}
-
-/// vSphere stores `%`, `/` and `\` in names as `%25`, `%2f`, `%5c`; show them plain.
-pub(crate) fn unescape_name(name: &str) -> String {
-    if !name.contains('%') {
-        return name.to_owned();
-    }
-    let mut out = String::with_capacity(name.len());
-    let mut rest = name;
-    while let Some(pos) = rest.find('%') {
-        out.push_str(&rest[..pos]);
-        let code = rest.get(pos + 1..pos + 3).map(str::to_ascii_lowercase);
-        match code.as_deref() {
-            Some("25") => out.push('%'),
-            Some("2f") => out.push('/'),
-            Some("5c") => out.push('\\'),
-            _ => {
-                out.push('%');
-                rest = &rest[pos + 1..];
-                continue;
-            }
-        }
-        rest = &rest[pos + 3..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The model name of a NIC from its vSphere type: `VirtualVmxnet3` → `vmxnet3`.
 pub(crate) fn nic_model(type_name: &str) -> String {
     match type_name {
@@ -944,14 +914,9 @@ mod tests {
 
     #[test]
     fn names_and_models() {
-        assert_eq!(unescape_name("a%2fb%25c%5cd%zz"), "a/b%c\\d%zz");
         assert_eq!(nic_model("VirtualVmxnet3"), "vmxnet3");
         assert_eq!(nic_model("VirtualE1000e"), "e1000e");
         assert_eq!(controller_kind("ParaVirtualSCSIController"), Some("pvscsi"));
         assert_eq!(controller_kind("VirtualPCIController"), None);
-        assert_eq!(
-            datastore_of_file("[ds 1] a/b.vmdk").as_deref(),
-            Some("ds 1")
-        );
     }
 }

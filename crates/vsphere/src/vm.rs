@@ -22,10 +22,11 @@ use vim_rs::types::vim_any::VimAny;
 
 use super::view_object_spec;
 use vmm_api::inventory::{PowerState, VirtualMachineSpec};
+use vmm_wire::vsphere::unescape_name;
 
 use super::disks::{DiskDetails, datastore_of_file, disk_facts};
 use super::error::classify;
-use super::model::{self, Dirty, ObjKind, ObjectCache, Value, unescape_name};
+use super::model::{self, Dirty, ObjKind, ObjectCache, Value};
 use super::{PAGE_SIZE, VsphereClient, VsphereError, convert, is_fault};
 
 /// How often [`VsphereClient::wait_powered_off`] reads the power state.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::label::{aggregate, new_requirement};
 use super::*;
+use crate::Error;
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -313,7 +314,7 @@ fn label_requirement_constructor_checks() {
     let err = new_requirement("-k".into(), Operator::Exists, vec![]).unwrap_err();
     assert_eq!(
         err,
-        SelectorError::LabelRequirement(format!("key: Invalid value: \"-k\": {KEY_NAME_REGEX}"))
+        Error::LabelRequirement(format!("key: Invalid value: \"-k\": {KEY_NAME_REGEX}"))
     );
     assert_eq!(aggregate(vec!["x".into(), "x".into()]), "x");
 }
@@ -356,6 +357,11 @@ fn field_selector_parses() {
         ("metadata.name=é✓", "metadata.name=é✓"),
         (
             "metadata.name=a,metadata.name=b",
+            "metadata.name=a,metadata.name=b",
+        ),
+        // Found by fuzzing: sorted as written, `==` came first; as printed, it does not.
+        (
+            "metadata.name==b,metadata.name=a",
             "metadata.name=a,metadata.name=b",
         ),
     ];
@@ -415,7 +421,7 @@ fn field_selector_rejects() {
     assert!(FieldSelector::parse("", &[]).unwrap().is_empty());
     assert_eq!(
         FieldSelector::parse("a=b", &[]).unwrap_err(),
-        SelectorError::FieldNotSupported {
+        Error::FieldNotSupported {
             field: "a".into(),
             supported: vec![]
         }
@@ -449,7 +455,7 @@ fn field_escaping() {
     ));
     assert_eq!(
         unescape_value("a,b").unwrap_err(),
-        SelectorError::FieldUnescaped {
+        Error::FieldUnescaped {
             character: ',',
             value: "a,b".into()
         }

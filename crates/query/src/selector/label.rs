@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::SelectorError;
+use crate::Error;
 
 // ---------------------------------------------------------------------------
 // Label selectors
@@ -119,7 +119,7 @@ pub struct LabelSelector {
 
 impl LabelSelector {
     /// Parses a selector as `labels.Parse` does.
-    pub fn parse(selector: &str) -> Result<Self, SelectorError> {
+    pub fn parse(selector: &str) -> Result<Self, Error> {
         let mut requirements = Parser::new(selector).parse()?;
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(Self { requirements })
@@ -336,8 +336,8 @@ struct Parser<'a> {
 }
 
 /// A syntax error inside a requirement, which upstream prefixes.
-fn requirement_syntax(message: String, offset: usize) -> SelectorError {
-    SelectorError::LabelSyntax {
+fn requirement_syntax(message: String, offset: usize) -> Error {
+    Error::LabelSyntax {
         message: format!("unable to parse requirement: {message}"),
         offset,
     }
@@ -379,7 +379,7 @@ impl<'a> Parser<'a> {
         item
     }
 
-    fn parse(&mut self) -> Result<Vec<Requirement>, SelectorError> {
+    fn parse(&mut self) -> Result<Vec<Requirement>, Error> {
         let mut requirements = Vec::new();
         loop {
             let next = self.lookahead(Context::Values);
@@ -392,7 +392,7 @@ impl<'a> Parser<'a> {
                         Token::Comma => {
                             let next = self.lookahead(Context::Values);
                             if !matches!(next.token, Token::Identifier | Token::DoesNotExist) {
-                                return Err(SelectorError::LabelSyntax {
+                                return Err(Error::LabelSyntax {
                                     message: format!(
                                         "found '{}', expected: identifier after ','",
                                         next.literal
@@ -402,7 +402,7 @@ impl<'a> Parser<'a> {
                             }
                         }
                         _ => {
-                            return Err(SelectorError::LabelSyntax {
+                            return Err(Error::LabelSyntax {
                                 message: format!(
                                     "found '{}', expected: ',' or 'end of string'",
                                     after.literal
@@ -414,7 +414,7 @@ impl<'a> Parser<'a> {
                 }
                 Token::EndOfString => return Ok(requirements),
                 _ => {
-                    return Err(SelectorError::LabelSyntax {
+                    return Err(Error::LabelSyntax {
                         message: format!(
                             "found '{}', expected: !, identifier, or 'end of string'",
                             next.literal
@@ -426,7 +426,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_requirement(&mut self) -> Result<Requirement, SelectorError> {
+    fn parse_requirement(&mut self) -> Result<Requirement, Error> {
         let (key, inferred) = self.parse_key_and_infer_operator()?;
         if let Some(operator) = inferred {
             return new_requirement(key, operator, Vec::new());
@@ -442,9 +442,7 @@ impl<'a> Parser<'a> {
     /// The key, and `Exists`/`DoesNotExist` if that is the whole requirement.
     /// Like upstream, `!key` followed by anything but `,` or the end still yields
     /// `DoesNotExist`, and the caller then trips over the leftover token.
-    fn parse_key_and_infer_operator(
-        &mut self,
-    ) -> Result<(String, Option<Operator>), SelectorError> {
+    fn parse_key_and_infer_operator(&mut self) -> Result<(String, Option<Operator>), Error> {
         let mut operator = None;
         let mut item = self.consume(Context::Values);
         if item.token == Token::DoesNotExist {
@@ -458,7 +456,7 @@ impl<'a> Parser<'a> {
             ));
         }
         if let Some(error) = validate_label_key(item.literal, "key") {
-            return Err(SelectorError::LabelRequirement(error));
+            return Err(Error::LabelRequirement(error));
         }
         if operator.is_none()
             && matches!(
@@ -471,7 +469,7 @@ impl<'a> Parser<'a> {
         Ok((item.literal.to_owned(), operator))
     }
 
-    fn parse_operator(&mut self) -> Result<Operator, SelectorError> {
+    fn parse_operator(&mut self) -> Result<Operator, Error> {
         let item = self.consume(Context::KeyAndOperator);
         Ok(match item.token {
             Token::In => Operator::In,
@@ -490,7 +488,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_values(&mut self) -> Result<BTreeSet<String>, SelectorError> {
+    fn parse_values(&mut self) -> Result<BTreeSet<String>, Error> {
         let open = self.consume(Context::Values);
         if open.token != Token::OpenPar {
             return Err(requirement_syntax(
@@ -528,7 +526,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A comma-separated list of possibly empty values: `(a,,b)` is {"", a, b}.
-    fn parse_identifiers_list(&mut self) -> Result<BTreeSet<String>, SelectorError> {
+    fn parse_identifiers_list(&mut self) -> Result<BTreeSet<String>, Error> {
         let mut values = BTreeSet::new();
         loop {
             let item = self.consume(Context::Values);
@@ -573,7 +571,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The single value after `=`, `==`, `!=`, `>` or `<`; empty before `,` or the end.
-    fn parse_exact_value(&mut self) -> Result<BTreeSet<String>, SelectorError> {
+    fn parse_exact_value(&mut self) -> Result<BTreeSet<String>, Error> {
         if matches!(
             self.lookahead(Context::Values).token,
             Token::EndOfString | Token::Comma
@@ -596,7 +594,7 @@ pub(super) fn new_requirement(
     key: String,
     operator: Operator,
     values: Vec<String>,
-) -> Result<Requirement, SelectorError> {
+) -> Result<Requirement, Error> {
     let mut errors = Vec::new();
     errors.extend(validate_label_key(&key, "key"));
     let mut bound = None;
@@ -645,7 +643,7 @@ pub(super) fn new_requirement(
             bound,
         })
     } else {
-        Err(SelectorError::LabelRequirement(aggregate(errors)))
+        Err(Error::LabelRequirement(aggregate(errors)))
     }
 }
 

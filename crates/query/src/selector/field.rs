@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::SelectorError;
+use crate::Error;
 
 // ---------------------------------------------------------------------------
 // Field selectors
@@ -26,7 +26,7 @@ pub fn escape_value(value: &str) -> String {
 
 /// Undoes [`escape_value`] (`fields.UnescapeValue`). A backslash must be followed
 /// by `\`, `,` or `=`, and `,` and `=` must be escaped.
-pub fn unescape_value(value: &str) -> Result<Cow<'_, str>, SelectorError> {
+pub fn unescape_value(value: &str) -> Result<Cow<'_, str>, Error> {
     if !value.contains(['\\', ',', '=']) {
         return Ok(Cow::Borrowed(value));
     }
@@ -37,14 +37,14 @@ pub fn unescape_value(value: &str) -> Result<Cow<'_, str>, SelectorError> {
             '\\' => match chars.next() {
                 Some(escaped @ ('\\' | ',' | '=')) => out.push(escaped),
                 other => {
-                    return Err(SelectorError::FieldEscape {
+                    return Err(Error::FieldEscape {
                         sequence: other.map_or_else(|| "\\".to_owned(), |c| format!("\\{c}")),
                         value: value.to_owned(),
                     });
                 }
             },
             ',' | '=' => {
-                return Err(SelectorError::FieldUnescaped {
+                return Err(Error::FieldUnescaped {
                     character: c,
                     value: value.to_owned(),
                 });
@@ -105,7 +105,7 @@ impl<T: 'static> FieldTable<T> {
     }
 
     /// Parses a field selector against this table's paths.
-    pub fn parse(&self, selector: &str) -> Result<FieldSelector, SelectorError> {
+    pub fn parse(&self, selector: &str) -> Result<FieldSelector, Error> {
         FieldSelector::parse(selector, &self.paths())
     }
 
@@ -129,8 +129,8 @@ impl<T: 'static> FieldTable<T> {
     }
 }
 
-/// A parsed field selector: terms ANDed, in the order upstream evaluates them
-/// (sorted by their text). The empty selector matches everything.
+/// A parsed field selector: terms ANDed, sorted by their canonical text (as
+/// [`Display`](fmt::Display) prints them). The empty selector matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector {
     requirements: Vec<FieldRequirement>,
@@ -140,13 +140,30 @@ impl FieldSelector {
     /// Parses a selector as `fields.ParseSelector` does, then rejects fields not in
     /// `supported` as kube-apiserver's field label conversion does. Syntax errors are
     /// reported before unsupported fields, each in sorted term order.
-    pub fn parse(selector: &str, supported: &[&str]) -> Result<Self, SelectorError> {
+    pub fn parse(selector: &str, supported: &[&str]) -> Result<Self, Error> {
+        let parsed = Self::parse_any(selector)?;
+        if let Some(bad) = parsed
+            .requirements
+            .iter()
+            .find(|r| !supported.contains(&r.field.as_str()))
+        {
+            return Err(Error::FieldNotSupported {
+                field: bad.field.clone(),
+                supported: supported.iter().map(|s| (*s).to_owned()).collect(),
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// Parses a selector as `fields.ParseSelector` does, whatever fields it names:
+    /// what authorization reads before the resource's fields are known.
+    pub fn parse_any(selector: &str) -> Result<Self, Error> {
         let mut terms = split_terms(selector);
         terms.sort_unstable();
         let mut requirements = Vec::with_capacity(terms.len());
         for term in terms.into_iter().filter(|t| !t.is_empty()) {
             let Some((field, operator, raw)) = split_term(term) else {
-                return Err(SelectorError::FieldSyntax {
+                return Err(Error::FieldSyntax {
                     selector: selector.to_owned(),
                     term: term.to_owned(),
                 });
@@ -163,15 +180,10 @@ impl FieldSelector {
                 value: value.into_owned(),
             });
         }
-        if let Some(bad) = requirements
-            .iter()
-            .find(|r| !supported.contains(&r.field.as_str()))
-        {
-            return Err(SelectorError::FieldNotSupported {
-                field: bad.field.clone(),
-                supported: supported.iter().map(|s| (*s).to_owned()).collect(),
-            });
-        }
+        // Upstream sorts the terms as written; sorting them again as printed (`==`
+        // prints as `=`) makes the printed selector parse back to the same order
+        // (fuzzing found `a==x,a=w` printing as `a=x,a=w`, which parses as `a=w,a=x`).
+        requirements.sort_by_cached_key(ToString::to_string);
         Ok(Self { requirements })
     }
 
@@ -212,18 +224,25 @@ impl FieldSelector {
     }
 }
 
+impl fmt::Display for FieldRequirement {
+    /// Upstream's `String()` of a term: `field=value` or `field!=value`, the value escaped.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.operator {
+            FieldOperator::Equals => "=",
+            FieldOperator::NotEquals => "!=",
+        };
+        write!(f, "{}{op}{}", self.field, escape_value(&self.value))
+    }
+}
+
 impl fmt::Display for FieldSelector {
-    /// Upstream's `String()`, values escaped; parses back to the same selector.
+    /// Upstream's `String()`; parses back to the same selector.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, r) in self.requirements.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
-            let op = match r.operator {
-                FieldOperator::Equals => "=",
-                FieldOperator::NotEquals => "!=",
-            };
-            write!(f, "{}{op}{}", r.field, escape_value(&r.value))?;
+            write!(f, "{r}")?;
         }
         Ok(())
     }
