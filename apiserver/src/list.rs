@@ -164,17 +164,23 @@ pub fn list<T: InventoryResource>(
         })?,
     };
 
-    let snapshot = T::snapshot(store, namespace);
-    let start_after = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
-        None => None,
+    let current = T::snapshot(store, namespace);
+    let (snapshot, start_after) = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        None => (current, None),
         Some(token) => {
             let (version, ns, name) = parse_continue(token)?;
-            if version != snapshot.version {
-                return Err(ApiError::expired(
-                    "the inventory changed since this list began, so its continue token expired; list again without it",
-                ));
-            }
-            Some((ns, name))
+            let snapshot = match version == current.version {
+                true => current,
+                false => store
+                    .pages()
+                    .find(T::NAMES.plural, namespace, version)
+                    .ok_or_else(|| {
+                        ApiError::expired(
+                            "this list's continue token expired (it is kept 5 minutes, or until 64 newer lists are paged); list again without it",
+                        )
+                    })?,
+            };
+            (snapshot, Some((ns, name)))
         }
     };
     let mut matching = snapshot.items.iter().filter(|item| {
@@ -191,6 +197,7 @@ pub fn list<T: InventoryResource>(
     let remaining = matching.count();
     let mut metadata = json!({"resourceVersion": snapshot.version.to_string()});
     if let (true, Some(last)) = (remaining > 0, page.last()) {
+        store.pages().keep(T::NAMES.plural, namespace, &snapshot);
         let (ns, name) = key(last.as_ref());
         metadata["continue"] = json!(continue_token(snapshot.version, ns, name));
         metadata["remainingItemCount"] = json!(remaining);
