@@ -122,7 +122,7 @@ pub fn queued_on_free_slot(
             .into_iter()
             .filter(|job| matches!(phase(job), None | Some(ImportPhase::Pending)))
             .collect();
-        queued.sort_by(|a, b| a.creation_timestamp().cmp(&b.creation_timestamp()));
+        queued.sort_by_key(|job| job.creation_timestamp());
         futures::stream::iter(queued.into_iter().map(|job| ObjectRef::from(&*job)))
     })
 }
