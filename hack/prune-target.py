@@ -3,8 +3,8 @@
 
 Every change of a crate's features or sources leaves its old artifacts in
 `<target>/<profile>/deps` under another hash; with the workspace's binaries at
-hundreds of MB each, a few days of commits fill the disk (a CI run failed
-that way, its Glance out of space). Per artifact name, only the three newest
+hundreds of MB each, a day of commits can fill the disk (it did here: 46 GB
+of stale artifacts). Per artifact name, only the three newest
 hashes are kept (a library is built for clippy, as released and with the
 test features, so a warm run still finds all three), and `incremental/` is
 dropped. Usage: prune-target.py <target-dir>
