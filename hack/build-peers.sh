@@ -18,6 +18,8 @@
 #   crds/longhorn.yaml                     Longhorn's Node and Setting CRDs: controller-gen on the
 #                                          longhorn-manager Harvester pins (preflight's space check)
 #   crds/nad.yaml                          NAD client's shipped manifest (test/peers/crds/nad)
+#   crds/prometheus-servicemonitors.yaml   the Prometheus operator's ServiceMonitor: controller-gen on
+#                                          its monitoring/v1 at the version KubeVirt pins (crds/kubevirt)
 # and, with --steve, in an entry of its own (only the UI suites need it):
 #   bin/steve                        github.com/rancher/steve (test/peers/steve): Rancher's /v1 API layer
 # Versions: test/peers/versions.env. Details: docs/peers.md.
@@ -64,6 +66,7 @@ NAD_MANIFEST=artifacts/networks-crd.yaml
 NAD_CRD_NAME=network-attachment-definitions.k8s.cni.cncf.io
 LONGHORN_API_PKG=github.com/longhorn/longhorn-manager/k8s/pkg/apis/longhorn/v1beta2
 LONGHORN_CRD_FILES=(longhorn.io_nodes.yaml longhorn.io_settings.yaml)
+PROMETHEUS_API_PKG=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1
 
 log() { printf '[build-peers] %s\n' "$*" >&2; }
 die() { printf '[build-peers] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -434,6 +437,15 @@ crd_uiplugin() { # after crd_harvester has built controller-gen
 	cp "$WORK/catalog/catalog.cattle.io_uiplugins.yaml" "$TMP/crds/rancher-uiplugins.yaml"
 }
 
+crd_prometheus() { # after crd_harvester (its controller-gen)
+	# The chart's ServiceMonitors are checked against the operator's own schema. The operator makes its
+	# CRDs with controller-gen from this package; KubeVirt's wrapper module already pins (and go.sum
+	# verifies) the version KubeVirt ships its ServiceMonitor for.
+	(cd "$SRC/crds/kubevirt" && "$WORK/controller-gen" crd paths="$PROMETHEUS_API_PKG" output:crd:dir="$WORK/monitoring")
+	cp "$WORK/monitoring/monitoring.coreos.com_servicemonitors.yaml" "$TMP/crds/prometheus-servicemonitors.yaml"
+	PROMETHEUS_VERSION=$(go -C "$SRC/crds/kubevirt" list -m -f '{{.Version}}' "${PROMETHEUS_API_PKG%/v1}")
+}
+
 crd_nad() {
 	local ndir
 	ndir=$(module_dir crds/nad github.com/k8snetworkplumbingwg/network-attachment-definition-client)
@@ -462,9 +474,10 @@ peers)
 	timed crd-harvester crd_harvester
 	timed crd-nad crd_nad
 	timed crd-longhorn crd_longhorn
+	timed crd-prometheus crd_prometheus
 	BINS=(kube-apiserver kubectl etcd vcsim helm)
-	CRDS=(kubevirt-virtualmachines kubevirt-virtualmachineinstances kubevirt-virtualmachineexports harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts rancher-settings rancher-features rancher-uiplugins longhorn nad)
-	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'"'
+	CRDS=(kubevirt-virtualmachines kubevirt-virtualmachineinstances kubevirt-virtualmachineexports harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts rancher-settings rancher-features rancher-uiplugins longhorn nad prometheus-servicemonitors)
+	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'", "prometheusOperator": "'$PROMETHEUS_VERSION'"'
 	;;
 steve)
 	timed steve build_steve

@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib.sh
+hack/prune-target.py "$CARGO_TARGET_DIR"
 prepare_peers
 prepare_openstack
 

@@ -28,6 +28,7 @@ pub mod json;
 pub mod list;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod resources;
 pub mod router;
 pub mod serve;

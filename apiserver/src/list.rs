@@ -90,15 +90,23 @@ pub fn list<T: InventoryResource>(
     let (labels, fields) = selectors::<T>(query)?;
     let limit = query.limit()?;
 
-    let snapshot = T::snapshot(store, namespace);
-    let start_after = match query.continue_token()? {
-        None => None,
-        Some(token) if token.version != snapshot.version => {
-            return Err(ApiError::expired(
-                "the inventory changed since this list began, so its continue token expired; list again without it",
-            ));
+    let current = T::snapshot(store, namespace);
+    let (snapshot, start_after) = match query.continue_token()? {
+        None => (current, None),
+        Some(token) => {
+            let snapshot = match token.version == current.version {
+                true => current,
+                false => store
+                    .pages()
+                    .find(T::NAMES.plural, namespace, token.version)
+                    .ok_or_else(|| {
+                        ApiError::expired(
+                            "this list's continue token expired (it is kept 5 minutes, or until 64 newer lists are paged); list again without it",
+                        )
+                    })?,
+            };
+            (snapshot, Some((token.namespace, token.name)))
         }
-        Some(token) => Some((token.namespace, token.name)),
     };
     let mut matching = snapshot.items.iter().filter(|item| {
         start_after
@@ -114,6 +122,7 @@ pub fn list<T: InventoryResource>(
     let remaining = matching.count();
     let mut metadata = json!({"resourceVersion": snapshot.version.to_string()});
     if let (true, Some(last)) = (remaining > 0, page.last()) {
+        store.pages().keep(T::NAMES.plural, namespace, &snapshot);
         let (ns, name) = key(last.as_ref());
         let token = ContinueToken {
             version: snapshot.version,

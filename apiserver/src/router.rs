@@ -467,7 +467,7 @@ mod tests {
     async fn pages_follow_continue_tokens() {
         let vms = "/apis/inventory.harvesterhci.io/v1/virtualmachines";
         // One store: another one's tokens are expired by design.
-        let (app, _) = app_with_store();
+        let (app, store) = app_with_store();
         let get = |path: String| send_to(&app, proxied("GET", &path, "application/json"));
         let mut seen = Vec::new();
         let mut query = "?limit=2".to_owned();
@@ -484,6 +484,33 @@ mod tests {
             }
         }
         assert_eq!(seen, ["vc-vm-1", "vc-vm-2", "vc-vm-3"]);
+        // A change between pages: the walk goes on at the version it began,
+        // as kube-apiserver's does (before, it got 410 Expired).
+        let (_, first) = get(format!("{vms}?limit=2")).await;
+        let token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+        let source = SourceId {
+            namespace: "team-a".into(),
+            kind: SourceKind::Vsphere,
+            name: "vc".into(),
+        };
+        let spec = VirtualMachineSpec {
+            id: "vm-3".into(),
+            display_name: "Web vm-3".into(),
+            power_state: PowerState::On,
+            ..VirtualMachineSpec::default()
+        };
+        store.apply(&source, InventoryEvent::Vm(spec));
+        let (status, rest) = get(format!("{vms}?limit=2&continue={token}")).await;
+        assert_eq!(status, StatusCode::OK, "{rest}");
+        assert_eq!(names(&rest), ["vc-vm-3"]);
+        assert_eq!(rest["items"][0]["spec"]["powerState"], "Off");
+        assert_eq!(
+            rest["metadata"]["resourceVersion"],
+            first["metadata"]["resourceVersion"]
+        );
+        let one = "/apis/inventory.harvesterhci.io/v1/namespaces/team-a/virtualmachines/vc-vm-3";
+        let (_, now) = get(one.to_owned()).await;
+        assert_eq!(now["spec"]["powerState"], "On", "{now}");
         let (status, stale) =
             call("GET", &format!("{vms}?limit=2&continue=999/team-a/vc-vm-1")).await;
         assert_eq!(

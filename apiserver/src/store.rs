@@ -18,6 +18,7 @@ use vmm_api::names::object_name;
 use vmm_core::InventoryEvent;
 
 use crate::concerns::{ClusterFacts, Context, concerns};
+use crate::pages::Pages;
 use crate::resources::{InventoryResource, selected_alike};
 use crate::sink::{InventorySink, SourceId};
 
@@ -35,6 +36,8 @@ pub struct Store {
     state: RwLock<Contents>,
     /// The newest version, for watchers to wait on.
     versions: watch::Sender<u64>,
+    /// Older snapshots that paged lists are still reading.
+    pages: Pages,
 }
 
 impl std::fmt::Debug for Store {
@@ -60,6 +63,7 @@ impl Default for Store {
                 ..Contents::default()
             }),
             versions: watch::channel(first).0,
+            pages: Pages::default(),
         }
     }
 }
@@ -328,6 +332,10 @@ impl Store {
     }
 
     /// How many VMs and networks the store holds.
+    pub fn pages(&self) -> &Pages {
+        &self.pages
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         let state = self.read();
         (state.vms.objects.len(), state.networks.objects.len())

@@ -34,7 +34,6 @@ use vmm_api::source::OpenstackSettings;
 use vmm_bench::args::ImportArgs;
 use vmm_bench::files::{FileServer, ScratchSampler};
 use vmm_bench::jobs::{Namespace, WAIT};
-use vmm_bench::process::{cpu_time, memory_field, reset_peak_rss, storage_writes};
 use vmm_bench::report::{Footprint, median_by, print_cpu, print_footprints, ratio, secs, size};
 use vmm_bench::tools::{curl, qemu_img_to_raw, sync};
 use vmm_core::credentials::Credentials;
@@ -43,6 +42,7 @@ use vmm_testkit::ControlPlane;
 use vmm_testkit::harvester::{Hashing, Options};
 use vmm_testkit::openstack::ServerSeed;
 use vmm_testkit::openstack::project::Project;
+use vmm_testkit::procfs::{cpu_time, memory_field, reset_peak_rss, storage_writes};
 use vmm_testkit::servers::{ControllerServer, start_controller};
 
 /// Bytes per chunk of a volume: each is random data or a hole.

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
-use vmm_bench::process::memory_field;
+use vmm_testkit::procfs::memory_field;
 use vmm_testkit::servers::{InventoryApi, start_inventory_api};
 use vmm_testkit::{ControlPlane, Inventory, Vcsim, workspace_binary};
 use vmm_vsphere::VsphereClient;

@@ -29,7 +29,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
@@ -43,7 +43,7 @@ use vmm_core::ExportEnd;
 use crate::conditions::{Observed, READY};
 use crate::context::Context;
 use crate::error::Error;
-use crate::import::phases::admit::Admission;
+use crate::import::phases::admit::{Admission, FreedSlots, queued_on_free_slot};
 use crate::import::phases::{cleanup, create_vm, export, importing, power_off, validate};
 use crate::import::status::StatusUpdate;
 use crate::import::step::{Outcome, PhaseError, Step};
@@ -85,19 +85,22 @@ pub async fn run(ctx: Arc<Context>) {
         job.metadata.finalizers.hash(&mut hasher);
         Some(hasher.finish())
     };
+    let (freed, slots) = FreedSlots::new();
     let jobs = watcher::watcher(
         Api::<ImportJob>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(writer)
+    .inspect_ok(move |event| freed.observe(event))
     .applied_objects()
     .predicate_filter(changes, Default::default());
     let images =
         Api::<DynamicObject>::all_with(client, &vmm_api::external::virtual_machine_image());
     let _ = ctx.metrics.jobs.set(store.clone());
     let state = Arc::new(Jobs::new(ctx, store.clone()));
-    Controller::for_stream(jobs, store)
+    Controller::for_stream(jobs, store.clone())
+        .reconcile_on(queued_on_free_slot(slots, store))
         .watches_with(
             images,
             vmm_api::external::virtual_machine_image(),

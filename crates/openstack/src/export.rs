@@ -17,6 +17,13 @@ use crate::model::Server;
 use crate::watch::id_of;
 use crate::{OpenstackClient, OpenstackError, ServiceKind};
 
+/// The waits between attempts to remove an export's temporaries.
+const RELEASE_RETRIES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(10),
+];
+
 /// The metadata key the snapshots and volumes carry, valued with the
 /// export's id, for the cloud's operators.
 pub const EXPORT_METADATA: &str = "vm-migration-export";
@@ -175,9 +182,24 @@ impl OpenstackClient {
     }
 
     /// Removes every snapshot, volume and image the export `export_id`
-    /// made, wherever it got to. Errors are logged and the rest still
-    /// removed; the number left behind is returned.
+    /// made, wherever it got to, trying again after [`RELEASE_RETRIES`]
+    /// while something is left: nothing of an export expires by itself,
+    /// and a cloud's API fails now and then (Glance answered a DELETE 500
+    /// `database is locked` under load, and the image stayed). Errors are
+    /// logged and the rest still removed; the number left is returned.
     pub async fn release(&self, export_id: &str) -> usize {
+        let mut left = self.release_once(export_id).await;
+        for delay in RELEASE_RETRIES {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            left = self.release_once(export_id).await;
+        }
+        left
+    }
+
+    async fn release_once(&self, export_id: &str) -> usize {
         let mut left = 0;
         let prefix = format!("{export_id}-");
         match self

@@ -10,7 +10,9 @@
 //! only in the namespaces the chart was told hold sources: elsewhere a source
 //! is `SecretForbidden` and their tokens are refused, until a tenant binds the
 //! shipped ClusterRole. A NetworkPolicy
-//! opens the disk endpoint to the image downloaders only. The Harvester Addon and the Rancher
+//! opens the disk endpoint to the image downloaders only; the ServiceMonitors
+//! select each component's Service and the Prometheus operator's CRD accepts
+//! them. The Harvester Addon and the Rancher
 //! ManagedChart that install the chart are accepted by those projects' CRDs,
 //! and carry values the chart accepts. The UI extension's chart renders a
 //! UIPlugin that Rancher's own CRD accepts, for the package the UI builds.
@@ -115,6 +117,70 @@ fn objects_of(manifest: &str, kind: &str) -> Vec<serde_json::Value> {
         .filter_map(|doc| serde_json::Value::deserialize(doc).ok())
         .filter(|object| object["kind"] == kind)
         .collect()
+}
+
+/// With `metrics.serviceMonitor.enabled`, each component gets a
+/// ServiceMonitor that selects exactly its own Service by that Service's
+/// labels and scrapes a port the Service has; the Prometheus operator's own
+/// CRD (generated from its module, docs/peers.md) accepts both, and refuses
+/// one with a malformed interval, so its schema is what judged them.
+#[test]
+fn the_service_monitors_are_accepted_by_the_prometheus_operators_crd() {
+    let cp = ControlPlane::shared();
+    let ns = TestNamespace::new(cp, "chart-monitors").unwrap();
+    let set = [
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.interval=15s",
+    ];
+    let rendered = render("vmm", ns.name(), &set).unwrap();
+    let manifest = rendered.ok().unwrap();
+    let services = objects_of(manifest, "Service");
+    let monitors = objects_of(manifest, "ServiceMonitor");
+    assert_eq!(monitors.len(), 2, "{manifest}");
+    for monitor in &monitors {
+        let name = monitor["metadata"]["name"].as_str().unwrap();
+        let wanted = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        let selected: Vec<_> = services
+            .iter()
+            .filter(|service| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| &service["metadata"]["labels"][k] == v)
+            })
+            .collect();
+        assert_eq!(selected.len(), 1, "{name} selects {selected:?}");
+        let component = &selected[0]["metadata"]["labels"]["app.kubernetes.io/component"];
+        assert!(
+            name.ends_with(component.as_str().unwrap()),
+            "{name} selects the {component} Service"
+        );
+        let port = &monitor["spec"]["endpoints"][0]["port"];
+        let ports = selected[0]["spec"]["ports"].as_array().unwrap();
+        assert!(
+            ports.iter().any(|p| &p["name"] == port),
+            "{name} scrapes {port}, not a port of {ports:?}"
+        );
+        assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+    }
+
+    let dry_run = |objects: &[serde_json::Value]| {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        cp.kubectl_with_stdin(
+            ["apply", "--dry-run=server", "--server-side", "-f", "-"],
+            &list.to_string(),
+        )
+    };
+    let accepted = dry_run(&monitors);
+    assert!(accepted.success(), "{accepted}");
+    let mut malformed = monitors[0].clone();
+    malformed["spec"]["endpoints"][0]["interval"] = "soon".into();
+    let refused = dry_run(&[malformed]);
+    assert!(
+        !refused.success() && refused.stderr.contains("spec.endpoints[0].interval"),
+        "{refused}"
+    );
 }
 
 /// By default only the image downloaders may reach the disk endpoint: a

@@ -10,6 +10,7 @@
 //! | [`peers`] | where the built peers are (`VMM_PEERS_DIR` or `hack/build-peers.sh`) |
 //! | [`pki`] | CAs and certificates (rcgen, ring) as PEM files |
 //! | [`process`] | child processes tied to the test binary, logs, run dirs, ports |
+//! | [`procfs`] | a process's memory, CPU time and storage writes from `/proc` |
 //! | [`control_plane`] | etcd + kube-apiserver + CRDs, kubeconfigs, clients, kubectl |
 //! | [`namespace`] | one namespace per test |
 //! | [`aggregation`] | APIService → ExternalName Service → a local port |
@@ -45,6 +46,7 @@ pub mod openstack;
 pub mod peers;
 pub mod pki;
 pub mod process;
+pub mod procfs;
 pub mod remote;
 pub mod servers;
 pub mod sources;

@@ -151,6 +151,28 @@ mod tests {
         assert!(world.source.calls().is_empty());
     }
 
+    /// The source's last check found it unreachable, but it answers now:
+    /// the job goes on (an unreachable one would wait, as below).
+    #[tokio::test]
+    async fn a_source_last_seen_unreachable_is_tried_again() {
+        let world = World::new(FakeSource::new(vec![web_vm(PowerState::On)]));
+        let mut source = world
+            .kube
+            .get("/apis/source.harvesterhci.io/v1/namespaces/team-a/vspheres/vc")
+            .unwrap();
+        source["status"]["conditions"][0]["status"] = json!("False");
+        source["status"]["conditions"][0]["reason"] = json!("EndpointUnreachable");
+        world.kube.put("vspheres", source);
+        world.job(json!({}), validating());
+        world.reconcile().await.unwrap();
+        assert_eq!(
+            world.phase(),
+            ImportPhase::PoweringOff,
+            "{:?}",
+            world.ready()
+        );
+    }
+
     #[tokio::test]
     async fn an_unreachable_source_is_waited_for() {
         let world = World::new(FakeSource::new(vec![web_vm(PowerState::On)]));

@@ -9,13 +9,14 @@ pub mod space;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use vmm_api::external;
 use vmm_api::importjob::ImportJob;
 use vmm_api::names::target_vm_name;
 use vmm_api::source::AnySource;
-use vmm_core::Vm;
+use vmm_core::{Reason, Vm};
 
 use crate::conditions::{self, READY};
 use crate::connect::Refused;
@@ -29,6 +30,13 @@ pub struct Passed {
     pub target_name: String,
 }
 
+/// Why a source's last check can fail that says nothing about the next
+/// one: the endpoint or the Kubernetes API was down for a moment. Such a
+/// source is tried anyway; if it is still down, the session fails
+/// transiently and the job waits instead of failing (CI saw a job fail for
+/// a Keystone connection closed once, a second before the source was Ready).
+const PASSING: [Reason; 2] = [Reason::EndpointUnreachable, Reason::SecretUnreadable];
+
 /// A source that its check found unusable is not used: the job fails with
 /// why, rather than each job finding out on its own.
 fn ready(source: &AnySource, name: &str) -> Result<(), Refused> {
@@ -36,7 +44,9 @@ fn ready(source: &AnySource, name: &str) -> Result<(), Refused> {
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, READY));
-    match ready.filter(|r| r.status != "True") {
+    let unusable =
+        |r: &&Condition| r.status != "True" && !PASSING.iter().any(|p| p.as_str() == r.reason);
+    match ready.filter(unusable) {
         Some(ready) => Err(Refused::new(
             "SourceNotReady",
             format!(

@@ -62,6 +62,11 @@ impl Glance {
         let d = dir.display();
         let k = keystone.url();
         let paste = build.venv().join("etc/glance/glance-api-paste.ini");
+        // SQLite's writers wait up to `timeout` for its one lock (pysqlite's
+        // default is 5 s): on two busy cores, eight threads' writes waited
+        // longer, and Glance answered 500 `database is locked` to an upload's
+        // last write (the stand-in then deleted the image, as Cinder does)
+        // and to a DELETE. Keystone's database gets the same.
         std::fs::write(
             dir.join("glance-api.conf"),
             format!(
@@ -71,7 +76,7 @@ impl Glance {
                  [fs]\nfilesystem_store_datadir = {d}/images\n\
                  [os_glance_staging_store]\nfilesystem_store_datadir = {d}/staging\n\
                  [os_glance_tasks_store]\nfilesystem_store_datadir = {d}/tasks\n\
-                 [database]\nconnection = sqlite:///{d}/glance.db\n\
+                 [database]\nconnection = sqlite:///{d}/glance.db?timeout=60\n\
                  [keystone_authtoken]\nwww_authenticate_uri = {k}\nauth_url = {k}\n\
                  auth_type = password\nuser_domain_id = default\nproject_domain_id = default\n\
                  project_name = service\nusername = {user}\npassword = {password}\n\

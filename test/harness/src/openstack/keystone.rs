@@ -225,7 +225,7 @@ impl Keystone {
             &conf,
             format!(
                 "[DEFAULT]\nuse_stderr = true\n\
-                 [database]\nconnection = sqlite:///{d}/keystone.db\n\
+                 [database]\nconnection = sqlite:///{d}/keystone.db?timeout=60\n\
                  [token]\nprovider = fernet\n\
                  [fernet_tokens]\nkey_repository = {d}/fernet-keys\n\
                  [fernet_receipts]\nkey_repository = {d}/fernet-keys\n\
