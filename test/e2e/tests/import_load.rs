@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use vmm_testkit::harvester::Options;
 use vmm_testkit::servers::shared_controller;
-use vmm_testkit::vcsim::{DiskSpec, qemu_img_raw_sha256};
+use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec, qemu_img_raw_sha256};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import};
 
 const WAIT: Duration = Duration::from_secs(900);
@@ -48,10 +48,13 @@ async fn ten_imports_at_once_all_succeed() {
     let suffix = vmm_testkit::namespace::random_suffix();
     let mut descriptors = Vec::new();
     for i in 0..=imports {
-        let disks = vec![DiskSpec::generated(disk_mib, 100 + i as u64, 0.5)];
-        let vm = import::source_vm(vcsim, &format!("load {suffix} {i}"), disks)
-            .await
-            .unwrap();
+        // A MAC of its own each: vcsim's generated ones clashed once in
+        // eleven VMs, and preflight refuses a MAC another VM has.
+        let spec = VmSpec::new(format!("load {suffix} {i}"))
+            .disk(DiskSpec::generated(disk_mib, 100 + i as u64, 0.5))
+            .nic(NicSpec::on("VM Network").mac(format!("00:50:56:3f:10:{i:02x}")))
+            .powered_on(true);
+        let vm = vcsim.create_vm(&spec).await.unwrap();
         descriptors.push(vm.disks[0].descriptor_file.clone());
     }
 
