@@ -397,6 +397,6 @@ impl ResolvesServerCert for Reloadable {
 }
 
 fn certified(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, CertError> {
-    crate::serve::certified_key(cert_pem.as_bytes(), key_pem.as_bytes())
+    vmm_runtime::tls::certified_key(cert_pem.as_bytes(), key_pem.as_bytes())
         .map_err(|e| CertError::Unusable(e.to_string()))
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use rustls::server::ResolvesServerCert;
+use vmm_runtime::tls::CertFiles;
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
 use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, FrontProxyTrust, TokenAuthenticator};
@@ -35,7 +37,8 @@ struct Args {
     listen_addr: SocketAddr,
 
     /// PEM certificate (chain) to serve; its names must include
-    /// `<service>.<namespace>.svc`, as the APIService routes there.
+    /// `<service>.<namespace>.svc`, as the APIService routes there. Read
+    /// again when it changes (a renewed Secret).
     #[arg(long, env = "VMM_TLS_CERT_FILE", requires = "tls_private_key_file")]
     tls_cert_file: Option<PathBuf>,
 
@@ -77,6 +80,9 @@ struct Args {
 
 /// How often a managed certificate is checked for expiry without any change.
 const CERTIFICATE_RECHECK: Duration = Duration::from_secs(3600);
+/// How often certificate files given with --tls-cert-file are read again (a
+/// mounted Secret changes in place when renewed).
+const CERTIFICATE_FILES_RECHECK: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -148,12 +154,11 @@ async fn main() -> anyhow::Result<()> {
 async fn serving_certificate(
     args: &Args,
     client: &kube::Client,
-) -> anyhow::Result<Arc<Reloadable>> {
+) -> anyhow::Result<Arc<dyn ResolvesServerCert>> {
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
-        let read = |path: &PathBuf| {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-        };
-        return Ok(Reloadable::new(&read(cert)?, &read(key)?)?);
+        let files = CertFiles::load(cert, key).context("the serving certificate files")?;
+        tokio::spawn(files.clone().keep_current(CERTIFICATE_FILES_RECHECK));
+        return Ok(files);
     }
     let secret = args.serving_secret.as_deref().unwrap_or_default();
     let (namespace, name) = secret

@@ -10,6 +10,9 @@ pub enum Error {
     #[error("{kind} {name} has no namespace: only namespaced objects are reconciled")]
     NoNamespace { kind: &'static str, name: String },
 
+    #[error("the source still holds the export's temporaries: {0}")]
+    ExportNotReleased(String),
+
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }

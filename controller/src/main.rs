@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use futures::future::BoxFuture;
 use kube::Client;
 use kube::discovery::{ApiGroup, Discovery};
-use vmm_controller::context::{Context, Limits};
+use vmm_controller::context::{Context, DiskUrls, Limits};
 use vmm_controller::import::scratch::Scratch;
 use vmm_controller::leader::{self, Elector};
 use vmm_controller::{disks, import, sources};
+use vmm_runtime::tls::{self, CertFiles};
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
 #[derive(Debug, Parser)]
@@ -32,6 +34,34 @@ struct Args {
     /// `http://vm-migration-controller.harvester-system.svc:8000`.
     #[arg(long, env = "VMM_DISK_URL")]
     disk_url: String,
+
+    /// PEM certificate (chain) of the disk endpoint's HTTPS listener, e.g.
+    /// a mounted `kubernetes.io/tls` Secret; read again when it changes.
+    #[arg(
+        long,
+        env = "VMM_DISK_TLS_CERT_FILE",
+        requires_all = ["disk_tls_key_file", "disk_tls_url"]
+    )]
+    disk_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--disk-tls-cert-file`.
+    #[arg(long, env = "VMM_DISK_TLS_KEY_FILE", requires = "disk_tls_cert_file")]
+    disk_tls_key_file: Option<PathBuf>,
+
+    /// Address of the disk endpoint's HTTPS listener.
+    #[arg(long, env = "VMM_DISK_TLS_LISTEN_ADDR", default_value = "0.0.0.0:8443")]
+    disk_tls_listen_addr: SocketAddr,
+
+    /// The HTTPS listener's URL as Harvester reaches it, given to images of
+    /// Longhorn's backend (its downloader trusts Harvester's `additional-ca`).
+    #[arg(long, env = "VMM_DISK_TLS_URL", requires = "disk_tls_cert_file")]
+    disk_tls_url: Option<String>,
+
+    /// Give images of CDI's backend the HTTPS URL too, and serve no plain
+    /// HTTP: only for a certificate from a CA that CDI's importer image
+    /// trusts (Harvester v1.8 hands CDI no CA of its own).
+    #[arg(long, env = "VMM_DISK_TLS_FOR_CDI", requires = "disk_tls_cert_file")]
+    disk_tls_for_cdi: bool,
 
     /// Where disks in formats that cannot be streamed (sparse VMDK, qcow2,
     /// VHDX) are converted with qemu-img; files left by an earlier run are
@@ -85,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
 
+    let disk_endpoint = DiskEndpoint::from(&args);
     let limits = Limits {
         max_jobs: args.max_jobs.max(1),
         max_jobs_per_source: args.max_jobs_per_source.max(1),
@@ -98,7 +129,11 @@ async fn main() -> anyhow::Result<()> {
         Context::new(
             client.clone(),
             std::env::var("POD_NAME").ok(),
-            args.disk_url,
+            DiskUrls {
+                http: args.disk_url,
+                https: args.disk_tls_url.clone(),
+                https_for_cdi: args.disk_tls_for_cdi,
+            },
             limits,
             scratch,
             Arc::new(vmm_providers::provider),
@@ -149,16 +184,8 @@ async fn main() -> anyhow::Result<()> {
         }
         label_own_pod(&client, pod.as_ref(), true).await;
     }
-    let listener = tokio::net::TcpListener::bind(args.disk_listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.disk_listen_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "disk endpoint listening");
-    let disks = disks::router(ctx.exports.registry.clone());
-    let serve_disks = async move {
-        axum::serve(listener, disks)
-            .with_graceful_shutdown(vmm_runtime::shutdown_signal())
-            .await
-    };
+    let serve_disks =
+        serve_disks(&disk_endpoint, disks::router(ctx.exports.registry.clone())).await?;
     let work = async {
         tokio::join!(
             serve_disks,
@@ -180,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        served = work => served.context("disk endpoint")?,
+        served = work => served?,
         () = grace => tracing::warn!(
             grace = ?SHUTDOWN_GRACE,
             "reconcilers still busy after the shutdown grace period; exiting"
@@ -194,6 +221,73 @@ async fn main() -> anyhow::Result<()> {
     }
     admin.await??;
     Ok(())
+}
+
+/// The disk endpoint's listeners: plain HTTP unless HTTPS serves both
+/// backends, and HTTPS when given a certificate.
+struct DiskEndpoint {
+    http: Option<SocketAddr>,
+    https: Option<(SocketAddr, PathBuf, PathBuf)>,
+}
+
+impl From<&Args> for DiskEndpoint {
+    fn from(args: &Args) -> Self {
+        Self {
+            http: (!args.disk_tls_for_cdi).then_some(args.disk_listen_addr),
+            https: args
+                .disk_tls_cert_file
+                .clone()
+                .zip(args.disk_tls_key_file.clone())
+                .map(|(cert, key)| (args.disk_tls_listen_addr, cert, key)),
+        }
+    }
+}
+
+/// How often the disk endpoint's certificate files are read again.
+const DISK_CERTIFICATE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Binds the disk endpoint's listeners; the future that serves `router` on
+/// them until shutdown.
+async fn serve_disks(
+    endpoint: &DiskEndpoint,
+    router: axum::Router,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    let mut servers: Vec<BoxFuture<'static, anyhow::Result<()>>> = Vec::new();
+    if let Some(addr) = endpoint.http {
+        let listener = bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "disk endpoint listening (HTTP)");
+        let served = axum::serve(listener, router.clone())
+            .with_graceful_shutdown(vmm_runtime::shutdown_signal());
+        servers.push(Box::pin(async move {
+            served.await.context("disk endpoint (HTTP)")
+        }));
+    }
+    if let Some((addr, cert, key)) = &endpoint.https {
+        let files = CertFiles::load(cert, key).context("the disk endpoint's certificate")?;
+        tokio::spawn(files.clone().keep_current(DISK_CERTIFICATE_RECHECK));
+        // The configuration never changes: the certificate inside it does.
+        let (_, config) = tokio::sync::watch::channel(tls::server_config(files)?);
+        let listener = bind(*addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "disk endpoint listening (HTTPS)");
+        servers.push(Box::pin(async move {
+            tls::serve_tls(
+                listener,
+                config,
+                router,
+                vmm_runtime::shutdown_signal(),
+                |_| (),
+            )
+            .await;
+            Ok(())
+        }));
+    }
+    Ok(async move { futures::future::try_join_all(servers).await.map(drop) })
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// Sets our pod's disk endpoint label (`(name, namespace)`, when in a pod).

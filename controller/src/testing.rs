@@ -512,14 +512,14 @@ impl Session for FakeSource {
         }))
     }
 
-    async fn release_export(&self, id: &str, how: ExportEnd) {
-        let _ = self.called(
+    async fn release_export(&self, id: &str, how: ExportEnd) -> Result<(), ProviderError> {
+        self.called(
             "release_export",
             SourceCall::ReleaseExport {
                 id: id.to_owned(),
                 how,
             },
-        );
+        )
     }
 
     async fn logout(&self) {
@@ -551,10 +551,8 @@ impl Export for FakeExport {
 
     async fn end(self: Box<Self>, how: ExportEnd) -> Result<(), ProviderError> {
         let id = self.id.clone();
-        let _ = self
-            .source
-            .called("end_export", SourceCall::EndExport { id, how });
-        Ok(())
+        self.source
+            .called("end_export", SourceCall::EndExport { id, how })
     }
 
     fn detach(self: Box<Self>) {}
@@ -654,7 +652,7 @@ impl World {
         let ctx = crate::context::Context::new(
             client,
             None,
-            "http://ctl:8000".into(),
+            crate::context::DiskUrls::http("http://ctl:8000"),
             crate::context::Limits {
                 max_jobs,
                 max_jobs_per_source: max_jobs,

@@ -172,8 +172,15 @@ async fn settle(step: &Step<'_>, outcome: Outcome) -> Result<Action, Error> {
     let job = step.job;
     match stop {
         PhaseError::Refused(refused) => {
-            cleanup::end_export(step, ExportEnd::Abort("the import job failed")).await;
-            step.write(&StatusUpdate::failed(job, &refused)).await?;
+            let mut failed = StatusUpdate::failed(job, &refused);
+            // Kept for `cleanup::ended` to remove when the source could not.
+            let ended = cleanup::end_export(step, ExportEnd::Abort("the import job failed")).await;
+            if ended.is_err()
+                && let Some(export) = &step.status.export
+            {
+                failed = failed.with_export(export);
+            }
+            step.write(&failed).await?;
             step.ctx.metrics.observe_duration(job, "failed");
             step.publish(EventType::Warning, refused.reason, &refused.message)
                 .await;

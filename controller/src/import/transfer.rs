@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
-use vmm_core::{DiskFile, Export, ExportEnd, ExportRecorder, Session};
+use vmm_core::{DiskFile, Export, ExportEnd, ExportRecorder, ProviderError, Session};
 use vmm_diskstream::{Progress, SegmentReader, Sniffed, SourceFormat};
 
 use crate::connect::Refused;
@@ -121,7 +121,8 @@ impl Exports {
         let disks = match self.serve(export.as_ref(), wanted).await {
             Ok(disks) => disks,
             Err(refused) => {
-                end(export, ExportEnd::Abort("its disks cannot be served")).await;
+                // Logged; what is left is released again when the job fails.
+                let _ = end(export, ExportEnd::Abort("its disks cannot be served")).await;
                 return Err(refused.into());
             }
         };
@@ -145,7 +146,9 @@ impl Exports {
             match replaced.export.take() {
                 // The same export, opened twice: ending one ends both.
                 Some(export) if export.id() == id => export.detach(),
-                Some(export) => end(export, ExportEnd::Abort("replaced by a new export")).await,
+                Some(export) => {
+                    let _ = end(export, ExportEnd::Abort("replaced by a new export")).await;
+                }
                 None => {}
             }
         }
@@ -218,25 +221,27 @@ impl Exports {
     /// Ends the job's export, if this process holds it: `Complete` once
     /// every disk is imported, `Abort` otherwise. Its URLs stop working.
     /// Returns whether there was one.
-    pub async fn finish(&self, job: &JobKey, how: ExportEnd) -> bool {
-        let Some(mut active) = self.active.lock().await.remove(job) else {
-            return false;
-        };
+    pub async fn finish(&self, job: &JobKey, how: ExportEnd) -> Option<Result<(), ProviderError>> {
+        let mut active = self.active.lock().await.remove(job)?;
         for token in &active.tokens {
             self.registry.unregister(token);
         }
-        if let Some(export) = active.export.take() {
-            end(export, how).await;
-        }
-        true
+        Some(match active.export.take() {
+            Some(export) => end(export, how).await,
+            None => Ok(()),
+        })
     }
 }
 
-async fn end(export: Box<dyn Export>, how: ExportEnd) {
+/// Ends `export`; an error (also logged) when the source still holds
+/// something of it that does not expire.
+async fn end(export: Box<dyn Export>, how: ExportEnd) -> Result<(), ProviderError> {
     let id = export.id().to_owned();
-    if let Err(error) = export.end(how).await {
-        tracing::warn!(export = %id, %error, "cannot end an export (it times out at the source)");
+    let ended = export.end(how).await;
+    if let Err(error) = &ended {
+        tracing::warn!(export = %id, %error, "cannot end an export");
     }
+    ended
 }
 
 /// A download of an export's disk file, and its format.

@@ -113,9 +113,12 @@ pub trait Session: Send + Sync {
     ) -> Result<Box<dyn Export>, ProviderError>;
 
     /// Ends the export `id` that an earlier process left open, if it still
-    /// is. Failures are logged: an export left open ends by the source's own
-    /// timeout.
-    async fn release_export(&self, id: &str, how: ExportEnd);
+    /// is. `Ok` when nothing of it is left at the source, or when what is
+    /// left ends by itself (a lease's or an export's own timeout: those
+    /// failures are only logged); an error when something that never
+    /// expires is still there (a temporary volume or image), which the
+    /// caller tries again to remove.
+    async fn release_export(&self, id: &str, how: ExportEnd) -> Result<(), ProviderError>;
 
     /// Ends the session; failures are logged (the session times out at the
     /// source).

@@ -90,6 +90,15 @@ pub enum OpenstackError {
         detail: String,
     },
 
+    #[error(
+        "the image of {disk} vanished or failed at {url} while it was being made ({detail}); the export makes it again"
+    )]
+    ImageLost {
+        url: String,
+        disk: String,
+        detail: String,
+    },
+
     #[error("{call} at {url} answered what the client cannot read: {detail}")]
     Malformed {
         url: String,
@@ -115,7 +124,7 @@ impl OpenstackError {
     /// True for the errors that a retry with backoff may cure.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::TokenRejected { .. } => true,
+            Self::Unreachable { .. } | Self::TokenRejected { .. } | Self::ImageLost { .. } => true,
             Self::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             _ => false,
         }

@@ -80,9 +80,10 @@ impl OpenstackClient {
         export_id: &str,
     ) -> Result<String, OpenstackError> {
         let name = format!("{export_id}-{volume_id}");
+        let disk = format!("volume {volume_id}");
         if let Some(image) = self.find_image(&name).await? {
             let id = image_id(&image);
-            self.wait_image_active(&id).await?;
+            self.wait_image_made(&id, &disk).await?;
             self.remove_volume_temporaries(&name).await?;
             return Ok(id);
         }
@@ -146,7 +147,7 @@ impl OpenstackClient {
             .unwrap_or_default()
             .to_owned();
         tracing::info!(volume = %volume_id, image = %image_id, "export: uploading the copy to an image");
-        self.wait_image_active(&image_id).await?;
+        self.wait_image_made(&image_id, &disk).await?;
         // Cinder marks the volume available again once the upload is done.
         self.wait_status(
             ServiceKind::BlockStorage,
@@ -177,7 +178,8 @@ impl OpenstackClient {
                 answer["image_id"].as_str().unwrap_or_default().to_owned()
             }
         };
-        self.wait_image_active(&id).await?;
+        self.wait_image_made(&id, &format!("server {}'s root disk", server.id))
+            .await?;
         Ok(id)
     }
 
@@ -308,14 +310,34 @@ impl OpenstackClient {
         Ok(found.into_iter().find(|image| image["name"] == name))
     }
 
-    async fn wait_image_active(&self, image_id: &str) -> Result<(), OpenstackError> {
-        self.wait_status(
-            ServiceKind::Image,
-            &format!("v2/images/{image_id}"),
-            "",
-            &["active"],
-        )
-        .await
+    /// Waits until the image the cloud is making of `disk` is active. One
+    /// that is deleted (Cinder deletes the image of a failed upload) or
+    /// killed meanwhile is [`OpenstackError::ImageLost`], which a retry
+    /// cures: the next run finds no image by its name and makes it again
+    /// from the snapshot and volume it finds.
+    async fn wait_image_made(&self, image_id: &str, disk: &str) -> Result<(), OpenstackError> {
+        let waited = self
+            .wait_status(
+                ServiceKind::Image,
+                &format!("v2/images/{image_id}"),
+                "",
+                &["active"],
+            )
+            .await;
+        match waited {
+            Err(OpenstackError::Api {
+                url,
+                status: 404,
+                detail,
+                ..
+            }) => Err(lost(url, disk, detail)),
+            Err(OpenstackError::Api { url, detail, .. })
+                if detail.starts_with("it is killed") || detail.starts_with("it is deleted") =>
+            {
+                Err(lost(url, disk, detail))
+            }
+            other => other,
+        }
     }
 
     /// Waits until the object at `path` (wrapped in `key`, or bare when
@@ -376,6 +398,14 @@ impl OpenstackClient {
 /// export's id, or one temporary's whole name).
 fn ours(item: &Value, prefix: &str) -> bool {
     item["name"].as_str().is_some_and(|n| n.starts_with(prefix))
+}
+
+fn lost(url: String, disk: &str, detail: String) -> OpenstackError {
+    OpenstackError::ImageLost {
+        url,
+        disk: disk.to_owned(),
+        detail,
+    }
 }
 
 fn image_id(image: &Value) -> String {

@@ -142,10 +142,12 @@ impl Session for HarvesterSession {
         }))
     }
 
-    async fn release_export(&self, id: &str, _how: ExportEnd) {
+    /// A VirtualMachineExport expires by its TTL: failures are only logged.
+    async fn release_export(&self, id: &str, _how: ExportEnd) -> Result<(), ProviderError> {
         if let Err(error) = self.client.remove_export(id).await {
             tracing::warn!(export = %id, %error, "a VirtualMachineExport is left at the remote cluster (it expires by its TTL)");
         }
+        Ok(())
     }
 
     /// Tokens and certificates are not sessions: nothing to end.

@@ -126,11 +126,9 @@ impl Session for OpenstackSession {
         }))
     }
 
-    async fn release_export(&self, id: &str, _how: ExportEnd) {
-        let left = self.client.release(id).await;
-        if left > 0 {
-            tracing::warn!(export = %id, left, "temporaries of an export are left at the source (logged above)");
-        }
+    /// Nothing an export makes expires: what is left is an error.
+    async fn release_export(&self, id: &str, _how: ExportEnd) -> Result<(), ProviderError> {
+        released(id, self.client.release(id).await)
     }
 
     /// Keystone tokens are not sessions: they expire by themselves.
@@ -168,19 +166,24 @@ impl Export for ImageExport {
     /// Removes the images (and anything else the export made), whatever
     /// the outcome.
     async fn end(self: Box<Self>, _how: ExportEnd) -> Result<(), ProviderError> {
-        match self.client.release(&self.id).await {
-            0 => Ok(()),
-            left => Err(ProviderError::transient(
-                vmm_core::Reason::EndpointError,
-                format!(
-                    "{left} temporaries of export {} could not be removed yet",
-                    self.id
-                ),
-            )),
-        }
+        released(&self.id, self.client.release(&self.id).await)
     }
 
     fn detach(self: Box<Self>) {}
+}
+
+/// Whether export `id` is gone, with `left` of its temporaries still at the
+/// cloud after the release's retries.
+fn released(id: &str, left: usize) -> Result<(), ProviderError> {
+    if left == 0 {
+        return Ok(());
+    }
+    Err(ProviderError::transient(
+        vmm_core::Reason::EndpointError,
+        format!(
+            "{left} temporaries of export {id} are still at the cloud (the cloud's errors are in the controller's log)"
+        ),
+    ))
 }
 
 struct GlanceImage {

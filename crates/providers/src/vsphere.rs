@@ -111,7 +111,8 @@ impl Session for VsphereSession {
         Ok(Box::new(LeaseExport { lease, percent }))
     }
 
-    async fn release_export(&self, id: &str, how: ExportEnd) {
+    /// A lease left open times out by itself: failures are only logged.
+    async fn release_export(&self, id: &str, how: ExportEnd) -> Result<(), ProviderError> {
         match ExportLease::attach(&self.0, id, RELEASE_READY_TIMEOUT).await {
             Ok(Attached::Ready(lease)) => {
                 if let Err(error) = end_lease(*lease, how).await {
@@ -123,6 +124,7 @@ impl Session for VsphereSession {
                 tracing::warn!(lease = %id, %error, "cannot read a left-over export lease")
             }
         }
+        Ok(())
     }
 
     async fn logout(&self) {

@@ -1,11 +1,12 @@
 //! What both binaries share at their edge: flags for logging and the admin
-//! endpoint, the admin server (`/healthz`, `/livez`, `/readyz`, `/metrics`), and
-//! shutdown on SIGTERM. Business logic never lives here.
+//! endpoint, the admin server (`/healthz`, `/livez`, `/readyz`, `/metrics`),
+//! HTTPS serving (`tls`), and shutdown on SIGTERM. Business logic never lives here.
 #![forbid(unsafe_code)]
 
 mod admin;
 mod shutdown;
 mod telemetry;
+pub mod tls;
 
 pub use admin::{AdminState, Readiness, admin_router, serve_admin};
 pub use shutdown::shutdown_signal;

@@ -250,6 +250,75 @@ fn the_disk_endpoint_is_open_only_to_the_image_downloaders() {
     );
 }
 
+/// With `controller.diskTls.secretName` the controller mounts that Secret
+/// and serves HTTPS on 8443 besides plain HTTP (for CDI's importer, which
+/// Harvester v1.8 hands no CA); with `forCdi` only HTTPS is served, and the
+/// Service and NetworkPolicy follow.
+#[test]
+fn the_disk_endpoint_serves_https_when_given_a_certificate() {
+    let tls = "controller.diskTls.secretName=disk-tls";
+    let cases: [(&[&str], &[&str], bool); 3] = [
+        (&[], &["disks"], false),
+        (&[tls], &["disks", "disks-tls"], false),
+        (
+            &[tls, "controller.diskTls.forCdi=true"],
+            &["disks-tls"],
+            true,
+        ),
+    ];
+    for (set, ports, for_cdi) in cases {
+        let rendered = render("vmm", "vmm-system", set).unwrap();
+        let manifest = rendered.ok().unwrap();
+        let service = objects_of(manifest, "Service")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == "vmm-controller")
+            .unwrap();
+        let served: Vec<&str> = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(served, ports, "{set:?}");
+        let [policy] = <[_; 1]>::try_from(objects_of(manifest, "NetworkPolicy")).unwrap();
+        let allowed: Vec<&str> = policy["spec"]["ingress"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_str().unwrap())
+            .collect();
+        assert_eq!(allowed, ports, "{set:?}");
+        let controller = objects_of(manifest, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == "vmm-controller")
+            .unwrap();
+        let pod = &controller["spec"]["template"]["spec"];
+        let args: Vec<&str> = pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let https = set.contains(&tls);
+        assert_eq!(
+            args.contains(&"--disk-tls-url=https://vmm-controller.vmm-system.svc:8443"),
+            https,
+            "{args:?}"
+        );
+        assert_eq!(args.contains(&"--disk-tls-for-cdi"), for_cdi, "{args:?}");
+        let secret = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "disk-tls");
+        assert_eq!(
+            secret.map(|v| &v["secret"]["secretName"]),
+            https.then_some(&serde_json::json!("disk-tls")),
+            "{set:?}"
+        );
+    }
+}
+
 /// Both Deployments' pods may run where Pod Security `restricted` is
 /// enforced: each pod template, as a Pod, passes a server-side dry run in a
 /// namespace with the enforce label (admission checks Pods, not

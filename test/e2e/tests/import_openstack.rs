@@ -4,9 +4,11 @@
 //! Harvester's image controller downloading every disk, and the real
 //! KubeVirt CRD. Each image must hash like its volume; the VM must have the
 //! flavor's shape and the ports' MACs; no temporary snapshot, volume or image
-//! may be left at the cloud, also when the job is deleted half-way.
+//! may be left at the cloud, also when the job is deleted half-way. Two
+//! faults of the cloud: an upload that fails (the image is made again) and
+//! DELETEs refused while a job is deleted (it waits for them).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use vmm_testkit::import;
@@ -109,25 +111,7 @@ async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
     project.os.cloud.set_upload_rate(Some(32 << 20));
     project.create_job("db", "db");
     let ns = &project.ns;
-    let deadline = Instant::now() + WAIT;
-    tokio::task::block_in_place(|| {
-        loop {
-            let names = project
-                .os
-                .cloud
-                .snapshot_and_volume_names(&project.user.project_id);
-            if names.iter().any(|n| n.starts_with("volume vmm-")) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no temporary volume appeared: {names:?}\njob: {}\n{}",
-                import::job(ns, "db")["status"],
-                shared_controller().server.process.log_tail(60)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    });
+    wait_for_a_temporary_volume(&project, "db");
     ns.kubectl(["delete", "importjob", "db", "--wait=true", "--timeout=240s"])
         .expect_success();
     project.os.cloud.set_upload_rate(None);
@@ -139,6 +123,99 @@ async fn a_job_deleted_during_the_upload_leaves_nothing_behind() {
             shared_controller().server.process.log_tail(40)
         );
     }
+}
+
+/// Cinder's upload of one volume fails and the cloud deletes its image, as
+/// Cinder does: the export makes that image again (the job says why it
+/// waited) and the import succeeds, every disk intact, nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_the_cloud_loses_during_the_upload_is_made_again() {
+    shared_controller();
+    let project = Project::new("os-reupload").await;
+    let (_, volumes) = project.server("api");
+    project.os.cloud.fail_next_upload_of(&volumes[1]);
+    import_succeeds(&project, "api");
+    let ns = &project.ns;
+    for (index, volume) in volumes.iter().enumerate() {
+        assert_eq!(
+            import::image_sha256(ns, &format!("api-disk-{index}")),
+            project.os.cloud.volume_sha256(volume).unwrap(),
+            "disk {index}"
+        );
+    }
+    let events = ns.kubectl(["get", "events", "-o", "jsonpath={.items[*].message}"]);
+    assert!(
+        events
+            .expect_success()
+            .contains("the export makes it again"),
+        "{events}"
+    );
+    if let Err(left) = project.wait_no_leftovers(WAIT).await {
+        panic!("left at the cloud: {left:?}");
+    }
+}
+
+/// A job deleted while Cinder refuses every DELETE (its backend down) keeps
+/// its finalizer and says why in an Event; once the cloud lets its
+/// temporaries go, they are removed and the job with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_job_waits_until_the_cloud_lets_its_temporaries_go() {
+    shared_controller();
+    let project = Project::new("os-refuse").await;
+    project.server("cache");
+    project.create_job("cache", "cache");
+    let ns = &project.ns;
+    wait_for_a_temporary_volume(&project, "cache");
+    let cloud = &project.os.cloud;
+    cloud.refuse_deletes(&project.user.project_id, true);
+    ns.kubectl(["delete", "importjob", "cache", "--wait=false"])
+        .expect_success();
+    tokio::task::block_in_place(|| {
+        import::until(
+            "an ExportNotReleased Event",
+            WAIT,
+            || {
+                ns.kubectl(["get", "events", "-o", "jsonpath={.items[*].reason}"])
+                    .stdout
+                    .contains("ExportNotReleased")
+            },
+            || shared_controller().server.process.log_tail(40),
+        )
+    });
+    let held = import::job(ns, "cache");
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    assert!(!project.leftovers().await.is_empty());
+    cloud.refuse_deletes(&project.user.project_id, false);
+    ns.kubectl(["wait", "--for=delete", "importjob/cache", "--timeout=240s"])
+        .expect_success();
+    if let Err(left) = project.wait_no_leftovers(WAIT).await {
+        panic!("left at the cloud after the job went: {left:?}");
+    }
+}
+
+/// Waits until the export of `job` has made a temporary volume.
+fn wait_for_a_temporary_volume(project: &Project, job: &str) {
+    tokio::task::block_in_place(|| {
+        import::until(
+            "a temporary volume",
+            WAIT,
+            || {
+                project
+                    .os
+                    .cloud
+                    .snapshot_and_volume_names(&project.user.project_id)
+                    .iter()
+                    .any(|n| n.starts_with("volume vmm-"))
+            },
+            || {
+                format!(
+                    "job: {}\n{}",
+                    import::job(&project.ns, job)["status"],
+                    shared_controller().server.process.log_tail(60)
+                )
+            },
+        )
+    });
 }
 
 /// Imports the server `name` as the job `name`; the finished job, which

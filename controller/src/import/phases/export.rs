@@ -40,14 +40,13 @@ pub async fn run(step: &Step<'_>) -> Outcome {
     crash::point(crash::EXPORT_OPENED);
     let target_name = step.target_name()?;
     let storage_class = preflight::storage_class(&ctx.client, step.job).await?;
+    let base = ctx
+        .disk_urls
+        .for_backend(images::cdi_class(storage_class.as_ref()).is_some());
     for (index, (disk, token)) in step.status.disks.iter().zip(&tokens).enumerate() {
         let name = image_name(disk)?;
         let token = token.as_deref().unwrap_or_default();
-        let url = format!(
-            "{}{}",
-            ctx.disk_url.trim_end_matches('/'),
-            disks::path(token, &format!("{name}.img"))
-        );
+        let url = format!("{base}{}", disks::path(token, &format!("{name}.img")));
         let manifest = images::manifest(
             step.job,
             target_name,

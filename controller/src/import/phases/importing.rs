@@ -75,13 +75,18 @@ pub async fn run(step: &Step<'_>) -> Outcome {
 
     if all_imported {
         crash::point(crash::ALL_DISKS_IMPORTED);
-        end_export(step, ExportEnd::Complete).await;
         disks.iter_mut().for_each(status::imported);
+        // An export the source could not remove yet stays recorded: the
+        // ended job removes it (`cleanup::ended`).
+        let mut update = StatusUpdate::default().with_disks(&disks);
+        if end_export(step, ExportEnd::Complete).await.is_ok() {
+            update = update.without_export();
+        }
         return step
             .advance(
                 ImportPhase::CreatingVm,
                 "every disk is imported; creating the VM",
-                StatusUpdate::default().with_disks(&disks).without_export(),
+                update,
             )
             .await;
     }
@@ -149,11 +154,13 @@ pub async fn run(step: &Step<'_>) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use kube::runtime::controller::Action;
     use serde_json::{Value, json};
     use vmm_api::importjob::{DiskPhase, ImportPhase};
     use vmm_api::inventory::PowerState;
     use vmm_core::{ExportEnd, ProviderError, Reason};
 
+    use crate::import::phases::cleanup;
     use crate::testing::{DISK_BYTES, FakeSource, SourceCall, World, web_vm};
 
     fn importing() -> Value {
@@ -263,6 +270,34 @@ mod tests {
         assert_eq!(world.phase(), ImportPhase::Importing);
         assert!(registry.get("tok-0").is_none(), "the imported disk's token");
         assert!(registry.get("tok-1").is_some(), "the disk still importing");
+    }
+
+    /// A job that fails while its export cannot be released keeps the
+    /// export's id; the ended job tries again and forgets it once released.
+    #[tokio::test]
+    async fn a_failed_jobs_export_is_released_later_and_then_forgotten() {
+        let world = World::new(source());
+        image(
+            &world,
+            json!({"conditions": [{"type": "RetryLimitExceeded", "status": "True",
+                "message": "download failed 5 times"}]}),
+        );
+        world.job(json!({}), importing());
+        let left = || ProviderError::transient(Reason::EndpointError, "2 temporaries are left");
+        world.source.fail_once("release_export", left());
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::Failed);
+        let export = || world.stored().status.unwrap().export;
+        assert_eq!(export().as_deref(), Some("lease-3"));
+
+        world.source.fail_once("release_export", left());
+        let again = world.reconcile().await.unwrap();
+        assert_eq!(again, Action::requeue(cleanup::RELEASE_RETRY));
+        assert_eq!(export().as_deref(), Some("lease-3"));
+
+        world.reconcile().await.unwrap();
+        assert_eq!(export(), None);
+        assert_eq!(world.phase(), ImportPhase::Failed);
     }
 
     #[tokio::test]

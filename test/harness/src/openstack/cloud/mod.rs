@@ -18,7 +18,7 @@ mod compute;
 mod network;
 mod volume;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -206,6 +206,10 @@ struct Settings {
     stop_delay: Duration,
     /// Bytes per second of an upload to Glance; unlimited when `None`.
     upload_rate: Option<u64>,
+    /// Volumes whose next upload to Glance fails once its image is made.
+    failing_uploads: HashSet<String>,
+    /// Projects whose DELETEs of volumes and snapshots Cinder answers 500.
+    refusing_deletes: HashSet<String>,
 }
 
 /// What the stand-in asks Keystone about tokens with.
@@ -242,6 +246,8 @@ impl Cloud {
             settings: Arc::new(Mutex::new(Settings {
                 stop_delay: Duration::from_secs(3),
                 upload_rate: None,
+                failing_uploads: HashSet::new(),
+                refusing_deletes: HashSet::new(),
             })),
             glance_url: glance_url.trim_end_matches('/').to_owned(),
             http,
@@ -288,6 +294,37 @@ impl Cloud {
     /// Limits uploads to Glance to `bytes_per_second` from now on.
     pub fn set_upload_rate(&self, bytes_per_second: Option<u64>) {
         self.settings.lock().unwrap().upload_rate = bytes_per_second;
+    }
+
+    /// The next upload to Glance of a volume made from `volume_id` (an
+    /// image named `…-<volume_id>`) fails once its image exists, and the
+    /// image is deleted, as Cinder does after a failed upload.
+    pub fn fail_next_upload_of(&self, volume_id: &str) {
+        let mut settings = self.settings.lock().unwrap();
+        settings.failing_uploads.insert(volume_id.to_owned());
+    }
+
+    /// While `refuse`, every DELETE of a volume or snapshot of `project_id`
+    /// answers 500 (a Cinder whose backend is down).
+    pub fn refuse_deletes(&self, project_id: &str, refuse: bool) {
+        let refusing = &mut self.settings.lock().unwrap().refusing_deletes;
+        if refuse {
+            refusing.insert(project_id.to_owned());
+        } else {
+            refusing.remove(project_id);
+        }
+    }
+
+    /// Whether `project_id`'s DELETEs are refused now; the answer if so.
+    fn refused_delete(&self, project_id: &str) -> Option<Response> {
+        let settings = self.settings.lock().unwrap();
+        settings.refusing_deletes.contains(project_id).then(|| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "computeFault",
+                "the volume backend is unavailable (a test's fault)".into(),
+            )
+        })
     }
 
     pub fn add_network(&self, name: &str, project_id: &str, vlan: Option<i64>) -> String {

@@ -311,6 +311,9 @@ pub(super) async fn delete_volume(
     if path_project != project {
         return wrong_project();
     }
+    if let Some(refused) = cloud.refused_delete(&project) {
+        return refused;
+    }
     let mut state = cloud.state.lock().unwrap();
     let Some(volume) = state.volumes.get(&id).filter(|v| v.project_id == project) else {
         return not_found("Volume", &id);
@@ -501,6 +504,9 @@ pub(super) async fn delete_snapshot(
     if path_project != project {
         return wrong_project();
     }
+    if let Some(refused) = cloud.refused_delete(&project) {
+        return refused;
+    }
     let mut state = cloud.state.lock().unwrap();
     match state.snapshots.remove(&id) {
         Some(snapshot) if snapshot.project_id == project => {
@@ -563,8 +569,13 @@ impl Cloud {
         tokio::spawn(async move {
             let image_id = cloud.create_image(&token, &name, &disk_format).await?;
             let image = image_id.clone();
+            let fail = cloud.upload_fails(&name);
             tokio::spawn(async move {
-                if let Err(e) = cloud.upload(&token, &image, &data, &disk_format).await {
+                let uploaded = match fail {
+                    true => cloud.delete_image(&token, &image).await,
+                    false => cloud.upload(&token, &image, &data, &disk_format).await,
+                };
+                if let Err(e) = uploaded {
                     // On stderr, uncaptured: a test whose image vanished shows why.
                     eprintln!("the stand-in's upload of image {image} to Glance failed: {e:#}");
                 }
@@ -615,14 +626,28 @@ impl Cloud {
         .await;
         let _ = std::fs::remove_file(&converted);
         if result.is_err() {
-            let _ = self
-                .http
-                .delete(format!("{}/v2/images/{image_id}", self.glance_url))
-                .header("X-Auth-Token", token)
-                .send()
-                .await;
+            let _ = self.delete_image(token, image_id).await;
         }
         result
+    }
+
+    /// Whether the upload into the image `name` is one a test made fail
+    /// ([`Cloud::fail_next_upload_of`]); it fails once.
+    fn upload_fails(&self, name: &str) -> bool {
+        let failing = &mut self.settings.lock().unwrap().failing_uploads;
+        let volume = failing.iter().find(|v| name.ends_with(v.as_str())).cloned();
+        volume.is_some_and(|v| failing.remove(&v))
+    }
+
+    /// Deletes the image, as Cinder does when its upload failed; the
+    /// upload's failure.
+    async fn delete_image(&self, token: &str, image_id: &str) -> Result<()> {
+        self.http
+            .delete(format!("{}/v2/images/{image_id}", self.glance_url))
+            .header("X-Auth-Token", token)
+            .send()
+            .await?;
+        anyhow::bail!("the upload failed (a test's fault); the image is deleted")
     }
 
     /// `PUT` of the file with its length: uWSGI's chunked reader takes no
