@@ -39,10 +39,7 @@ async fn a_failed_export_leaves_no_ticket_password_or_cookie_anywhere() {
         )
         .await
         .unwrap();
-    cp.apply_yaml(ns.name(), &import::nad(ns.name(), "vlan-a", 10).to_string())
-        .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
+    import::network_and_source(cp, vcsim, &ns).unwrap();
     // Every download of an export answers 500: the disk cannot be read.
     vcsim
         .inject_export_fault(&ExportFault {

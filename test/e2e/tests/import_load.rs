@@ -37,13 +37,7 @@ async fn ten_imports_at_once_all_succeed() {
     shared_controller();
     let ns = TestNamespace::new(cp, "load").unwrap();
     let harvester = import::image_controller(&ns, Options::default());
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
+    import::network_and_source(cp, vcsim, &ns).unwrap();
 
     let suffix = vmm_testkit::namespace::random_suffix();
     let mut descriptors = Vec::new();

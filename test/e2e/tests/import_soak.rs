@@ -69,13 +69,7 @@ async fn an_import_survives_kills_at_random_moments() {
             ..Options::default()
         },
     );
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
+    import::network_and_source(cp, vcsim, &ns).unwrap();
     let program = vmm_testkit::peers::workspace_binary("vmm-controller").unwrap();
     let disk_port = free_port().unwrap();
     let scratch = cp.dir().join(format!("controller-tmp-{}", ns.name()));

@@ -109,13 +109,7 @@ async fn longhorn_images_are_served_over_https_and_a_renewed_certificate_without
         },
     )
     .unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
+    import::network_and_source(cp, vcsim, &ns).unwrap();
     let class = format!("ceph-{}", ns.name());
     let storage_class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": class}, "provisioner": "rbd.csi.ceph.com"});

@@ -641,13 +641,7 @@ async fn deleting_a_job_mid_import_removes_what_it_made() {
         )
         .await
         .unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
-        .expect_success();
+    import::network_and_source(cp, vcsim, &ns).unwrap();
     let job = json!({
         "apiVersion": "importjob.harvesterhci.io/v1", "kind": "VirtualMachine",
         "metadata": {"name": "cancel"},

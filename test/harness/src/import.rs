@@ -109,6 +109,13 @@ pub fn prepare(
             ..Options::default()
         },
     )?;
+    network_and_source(cp, vcsim, ns)?;
+    Ok(harvester)
+}
+
+/// The NAD `vlan-a` (VLAN 10) and the `Vsphere` source `vc` for vcsim in
+/// the namespace.
+pub fn network_and_source(cp: &ControlPlane, vcsim: &Vcsim, ns: &TestNamespace<'_>) -> Result<()> {
     cp.kubectl_with_stdin(
         ["apply", "-f", "-"],
         &nad(ns.name(), "vlan-a", 10).to_string(),
@@ -116,7 +123,7 @@ pub fn prepare(
     .ok()?;
     cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
         .ok()?;
-    Ok(harvester)
+    Ok(())
 }
 
 /// A VM in vcsim with one NIC on "VM Network", powered on, and `disks`.

@@ -181,6 +181,18 @@ mod tests {
         );
     }
 
+    /// A job importing one image that Harvester gave up on.
+    fn given_up_on() -> World {
+        let world = World::new(source());
+        image(
+            &world,
+            json!({"conditions": [{"type": "RetryLimitExceeded", "status": "True",
+                "message": "download failed 5 times"}]}),
+        );
+        world.job(json!({}), importing());
+        world
+    }
+
     fn source() -> FakeSource {
         FakeSource::new(vec![web_vm(PowerState::Off)]).with_file("2000", &vec![1u8; DISK_BYTES])
     }
@@ -276,13 +288,7 @@ mod tests {
     /// export's id; the ended job tries again and forgets it once released.
     #[tokio::test]
     async fn a_failed_jobs_export_is_released_later_and_then_forgotten() {
-        let world = World::new(source());
-        image(
-            &world,
-            json!({"conditions": [{"type": "RetryLimitExceeded", "status": "True",
-                "message": "download failed 5 times"}]}),
-        );
-        world.job(json!({}), importing());
+        let world = given_up_on();
         let left = || ProviderError::transient(Reason::EndpointError, "2 temporaries are left");
         world.source.fail_once("release_export", left());
         world.reconcile().await.unwrap();
@@ -302,13 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_image_harvester_gave_up_on_fails_the_job() {
-        let world = World::new(source());
-        image(
-            &world,
-            json!({"conditions": [{"type": "RetryLimitExceeded", "status": "True",
-                "message": "download failed 5 times"}]}),
-        );
-        world.job(json!({}), importing());
+        let world = given_up_on();
         world.reconcile().await.unwrap();
         assert_eq!(world.phase(), ImportPhase::Failed);
         let (reason, message) = world.ready();
