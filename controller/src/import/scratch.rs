@@ -48,8 +48,14 @@ impl Scratch {
         })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Downloads `source` (a `format` file), converts it to a raw image of
-    /// `capacity` bytes and returns it, ready to serve.
+    /// `capacity` bytes and returns it, ready to serve. A full scratch
+    /// directory is an error of kind `StorageFull`, whether the download or
+    /// qemu-img ran into it.
     pub async fn convert(
         &self,
         mut source: impl AsyncRead + Unpin,
@@ -88,10 +94,17 @@ impl Scratch {
                 ))
             })?;
         if !output.status.success() {
-            return Err(io::Error::other(format!(
-                "qemu-img convert of a {format} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // qemu-img prints strerror(ENOSPC).
+            let kind = if stderr.contains("No space left on device") {
+                io::ErrorKind::StorageFull
+            } else {
+                io::ErrorKind::Other
+            };
+            return Err(io::Error::new(
+                kind,
+                format!("qemu-img convert of a {format} failed: {}", stderr.trim()),
+            ));
         }
         let size = tokio::fs::metadata(&raw.path).await?.len();
         if size != capacity {

@@ -13,8 +13,7 @@ use vmm_api::importjob::{DiskBus, ImportJob, NicModel};
 use vmm_api::inventory::Firmware;
 use vmm_core::Vm;
 
-/// Label on everything a job creates: which job (in the same namespace).
-pub const JOB_LABEL: &str = "importjob.harvesterhci.io/job";
+pub use vmm_api::importjob::JOB_LABEL;
 pub const VOLUME_CLAIM_TEMPLATES: &str = "harvesterhci.io/volumeClaimTemplates";
 pub const IMAGE_ID: &str = "harvesterhci.io/imageId";
 

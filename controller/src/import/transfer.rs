@@ -209,11 +209,18 @@ impl Exports {
             .scratch
             .convert(reader, format, capacity)
             .await
-            .map_err(|e| {
-                Refused::new(
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::StorageFull => Refused::new(
+                    "ScratchFull",
+                    format!(
+                        "the scratch directory {} has no room to convert the source's {format} disk of {capacity} bytes (the download and the raw image's written blocks need up to twice that): give the controller more scratch space (the chart's controller.scratchSizeLimit, or --scratch-dir on a larger volume)",
+                        self.scratch.dir().display()
+                    ),
+                ),
+                _ => Refused::new(
                     "ConversionFailed",
                     format!("cannot convert the source's {format} disk to raw: {e}"),
-                )
+                ),
             })?;
         Ok((raw, Preparation::Converted))
     }

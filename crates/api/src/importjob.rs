@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::source::SourceKind;
 
 pub const GROUP: &str = "importjob.harvesterhci.io";
+/// Label on everything a job creates (images, the VM): which job, in the
+/// same namespace. Users select a job's images with it.
+pub const JOB_LABEL: &str = "importjob.harvesterhci.io/job";
 
 /// The regular expression a Kubernetes object name (DNS-1123 label) must match.
 const DNS1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";

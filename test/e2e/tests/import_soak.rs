@@ -13,12 +13,11 @@
 use std::ffi::OsStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
-use vmm_controller::import::target::JOB_LABEL;
-use vmm_testkit::harvester::{Options, SHA256_ANNOTATION};
+use serde_json::json;
+use vmm_testkit::harvester::Options;
 use vmm_testkit::process::free_port;
 use vmm_testkit::servers::{ControllerOptions, ControllerServer, start_controller_with};
-use vmm_testkit::vcsim::{DiskSpec, qemu_img_raw_sha256};
+use vmm_testkit::vcsim::DiskSpec;
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim, import};
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -118,45 +117,8 @@ async fn an_import_survives_kills_at_random_moments() {
         last.server.process.log_tail(40)
     );
 
-    for (index, disk) in source.disks.iter().enumerate() {
-        let image = format!("soak-disk-{index}");
-        let got = ns.kubectl([
-            "get",
-            "virtualmachineimages.harvesterhci.io",
-            &image,
-            "-o",
-            "json",
-        ]);
-        let got: Value = serde_json::from_str(got.expect_success()).unwrap();
-        assert_eq!(
-            got["metadata"]["annotations"][SHA256_ANNOTATION],
-            qemu_img_raw_sha256(&disk.descriptor_file).unwrap().as_str(),
-            "disk {index} after kills in {interrupted:?} (VMM_SOAK_SEED={seed})"
-        );
-    }
-    let images = ns.kubectl([
-        "get",
-        "virtualmachineimages.harvesterhci.io",
-        "-l",
-        &format!("{JOB_LABEL}=soak"),
-        "-o",
-        "name",
-    ]);
-    assert_eq!(images.expect_success().lines().count(), 2, "stray images");
-    let open: Vec<_> = vcsim
-        .leases()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.vm == source.moref && l.is_open())
-        .collect();
-    assert!(open.is_empty(), "leases left open: {open:?}");
-    assert_eq!(
-        vcsim.power_state(&source.moref).await.unwrap(),
-        "poweredOff"
-    );
-    let files: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
-    assert!(files.is_empty(), "local files left: {files:?}");
+    let context = format!("after kills in {interrupted:?} (VMM_SOAK_SEED={seed})");
+    import::assert_vsphere_import_clean(vcsim, &ns, "soak", &source, &scratch, &context).await;
     drop(harvester);
     println!(
         "kill points survived / tried: {} / {} (phases interrupted: {interrupted:?})",

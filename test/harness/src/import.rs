@@ -2,6 +2,7 @@
 //! controller stand-in, a NAD, the source), a source VM, the job, and
 //! waiting with kubectl until it has ended.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use crate::control_plane::ControlPlane;
 use crate::harvester::{ImageController, Options};
 use crate::namespace::TestNamespace;
-use crate::vcsim::{CreatedVm, DiskSpec, NicSpec, Vcsim, VmSpec};
+use crate::vcsim::{CreatedVm, DiskSpec, NicSpec, Vcsim, VmSpec, qemu_img_raw_sha256};
 
 /// A bridge NetworkAttachmentDefinition on `vlan`, as Harvester's UI makes one.
 pub fn nad(namespace: &str, name: &str, vlan: u16) -> Value {
@@ -175,6 +176,57 @@ pub fn image_sha256(ns: &TestNamespace<'_>, image: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// What a vSphere import that ended (after restarts, kills) must leave:
+/// each image `<job>-disk-<i>` holds exactly the bytes qemu-img makes of the
+/// source's disk `i`, no other image carries the job's label, no export
+/// lease of the VM is open, the VM is off, and `scratch` holds no file.
+/// `context` starts each failure's message.
+pub async fn assert_vsphere_import_clean(
+    vcsim: &Vcsim,
+    ns: &TestNamespace<'_>,
+    job: &str,
+    source: &CreatedVm,
+    scratch: &Path,
+    context: &str,
+) {
+    for (index, disk) in source.disks.iter().enumerate() {
+        assert_eq!(
+            image_sha256(ns, &format!("{job}-disk-{index}")),
+            qemu_img_raw_sha256(&disk.descriptor_file).unwrap(),
+            "{context}: disk {index}"
+        );
+    }
+    let label = format!("{}={job}", vmm_api::importjob::JOB_LABEL);
+    let images = ns.kubectl([
+        "get",
+        "virtualmachineimages.harvesterhci.io",
+        "-l",
+        &label,
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        images.expect_success().lines().count(),
+        source.disks.len(),
+        "{context}: stray images"
+    );
+    let open: Vec<_> = vcsim
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.vm == source.moref && l.is_open())
+        .collect();
+    assert!(open.is_empty(), "{context}: leases left open: {open:?}");
+    assert_eq!(
+        vcsim.power_state(&source.moref).await.unwrap(),
+        "poweredOff",
+        "{context}"
+    );
+    let files: Vec<_> = std::fs::read_dir(scratch).unwrap().collect();
+    assert!(files.is_empty(), "{context}: local files left: {files:?}");
 }
 
 /// The job `name` as `kubectl get -o json` shows it.

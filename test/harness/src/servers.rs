@@ -219,6 +219,39 @@ pub fn start_controller_with(
     })
 }
 
+/// The workspace's controller with its scratch directory `scratch` (made
+/// here) on a tmpfs of `size` (e.g. `8m`), as the chart's size-limited
+/// emptyDir gives it: the controller runs in a mount namespace of its own
+/// (`unshare`, by a wrapper script), so the host's mounts stay as they were
+/// and the mount goes with the process. What it keeps there is seen at
+/// `/proc/<pid>/root<scratch>`.
+pub fn start_controller_on_limited_scratch(
+    cp: &ControlPlane,
+    size: &str,
+    scratch: &Path,
+) -> Result<ControllerServer> {
+    std::fs::create_dir_all(scratch)?;
+    let controller = crate::peers::workspace_binary("vmm-controller")?;
+    let script = cp.dir().join(format!("controller-scratch-{size}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec unshare --mount --propagation private -- sh -c \
+             'mount -t tmpfs -o size={size} vmm-scratch \"$1\" && shift && exec \"$@\"' \
+             sh '{scratch}' '{controller}' --scratch-dir '{scratch}' \"$@\"\n",
+            scratch = scratch.display(),
+            controller = controller.display(),
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    start_controller_with(
+        cp,
+        &script,
+        cp.kubeconfig_path(),
+        &ControllerOptions::default(),
+    )
+}
+
 /// `vmm-controller` (built next to the test binary) against the shared
 /// control plane, with the admin kubeconfig: started once per test binary.
 pub fn shared_controller() -> &'static ControllerServer {

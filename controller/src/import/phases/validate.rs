@@ -151,26 +151,35 @@ mod tests {
         assert!(world.source.calls().is_empty());
     }
 
-    /// The source's last check found it unreachable, but it answers now:
-    /// the job goes on (an unreachable one would wait, as below).
+    /// The source's last check found it unreachable a moment ago, but it
+    /// answers now: the job goes on (an unreachable one would wait, as
+    /// below). Unreachable for longer than the grace, it fails the job.
     #[tokio::test]
-    async fn a_source_last_seen_unreachable_is_tried_again() {
-        let world = World::new(FakeSource::new(vec![web_vm(PowerState::On)]));
-        let mut source = world
-            .kube
-            .get("/apis/source.harvesterhci.io/v1/namespaces/team-a/vspheres/vc")
-            .unwrap();
-        source["status"]["conditions"][0]["status"] = json!("False");
-        source["status"]["conditions"][0]["reason"] = json!("EndpointUnreachable");
-        world.kube.put("vspheres", source);
-        world.job(json!({}), validating());
-        world.reconcile().await.unwrap();
-        assert_eq!(
-            world.phase(),
-            ImportPhase::PoweringOff,
-            "{:?}",
-            world.ready()
-        );
+    async fn a_source_unreachable_for_a_moment_is_tried_and_for_long_is_not() {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let long_ago = now - crate::import::preflight::DOWN_GRACE * 2;
+        for (since, phase) in [
+            (now, ImportPhase::PoweringOff),
+            (long_ago, ImportPhase::Failed),
+        ] {
+            let world = World::new(FakeSource::new(vec![web_vm(PowerState::On)]));
+            let mut source = world
+                .kube
+                .get("/apis/source.harvesterhci.io/v1/namespaces/team-a/vspheres/vc")
+                .unwrap();
+            let ready = &mut source["status"]["conditions"][0];
+            ready["status"] = json!("False");
+            ready["reason"] = json!("EndpointUnreachable");
+            ready["lastTransitionTime"] = json!(since.to_string());
+            world.kube.put("vspheres", source);
+            world.job(json!({}), validating());
+            world.reconcile().await.unwrap();
+            assert_eq!(world.phase(), phase, "{since}: {:?}", world.ready());
+            if phase == ImportPhase::Failed {
+                assert_eq!(world.ready().0, "SourceNotReady");
+                assert!(world.source.calls().is_empty());
+            }
+        }
     }
 
     #[tokio::test]

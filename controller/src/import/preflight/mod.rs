@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use vmm_api::external;
@@ -32,20 +33,30 @@ pub struct Passed {
 
 /// Why a source's last check can fail that says nothing about the next
 /// one: the endpoint or the Kubernetes API was down for a moment. Such a
-/// source is tried anyway; if it is still down, the session fails
-/// transiently and the job waits instead of failing (CI saw a job fail for
-/// a Keystone connection closed once, a second before the source was Ready).
+/// source is tried anyway for [`DOWN_GRACE`]; if it is still down, the
+/// session fails transiently and the job waits instead of failing (CI saw a
+/// job fail for a Keystone connection closed once, a second before the
+/// source was Ready).
 const PASSING: [Reason; 2] = [Reason::EndpointUnreachable, Reason::SecretUnreadable];
+
+/// How long a source may have been down for a [`PASSING`] reason before a
+/// job against it fails `SourceNotReady`: longer than a blip, so that a
+/// moment's outage costs nothing, short enough that a job against a source
+/// that is really down says so soon.
+pub const DOWN_GRACE: SignedDuration = SignedDuration::from_secs(60);
 
 /// A source that its check found unusable is not used: the job fails with
 /// why, rather than each job finding out on its own.
-fn ready(source: &AnySource, name: &str) -> Result<(), Refused> {
+fn ready(source: &AnySource, name: &str, now: Timestamp) -> Result<(), Refused> {
     let ready = source
         .status
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, READY));
-    let unusable =
-        |r: &&Condition| r.status != "True" && !PASSING.iter().any(|p| p.as_str() == r.reason);
+    let blip = |r: &Condition| {
+        PASSING.iter().any(|p| p.as_str() == r.reason)
+            && now.duration_since(r.last_transition_time.0) < DOWN_GRACE
+    };
+    let unusable = |r: &&Condition| r.status != "True" && !blip(r);
     match ready.filter(unusable) {
         Some(ready) => Err(Refused::new(
             "SourceNotReady",
@@ -63,7 +74,11 @@ pub async fn run(step: &Step<'_>) -> Result<Passed, PhaseError> {
     let client = &step.ctx.client;
     let namespace = step.namespace;
     let job = step.job;
-    ready(step.source.object().await?, &job.spec.source_cluster.name)?;
+    ready(
+        step.source.object().await?,
+        &job.spec.source_cluster.name,
+        Timestamp::now(),
+    )?;
     let session = step.source.session().await?;
     let found = session
         .find_vms(&job.spec.vm_name, job.spec.path.as_deref())

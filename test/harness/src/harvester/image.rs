@@ -24,6 +24,9 @@ use super::{
     image_resource,
 };
 
+/// How long a status write the API server did not answer is tried again.
+const UNANSWERED_RETRY: Duration = Duration::from_secs(120);
+
 /// The spec fields the controller reads (`pkg/apis/harvesterhci.io/v1beta1/image.go`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -241,12 +244,32 @@ impl Job {
         }
     }
 
+    /// A merge patch of the image. One the API server never answered (it
+    /// restarts) is tried again for up to [`UNANSWERED_RETRY`], as
+    /// Harvester's controller requeues a failed update; an answer, even a
+    /// refusal, is final.
     async fn patch(&self, patch: Value) -> Result<()> {
-        self.api
-            .patch(&self.key.1, &super::patch_params(), &Patch::Merge(&patch))
-            .await
-            .with_context(|| format!("patch image {}", self.name()))?;
-        Ok(())
+        let deadline = tokio::time::Instant::now() + UNANSWERED_RETRY;
+        loop {
+            let patched = self
+                .api
+                .patch(&self.key.1, &super::patch_params(), &Patch::Merge(&patch))
+                .await;
+            match patched {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if !matches!(e, kube::Error::Api(_))
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(
+                        "harvester stand-in: {}: status not written, trying again: {e}",
+                        self.name()
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("patch image {}", self.name())),
+            }
+        }
     }
 
     /// The import succeeded: status, the SHA-256 annotation (removed when
