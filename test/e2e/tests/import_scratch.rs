@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vmm_testkit::harvester::{Options, SHA256_ANNOTATION};
+use vmm_testkit::harvester::Options;
 use vmm_testkit::import;
 use vmm_testkit::servers::{ControllerServer, start_controller_on_limited_scratch};
 use vmm_testkit::vcsim::{DiskSpec, NicSpec, VmSpec, qemu_img_raw_sha256};
@@ -41,19 +41,9 @@ async fn streamed_disks_need_no_scratch_and_a_full_scratch_says_what_to_raise() 
     import::create_job(cp, &ns, "big", &big, json!({})).unwrap();
     let done = finished(&ns, "big", &controller);
     assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
-    let image = ns.kubectl([
-        "get",
-        "virtualmachineimages.harvesterhci.io",
-        "big-disk-0",
-        "-o",
-        "json",
-    ]);
-    let image: Value = serde_json::from_str(image.expect_success()).unwrap();
     assert_eq!(
-        image["metadata"]["annotations"][SHA256_ANNOTATION],
-        qemu_img_raw_sha256(&source.disks[0].descriptor_file)
-            .unwrap()
-            .as_str()
+        import::image_sha256(&ns, "big-disk-0"),
+        qemu_img_raw_sha256(&source.disks[0].descriptor_file).unwrap()
     );
 
     let legacy = format!("legacy {suffix}");
