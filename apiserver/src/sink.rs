@@ -13,9 +13,12 @@ pub struct SourceId {
 }
 
 pub trait InventorySink: Send + Sync + 'static {
-    /// One event of a source's watch, in the order the provider sent it. A new
-    /// watch of the same source starts again with its full set, then `Synced`:
-    /// what the sink held for the source and was not re-sent is gone.
+    /// A new watch of the source begins: it sends its full set, then
+    /// `Synced`; what the sink held for the source and was not re-sent by
+    /// then is gone (whatever the previous watch sent before it broke).
+    fn resync(&self, source: &SourceId);
+
+    /// One event of a source's watch, in the order the provider sent it.
     fn apply(&self, source: &SourceId, event: InventoryEvent);
 
     /// The source is gone, or may no longer be read (its Secret was removed or

@@ -175,7 +175,7 @@ impl<T> Default for Collection<T> {
     }
 }
 
-/// One source's names, and those its current watch has re-sent so far.
+/// One source's names, and those its current watch has sent since it began.
 #[derive(Default)]
 struct Contributed {
     current: BTreeSet<String>,
@@ -227,6 +227,13 @@ impl<T: InventoryResource> Collection<T> {
         last.metadata_mut().resource_version = Some((changes.version + 1).to_string());
         changes.record(ChangeType::Deleted, T::wrap(Arc::new(last)), None);
         true
+    }
+
+    /// A new watch of the source begins: what it sends from now on counts.
+    fn resync(&mut self, source: &SourceId) {
+        if let Some(contributed) = self.by_source.get_mut(source) {
+            contributed.resent.clear();
+        }
     }
 
     /// The source's watch re-sent its whole set: whatever it did not is gone.
@@ -397,6 +404,13 @@ impl Store {
 }
 
 impl InventorySink for Store {
+    fn resync(&self, source: &SourceId) {
+        self.change(|state| {
+            state.vms.resync(source);
+            state.networks.resync(source);
+        });
+    }
+
     fn apply(&self, source: &SourceId, event: InventoryEvent) {
         self.change(|state| {
             let version = state.changes.version;
@@ -629,7 +643,10 @@ mod tests {
         store.apply(&vc, InventoryEvent::Synced);
         store.apply(&vc, InventoryEvent::VmRemoved { id: "vm-3".into() });
         assert_eq!(names(&store, None), ["vc-vm-1", "vc-vm-2"]);
-        // A reconnect re-sends the full set: vm-2 vanished while we were away.
+        store.apply(&vc, vm("vm-4", PowerState::On));
+        // A reconnect re-sends the full set: vm-2, and vm-4 seen since the
+        // last sync, vanished while we were away.
+        store.resync(&vc);
         store.apply(&vc, vm("vm-1", PowerState::On));
         store.apply(&vc, InventoryEvent::Synced);
         assert_eq!(names(&store, None), ["vc-vm-1"]);

@@ -72,16 +72,12 @@ impl Drop for TaskControl {
     }
 }
 
-/// Delivers one event unless the task was stopped; false when stopped.
-fn deliver(
-    fence: &Mutex<bool>,
-    sink: &dyn InventorySink,
-    id: &SourceId,
-    event: InventoryEvent,
-) -> bool {
+/// Hands the sink something (an event, a resync) unless the task was
+/// stopped; false when stopped.
+fn deliver(fence: &Mutex<bool>, hand: impl FnOnce()) -> bool {
     let alive = fence.lock().unwrap_or_else(|p| p.into_inner());
     if *alive {
-        sink.apply(id, event);
+        hand();
     }
     *alive
 }
@@ -193,39 +189,43 @@ async fn attempt(
     let source = label(&config.id);
     tracing::info!(source, endpoint = %client.endpoint_version(), "logged in; watching inventory");
 
+    // Logged in: a new watch begins (stopped already, it ends at once and
+    // logs out below).
+    let began = deliver(&handle.fence, || sink.resync(&config.id));
     let (tx, mut rx) = mpsc::channel(EVENT_BUFFER);
     let watch = client.watch(tx);
     tokio::pin!(watch);
     let mut ended: Option<Result<(), ProviderError>> = None;
     let mut synced = false;
     let mut initial = 0usize;
-    let stop_requested = loop {
-        tokio::select! {
-            biased;
-            _ = stopped(&mut handle.stop) => break true,
-            event = rx.recv() => {
-                let Some(event) = event else {
-                    // The watch returned and everything it sent was delivered.
-                    break false;
-                };
-                let is_synced = event == InventoryEvent::Synced;
-                if !deliver(&handle.fence, sink, &config.id, event) {
-                    break true;
+    let stop_requested = !began
+        || loop {
+            tokio::select! {
+                biased;
+                _ = stopped(&mut handle.stop) => break true,
+                event = rx.recv() => {
+                    let Some(event) = event else {
+                        // The watch returned and everything it sent was delivered.
+                        break false;
+                    };
+                    let is_synced = event == InventoryEvent::Synced;
+                    if !deliver(&handle.fence, || sink.apply(&config.id, event)) {
+                        break true;
+                    }
+                    if synced {
+                        continue;
+                    }
+                    if is_synced {
+                        synced = true;
+                        tracing::info!(source, objects = initial, "inventory synced");
+                        on_synced();
+                    } else {
+                        initial += 1;
+                    }
                 }
-                if synced {
-                    continue;
-                }
-                if is_synced {
-                    synced = true;
-                    tracing::info!(source, objects = initial, "inventory synced");
-                    on_synced();
-                } else {
-                    initial += 1;
-                }
+                result = &mut watch, if ended.is_none() => ended = Some(result),
             }
-            result = &mut watch, if ended.is_none() => ended = Some(result),
-        }
-    };
+        };
     // Closing the channel ends a running watch (it cancels its wait).
     drop(rx);
     if ended.is_none() {
@@ -254,6 +254,7 @@ mod tests {
     struct Count(Mutex<usize>);
 
     impl InventorySink for Count {
+        fn resync(&self, _: &SourceId) {}
         fn apply(&self, _: &SourceId, _: InventoryEvent) {
             *self.0.lock().unwrap() += 1;
         }
@@ -269,9 +270,10 @@ mod tests {
         };
         let sink = Count(Mutex::new(0));
         let (control, handle) = control();
-        assert!(deliver(&handle.fence, &sink, &id, InventoryEvent::Synced));
+        let synced = || sink.apply(&id, InventoryEvent::Synced);
+        assert!(deliver(&handle.fence, synced));
         drop(control);
-        assert!(!deliver(&handle.fence, &sink, &id, InventoryEvent::Synced));
+        assert!(!deliver(&handle.fence, synced));
         assert_eq!(*sink.0.lock().unwrap(), 1);
         assert!(*handle.stop.borrow(), "dropping the control stops the task");
     }

@@ -127,7 +127,7 @@ async fn run(args: &Args, apiserver: &Path, cp: &ControlPlane, vcsim: &Vcsim) ->
     set_full_recollect(vcsim, false).await?;
     let mut upstream = upstream?;
     watcher.actor.logout().await?;
-    let (rss, peak) = memory(inventory.server.process.pid())?;
+    let memory = Memory::of(inventory.server.process.pid())?;
 
     println!(
         "\ninventory benchmark: {} VMs in vcsim, through kube-apiserver, median of {} rounds\n",
@@ -158,10 +158,12 @@ async fn run(args: &Args, apiserver: &Path, cp: &ControlPlane, vcsim: &Vcsim) ->
         upstream.print("vcsim's upstream WaitForUpdatesEx");
     }
     println!(
-        "vmm-apiserver memory with {} VMs held: RSS {} MiB, peak {} MiB",
+        "vmm-apiserver memory with {} VMs held: RSS {} MiB, peak {} MiB; of the RSS {} MiB heap (RssAnon), {} MiB pages of files (RssFile: the binary)",
         args.vms,
-        rss / 1024,
-        peak / 1024
+        memory.rss / 1024,
+        memory.peak / 1024,
+        memory.anon / 1024,
+        memory.file / 1024,
     );
     println!("initial sync of {} VMs: {sync_time:.1?}", args.vms);
     let full = &rows[0];
@@ -169,7 +171,7 @@ async fn run(args: &Args, apiserver: &Path, cp: &ControlPlane, vcsim: &Vcsim) ->
         "\ntargets: full list ≥ 5× faster than the CR list: {:.1}×; watch delay ≤ 1 s: {} (worst); RSS ≤ 100 MiB: {} MiB (peak)",
         full.3.as_secs_f64() / full.1.as_secs_f64(),
         format_duration(patched.total.iter().max().copied().unwrap_or_default()),
-        peak / 1024
+        memory.peak / 1024
     );
     Ok(())
 }
@@ -408,9 +410,24 @@ async fn set_full_recollect(vcsim: &Vcsim, full: bool) -> Result<()> {
     Ok(())
 }
 
-/// Resident and peak resident memory of a process, in KiB.
-fn memory(pid: u32) -> Result<(u64, u64)> {
-    Ok((memory_field(pid, "VmRSS:")?, memory_field(pid, "VmHWM:")?))
+/// A process's resident memory, KiB: all of it, its peak, and the two
+/// parts that tell a larger heap from a larger binary.
+struct Memory {
+    rss: u64,
+    peak: u64,
+    anon: u64,
+    file: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Result<Self> {
+        Ok(Self {
+            rss: memory_field(pid, "VmRSS:")?,
+            peak: memory_field(pid, "VmHWM:")?,
+            anon: memory_field(pid, "RssAnon:")?,
+            file: memory_field(pid, "RssFile:")?,
+        })
+    }
 }
 
 fn median(values: &mut [Duration]) -> Duration {

@@ -23,8 +23,8 @@ use vmm_core::{
 };
 
 use vmm_vsphere::{
-    Attached, DEFAULT_READY_TIMEOUT, DiskBacking, DiskDetails, ExportLease, VmDetails,
-    VsphereClient, VsphereError,
+    Attached, DEFAULT_READY_TIMEOUT, DiskBacking, DiskDetails, ExportLease, LeaseSession,
+    VmDetails, VsphereClient, VsphereError,
 };
 
 /// How long a recorded lease may take to be ready again when it is resumed.
@@ -230,7 +230,7 @@ impl Export for LeaseExport {
             .iter()
             .find(|d| d.device_key == Some(device_key))?;
         Some(Arc::new(LeaseDisk {
-            client: self.lease.client().clone(),
+            session: self.lease.session(),
             url: file.url.clone(),
         }))
     }
@@ -244,9 +244,9 @@ impl Export for LeaseExport {
     }
 
     async fn end(self: Box<Self>, how: ExportEnd) -> Result<(), ProviderError> {
-        let session = self.lease.client().clone();
+        let session = self.lease.session();
         let ended = end_lease(self.lease, how).await;
-        log_out(&session).await;
+        log_out(&session.client()).await;
         Ok(ended?)
     }
 
@@ -257,9 +257,10 @@ impl Export for LeaseExport {
     }
 }
 
-/// One disk URL of a lease, read with the lease's session cookie.
+/// One disk URL of a lease, read with the cookie of the lease's session as
+/// it is when the download opens.
 struct LeaseDisk {
-    client: VsphereClient,
+    session: LeaseSession,
     /// Carries the lease's ticket: never in a message (the provider's
     /// errors show it redacted).
     url: String,
@@ -269,7 +270,8 @@ struct LeaseDisk {
 impl DiskFile for LeaseDisk {
     async fn open(&self) -> io::Result<ByteStream> {
         let download = self
-            .client
+            .session
+            .client()
             .open_disk(&self.url, 0)
             .await
             .map_err(io::Error::other)?;

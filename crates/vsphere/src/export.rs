@@ -21,6 +21,7 @@ use super::error::classify;
 use super::lease::{
     LeaseState, abort_call, lease_ended, lease_properties, match_device, progress_call,
 };
+use super::lease_session::LeaseSession;
 use super::vm::power_name;
 use super::{VsphereClient, VsphereError, is_fault};
 
@@ -78,7 +79,7 @@ pub enum Attached {
 /// A ready export lease of one VM. End it with [`complete`](Self::complete)
 /// or [`abort`](Self::abort); dropping it aborts it (see the module docs).
 pub struct ExportLease {
-    client: VsphereClient,
+    session: LeaseSession,
     id: String,
     vm_id: String,
     disks: Vec<ExportDisk>,
@@ -202,7 +203,7 @@ impl ExportLease {
 
     fn opened(client: VsphereClient, id: String, vm_id: String) -> Self {
         Self {
-            client,
+            session: LeaseSession::new(client),
             id,
             vm_id,
             disks: Vec::new(),
@@ -213,9 +214,15 @@ impl ExportLease {
         }
     }
 
-    /// The session the lease was opened in.
-    pub fn client(&self) -> &VsphereClient {
-        &self.client
+    /// The session the lease is driven with now: the one it was opened in
+    /// until vCenter ended that.
+    pub fn client(&self) -> VsphereClient {
+        self.session.client()
+    }
+
+    /// The lease's session, followed as it is logged in again.
+    pub fn session(&self) -> LeaseSession {
+        self.session.clone()
     }
 
     /// The lease's managed object id, to record for [`attach`](Self::attach).
@@ -245,7 +252,7 @@ impl ExportLease {
 
     /// The lease's state as of now.
     pub async fn state(&self) -> Result<LeaseState, VsphereError> {
-        match lease_properties(&self.client, &self.id).await? {
+        match lease_properties(&self.client(), &self.id).await? {
             Some(props) => Ok(props.state.unwrap_or(LeaseState::Initializing)),
             None => Err(self.not_found()),
         }
@@ -254,7 +261,8 @@ impl ExportLease {
     /// Reports progress (0–100 %) and so keeps the lease alive. Fails with
     /// [`VsphereError::LeaseFailed`] when the lease has ended.
     pub async fn progress(&self, percent: u8) -> Result<(), VsphereError> {
-        progress_call(&self.client, &self.id, percent)
+        self.session
+            .call(|client| async move { progress_call(&client, &self.id, percent).await })
             .await
             .map_err(|e| self.lease_error(e))
     }
@@ -268,7 +276,7 @@ impl ExportLease {
         let interval =
             (self.lease_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
         let failure = Arc::new(Mutex::new(None));
-        let client = self.client.clone();
+        let session = self.session.clone();
         let id = self.id.clone();
         let failed = failure.clone();
         let task = tokio::spawn(async move {
@@ -277,10 +285,17 @@ impl ExportLease {
             loop {
                 ticker.tick().await;
                 let percent = percent.load(Ordering::Relaxed).min(100);
-                match progress_call(&client, &id, percent).await {
+                let progress = session
+                    .call(|client| {
+                        let id = &id;
+                        async move { progress_call(&client, id, percent).await }
+                    })
+                    .await;
+                let url = session.client().url;
+                match progress {
                     Ok(()) => {}
                     Err(e) if lease_ended(&e) => {
-                        let message = classify(&client.url, "HttpNfcLeaseProgress", &e, None);
+                        let message = classify(&url, "HttpNfcLeaseProgress", &e, None);
                         tracing::warn!(lease = %id, error = %message, "export lease ended; keep-alive stops");
                         if let Ok(mut slot) = failed.lock() {
                             *slot = Some(message.to_string());
@@ -288,7 +303,7 @@ impl ExportLease {
                         return;
                     }
                     Err(e) => {
-                        let message = classify(&client.url, "HttpNfcLeaseProgress", &e, None);
+                        let message = classify(&url, "HttpNfcLeaseProgress", &e, None);
                         tracing::warn!(lease = %id, error = %message, "export lease progress failed; retrying");
                     }
                 }
@@ -309,8 +324,18 @@ impl ExportLease {
     pub fn complete(mut self) -> BoxFuture<'static, Result<(), VsphereError>> {
         Box::pin(async move {
             self.keep_alive = None;
-            let call = HttpNfcLease::new(self.client.handle(), &self.id);
-            match call.http_nfc_lease_complete().await {
+            let completed = self
+                .session
+                .call(|client| {
+                    let id = &self.id;
+                    async move {
+                        HttpNfcLease::new(client.handle(), id)
+                            .http_nfc_lease_complete()
+                            .await
+                    }
+                })
+                .await;
+            match completed {
                 Ok(()) => {
                     self.open = false;
                     tracing::debug!(lease = %self.id, vm = %self.vm_id, "export lease completed");
@@ -335,10 +360,17 @@ impl ExportLease {
         Box::pin(async move {
             self.keep_alive = None;
             tracing::info!(lease = %self.id, vm = %self.vm_id, reason, "aborting export lease");
-            match abort_call(&self.client, &self.id).await {
+            let aborted = self
+                .session
+                .call(|client| {
+                    let id = &self.id;
+                    async move { abort_call(&client, id).await }
+                })
+                .await;
+            match aborted {
                 Ok(()) => {}
                 Err(e) if lease_ended(&e) => {}
-                Err(e) => return Err(classify(&self.client.url, "HttpNfcLeaseAbort", &e, None)),
+                Err(e) => return Err(classify(&self.client().url, "HttpNfcLeaseAbort", &e, None)),
             }
             // Through a method: the flag is read by `Drop`, which the
             // unused-assignment lint does not see in an async block.
@@ -369,7 +401,7 @@ impl ExportLease {
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), VsphereError> {
         let started = Instant::now();
         loop {
-            let props = match lease_properties(&self.client, &self.id).await? {
+            let props = match lease_properties(&self.client(), &self.id).await? {
                 Some(props) => props,
                 None => {
                     self.open = false;
@@ -395,13 +427,14 @@ impl ExportLease {
                     .await
                     .map(|s| s.to_string())
                     .unwrap_or_else(|_| "initializing".into());
-                match tokio::time::timeout(ABORT_TIMEOUT, abort_call(&self.client, &self.id)).await
+                match tokio::time::timeout(ABORT_TIMEOUT, abort_call(&self.client(), &self.id))
+                    .await
                 {
                     Ok(Ok(())) => self.open = false,
                     Ok(Err(e)) if lease_ended(&e) => self.open = false,
                     // Still open: the guard tries again when dropped.
                     Ok(Err(e)) => {
-                        let e = classify(&self.client.url, "HttpNfcLeaseAbort", &e, None);
+                        let e = classify(&self.client().url, "HttpNfcLeaseAbort", &e, None);
                         tracing::warn!(lease = %self.id, error = %e, "abort of a lease that was not ready failed");
                     }
                     Err(_) => {
@@ -409,7 +442,7 @@ impl ExportLease {
                     }
                 }
                 return Err(VsphereError::LeaseNotReady {
-                    url: self.client.url.clone(),
+                    url: self.client().url.clone(),
                     lease: self.id.clone(),
                     vm: self.vm_id.clone(),
                     state,
@@ -431,7 +464,7 @@ impl ExportLease {
             .unwrap_or(0)
             .saturating_mul(1024);
         // The VM cannot change while leased; read its disks to map the URLs.
-        let layout = self.client.disk_layout(&self.vm_id).await?;
+        let layout = self.client().disk_layout(&self.vm_id).await?;
         self.disks = info
             .device_url
             .unwrap_or_default()
@@ -446,7 +479,7 @@ impl ExportLease {
                     tracing::warn!(lease = %self.id, key = %d.key, "export device key matches no disk of the VM");
                 }
                 ExportDisk {
-                    url: replace_star_host(&d.url, &self.client.url),
+                    url: replace_star_host(&d.url, &self.client().url),
                     device_key,
                     target_id: d.target_id,
                     file_size: d.file_size.and_then(|s| u64::try_from(s).ok()),
@@ -461,14 +494,14 @@ impl ExportLease {
 
     fn not_found(&self) -> VsphereError {
         VsphereError::LeaseNotFound {
-            url: self.client.url.clone(),
+            url: self.client().url.clone(),
             lease: self.id.clone(),
         }
     }
 
     fn failed(&self, detail: String) -> VsphereError {
         VsphereError::LeaseFailed {
-            url: self.client.url.clone(),
+            url: self.client().url.clone(),
             lease: self.id.clone(),
             vm: self.vm_id.clone(),
             detail,
@@ -482,13 +515,13 @@ impl ExportLease {
             return self.not_found();
         }
         if lease_ended(&e) {
-            let detail = match classify(&self.client.url, "HttpNfcLease", &e, None) {
+            let detail = match classify(&self.client().url, "HttpNfcLease", &e, None) {
                 VsphereError::Fault { detail, .. } => detail,
                 other => other.to_string(),
             };
             return self.failed(format!("the lease has ended ({detail})"));
         }
-        classify(&self.client.url, "HttpNfcLease", &e, None)
+        classify(&self.client().url, "HttpNfcLease", &e, None)
     }
 }
 
@@ -506,7 +539,7 @@ impl Drop for ExportLease {
         };
         tracing::warn!(lease = %self.id, vm = %self.vm_id,
             "export lease dropped without complete() or abort(): aborting it");
-        let client = self.client.clone();
+        let client = self.client();
         let id = std::mem::take(&mut self.id);
         runtime.spawn(async move {
             match tokio::time::timeout(ABORT_TIMEOUT, abort_call(&client, &id)).await {

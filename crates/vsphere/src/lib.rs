@@ -30,6 +30,7 @@ mod download;
 mod error;
 mod export;
 mod lease;
+mod lease_session;
 mod model;
 mod vm;
 
@@ -53,6 +54,7 @@ pub use error::VsphereError;
 use error::classify;
 pub use export::{Attached, DEFAULT_READY_TIMEOUT, ExportDisk, ExportLease};
 pub use lease::LeaseState;
+pub use lease_session::LeaseSession;
 use model::{Dirty, ObjKind, ObjectCache};
 pub use vm::VmDetails;
 use vmm_core::{Credentials, InventoryEvent, InventorySnapshot};

@@ -28,6 +28,7 @@ const WAIT: Duration = Duration::from_secs(180);
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 enum Recorded {
+    Resync,
     Event(InventoryEvent),
     Forget,
 }
@@ -36,6 +37,13 @@ enum Recorded {
 struct Recorder(Mutex<Vec<(SourceId, Recorded)>>);
 
 impl InventorySink for Recorder {
+    fn resync(&self, source: &SourceId) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((source.clone(), Recorded::Resync));
+    }
+
     fn apply(&self, source: &SourceId, event: InventoryEvent) {
         self.0
             .lock()

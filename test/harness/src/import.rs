@@ -117,12 +117,22 @@ pub fn prepare(
 /// The NAD `vlan-a` (VLAN 10) and the `Vsphere` source `vc` for vcsim in
 /// the namespace.
 pub fn network_and_source(cp: &ControlPlane, vcsim: &Vcsim, ns: &TestNamespace<'_>) -> Result<()> {
+    network_and_source_at(cp, vcsim, ns, vcsim.url())
+}
+
+/// [`network_and_source`] with the source reaching vcsim at `endpoint`.
+pub fn network_and_source_at(
+    cp: &ControlPlane,
+    vcsim: &Vcsim,
+    ns: &TestNamespace<'_>,
+    endpoint: &str,
+) -> Result<()> {
     cp.kubectl_with_stdin(
         ["apply", "-f", "-"],
         &nad(ns.name(), "vlan-a", 10).to_string(),
     )
     .ok()?;
-    cp.apply_yaml(ns.name(), &vcsim.source_manifest("vc"))
+    cp.apply_yaml(ns.name(), &vcsim.source_manifest_at("vc", endpoint))
         .ok()?;
     Ok(())
 }

@@ -18,6 +18,7 @@
 //! | [`openstack`] | Keystone and Glance from PyPI (an OpenStack source's world) |
 //! | [`chart`] | the Helm chart through the pinned helm |
 //! | [`import`] | import jobs as a user drives them (networks, waiting for the end) |
+//! | [`link`] | a TCP relay in front of a peer that refuses, hangs or passes on command |
 //! | [`harvester`] | stand-in for Harvester's image controller (downloads for real) and VM PVCs |
 //! | [`kubevirt`] | stand-in for KubeVirt's VM stop and VM export (controller and HTTPS server) |
 //! | [`remote`] | a remote Harvester cluster (a second control plane, KubeVirt stand-in) to browse and import from |
@@ -41,6 +42,7 @@ pub mod control_plane;
 pub mod harvester;
 pub mod import;
 pub mod kubevirt;
+pub mod link;
 pub mod namespace;
 pub mod openstack;
 pub mod peers;

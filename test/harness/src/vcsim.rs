@@ -167,6 +167,9 @@ pub struct Vcsim {
     process: ManagedProcess,
     info: VcsimInfo,
     ca_pem: String,
+    /// CAs of certificates served since (`rotate_certificate`), which the
+    /// harness's own clients trust too.
+    rotated_cas: std::sync::Mutex<Vec<String>>,
     cert_pem: String,
     dir: PathBuf,
 }
@@ -234,6 +237,7 @@ impl Vcsim {
             process,
             info,
             ca_pem,
+            rotated_cas: Default::default(),
             cert_pem,
             dir,
         })
@@ -282,7 +286,8 @@ impl Vcsim {
     }
 
     /// PEM a client should trust: the CA when the peer reports one, else the
-    /// serving certificate itself.
+    /// serving certificate itself. The CA it started with, whatever
+    /// `rotate_certificate` did since.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }
@@ -304,6 +309,12 @@ impl Vcsim {
     /// A `v1/List` with a credentials Secret and a `Vsphere` source named `name`
     /// pointing at this simulator (trusting its CA), for `kubectl apply -n`.
     pub fn source_manifest(&self, name: &str) -> String {
+        self.source_manifest_at(name, self.url())
+    }
+
+    /// [`source_manifest`](Self::source_manifest) with another SDK URL
+    /// (e.g. a [`FaultyLink`](crate::link::FaultyLink) in front of vcsim).
+    pub fn source_manifest_at(&self, name: &str, endpoint: &str) -> String {
         let secret = format!("{name}-credentials");
         serde_json::json!({
             "apiVersion": "v1",
@@ -321,7 +332,7 @@ impl Vcsim {
                     "kind": "Vsphere",
                     "metadata": {"name": name},
                     "spec": {
-                        "endpoint": self.url(),
+                        "endpoint": endpoint,
                         "credentials": {"name": secret},
                         "datacenter": self.datacenter(),
                         "caBundle": self.ca_pem(),
@@ -360,7 +371,11 @@ impl Vcsim {
     /// A reqwest client (rustls, ring) that trusts [`ca_pem`](Self::ca_pem).
     /// Make one per Tokio runtime.
     pub fn http_client(&self) -> Result<reqwest::Client> {
-        crate::tls::reqwest_client(&[&self.ca_pem], None)
+        let rotated = self.rotated_cas.lock().unwrap().clone();
+        let roots: Vec<&str> = std::iter::once(self.ca_pem.as_str())
+            .chain(rotated.iter().map(String::as_str))
+            .collect();
+        crate::tls::reqwest_client(&roots, None)
     }
 
     pub fn pid(&self) -> u32 {

@@ -272,7 +272,7 @@ func (m *exportManager) prepare(l *exportLease, totalKB int64) {
 			Key:           d.key,
 			ImportKey:     d.importKey,
 			Url:           u.String(),
-			SslThumbprint: m.x.opts.thumbprint,
+			SslThumbprint: m.x.opts.pki.Thumbprint(),
 			Disk:          types.NewBool(true),
 			TargetId:      d.name,
 			FileSize:      conv.size,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"io"
 	"os"
 	"os/exec"
@@ -37,12 +36,16 @@ func TestExportWithGovmomiClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Remove()
-	ext, err := installHandlers(m, extOptions{leaseTimeout: time.Minute, qemuImg: "qemu-img", keepExports: true, tmpDir: tmp})
+	pki, err := newServerPKI(tmp, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := installHandlers(m, extOptions{leaseTimeout: time.Minute, qemuImg: "qemu-img", keepExports: true, tmpDir: tmp, pki: pki})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ext.close()
-	m.Service.TLS = new(tls.Config)
+	m.Service.TLS = pki.tlsConfig()
 	s := m.Service.NewServer()
 	defer s.Close()
 	ext.setBaseURL(s.URL)

@@ -30,7 +30,7 @@ type extOptions struct {
 	qemuImg      string        // qemu-img binary that makes streamOptimized VMDKs
 	keepExports  bool          // keep converted VMDKs after their lease ends (cached by flat-file identity)
 	tmpDir       string        // our temp dir (converted VMDKs go below it)
-	thumbprint   string        // SHA-1 thumbprint of the serving certificate, for deviceUrl.sslThumbprint
+	pki          *serverPKI    // the serving certificate: deviceUrl.sslThumbprint, POST /harness/certificate
 }
 
 // extension holds everything installHandlers adds to the simulator.

@@ -22,6 +22,8 @@ import (
 //	POST   /harness/faults    queue a fault for the next export download(s)
 //	GET    /harness/faults    pending faults
 //	DELETE /harness/faults    drop pending faults
+//	POST   /harness/certificate  {"newCA": bool}: serve a new certificate
+//	                          (from a new CA when newCA); answers {"caPem"}
 //	PUT    /harness/property-collector  {"fullRecollect": bool}: upstream's
 //	                          WaitForUpdatesEx (true) or our patch's (patches/)
 func (x *extension) serveHarness(w http.ResponseWriter, r *http.Request) {
@@ -81,6 +83,17 @@ func (x *extension) serveHarness(w http.ResponseWriter, r *http.Request) {
 	case "DELETE /harness/faults":
 		x.faults.clear()
 		writeJSON(w, http.StatusOK, map[string]any{"pending": 0})
+	case "POST /harness/certificate":
+		var req certificateRequest
+		if err := decodeJSON(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		if err := x.opts.pki.rotate(req.NewCA); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"caPem": x.opts.pki.caPEM()})
 	case "PUT /harness/property-collector":
 		var req propertyCollectorMode
 		if err := decodeJSON(r, &req); err != nil {
@@ -92,6 +105,12 @@ func (x *extension) serveHarness(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, notFound("no harness endpoint %s", route))
 	}
+}
+
+// certificateRequest replaces the serving certificate: a renewal by the
+// same CA, or (NewCA) a certificate clients that trust the old CA refuse.
+type certificateRequest struct {
+	NewCA bool `json:"newCA"`
 }
 
 // propertyCollectorMode chooses how WaitForUpdatesEx finds what a filter

@@ -7,7 +7,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -127,7 +126,7 @@ func run() error {
 		qemuImg:      *qemuImg,
 		keepExports:  *keepExports,
 		tmpDir:       tmp,
-		thumbprint:   pki.Thumbprint(),
+		pki:          pki,
 	})
 	if err != nil {
 		return err
@@ -140,7 +139,7 @@ func run() error {
 
 	m.Service.RegisterEndpoints = true // vapi/simulator's REST endpoints
 	m.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
-	m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pki.Leaf}, MinVersion: tls.VersionTLS12}
+	m.Service.TLS = pki.tlsConfig()
 	srv, err := newServer(m.Service)
 	if err != nil {
 		return err
@@ -170,7 +169,7 @@ func run() error {
 
 		HarnessURL:          harness.String(),
 		LeaseTimeoutSeconds: leaseTimeout.Seconds(),
-		Features:            []string{"exportVm", "harnessVms", "harnessNetworks", "harnessLeases", "harnessFaults", "harnessPropertyCollector", "harnessPower"},
+		Features:            []string{"exportVm", "harnessVms", "harnessNetworks", "harnessLeases", "harnessFaults", "harnessPropertyCollector", "harnessPower", "harnessCertificate"},
 	}
 	out, err := json.Marshal(line)
 	if err != nil {

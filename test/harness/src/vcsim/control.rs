@@ -94,6 +94,40 @@ impl Vcsim {
         Ok(())
     }
 
+    /// Serves a new certificate from now on (`POST /harness/certificate`):
+    /// a renewal by the same CA, or one from a new CA, whose PEM is returned
+    /// (and trusted by this harness's clients from now on).
+    pub async fn rotate_certificate(&self, new_ca: bool) -> Result<String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Rotated {
+            ca_pem: String,
+        }
+        let rotated: Rotated = self
+            .harness_request(
+                reqwest::Method::POST,
+                "certificate",
+                Some(&serde_json::json!({ "newCA": new_ca })),
+            )
+            .await
+            .context("rotate vcsim's certificate")?;
+        self.rotated_cas
+            .lock()
+            .unwrap()
+            .push(rotated.ca_pem.clone());
+        Ok(rotated.ca_pem)
+    }
+
+    /// Ends every session but the one asking (`TerminateSession`), as
+    /// vCenter does to idle sessions or an administrator may: clients
+    /// holding one get `NotAuthenticated` on their next call. How many ended.
+    pub async fn expire_sessions(&self) -> Result<usize> {
+        let mut soap = self.soap_session().await?;
+        let ended = soap.terminate_other_sessions().await?;
+        soap.logout().await?;
+        Ok(ended)
+    }
+
     /// A logged-in SOAP session (see [`soap::SoapSession`]).
     pub async fn soap_session(&self) -> Result<soap::SoapSession> {
         soap::SoapSession::login(self).await

@@ -179,6 +179,44 @@ impl SoapSession {
         self.call(&body).await.map(|_| ())
     }
 
+    /// `TerminateSession` of every session but this one; how many.
+    pub async fn terminate_other_sessions(&mut self) -> Result<usize> {
+        let manager = self.session_manager.clone();
+        let properties = self
+            .properties(
+                "SessionManager",
+                &manager,
+                &["sessionList", "currentSession"],
+            )
+            .await?;
+        let key = |session: &XmlElement| session.find("key").map(|k| k.text().to_owned());
+        let own = properties
+            .iter()
+            .find(|(name, _)| name == "currentSession")
+            .and_then(|(_, session)| key(session))
+            .context("SessionManager.currentSession has no key")?;
+        let others: Vec<String> = properties
+            .iter()
+            .filter(|(name, _)| name == "sessionList")
+            .flat_map(|(_, list)| list.children.iter().filter_map(key))
+            .filter(|k| *k != own)
+            .collect();
+        if others.is_empty() {
+            return Ok(0);
+        }
+        let ids: String = others
+            .iter()
+            .map(|id| format!("<sessionId>{}</sessionId>", esc(id)))
+            .collect();
+        self.call(&format!(
+            "<TerminateSession xmlns=\"urn:vim25\"><_this type=\"SessionManager\">{}</_this>{ids}</TerminateSession>",
+            esc(&manager)
+        ))
+        .await
+        .context("TerminateSession")?;
+        Ok(others.len())
+    }
+
     /// `RetrieveProperties` of one object: `(path, value)` for each path
     /// that is set.
     pub async fn properties(
