@@ -147,11 +147,11 @@ pub fn outcome(image: &DynamicObject) -> Outcome {
     };
     let gave_up = condition("RetryLimitExceeded");
     if gave_up["status"] == "True" {
+        let message = gave_up["message"]
+            .as_str()
+            .unwrap_or("retry limit exceeded");
         return Outcome::Failed {
-            message: gave_up["message"]
-                .as_str()
-                .unwrap_or("retry limit exceeded")
-                .to_owned(),
+            message: without_token(image, message),
         };
     }
     let storage_class = status["storageClassName"].as_str().unwrap_or_default();
@@ -161,6 +161,20 @@ pub fn outcome(image: &DynamicObject) -> Outcome {
         };
     }
     Outcome::Importing
+}
+
+/// Harvester's `message` about `image` without the image's disk token:
+/// Harvester quotes the URL in its failures (`got 404 status code from
+/// <url>`), and the message goes on into the job's status and Events.
+fn without_token(image: &DynamicObject, message: &str) -> String {
+    let mut message = message.to_owned();
+    if let Some(url) = image.data["spec"]["url"].as_str() {
+        message = message.replace(url, &vmm_wire::vsphere::redact_url(url));
+    }
+    match token(image) {
+        Some(token) if !token.is_empty() => message.replace(&token, "…"),
+        _ => message,
+    }
 }
 
 /// The disk endpoint token in an image's URL (`…/disks/<token>/<file>`), to
@@ -252,6 +266,13 @@ mod tests {
                     {"type": "RetryLimitExceeded", "status": "True", "message": "retry attempted 6/5 failed"}]}),
                 Outcome::Failed {
                     message: "retry attempted 6/5 failed".into(),
+                },
+            ),
+            (
+                json!({"conditions": [{"type": "RetryLimitExceeded", "status": "True",
+                    "message": "failed due to error: got 503 status code from http://ctl:8000/disks/abc123/web-01-disk-0.img (abc123)"}]}),
+                Outcome::Failed {
+                    message: "failed due to error: got 503 status code from http://ctl:8000/disks/…/web-01-disk-0.img (…)".into(),
                 },
             ),
         ];
