@@ -211,16 +211,24 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
         )
         .await;
     figures.push(("connections refused", refused, world.job_phase()));
-    // No VM destroyed during the hang: in the clean CI run of 8cffa1d the
-    // destroy's DELETED never reached the watch (locally it always did);
-    // until that is understood (docs/reliability.md, "Known and not yet
-    // closed") this case checks only a VM created.
+    // A VM created first answers the long poll waiting at vcsim (the answer
+    // held in the relay), so the provider has no poll at vcsim while the
+    // next VM is created and another destroyed: one poll sees both after
+    // the hang. In the clean CI run of 8cffa1d that happened by chance and
+    // the destroy was never reported (vcsim's filter dropped its Leave).
     let hung = world
         .ride_out(
             "hung",
-            async |w| w.link.set(Link::Hanging),
+            async |w| {
+                w.link.set(Link::Hanging);
+                w.vcsim
+                    .create_vm(&VmSpec::new("first during the hang"))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            },
             Some(Link::Up),
-            false,
+            true,
         )
         .await;
     figures.push(("connections hanging", hung, world.job_phase()));
