@@ -291,11 +291,10 @@ impl ExportLease {
                         async move { progress_call(&client, id, percent).await }
                     })
                     .await;
-                let url = session.client().url;
                 match progress {
                     Ok(()) => {}
                     Err(e) if lease_ended(&e) => {
-                        let message = classify(&url, "HttpNfcLeaseProgress", &e, None);
+                        let message = classify(session.url(), "HttpNfcLeaseProgress", &e, None);
                         tracing::warn!(lease = %id, error = %message, "export lease ended; keep-alive stops");
                         if let Ok(mut slot) = failed.lock() {
                             *slot = Some(message.to_string());
@@ -303,7 +302,7 @@ impl ExportLease {
                         return;
                     }
                     Err(e) => {
-                        let message = classify(&url, "HttpNfcLeaseProgress", &e, None);
+                        let message = classify(session.url(), "HttpNfcLeaseProgress", &e, None);
                         tracing::warn!(lease = %id, error = %message, "export lease progress failed; retrying");
                     }
                 }
@@ -370,7 +369,7 @@ impl ExportLease {
             match aborted {
                 Ok(()) => {}
                 Err(e) if lease_ended(&e) => {}
-                Err(e) => return Err(classify(&self.client().url, "HttpNfcLeaseAbort", &e, None)),
+                Err(e) => return Err(classify(self.session.url(), "HttpNfcLeaseAbort", &e, None)),
             }
             // Through a method: the flag is read by `Drop`, which the
             // unused-assignment lint does not see in an async block.
@@ -434,7 +433,7 @@ impl ExportLease {
                     Ok(Err(e)) if lease_ended(&e) => self.open = false,
                     // Still open: the guard tries again when dropped.
                     Ok(Err(e)) => {
-                        let e = classify(&self.client().url, "HttpNfcLeaseAbort", &e, None);
+                        let e = classify(self.session.url(), "HttpNfcLeaseAbort", &e, None);
                         tracing::warn!(lease = %self.id, error = %e, "abort of a lease that was not ready failed");
                     }
                     Err(_) => {
@@ -442,7 +441,7 @@ impl ExportLease {
                     }
                 }
                 return Err(VsphereError::LeaseNotReady {
-                    url: self.client().url.clone(),
+                    url: self.session.url().to_owned(),
                     lease: self.id.clone(),
                     vm: self.vm_id.clone(),
                     state,
@@ -479,7 +478,7 @@ impl ExportLease {
                     tracing::warn!(lease = %self.id, key = %d.key, "export device key matches no disk of the VM");
                 }
                 ExportDisk {
-                    url: replace_star_host(&d.url, &self.client().url),
+                    url: replace_star_host(&d.url, self.session.url()),
                     device_key,
                     target_id: d.target_id,
                     file_size: d.file_size.and_then(|s| u64::try_from(s).ok()),
@@ -494,14 +493,14 @@ impl ExportLease {
 
     fn not_found(&self) -> VsphereError {
         VsphereError::LeaseNotFound {
-            url: self.client().url.clone(),
+            url: self.session.url().to_owned(),
             lease: self.id.clone(),
         }
     }
 
     fn failed(&self, detail: String) -> VsphereError {
         VsphereError::LeaseFailed {
-            url: self.client().url.clone(),
+            url: self.session.url().to_owned(),
             lease: self.id.clone(),
             vm: self.vm_id.clone(),
             detail,
@@ -515,13 +514,13 @@ impl ExportLease {
             return self.not_found();
         }
         if lease_ended(&e) {
-            let detail = match classify(&self.client().url, "HttpNfcLease", &e, None) {
+            let detail = match classify(self.session.url(), "HttpNfcLease", &e, None) {
                 VsphereError::Fault { detail, .. } => detail,
                 other => other.to_string(),
             };
             return self.failed(format!("the lease has ended ({detail})"));
         }
-        classify(&self.client().url, "HttpNfcLease", &e, None)
+        classify(self.session.url(), "HttpNfcLease", &e, None)
     }
 }
 

@@ -16,18 +16,33 @@ use vim_rs::core::client::Error as ClientError;
 use super::VsphereClient;
 use super::error::{VsphereError, classify};
 
-/// Cheap to clone: every clone sees the session logged in last.
+/// Every clone sees the session logged in last.
 #[derive(Clone)]
-pub struct LeaseSession(Arc<Mutex<VsphereClient>>);
+pub struct LeaseSession {
+    /// vCenter's SDK URL, the same for every session.
+    url: String,
+    current: Arc<Mutex<VsphereClient>>,
+}
 
 impl LeaseSession {
     pub(crate) fn new(client: VsphereClient) -> Self {
-        Self(Arc::new(Mutex::new(client)))
+        Self {
+            url: client.url.clone(),
+            current: Arc::new(Mutex::new(client)),
+        }
     }
 
     /// The session as of now.
     pub fn client(&self) -> VsphereClient {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// vCenter's SDK URL, for messages.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// `call` with the current session; if vCenter ended it, once more with
@@ -39,13 +54,13 @@ impl LeaseSession {
     {
         let client = self.client();
         let error = match call(client.clone()).await {
-            Err(error) if session_ended(&client, &error) => error,
+            Err(error) if session_ended(&self.url, &error) => error,
             other => return other,
         };
         match client.new_session().await {
             Ok(fresh) => {
-                tracing::info!(url = %client.url, "the vCenter session of an export lease ended; logged in again");
-                *self.0.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                tracing::info!(url = %self.url, "the vCenter session of an export lease ended; logged in again");
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
                 call(fresh).await
             }
             Err(login) => {
@@ -56,9 +71,9 @@ impl LeaseSession {
     }
 }
 
-fn session_ended(client: &VsphereClient, error: &ClientError) -> bool {
+fn session_ended(url: &str, error: &ClientError) -> bool {
     matches!(
-        classify(&client.url, "", error, None),
+        classify(url, "", error, None),
         VsphereError::SessionLost { .. }
     )
 }

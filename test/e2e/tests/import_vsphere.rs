@@ -244,13 +244,7 @@ async fn a_third_party_storage_class_imports_through_cdi() {
             .all(|r| r.range.is_some() && r.status == Some(206)),
         "{record:?}"
     );
-    let leases: Vec<_> = vcsim
-        .leases()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.vm == source_vm.moref)
-        .collect();
+    let leases = vcsim.leases_of(&source_vm.moref).await.unwrap();
     assert_eq!(leases.len(), 1, "one export: {leases:?}");
     assert!(!leases[0].is_open(), "{leases:?}");
 }
@@ -679,11 +673,11 @@ async fn deleting_a_job_mid_import_removes_what_it_made() {
     assert_eq!(images().lines().count(), 1, "one image per disk");
     let open_leases = || async {
         vcsim
-            .leases()
+            .leases_of(&source_vm.moref)
             .await
             .unwrap()
             .into_iter()
-            .filter(|l| l.is_open() && l.vm == source_vm.moref)
+            .filter(|l| l.is_open())
             .count()
     };
     assert_eq!(open_leases().await, 1, "the export is open while importing");

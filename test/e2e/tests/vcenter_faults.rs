@@ -52,13 +52,16 @@ fn seen(watch: &KubectlWatch, kind: &str, name: &str) -> bool {
         .any(|e| e["type"] == kind && e["object"]["spec"]["displayName"] == name)
 }
 
+/// A change vCenter made: the watch event it should bring, and the VM's name.
+type Change = (&'static str, String);
+
 struct World<'a> {
     vcsim: &'a Vcsim,
     link: FaultyLink,
     ns: TestNamespace<'a>,
     watch: KubectlWatch,
-    /// The changes vCenter made during faults, each `(event, VM name)`.
-    expected: Vec<(&'static str, String)>,
+    /// The changes vCenter made during faults.
+    expected: Vec<Change>,
 }
 
 impl World<'_> {
@@ -109,54 +112,54 @@ impl World<'_> {
         vm
     }
 
-    /// vCenter changes while the fault holds: a VM created, `doomed` (if
-    /// any) destroyed, straight at vcsim, not through the relay. Returns how
-    /// many changes that made.
-    async fn change(&mut self, fault: &str, doomed: Option<&CreatedVm>) -> usize {
+    /// vCenter changes while the fault holds: a VM created, `doomed`
+    /// destroyed, straight at vcsim, not through the relay. Returns both
+    /// changes, also kept in `expected`.
+    async fn change(&mut self, fault: &str, doomed: &CreatedVm) -> [Change; 2] {
         let born = self
             .vcsim
             .create_vm(&VmSpec::new(format!("born {fault}")))
             .await
             .unwrap();
-        self.expected.push(("ADDED", born.name));
-        let Some(doomed) = doomed else { return 1 };
         let mut soap = self.vcsim.soap_session().await.unwrap();
         soap.destroy(&doomed.moref).await.unwrap();
         soap.logout().await.unwrap();
-        self.expected.push(("DELETED", doomed.name.clone()));
-        2
+        let changes = [("ADDED", born.name), ("DELETED", doomed.name.clone())];
+        self.expected.extend(changes.clone());
+        changes
     }
 
-    /// Makes the fault, changes vCenter (a VM destroyed too when
-    /// `destroys`), and returns how long after the mend the watch saw the
-    /// changes. A fault with a mend (the link restored) holds first; one
-    /// without (sessions ended) counts from the fault itself.
+    /// Waits until the watch saw every one of `changes`; how long from `since`.
+    fn all_watched(&self, changes: &[Change], since: Instant) -> Duration {
+        tokio::task::block_in_place(|| {
+            changes
+                .iter()
+                .map(|(kind, name)| self.watched(kind, name, since))
+                .max()
+                .unwrap_or_default()
+        })
+    }
+
+    /// Makes the fault, changes vCenter, and returns how long after the
+    /// mend the watch saw the changes. A fault with a mend (the link
+    /// restored) holds first; one without (sessions ended) counts from the
+    /// fault itself.
     async fn ride_out(
         &mut self,
         fault: &str,
         make: impl AsyncFnOnce(&Self),
         mend: Option<Link>,
-        destroys: bool,
     ) -> Duration {
-        let doomed = match destroys {
-            true => Some(self.doomed(fault).await),
-            false => None,
-        };
+        let doomed = self.doomed(fault).await;
         make(self).await;
         let held = Instant::now();
-        let changes = self.change(fault, doomed.as_ref()).await;
+        let changes = self.change(fault, &doomed).await;
         if let Some(link) = mend {
             tokio::time::sleep(hold().saturating_sub(held.elapsed())).await;
             self.link.set(link);
         }
         let mended = if mend.is_some() { Instant::now() } else { held };
-        let made = &self.expected[self.expected.len() - changes..];
-        tokio::task::block_in_place(|| {
-            made.iter()
-                .map(|(kind, name)| self.watched(kind, name, mended))
-                .max()
-                .unwrap_or_default()
-        })
+        self.all_watched(&changes, mended)
     }
 }
 
@@ -207,7 +210,6 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
             "refused",
             async |w| w.link.set(Link::Refusing),
             Some(Link::Up),
-            true,
         )
         .await;
     figures.push(("connections refused", refused, world.job_phase()));
@@ -228,7 +230,6 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             },
             Some(Link::Up),
-            true,
         )
         .await;
     figures.push(("connections hanging", hung, world.job_phase()));
@@ -240,7 +241,6 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
                 assert!(ended > 0, "no session of ours to end");
             },
             None,
-            true,
         )
         .await;
     figures.push(("every session ended", expired, world.job_phase()));
@@ -254,7 +254,6 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
                 w.link.set(Link::Refusing);
             },
             Some(Link::Up),
-            true,
         )
         .await;
     figures.push((
@@ -280,11 +279,10 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
     // One lease, completed: the keep-alive logged in again when its session
     // ended, so vCenter never timed the lease out under the transfer.
     let leases: Vec<_> = vcsim
-        .leases()
+        .leases_of(&in_flight.moref)
         .await
         .unwrap()
         .into_iter()
-        .filter(|lease| lease.vm == in_flight.moref)
         .map(|lease| lease.end_reason)
         .collect();
     assert_eq!(
@@ -305,7 +303,7 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
     world.link.set(Link::Refusing);
     tokio::time::sleep(Duration::from_secs(1)).await;
     world.link.set(Link::Up);
-    world.change("new CA", Some(&doomed)).await;
+    let changes = world.change("new CA", &doomed).await;
     tokio::task::block_in_place(|| {
         import::create_job(cp, &world.ns, "untrusted", "untrusted", json!({})).unwrap();
         let (reason, message) = import::failure(&world.ns, "untrusted", WAIT);
@@ -316,11 +314,10 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
         vcsim.power_state(&untrusted.moref).await.unwrap(),
         "poweredOn"
     );
-    let [(_, born), (_, gone)] = &world.expected[world.expected.len() - 2..] else {
-        unreachable!()
-    };
     assert!(
-        !seen(&world.watch, "ADDED", born) && !seen(&world.watch, "DELETED", gone),
+        !changes
+            .iter()
+            .any(|(kind, name)| seen(&world.watch, kind, name)),
         "the inventory followed a vCenter whose certificate the source does not trust"
     );
     let patch = json!({"spec": {"caBundle": format!("{}{new_ca}", vcsim.ca_pem())}});
@@ -335,12 +332,7 @@ async fn inventory_and_import_ride_out_vcenter_faults() {
             &patch.to_string(),
         ])
         .expect_success();
-    let trusted = Instant::now();
-    let (born, gone) = (born.clone(), gone.clone());
-    let new_ca_figure = tokio::task::block_in_place(|| {
-        world.watched("ADDED", &born, trusted);
-        world.watched("DELETED", &gone, trusted)
-    });
+    let new_ca_figure = world.all_watched(&changes, Instant::now());
     figures.push((
         "certificate from a new CA, then added to spec.caBundle",
         new_ca_figure,

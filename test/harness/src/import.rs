@@ -223,11 +223,11 @@ pub async fn assert_vsphere_import_clean(
         "{context}: stray images"
     );
     let open: Vec<_> = vcsim
-        .leases()
+        .leases_of(&source.moref)
         .await
         .unwrap()
         .into_iter()
-        .filter(|l| l.vm == source.moref && l.is_open())
+        .filter(|l| l.is_open())
         .collect();
     assert!(open.is_empty(), "{context}: leases left open: {open:?}");
     assert_eq!(

@@ -60,6 +60,13 @@ impl Vcsim {
         Ok(self.lease_report().await?.leases)
     }
 
+    /// The export leases of the VM `moref`, oldest first.
+    pub async fn leases_of(&self, moref: &str) -> Result<Vec<LeaseInfo>> {
+        let mut leases = self.leases().await?;
+        leases.retain(|lease| lease.vm == moref);
+        Ok(leases)
+    }
+
     /// A VM's `runtime.powerState` (`poweredOn`, `poweredOff`, `suspended`).
     pub async fn power_state(&self, moref: &str) -> Result<String> {
         let mut soap = soap::SoapSession::login(self).await?;
