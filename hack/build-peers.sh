@@ -6,6 +6,16 @@
 #   bin/helm                         helm.sh/helm/v3 (test/peers/helm): lint and render the chart
 #   crds/kubevirt-virtualmachines.yaml, -virtualmachineinstances, -virtualmachineexports
 #                                          KubeVirt's own generator (test/peers/crds/kubevirt)
+#   bin/virt-api                     KubeVirt's API server, unmodified: its VM admission webhooks
+#   bin/kubevirt-gen                 the same generator: `webhooks URL CA` prints virt-api's VM
+#                                    webhook configurations pointed at URL (test/peers/crds/kubevirt)
+#   admission/crds/kubevirt.yaml     every CRD virt-operator installs (virt-api's informers need them);
+#                                    kept out of crds/ so only control planes with admission apply them
+#   bin/harvester-webhook            Harvester's own VM and VirtualMachineImage mutators and validators
+#                                    behind a small server (test/peers/admission/harvester)
+#   admission/crds/harvester.yaml    the CRDs its informers need that crds/ lacks (`harvester-webhook crds`)
+#   admission/harvester-defaults.yaml  what a default Harvester install has that the webhooks read: the
+#                                    KubeVirt CR and StorageClasses of Harvester's chart, its Settings
 #   crds/harvester-virtualmachineimages.yaml  controller-gen on Harvester's types (test/peers/crds/harvester)
 #   crds/harvester-settings.yaml           the same run: Setting (preflight reads overcommit-config)
 #   crds/harvester-addons.yaml             the same run: the Addon our charts/addon manifest is
@@ -238,6 +248,7 @@ check_all() {
 	check_module crds/kubevirt kubevirt.io/kubevirt "$KUBEVIRT_VERSION" 1
 	check_module crds/harvester github.com/harvester/harvester "$HARVESTER_VERSION" 1
 	check_module crds/controller-gen sigs.k8s.io/controller-tools "$CONTROLLER_TOOLS_VERSION" 0
+	check_module admission/harvester github.com/harvester/harvester "$HARVESTER_VERSION" 1
 	check_module crds/nad github.com/k8snetworkplumbingwg/network-attachment-definition-client "$NAD_VERSION" 1
 	check_module steve github.com/rancher/steve "$STEVE_VERSION" 1
 	log "wrapper modules match versions.env and the generated replace lists"
@@ -280,8 +291,9 @@ update_all() {
 	update_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" 0 go.etcd.io/etcd/server/v3
 	update_module vcsim github.com/vmware/govmomi "$GOVMOMI_VERSION" 0
 	update_module helm helm.sh/helm/v3 "$HELM_VERSION" 0 helm.sh/helm/v3/cmd/helm
-	update_module crds/kubevirt kubevirt.io/kubevirt "$KUBEVIRT_VERSION" 1
+	update_module crds/kubevirt kubevirt.io/kubevirt "$KUBEVIRT_VERSION" 1 kubevirt.io/kubevirt/cmd/virt-api
 	update_module crds/harvester github.com/harvester/harvester "$HARVESTER_VERSION" 1
+	update_module admission/harvester github.com/harvester/harvester "$HARVESTER_VERSION" 1
 	update_module crds/controller-gen sigs.k8s.io/controller-tools "$CONTROLLER_TOOLS_VERSION" 0 \
 		sigs.k8s.io/controller-tools/cmd/controller-gen
 	update_module crds/nad github.com/k8snetworkplumbingwg/network-attachment-definition-client "$NAD_VERSION" 1
@@ -391,10 +403,26 @@ module_dir() { # module_dir NAME MODULE: download MODULE (verified against go.su
 }
 
 crd_kubevirt() {
-	go -C "$SRC/crds/kubevirt" build -trimpath -ldflags "-s -w" -o "$WORK/kubevirt-crd" .
+	go -C "$SRC/crds/kubevirt" build -trimpath -ldflags "-s -w" -o "$TMP/bin/kubevirt-gen" .
 	for crd in virtualmachines virtualmachineinstances virtualmachineexports; do
-		"$WORK/kubevirt-crd" "$crd" >"$TMP/crds/kubevirt-$crd.yaml"
+		"$TMP/bin/kubevirt-gen" crd "$crd" >"$TMP/crds/kubevirt-$crd.yaml"
 	done
+	mkdir -p "$TMP/admission/crds"
+	"$TMP/bin/kubevirt-gen" crds >"$TMP/admission/crds/kubevirt.yaml"
+}
+
+build_virt_api() {
+	go -C "$SRC/crds/kubevirt" build -trimpath -ldflags "-s -w" -o "$TMP/bin/virt-api" kubevirt.io/kubevirt/cmd/virt-api
+}
+
+build_harvester_webhook() {
+	local dir=$SRC/admission/harvester
+	# Its tests compare what it restates of Harvester's webhook server with the pinned source.
+	go -C "$dir" test -count=1 .
+	go -C "$dir" build -trimpath -ldflags "-s -w" -o "$TMP/bin/harvester-webhook" .
+	"$TMP/bin/harvester-webhook" crds >"$TMP/admission/crds/harvester.yaml"
+	"$TMP/bin/harvester-webhook" defaults --harvester-dir "$(module_dir admission/harvester github.com/harvester/harvester)" \
+		>"$TMP/admission/harvester-defaults.yaml"
 }
 
 crd_harvester() {
@@ -471,11 +499,14 @@ peers)
 	timed vcsim build_vcsim
 	timed helm build_helm
 	timed crd-kubevirt crd_kubevirt
+	timed virt-api build_virt_api
+	timed harvester-webhook build_harvester_webhook
 	timed crd-harvester crd_harvester
 	timed crd-nad crd_nad
 	timed crd-longhorn crd_longhorn
 	timed crd-prometheus crd_prometheus
-	BINS=(kube-apiserver kubectl etcd vcsim helm)
+	BINS=(kube-apiserver kubectl etcd vcsim helm virt-api kubevirt-gen harvester-webhook)
+	ADMISSION=(crds/kubevirt crds/harvester harvester-defaults)
 	CRDS=(kubevirt-virtualmachines kubevirt-virtualmachineinstances kubevirt-virtualmachineexports harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts rancher-settings rancher-features rancher-uiplugins longhorn nad prometheus-servicemonitors)
 	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'", "prometheusOperator": "'$PROMETHEUS_VERSION'"'
 	;;
@@ -483,6 +514,7 @@ steve)
 	timed steve build_steve
 	BINS=(steve)
 	CRDS=()
+	ADMISSION=()
 	VERSIONS='"steve": "'$STEVE_VERSION'"'
 	;;
 esac
@@ -491,6 +523,7 @@ rm -rf "$WORK"
 
 for f in "${BINS[@]}"; do [[ -x $TMP/bin/$f ]] || die "missing bin/$f"; done
 for f in "${CRDS[@]}"; do [[ -s $TMP/crds/$f.yaml ]] || die "missing crds/$f.yaml"; done
+for f in "${ADMISSION[@]}"; do [[ -s $TMP/admission/$f.yaml ]] || die "missing admission/$f.yaml"; done
 
 json_sizes() {
 	local sep="" f

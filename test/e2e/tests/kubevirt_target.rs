@@ -1,8 +1,8 @@
 //! The KubeVirt VirtualMachine an import job creates passes the real KubeVirt
 //! CRD schema with strict field validation (a misspelled or unknown field is
-//! an error, not silently pruned) and is stored with the source's CPU
-//! topology, memory, firmware (with a UUID), disk buses, MACs and networks
-//! intact.
+//! an error, not silently pruned) and KubeVirt's and Harvester's real
+//! admission, and is stored with the source's CPU topology, memory, firmware
+//! (with a UUID), disk buses, MACs and networks intact.
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
@@ -15,13 +15,23 @@ use vmm_testkit::{ControlPlane, TestNamespace};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_target_vm_passes_kubevirts_schema_strictly() {
     let cp = ControlPlane::shared();
+    cp.admission().unwrap();
     let ns = TestNamespace::new(cp, "kubevirt-target").unwrap();
+    // Harvester's mutator reads every network a VM names.
+    let infra = TestNamespace::new(cp, "infra").unwrap();
+    for (namespace, nad) in [(ns.name(), "vlan100"), (infra.name(), "dmz")] {
+        cp.kubectl_with_stdin(
+            ["apply", "-f", "-"],
+            &vmm_testkit::import::nad(namespace, nad, 100).to_string(),
+        )
+        .expect_success();
+    }
     let spec: ImportJobSpec = serde_json::from_value(json!({
         "sourceCluster": {"kind": "Vsphere", "name": "vc"},
         "vmName": "Web 01",
         "mapping": [
             {"sourceNetwork": "VM Network", "destinationNetwork": "vlan100"},
-            {"sourceNetwork": "DMZ", "destinationNetwork": "infra/dmz", "nicModel": "e1000"},
+            {"sourceNetwork": "DMZ", "destinationNetwork": format!("{}/dmz", infra.name()), "nicModel": "e1000"},
         ],
     }))
     .unwrap();
@@ -36,8 +46,9 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
     };
     let spec = VirtualMachineSpec {
         display_name: "Web 01".into(),
+        // One socket: Harvester allows no more while CPU hotplug is off.
         cpus: 6,
-        cores_per_socket: Some(3),
+        cores_per_socket: Some(6),
         memory_mib: 3000,
         firmware: Firmware::Efi,
         secure_boot: true,
@@ -59,8 +70,9 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
             bus: (i == 1).then_some(DiskBus::Scsi),
         })
         .collect();
-    // With Harvester's legacy fixed reserve for QEMU (100 MiB) on the limit.
-    let vm = virtual_machine(&job, "web-01", &source, &disks, 100).unwrap();
+    // A default Harvester (additional-guest-memory-overhead-ratio 1.5) keeps
+    // nothing back from the limit: no reserve.
+    let vm = virtual_machine(&job, "web-01", &source, &disks, 0).unwrap();
     let typo_base = vm.clone();
 
     let resource = vmm_api::external::kubevirt_vm();
@@ -75,10 +87,10 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
     let stored = &created.data["spec"]["template"]["spec"];
     assert_eq!(
         stored["domain"]["cpu"],
-        json!({"sockets": 2, "cores": 3, "threads": 1})
+        json!({"sockets": 1, "cores": 6, "threads": 1, "maxSockets": 1})
     );
     assert_eq!(stored["domain"]["memory"]["guest"], "3000Mi");
-    assert_eq!(stored["domain"]["resources"]["limits"]["memory"], "3100Mi");
+    assert_eq!(stored["domain"]["resources"]["limits"]["memory"], "3000Mi");
     assert_eq!(
         stored["domain"]["firmware"]["bootloader"]["efi"]["secureBoot"],
         true
@@ -108,4 +120,50 @@ async fn the_target_vm_passes_kubevirts_schema_strictly() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("socket"), "{refused}");
+
+    // Harvester's legacy strategy (the ratio set to 0): its mutator gives the
+    // guest the limit less 100 MiB, the reserve the controller then adds.
+    cp.kubectl([
+        "patch",
+        "settings.harvesterhci.io",
+        "additional-guest-memory-overhead-ratio",
+        "--type=merge",
+        "-p",
+        r#"{"value":"0"}"#,
+    ])
+    .expect_success();
+    let mut legacy = virtual_machine(&job, "legacy", &source, &disks, 100).unwrap();
+    // MACs of its own: Harvester's validator refuses one web-01 has.
+    let interfaces = legacy["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
+        .as_array_mut()
+        .unwrap();
+    for (i, interface) in interfaces.iter_mut().enumerate() {
+        interface["macAddress"] = json!(format!("00:50:56:00:01:0{i}"));
+    }
+    let mut dry_run = strict.clone();
+    dry_run.dry_run = true;
+    // The webhook reads Settings from its cache: wait until it has the value.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let admitted = api
+            .patch("legacy", &dry_run, &Patch::Apply(&legacy))
+            .await
+            .unwrap();
+        let domain = &admitted.data["spec"]["template"]["spec"]["domain"];
+        if domain["memory"]["guest"] == "3000Mi" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the legacy reserve never applied: {domain}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let created = api
+        .patch("legacy", &strict, &Patch::Apply(&legacy))
+        .await
+        .unwrap();
+    let domain = &created.data["spec"]["template"]["spec"]["domain"];
+    assert_eq!(domain["memory"]["guest"], "3000Mi");
+    assert_eq!(domain["resources"]["limits"]["memory"], "3100Mi");
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::admission::Admission;
 use crate::peers::{Peers, our_crds_dir};
 use crate::pki::{CertFiles, ClusterPki, FRONT_PROXY_CLIENT_CN};
 use crate::process::{
@@ -69,7 +70,8 @@ struct IdentityFiles {
 
 /// etcd + kube-apiserver, stopped when dropped (apiserver first).
 pub struct ControlPlane {
-    // Field order is drop order: the apiserver stops before etcd.
+    // Field order is drop order: the webhooks stop first, the apiserver before etcd.
+    admission: OnceLock<Result<Admission, String>>,
     apiserver: Mutex<ManagedProcess>,
     etcd: Mutex<ManagedProcess>,
     peers: &'static Peers,
@@ -153,6 +155,7 @@ impl ControlPlane {
         let install_crds = options.install_crds;
 
         let cp = ControlPlane {
+            admission: OnceLock::new(),
             apiserver: Mutex::new(apiserver),
             etcd: Mutex::new(etcd),
             peers,
@@ -233,6 +236,15 @@ impl ControlPlane {
     /// The run directory: certificates, logs, etcd data, kubeconfigs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// KubeVirt's and Harvester's VM admission on this control plane,
+    /// started on first use ([`crate::admission`]).
+    pub fn admission(&self) -> Result<&Admission> {
+        self.admission
+            .get_or_init(|| Admission::start(self).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("VM admission did not start: {e}"))
     }
 
     pub fn pki(&self) -> &ClusterPki {

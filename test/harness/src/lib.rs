@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod aggregation;
 pub mod chart;
 pub mod control_plane;

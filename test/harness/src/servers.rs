@@ -200,6 +200,8 @@ pub fn start_controller_with(
     kubeconfig: &Path,
     options: &ControllerOptions<'_>,
 ) -> Result<ControllerServer> {
+    // The VMs it creates meet Harvester's and KubeVirt's real admission.
+    cp.admission()?;
     let disk_port = match options.disk_port {
         Some(port) => port,
         None => free_port()?,
