@@ -183,10 +183,19 @@ fn carried(vm: &Value) -> Value {
         .iter()
         .map(|i| json!([i["macAddress"], i["model"], network(&i["name"])]))
         .collect();
+    // What the target's admission adds (the remote test cluster has none):
+    // Harvester's `maxSockets` and the SMBIOS serial KubeVirt makes up.
+    let mut cpu = domain["cpu"].clone();
+    let mut firmware = domain["firmware"].clone();
+    for (object, added) in [(&mut cpu, "maxSockets"), (&mut firmware, "serial")] {
+        if let Some(object) = object.as_object_mut() {
+            object.remove(added);
+        }
+    }
     json!({
-        "cpu": domain["cpu"],
+        "cpu": cpu,
         "memoryMib": mib(domain["memory"]["guest"].as_str().unwrap()),
-        "firmware": domain["firmware"],
+        "firmware": firmware,
         "disks": disks.into_iter().map(|(_, bus)| bus).collect::<Vec<_>>(),
         "interfaces": interfaces,
     })

@@ -160,9 +160,10 @@ async fn a_quota_on_requests_counts_them_as_harvesters_overcommit_does() {
         "-o",
         "jsonpath={.spec.template.spec.domain.resources.limits.memory}",
     ]);
+    // As a quantity: admission stores it canonically (3072Mi as 3Gi).
     assert_eq!(
-        limit.stdout.trim(),
-        "3072Mi",
+        vmm_api::quantity::milli_units(limit.stdout.trim()),
+        Some(3072 * 1024 * 1024 * 1000),
         "no reserve with a ratio set: {limit}"
     );
 }

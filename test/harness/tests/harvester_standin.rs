@@ -284,8 +284,9 @@ fn options() -> Options {
     }
 }
 
-/// One test's own namespace on the shared control plane, a client, and a
-/// stand-in that watches only that namespace.
+/// One test's own namespace on the shared control plane (with Harvester's
+/// and KubeVirt's real admission: images and VMs are mutated as on
+/// Harvester), a client, and a stand-in that watches only that namespace.
 struct Fixture {
     // Fields drop in this order: the stand-in stops before its namespace goes.
     controller: ImageController,
@@ -296,6 +297,7 @@ struct Fixture {
 impl Fixture {
     fn new(prefix: &str, options: Options) -> Fixture {
         let cp = ControlPlane::shared();
+        cp.admission().expect("admission");
         let ns = TestNamespace::new(cp, prefix).expect("namespace");
         let client = cp.client();
         let options = Options {
@@ -899,6 +901,9 @@ fn vm_object(name: &str, templates: &Value, claims: &[&str]) -> DynamicObject {
         .enumerate()
         .map(|(i, c)| json!({"name": format!("disk-{i}"), "persistentVolumeClaim": {"claimName": c}}))
         .collect();
+    let disks: Vec<Value> = (0..claims.len())
+        .map(|i| json!({"name": format!("disk-{i}"), "disk": {"bus": "virtio"}}))
+        .collect();
     serde_json::from_value(json!({
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
@@ -908,7 +913,14 @@ fn vm_object(name: &str, templates: &Value, claims: &[&str]) -> DynamicObject {
         },
         "spec": {
             "runStrategy": "Halted",
-            "template": {"spec": {"domain": {"devices": {}}, "volumes": volumes}},
+            "template": {"spec": {
+                "domain": {
+                    "cpu": {"sockets": 1, "cores": 1, "threads": 1},
+                    "memory": {"guest": "1Gi"},
+                    "devices": {"disks": disks},
+                },
+                "volumes": volumes,
+            }},
         },
     }))
     .expect("VM object")

@@ -10,6 +10,7 @@ use vmm_api::importjob::ImportPhase;
 use crate::conditions::{Observed, READY};
 use crate::connect::Refused;
 use crate::crash;
+use crate::import::RETRY_DELAY;
 use crate::import::images::{self, Outcome as ImageOutcome};
 use crate::import::phases::export::image_name;
 use crate::import::preflight::settings;
@@ -56,19 +57,28 @@ pub async fn run(step: &Step<'_>) -> Outcome {
         &vmm_api::external::kubevirt_vm(),
     );
     let params = PatchParams::apply(images::FIELD_MANAGER).validation_strict();
-    match vms.patch(name, &params, &Patch::Apply(&manifest)).await {
-        Ok(_) => {}
+    let applied = match vms.patch(name, &params, &Patch::Apply(&manifest)).await {
         // Some Harvester versions cap sockets at 1: the same vCPUs as cores.
         Err(kube::Error::Api(refusal))
             if refusal.message.contains(target::MAX_SOCKETS_REFUSAL)
                 && let Some(flat) = target::single_socket(&manifest) =>
         {
-            vms.patch(name, &params, &Patch::Apply(&flat)).await?;
-            let note = format!(
-                "Harvester refused {} CPU sockets (its VM webhook allows one when CPU hotplug is off): the VM has one socket with all {} vCPUs as cores",
-                manifest["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"], vm.spec.cpus
-            );
-            step.publish(EventType::Warning, "OneSocket", &note).await;
+            let applied = vms.patch(name, &params, &Patch::Apply(&flat)).await;
+            if applied.is_ok() {
+                let note = format!(
+                    "Harvester refused {} CPU sockets (its VM webhook allows one when CPU hotplug is off): the VM has one socket with all {} vCPUs as cores",
+                    manifest["spec"]["template"]["spec"]["domain"]["cpu"]["sockets"], vm.spec.cpus
+                );
+                step.publish(EventType::Warning, "OneSocket", &note).await;
+            }
+            applied
+        }
+        applied => applied,
+    };
+    match applied {
+        Ok(_) => {}
+        Err(kube::Error::Api(refusal)) if refused_by_admission(&refusal) => {
+            return hold(step, &refusal.message).await;
         }
         Err(error) => return Err(error.into()),
     }
@@ -83,6 +93,28 @@ pub async fn run(step: &Step<'_>) -> Outcome {
     step.ctx.metrics.observe_duration(job, "succeeded");
     step.publish(EventType::Normal, "Succeeded", &message).await;
     Ok(Action::await_change())
+}
+
+/// A webhook denied the VM (Harvester's answer 500 with "denied the
+/// request", KubeVirt's 422) or its schema refused it.
+fn refused_by_admission(refusal: &kube::core::Status) -> bool {
+    refusal.code == 422 || refusal.message.contains("denied the request")
+}
+
+/// The cluster refused the VM: the job stays here and says why, as what a
+/// webhook names (a MAC another VM took since preflight, a network deleted)
+/// can be fixed without copying the disks again.
+async fn hold(step: &Step<'_>, why: &str) -> Outcome {
+    let message = format!(
+        "the cluster refused the VM: {why}; once that is fixed the job creates it (tried again every {}s)",
+        RETRY_DELAY.as_secs()
+    );
+    let waiting = Observed::new(READY, false, "VMRefused", message.clone());
+    step.write(&StatusUpdate::condition(step.job, &waiting))
+        .await?;
+    step.publish(EventType::Warning, "VMRefused", &message)
+        .await;
+    Ok(Action::requeue(RETRY_DELAY))
 }
 
 #[cfg(test)]
@@ -147,6 +179,21 @@ mod tests {
         assert_eq!(world.phase(), ImportPhase::Failed);
         assert_eq!(world.ready().0, "ImageDeleted");
         assert!(world.kube.get(VM).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_vm_the_cluster_refuses_holds_the_job_and_says_why() {
+        let world = world();
+        world.job(json!({}), creating());
+        world.kube.fail_once(http::Method::PATCH, VM, 422);
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::CreatingVm);
+        let (reason, message) = world.ready();
+        assert_eq!(reason, "VMRefused");
+        assert!(message.contains("injected failure"), "{message}");
+        assert!(world.kube.event_reasons().contains(&"VMRefused".to_owned()));
+        world.reconcile().await.unwrap();
+        assert_eq!(world.phase(), ImportPhase::Succeeded);
     }
 
     #[tokio::test]

@@ -4,7 +4,6 @@
 //! backing-image-manager: HEAD exactly 200, one GET exactly 200, idle
 //! timeout, checksum).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
@@ -14,19 +13,6 @@ use kube::api::{Api, DeleteParams, ObjectMeta};
 use super::fetch::{self, Digest, Sink};
 use super::image::{Failure, Job};
 use super::{LONGHORN_PROVISIONER, Requester};
-
-/// What Harvester's image webhook fills into an empty
-/// `spec.storageClassParameters` (`GetImageDefaultStorageClassParameters`).
-fn default_parameters() -> BTreeMap<String, String> {
-    [
-        ("numberOfReplicas", "3"),
-        ("staleReplicaTimeout", "30"),
-        ("migratable", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
 
 /// Deletes the image's StorageClass, if any: at the start of every attempt
 /// and when the image is deleted (Harvester's `deleteBackingImageAndStorageClass`).
@@ -100,10 +86,11 @@ impl Job {
         Ok(fetch::content_length(response.headers()).and_then(|n| i64::try_from(n).ok()))
     }
 
-    /// The per-image StorageClass, as `createStorageClass` makes it.
+    /// The per-image StorageClass, as `createStorageClass` makes it: the
+    /// image's parameters (which Harvester's image mutator fills, where
+    /// admission runs: `crate::admission`) and the backing image.
     fn storage_class(&self, name: &str) -> StorageClass {
-        let mut parameters = default_parameters();
-        parameters.extend(self.spec.storage_class_parameters.clone());
+        let mut parameters = self.spec.storage_class_parameters.clone();
         parameters.insert(
             "backingImage".to_owned(),
             super::backing_image_name(&self.uid),

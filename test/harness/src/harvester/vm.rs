@@ -5,12 +5,15 @@
 //! ownerReferences), and `SetOwnerOfPVCs` records the VM in the
 //! `harvesterhci.io/owned-by` annotation of each PVC its volumes use.
 //!
-//! Before creating a PVC it checks what Harvester's admission would: a
-//! template needs a name, and a `harvesterhci.io/imageId` must be
-//! `<namespace>/<name>` of an existing image whose `status.storageClassName`
-//! is the PVC's `storageClassName`. A refused template is not created; the
-//! reasons are recorded ([`VmRecord`](super::VmRecord)) and put on the VM as
-//! [`ERROR_ANNOTATION`].
+//! Admission is not played here: control planes with a controller run
+//! Harvester's real VM webhook (`crate::admission`), which refuses a template
+//! without a name. What this adds is a guard no Harvester code has: a
+//! `harvesterhci.io/imageId` must be `<namespace>/<name>` of an existing
+//! image whose `status.storageClassName` is the PVC's `storageClassName`,
+//! because Longhorn would provision a PVC of another class as an empty
+//! volume, a VM without its data that nothing reports. A template failing it
+//! is not created; the reasons are recorded ([`VmRecord`](super::VmRecord))
+//! and put on the VM as [`ERROR_ANNOTATION`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -119,9 +122,6 @@ async fn create_pvc(
     let mut pvc: PersistentVolumeClaim =
         serde_json::from_value(template).context("a volume claim template is not a PVC")?;
     let name = pvc.metadata.name.clone().unwrap_or_default();
-    if name.is_empty() {
-        bail!("PVC name is required");
-    }
     let class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone());
     let image_id = pvc
         .metadata

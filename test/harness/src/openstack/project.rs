@@ -69,20 +69,36 @@ impl Project<'_> {
     }
 
     /// A running server `name` with a bootable and a data volume of 1 GiB,
-    /// on `private` and `public`; its id and the volumes' ids.
+    /// on `private` and `public` with [`server_macs`](Self::server_macs);
+    /// its id and the volumes' ids.
     pub fn server(&self, name: &str) -> (String, Vec<String>) {
         let volumes = vec![
             self.volume(&format!("{name}-boot"), true),
             self.volume(&format!("{name}-data"), false),
         ];
+        let [private, public] = Self::server_macs(name);
         let id = self.add_server(
             ServerSeed {
                 volumes: volumes.clone(),
                 ..ServerSeed::new(name, &self.user.project_id)
             },
-            ["fa:16:3e:0a:00:01", "fa:16:3e:0b:00:02"],
+            [private.as_str(), public.as_str()],
         );
         (id, volumes)
+    }
+
+    /// The MACs of [`server`](Self::server) `name`'s two ports: one pair per
+    /// name, as Harvester refuses a VM whose MAC another VM on its cluster
+    /// network has, and tests of one binary import servers side by side.
+    pub fn server_macs(name: &str) -> [String; 2] {
+        let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let [_, _, high, low] = hash.to_be_bytes();
+        [
+            format!("fa:16:3e:0a:{high:02x}:{low:02x}"),
+            format!("fa:16:3e:0b:{high:02x}:{low:02x}"),
+        ]
     }
 
     /// A running server `name` booted from an image (a local root disk of
