@@ -23,7 +23,7 @@ cargo build --locked -p vmm-apiserver -p vmm-controller --bins
 mkdir -p "$CARGO_TARGET_DIR/debug/shipped"
 cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
 cargo build --workspace --bins --locked --features "$TEST_FEATURES"
-cargo test --workspace --locked --no-fail-fast --features "$TEST_FEATURES"
+hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
 # Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target).
 hack/fuzz.sh
 

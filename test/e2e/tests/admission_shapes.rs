@@ -225,13 +225,11 @@ async fn every_vm_shape_is_admitted_and_keeps_the_source_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_vms_are_refused_by_the_real_webhooks() {
     let cp = ControlPlane::shared();
-    cp.admission().unwrap();
+    let admission = cp.admission().unwrap();
     let ns = TestNamespace::new(cp, "refused").unwrap();
-    cp.kubectl_with_stdin(
-        ["apply", "-f", "-"],
-        &import::nad(ns.name(), "vlan-a", 10).to_string(),
-    )
-    .expect_success();
+    admission
+        .add_network(cp, &import::nad(ns.name(), "vlan-a", 10))
+        .unwrap();
     let vm = |name: &str, disks: &[&str], mac: &str| {
         json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
@@ -253,21 +251,6 @@ async fn invalid_vms_are_refused_by_the_real_webhooks() {
         .to_string()
     };
     let create = |manifest: String| cp.kubectl_with_stdin(["create", "-f", "-"], &manifest);
-    // Harvester's mutator looks the NAD up in its informer's cache, which
-    // learns of it a moment after it was created.
-    import::until(
-        "Harvester's webhook knows the NAD",
-        WAIT,
-        || {
-            cp.kubectl_with_stdin(
-                ["create", "--dry-run=server", "-f", "-"],
-                &vm("first", &["disk"], "02:00:00:00:00:02"),
-            )
-            .success()
-        },
-        String::new,
-    );
-
     // The CRD's schema cannot see this; only KubeVirt's validator does.
     let twins = create(vm("twins", &["disk", "disk"], "02:00:00:00:00:01"));
     let refusal = twins.expect_failure();

@@ -15,16 +15,14 @@ use vmm_testkit::{ControlPlane, TestNamespace};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_target_vm_passes_kubevirts_schema_strictly() {
     let cp = ControlPlane::shared();
-    cp.admission().unwrap();
+    let admission = cp.admission().unwrap();
     let ns = TestNamespace::new(cp, "kubevirt-target").unwrap();
     // Harvester's mutator reads every network a VM names.
     let infra = TestNamespace::new(cp, "infra").unwrap();
     for (namespace, nad) in [(ns.name(), "vlan100"), (infra.name(), "dmz")] {
-        cp.kubectl_with_stdin(
-            ["apply", "-f", "-"],
-            &vmm_testkit::import::nad(namespace, nad, 100).to_string(),
-        )
-        .expect_success();
+        admission
+            .add_network(cp, &vmm_testkit::import::nad(namespace, nad, 100))
+            .unwrap();
     }
     let spec: ImportJobSpec = serde_json::from_value(json!({
         "sourceCluster": {"kind": "Vsphere", "name": "vc"},

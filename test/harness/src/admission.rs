@@ -158,6 +158,37 @@ impl Admission {
         Ok(())
     }
 
+    /// Applies a NetworkAttachmentDefinition and returns once Harvester's
+    /// mutator, which looks a VM's networks up in its informer's cache, has
+    /// learnt of it (a VM naming it a moment earlier is refused as "not found").
+    pub fn add_network(&self, cp: &ControlPlane, nad: &Value) -> Result<()> {
+        cp.kubectl_with_stdin(["apply", "-f", "-"], &nad.to_string())
+            .ok()
+            .context("apply the NetworkAttachmentDefinition")?;
+        let network = format!(
+            "{}/{}",
+            nad["metadata"]["namespace"].as_str().unwrap_or("default"),
+            nad["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let mut vm = probe_vm(1, false);
+        let spec = &mut vm["spec"]["template"]["spec"];
+        spec["domain"]["devices"]["interfaces"] = json!([{"name": "nic", "bridge": {}}]);
+        spec["networks"] = json!([{"name": "nic", "multus": {"networkName": network}}]);
+        let deadline = Instant::now() + READY;
+        loop {
+            self.check_running()?;
+            let out =
+                cp.kubectl_with_stdin(["create", "--dry-run=server", "-f", "-"], &vm.to_string());
+            if out.success() {
+                return Ok(());
+            }
+            if !out.stderr.contains("not found") || Instant::now() > deadline {
+                bail!("a VM on {network} is not admitted: {}", out.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Ok while both servers run; else the exit and the log's tail.
     pub fn check_running(&self) -> Result<()> {
         for server in [&self.virt_api, &self.harvester] {

@@ -477,15 +477,28 @@ impl ControlPlane {
             None,
         )?;
         out.ok().context("install CRDs")?;
-        let out = kubectl_raw(
-            &self.peers.kubectl(),
-            &self.kubeconfig,
-            &self.kubectl_cache,
-            &wait,
-            None,
-        )?;
-        out.ok().context("wait for the CRDs to be Established")?;
-        Ok(())
+        // kubectl wait gives up at once on an object whose status has no
+        // conditions yet instead of waiting ("accessor error: <nil>"), which a
+        // CRD read the instant after its creation can be: wait again then.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = kubectl_raw(
+                &self.peers.kubectl(),
+                &self.kubeconfig,
+                &self.kubectl_cache,
+                &wait,
+                None,
+            )?;
+            if out.success() {
+                return Ok(());
+            }
+            if !out.stderr.contains(".status.conditions accessor error")
+                || Instant::now() > deadline
+            {
+                out.ok().context("wait for the CRDs to be Established")?;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
