@@ -32,22 +32,30 @@
 #                                          its monitoring/v1 at the version KubeVirt pins (crds/kubevirt)
 # and, with --steve, in an entry of its own (only the UI suites need it):
 #   bin/steve                        github.com/rancher/steve (test/peers/steve): Rancher's /v1 API layer
+# and, with --downloaders, in an entry of its own (test/peers/downloaders):
+#   bin/cdi-importer                 CDI's importer (Harvester's `cdi` image backend), unmodified but
+#                                    for libnbd, a cgo binding only its VDDK source uses, which the Go
+#                                    proxy does not serve: a stand-in module whose calls all fail
+#   bin/backing-image-manager        Longhorn's (the default backend's) downloader, unmodified
 # Versions: test/peers/versions.env. Details: docs/peers.md.
 #
 # Usage:
 #   PEERS=$(hack/build-peers.sh)   build (or reuse) and print the output directory as the LAST stdout line
 #   STEVE=$(hack/build-peers.sh --steve)  the same for steve's entry
+#   DL=$(hack/build-peers.sh --downloaders)  the same for the downloaders' entry
 #   hack/build-peers.sh --update   regenerate the wrapper modules' go.mod/go.sum from versions.env and the
 #                                  upstream go.mod files (replace lists included); commit the result
+#                                  (with --downloaders: those modules only)
 #   hack/build-peers.sh --check    only verify the committed go.mod files against versions.env/upstream
 #   hack/build-peers.sh --force    rebuild even if the cache entry exists
 #   hack/build-peers.sh --prune    after building, delete every other cache entry
 #   hack/build-peers.sh --print-key  print the cache key and exit (with --steve: steve's)
 #
 # Output: ${VMM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-migration}/peers/<key>/ where <key> hashes
-# test/peers/** (but test/peers/steve, and test/peers/openstack: hack/build-openstack.sh's), this script
-# and `go version`; steve's entry is steve/<key>, whose key hashes test/peers/steve, this script and
-# `go version`, so neither entry rebuilds for the other's changes. Builds go to a temp dir that is renamed into place, under flock, so an interrupted build
+# test/peers/** (but test/peers/steve, test/peers/downloaders, and test/peers/openstack:
+# hack/build-openstack.sh's), this script and `go version`; steve's entry is steve/<key>, whose key
+# hashes test/peers/steve, this script and `go version`, and the downloaders' downloaders/<key> the
+# same way, so no entry rebuilds for another's changes. Builds go to a temp dir that is renamed into place, under flock, so an interrupted build
 # leaves no partial entry and concurrent runs build once.
 # Go's own GOMODCACHE/GOCACHE are used as they are (defaults persist between runs).
 set -euo pipefail
@@ -63,9 +71,10 @@ SELF=$ROOT/hack/build-peers.sh
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0
 # -buildvcs=false: the wrapper modules live in our git checkout; don't stamp its state into binaries.
 export GOFLAGS="-buildvcs=false -mod=readonly"
-# The rancher/pkg/apis pseudo-version Harvester pins is not in sum.golang.org; with --update its hash
-# comes from the proxy's download (it equals the one in Harvester's own go.sum).
-export GONOSUMDB=github.com/rancher/rancher
+# The rancher/pkg/apis pseudo-version Harvester pins and CDI's release are not in sum.golang.org; with
+# --update their hashes come from the proxy's download (they equal the ones in Harvester's own go.sum,
+# which check_cdi_sums verifies for CDI).
+export GONOSUMDB=github.com/rancher/rancher,kubevirt.io/containerized-data-importer,kubevirt.io/containerized-data-importer-api
 
 KUBE_CMDS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-controller-manager)
 HARVESTER_API_PKG=github.com/harvester/harvester/pkg/apis/harvesterhci.io/v1beta1
@@ -77,6 +86,12 @@ NAD_CRD_NAME=network-attachment-definitions.k8s.cni.cncf.io
 LONGHORN_API_PKG=github.com/longhorn/longhorn-manager/k8s/pkg/apis/longhorn/v1beta2
 LONGHORN_CRD_FILES=(longhorn.io_nodes.yaml longhorn.io_settings.yaml)
 PROMETHEUS_API_PKG=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1
+# Replace directives of our own, beyond the generated ones, per wrapper module.
+declare -A OWN_REPLACES=(
+	# Longhorn's go.mod asks for a longhorn-engine release the Go proxy refuses; the one before it is served.
+	[downloaders/longhorn]="github.com/longhorn/longhorn-engine v1.9.1 => github.com/longhorn/longhorn-engine v1.9.0"
+	[downloaders/cdi]="libguestfs.org/libnbd => ./libnbd"
+)
 
 log() { printf '[build-peers] %s\n' "$*" >&2; }
 die() { printf '[build-peers] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -87,6 +102,7 @@ MODE=build FORCE=0 PRUNE=0 ENTRY=peers
 for arg in "$@"; do
 	case $arg in
 	--steve) ENTRY=steve ;;
+	--downloaders) ENTRY=downloaders ;;
 	--update) MODE=update ;;
 	--check) MODE=check ;;
 	--print-key) MODE=key ;;
@@ -99,7 +115,7 @@ done
 
 # shellcheck source=../test/peers/versions.env
 source "$SRC/versions.env"
-for v in KUBE_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION HELM_VERSION STEVE_VERSION; do
+for v in KUBE_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION HELM_VERSION STEVE_VERSION CDI_VERSION LONGHORN_BIM_VERSION; do
 	[[ -n ${!v:-} ]] || die "$v is not set in test/peers/versions.env"
 done
 
@@ -112,8 +128,8 @@ GO_VERSION=$(go version)
 # The files each entry is built from, relative to the repository root (NUL-separated).
 entry_files() {
 	case $ENTRY in
-	peers) find test/peers \( -path test/peers/steve -o -path test/peers/openstack \) -prune -o -type f -print0 ;;
-	steve) find test/peers/steve -type f -print0 ;;
+	peers) find test/peers \( -path test/peers/steve -o -path test/peers/openstack -o -path test/peers/downloaders \) -prune -o -type f -print0 ;;
+	steve | downloaders) find "test/peers/$ENTRY" -type f -print0 ;;
 	esac
 	printf '%s\0' hack/build-peers.sh
 }
@@ -193,12 +209,17 @@ upstream_gomod() {
 	printf '%s\n' "$f"
 }
 
+module_dir() { # module_dir NAME MODULE: download MODULE (verified against go.sum) and print its dir
+	go -C "$SRC/$1" mod download "$2"
+	go -C "$SRC/$1" list -m -f '{{.Dir}}' "$2"
+}
+
 # expected_replaces MODULE VERSION: the replace directives a main module needs in order to build
 # MODULE@VERSION as a dependency: upstream's versioned replaces verbatim, and each "=> ./staging/..."
 # (in-repo module) mapped to that module's published version. Other local-path replaces (e.g. etcd's
 # "=> ./FORBIDDEN_DEPENDENCY" guards) only make sense inside upstream's tree and are skipped.
 expected_replaces() {
-	local gomod line lhs rhs sv
+	local gomod line lhs rhs sv target
 	gomod=$(upstream_gomod "$1" "$2")
 	sv=$(staging_version "$1" "$2")
 	parse_replaces "$gomod" | while IFS= read -r line; do
@@ -210,26 +231,41 @@ expected_replaces() {
 			printf '%s => %s %s\n' "$lhs" "$lhs" "$sv"
 			;;
 		./* | ../* | /*) ;;
-		*) printf '%s\n' "$line" ;;
+		*)
+			# A target whose path has no domain cannot be fetched (CDI's go.mod has
+			# "k8s.io/dynamic-resource-allocation => dynamic-resource-allocation v0.31.5").
+			target=${rhs%% *}
+			if [[ ${target%%/*} == *.* ]]; then
+				printf '%s\n' "$line"
+			fi
+			;;
 		esac
 	done | LC_ALL=C sort -u
 }
 
-# check_module NAME MODULE VERSION GENERATE: the committed go.mod requires MODULE@VERSION and (if
-# GENERATE=1) its replace directives are exactly the generated list.
+# check_module NAME MODULE VERSION GENERATE: the committed go.mod requires MODULE@VERSION and its replace
+# directives are exactly the generated list (if GENERATE=1) plus OWN_REPLACES[NAME].
 check_module() {
 	local dir=$SRC/$1 mod=$2 ver=$3 gen=$4 have
 	[[ -f $dir/go.mod && -f $dir/go.sum ]] || die "$dir/go.mod or go.sum missing: run hack/build-peers.sh --update"
 	have=$(go -C "$dir" list -m -f '{{.Version}}' "$mod") || die "$1: cannot resolve $mod"
 	[[ $have == "$ver" ]] || die "$1/go.mod has $mod $have, versions.env says $ver: run hack/build-peers.sh --update"
-	if [[ $gen == 1 ]]; then
-		if ! diff -u <(expected_replaces "$mod" "$ver") <(parse_replaces "$dir/go.mod" | LC_ALL=C sort -u) \
-			--label "expected (from $mod@$ver go.mod)" --label "test/peers/$1/go.mod" >&2; then
-			die "$1/go.mod replace list differs from the one generated from $mod@$ver: run hack/build-peers.sh --update"
-		fi
-	else
-		[[ -z $(parse_replaces "$dir/go.mod") ]] || die "$1/go.mod should have no replace directives"
+	if ! diff -u <(expected_module_replaces "$@") <(parse_replaces "$dir/go.mod" | LC_ALL=C sort -u) \
+		--label "expected (from $mod@$ver go.mod and ours)" --label "test/peers/$1/go.mod" >&2; then
+		die "$1/go.mod replace list differs from the one generated from $mod@$ver: run hack/build-peers.sh --update"
 	fi
+}
+
+# expected_module_replaces NAME MODULE VERSION GENERATE: what check_module expects, sorted.
+expected_module_replaces() {
+	{
+		if [[ $4 == 1 ]]; then
+			expected_replaces "$2" "$3"
+		fi
+		if [[ -n ${OWN_REPLACES[$1]:-} ]]; then
+			printf '%s\n' "${OWN_REPLACES[$1]}"
+		fi
+	} | LC_ALL=C sort -u
 }
 
 check_etcd_siblings() {
@@ -252,6 +288,25 @@ check_all() {
 	check_module crds/nad github.com/k8snetworkplumbingwg/network-attachment-definition-client "$NAD_VERSION" 1
 	check_module steve github.com/rancher/steve "$STEVE_VERSION" 1
 	log "wrapper modules match versions.env and the generated replace lists"
+}
+
+check_downloaders() {
+	check_module downloaders/longhorn github.com/longhorn/backing-image-manager "$LONGHORN_BIM_VERSION" 0
+	check_module downloaders/cdi kubevirt.io/containerized-data-importer "$CDI_VERSION" 1
+	check_cdi_sums
+	log "downloader modules match versions.env and the generated replace lists"
+}
+
+# CDI's release is not in the checksum database: its hashes in our go.sum must be those Harvester's
+# go.sum (verified with Harvester's module) lists for the same version.
+check_cdi_sums() {
+	local harvester_sum line found=0
+	harvester_sum=$(module_dir crds/harvester github.com/harvester/harvester)/go.sum
+	while IFS= read -r line; do
+		grep -qxF "$line" "$harvester_sum" || die "downloaders/cdi/go.sum: '$line' is not in Harvester $HARVESTER_VERSION's go.sum"
+		found=$((found + 1))
+	done < <(grep -E "^kubevirt\.io/containerized-data-importer(-api)? $CDI_VERSION[ /]" "$SRC/downloaders/cdi/go.sum")
+	[[ $found == 4 ]] || die "downloaders/cdi/go.sum: expected 4 lines for CDI $CDI_VERSION, found $found"
 }
 
 # update_module NAME MODULE VERSION GENERATE [TOOL...]: (create and) edit NAME/go.mod: require
@@ -283,6 +338,12 @@ update_module() {
 			printf ')\n'
 		} >>"$dir/go.mod"
 	fi
+	if [[ -n ${OWN_REPLACES[$name]:-} ]]; then
+		line=${OWN_REPLACES[$name]}
+		lhs=${line%% => *}
+		rhs=${line#* => }
+		go -C "$dir" mod edit "-replace=${lhs/ /@}=${rhs/ /@}"
+	fi
 	go -C "$dir" mod tidy
 }
 
@@ -310,9 +371,18 @@ update_all() {
 	log "done; now commit test/peers/ (the next build gets a new cache key)"
 }
 
+update_downloaders() {
+	update_module downloaders/longhorn github.com/longhorn/backing-image-manager "$LONGHORN_BIM_VERSION" 0 \
+		github.com/longhorn/backing-image-manager
+	update_module downloaders/cdi kubevirt.io/containerized-data-importer "$CDI_VERSION" 1 \
+		kubevirt.io/containerized-data-importer/cmd/cdi-importer
+	check_downloaders
+	log "done; now commit test/peers/downloaders/"
+}
+
 case $MODE in
-update) update_all; exit 0 ;;
-check) check_all; exit 0 ;;
+update) if [[ $ENTRY == downloaders ]]; then update_downloaders; else update_all; fi; exit 0 ;;
+check) check_all; check_downloaders; exit 0 ;;
 esac
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +409,7 @@ mkdir -p "$TMP/bin" "$TMP/crds" "$TMP/work"
 WORK=$TMP/work
 
 log "building $ENTRY into $OUT ($GO_VERSION, CI=${CI:-false})"
-check_all
+if [[ $ENTRY == downloaders ]]; then check_downloaders; else check_all; fi
 
 declare -A SECS=()
 STEPS=()
@@ -397,9 +467,11 @@ build_steve() {
 		-o "$TMP/bin/steve" github.com/rancher/steve
 }
 
-module_dir() { # module_dir NAME MODULE: download MODULE (verified against go.sum) and print its dir
-	go -C "$SRC/$1" mod download "$2"
-	go -C "$SRC/$1" list -m -f '{{.Dir}}' "$2"
+build_downloaders() {
+	go -C "$SRC/downloaders/cdi" build -trimpath -ldflags "-s -w" -o "$TMP/bin/cdi-importer" \
+		kubevirt.io/containerized-data-importer/cmd/cdi-importer
+	go -C "$SRC/downloaders/longhorn" build -trimpath -ldflags "-s -w" -o "$TMP/bin/backing-image-manager" \
+		github.com/longhorn/backing-image-manager
 }
 
 crd_kubevirt() {
@@ -516,6 +588,13 @@ steve)
 	CRDS=()
 	ADMISSION=()
 	VERSIONS='"steve": "'$STEVE_VERSION'"'
+	;;
+downloaders)
+	timed downloaders build_downloaders
+	BINS=(cdi-importer backing-image-manager)
+	CRDS=()
+	ADMISSION=()
+	VERSIONS='"cdi": "'$CDI_VERSION'", "longhornBackingImageManager": "'$LONGHORN_BIM_VERSION'"'
 	;;
 esac
 TOTAL=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')

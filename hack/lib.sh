@@ -11,13 +11,15 @@ if [[ ${CI:-} == true ]]; then
   export CARGO_INCREMENTAL=0
 fi
 
-# Installs the system packages, builds (or reuses) the test peers and exports
-# VMM_PEERS_DIR for the harness.
+# Installs the system packages, builds (or reuses) the test peers and the image
+# backends' real downloaders (an entry of their own) and exports VMM_PEERS_DIR and
+# VMM_DOWNLOADERS_DIR for the harness.
 prepare_peers() {
   hack/install-deps.sh
   VMM_PEERS_DIR="$(hack/build-peers.sh | tail -n 1)"
-  export VMM_PEERS_DIR
-  echo "test peers: $VMM_PEERS_DIR" >&2
+  VMM_DOWNLOADERS_DIR="$(hack/build-peers.sh --downloaders | tail -n 1)"
+  export VMM_PEERS_DIR VMM_DOWNLOADERS_DIR
+  echo "test peers: $VMM_PEERS_DIR; downloaders: $VMM_DOWNLOADERS_DIR" >&2
 }
 
 # The OpenStack test world (docs/peers.md): Keystone, Glance, uWSGI and the official

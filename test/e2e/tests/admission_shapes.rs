@@ -1,9 +1,10 @@
 //! The VMs our imports create meet KubeVirt's and Harvester's real admission
 //! (`vmm_testkit::admission`: virt-api and Harvester's own VM webhook, both
-//! `failurePolicy: Fail` for validation): one import per shape a vSphere
-//! source produces, each admitted, and the object stored after mutation
-//! still has the source's vCPUs, the memory its guest sees, its firmware,
-//! its MACs and its disk order. And admission is really in the path: VMs
+//! `failurePolicy: Fail` for validation): one import per shape a vSphere or
+//! an OpenStack source produces, each admitted, and the object stored after
+//! mutation still has the source's vCPUs, the memory its guest sees, its
+//! firmware, its MACs and its disk order. (A Harvester source's VM is a
+//! KubeVirt VM already: `import_harvester` checks what is carried.) And admission is really in the path: VMs
 //! each webhook must refuse are refused, with that webhook's words.
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use vmm_api::quantity::milli_units;
 use vmm_testkit::import;
+use vmm_testkit::openstack::project::Project;
 use vmm_testkit::servers::shared_controller;
 use vmm_testkit::vcsim::{Controller, DiskSpec, Firmware, NicModel, NicSpec, VmSpec};
 use vmm_testkit::{ControlPlane, TestNamespace, Vcsim};
@@ -113,11 +115,9 @@ async fn every_vm_shape_is_admitted_and_keeps_the_source_shape() {
         spec.cpus = Some(shape.cpus);
         spec.cores_per_socket = Some(shape.cores_per_socket);
         spec.memory_mb = Some(shape.memory_mb);
-        // Each disk a size of its own, so the order shows in the claims.
         for (i, controller) in shape.disks.iter().enumerate() {
-            let mib = 2 + i as u64;
-            spec = spec
-                .disk(DiskSpec::generated(mib, index as u64 * 10 + i as u64, 0.5).on(*controller));
+            let seed = index as u64 * 10 + i as u64;
+            spec = spec.disk(DiskSpec::generated(2, seed, 0.5).on(*controller));
         }
         for (model, mac) in shape.nics {
             let mut nic = NicSpec::on("VM Network").model(*model);
@@ -133,90 +133,178 @@ async fn every_vm_shape_is_admitted_and_keeps_the_source_shape() {
     }
 
     for (shape, source) in SHAPES.iter().zip(&created) {
-        let done = import::succeeded(&ns, shape.job, WAIT);
-        let target = done["status"]["targetName"].as_str().unwrap();
-        let stored: Value = serde_json::from_str(
-            ns.kubectl(["get", "virtualmachines.kubevirt.io", target, "-o", "json"])
-                .expect_success(),
-        )
-        .unwrap();
-        let context = format!("{}: {}", shape.job, stored["spec"]);
-        let template = &stored["spec"]["template"]["spec"];
-        let domain = &template["domain"];
-
-        let cpu = &domain["cpu"];
-        let vcpus: i64 = ["sockets", "cores", "threads"]
-            .iter()
-            .map(|k| cpu[k].as_i64().unwrap_or(1))
-            .product();
-        assert_eq!(vcpus, i64::from(shape.cpus), "vCPUs: {context}");
-        // Compared as quantities: the mutation writes them canonically
-        // (2048Mi comes back as 2Gi).
-        let guest = domain["memory"]["guest"].as_str().and_then(milli_units);
-        assert_eq!(
-            guest,
-            Some(i128::from(shape.memory_mb) * 1024 * 1024 * 1000),
-            "guest memory: {context}"
-        );
-
-        let efi = &domain["firmware"]["bootloader"]["efi"];
-        assert_eq!(
-            efi.is_object(),
-            shape.firmware == Firmware::Efi,
-            "firmware: {context}"
-        );
-        if shape.firmware == Firmware::Efi {
-            assert_eq!(
-                efi["secureBoot"], shape.secure_boot,
-                "secure boot: {context}"
-            );
-        }
-
-        let macs: Vec<String> = domain["devices"]["interfaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["macAddress"].as_str().unwrap_or_default().to_lowercase())
-            .collect();
-        let source_macs: Vec<String> = source.nics.iter().map(|n| n.mac.to_lowercase()).collect();
-        assert_eq!(macs, source_macs, "MACs: {context}");
-
-        // Disk order: boot order follows the source's, and each disk's claim
-        // is as large as the source disk in that place.
-        let disks = domain["devices"]["disks"].as_array().unwrap();
-        assert_eq!(disks.len(), source.disks.len(), "disks: {context}");
-        let templates: Vec<Value> = serde_json::from_str(
-            stored["metadata"]["annotations"]["harvesterhci.io/volumeClaimTemplates"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
-        for (i, (disk, source_disk)) in disks.iter().zip(&source.disks).enumerate() {
-            assert_eq!(disk["bootOrder"], i + 1, "boot order: {context}");
-            assert_eq!(disk["disk"]["bus"], shape.disk_bus, "bus: {context}");
-            let volume = template["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == disk["name"])
-                .unwrap();
-            let claim = &volume["persistentVolumeClaim"]["claimName"];
-            let claim_template = templates
-                .iter()
-                .find(|t| &t["metadata"]["name"] == claim)
-                .unwrap();
-            assert_eq!(
-                claim_template["spec"]["resources"]["requests"]["storage"],
-                source_disk.capacity_bytes.to_string(),
-                "disk {i}: {context}"
-            );
-        }
+        let kept = Kept {
+            vcpus: i64::from(shape.cpus),
+            memory_mib: shape.memory_mb,
+            efi: (shape.firmware == Firmware::Efi).then_some(shape.secure_boot),
+            macs: source.nics.iter().map(|n| n.mac.clone()).collect(),
+            disk_keys: source.disks.iter().map(|d| d.key.to_string()).collect(),
+            bus: shape.disk_bus,
+        };
+        assert_kept(&ns, shape.job, &kept);
     }
     assert_eq!(
         SHAPES.last().map(|s| s.job),
         Some("four-sockets"),
         "the long name goes with the last shape"
     );
+}
+
+/// A server as an OpenStack source has it: the flavor's vCPUs and RAM, its
+/// volumes in device order, a port per MAC (BIOS always: nothing in a
+/// flavor or a volume names a firmware).
+struct ServerShape {
+    job: &'static str,
+    vcpus: i32,
+    ram_mib: i32,
+    volume_gib: &'static [i64],
+    ports: usize,
+}
+
+const SERVER_SHAPES: &[ServerShape] = &[
+    ServerShape {
+        job: "os-small",
+        vcpus: 1,
+        ram_mib: 1536,
+        volume_gib: &[1],
+        ports: 1,
+    },
+    ServerShape {
+        job: "os-wide",
+        vcpus: 3,
+        ram_mib: 3000,
+        volume_gib: &[1, 1, 1],
+        ports: 3,
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_openstack_server_shape_is_admitted_and_keeps_its_shape() {
+    shared_controller();
+    let project = Project::new("os-shapes").await;
+    let mut created = Vec::new();
+    for (index, shape) in SERVER_SHAPES.iter().enumerate() {
+        // MACs of their own: Harvester refuses one another VM has.
+        let macs: Vec<String> = (0..shape.ports)
+            .map(|port| format!("fa:16:3e:e0:{index:02x}:{port:02x}"))
+            .collect();
+        let mac_refs: Vec<&str> = macs.iter().map(String::as_str).collect();
+        let (_, volumes) = project.shaped_server(
+            shape.job,
+            shape.vcpus,
+            shape.ram_mib,
+            shape.volume_gib,
+            &mac_refs,
+        );
+        project.create_job(shape.job, shape.job);
+        created.push((macs, volumes));
+    }
+    for (shape, (macs, volumes)) in SERVER_SHAPES.iter().zip(created) {
+        let kept = Kept {
+            vcpus: i64::from(shape.vcpus),
+            memory_mib: u64::try_from(shape.ram_mib).unwrap(),
+            efi: None,
+            macs,
+            disk_keys: volumes,
+            bus: "virtio",
+        };
+        tokio::task::block_in_place(|| assert_kept(&project.ns, shape.job, &kept));
+    }
+}
+
+/// What the stored VM must still have of its source.
+struct Kept {
+    vcpus: i64,
+    memory_mib: u64,
+    /// `Some(secure boot)` when the firmware is EFI.
+    efi: Option<bool>,
+    macs: Vec<String>,
+    /// The source's keys of its disks (the job's `status.disks[].sourceKey`),
+    /// in the source's boot order.
+    disk_keys: Vec<String>,
+    bus: &'static str,
+}
+
+/// Waits for `job` to succeed and checks that its VM, as stored after
+/// admission's mutation, has what `kept` says.
+fn assert_kept(ns: &TestNamespace, job: &str, kept: &Kept) {
+    let done = import::succeeded(ns, job, WAIT);
+    let target = done["status"]["targetName"].as_str().unwrap();
+    let stored: Value = serde_json::from_str(
+        ns.kubectl(["get", "virtualmachines.kubevirt.io", target, "-o", "json"])
+            .expect_success(),
+    )
+    .unwrap();
+    let context = format!("{job}: {}", stored["spec"]);
+    let template = &stored["spec"]["template"]["spec"];
+    let domain = &template["domain"];
+
+    let cpu = &domain["cpu"];
+    let vcpus: i64 = ["sockets", "cores", "threads"]
+        .iter()
+        .map(|k| cpu[k].as_i64().unwrap_or(1))
+        .product();
+    assert_eq!(vcpus, kept.vcpus, "vCPUs: {context}");
+    // Compared as quantities: the mutation writes them canonically
+    // (2048Mi comes back as 2Gi).
+    let guest = domain["memory"]["guest"].as_str().and_then(milli_units);
+    assert_eq!(
+        guest,
+        Some(i128::from(kept.memory_mib) * 1024 * 1024 * 1000),
+        "guest memory: {context}"
+    );
+
+    let efi = &domain["firmware"]["bootloader"]["efi"];
+    assert_eq!(efi.is_object(), kept.efi.is_some(), "firmware: {context}");
+    if let Some(secure_boot) = kept.efi {
+        assert_eq!(efi["secureBoot"], secure_boot, "secure boot: {context}");
+    }
+
+    let macs: Vec<String> = domain["devices"]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["macAddress"].as_str().unwrap_or_default().to_lowercase())
+        .collect();
+    let source_macs: Vec<String> = kept.macs.iter().map(|m| m.to_lowercase()).collect();
+    assert_eq!(macs, source_macs, "MACs: {context}");
+
+    // Disk order: the VM's disks boot in the source's order, and each one's
+    // claim is made from the image the job imported that source disk into.
+    let disks = domain["devices"]["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), kept.disk_keys.len(), "disks: {context}");
+    let templates: Vec<Value> = serde_json::from_str(
+        stored["metadata"]["annotations"]["harvesterhci.io/volumeClaimTemplates"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let job_disks = done["status"]["disks"].as_array().unwrap();
+    for (i, (disk, key)) in disks.iter().zip(&kept.disk_keys).enumerate() {
+        assert_eq!(disk["bootOrder"], i + 1, "boot order: {context}");
+        assert_eq!(disk["disk"]["bus"], kept.bus, "bus: {context}");
+        let volume = template["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == disk["name"])
+            .unwrap();
+        let claim = &volume["persistentVolumeClaim"]["claimName"];
+        let claim_template = templates
+            .iter()
+            .find(|t| &t["metadata"]["name"] == claim)
+            .unwrap();
+        let image = claim_template["metadata"]["annotations"]["harvesterhci.io/imageId"]
+            .as_str()
+            .and_then(|id| id.split_once('/'))
+            .map(|(_, name)| name)
+            .unwrap_or_default();
+        let imported = job_disks
+            .iter()
+            .find(|d| d["imageName"] == image)
+            .unwrap_or_else(|| panic!("disk {i}: no job disk in image {image:?}: {context}"));
+        assert_eq!(imported["sourceKey"], key.as_str(), "disk {i}: {context}");
+    }
 }
 
 /// Each webhook is in the path: KubeVirt's validator refuses two disks of

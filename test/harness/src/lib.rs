@@ -40,6 +40,7 @@ pub mod admission;
 pub mod aggregation;
 pub mod chart;
 pub mod control_plane;
+pub mod downloaders;
 pub mod harvester;
 pub mod import;
 pub mod kubevirt;

@@ -17,6 +17,8 @@ use crate::process::{spawn_tied, tied_command};
 pub const PEERS_DIR_ENV: &str = "VMM_PEERS_DIR";
 /// The same for steve's own entry (`hack/build-peers.sh --steve`).
 pub const STEVE_DIR_ENV: &str = "VMM_STEVE_DIR";
+/// The same for the image backends' downloaders (`hack/build-peers.sh --downloaders`).
+pub const DOWNLOADERS_DIR_ENV: &str = "VMM_DOWNLOADERS_DIR";
 
 /// The root of the repository being tested: the workspace holding the package
 /// cargo runs (`CARGO_MANIFEST_DIR` at run time), else the one this crate was
@@ -141,13 +143,26 @@ impl Peers {
 /// steve, Rancher's `/v1` API layer (only the UI's test world needs it):
 /// `$VMM_STEVE_DIR/bin/steve`, or the entry `hack/build-peers.sh --steve` builds.
 pub fn steve() -> Result<PathBuf> {
-    let dir = match std::env::var_os(STEVE_DIR_ENV).filter(|d| !d.is_empty()) {
+    entry_binary(STEVE_DIR_ENV, "--steve", "steve")
+}
+
+/// A real downloader of Harvester's image backends (`cdi-importer`,
+/// `backing-image-manager`): `$VMM_DOWNLOADERS_DIR/bin/<name>`, or the entry
+/// `hack/build-peers.sh --downloaders` builds.
+pub fn downloader(name: &str) -> Result<PathBuf> {
+    entry_binary(DOWNLOADERS_DIR_ENV, "--downloaders", name)
+}
+
+/// `bin/<name>` of the peers entry `$env` names, or that `build-peers.sh
+/// <flag>` builds (or finds).
+fn entry_binary(env: &str, flag: &str, name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os(env).filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir),
-        None => run_build_script("hack/build-peers.sh", &["--steve"])?,
+        None => run_build_script("hack/build-peers.sh", &[flag])?,
     };
-    let bin = dir.join("bin/steve");
+    let bin = dir.join("bin").join(name);
     if !bin.is_file() {
-        bail!("{} lacks bin/steve", dir.display());
+        bail!("{} lacks bin/{name}", dir.display());
     }
     Ok(bin)
 }

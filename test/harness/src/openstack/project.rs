@@ -69,20 +69,41 @@ impl Project<'_> {
     }
 
     /// A running server `name` with a bootable and a data volume of 1 GiB,
-    /// on `private` and `public` with [`server_macs`](Self::server_macs);
-    /// its id and the volumes' ids.
+    /// 4 vCPUs and 3 GiB, on `private` and `public` with
+    /// [`server_macs`](Self::server_macs); its id and the volumes' ids.
     pub fn server(&self, name: &str) -> (String, Vec<String>) {
-        let volumes = vec![
-            self.volume(&format!("{name}-boot"), true),
-            self.volume(&format!("{name}-data"), false),
-        ];
-        let [private, public] = Self::server_macs(name);
+        let macs = Self::server_macs(name);
+        self.shaped_server(name, 4, 3072, &[1, 1], &[&macs[0], &macs[1]])
+    }
+
+    /// A running server `name` with `vcpus` and `ram_mib`, a bootable volume
+    /// and more in device order, each of its size in GiB, and a port per MAC
+    /// on `private`, `public`, `private`...; its id and the volumes' ids.
+    pub fn shaped_server(
+        &self,
+        name: &str,
+        vcpus: i32,
+        ram_mib: i32,
+        volume_gib: &[i64],
+        macs: &[&str],
+    ) -> (String, Vec<String>) {
+        let volumes: Vec<String> = volume_gib
+            .iter()
+            .enumerate()
+            .map(|(i, gib)| match i {
+                0 => self.volume(&format!("{name}-boot"), *gib, true),
+                1 => self.volume(&format!("{name}-data"), *gib, false),
+                _ => self.volume(&format!("{name}-data-{i}"), *gib, false),
+            })
+            .collect();
         let id = self.add_server(
             ServerSeed {
+                vcpus,
+                ram_mib,
                 volumes: volumes.clone(),
                 ..ServerSeed::new(name, &self.user.project_id)
             },
-            [private.as_str(), public.as_str()],
+            macs,
         );
         (id, volumes)
     }
@@ -105,42 +126,44 @@ impl Project<'_> {
     /// 1 GiB) with a data volume of 1 GiB, on `private` and `public`; its id
     /// and the volume's id.
     pub fn image_backed_server(&self, name: &str) -> (String, String) {
-        let volume = self.volume(&format!("{name}-data"), false);
+        let volume = self.volume(&format!("{name}-data"), 1, false);
         let id = self.add_server(
             ServerSeed {
+                vcpus: 4,
+                ram_mib: 3072,
                 image: Some("cirros-0.6.3".into()),
                 root_gib: 1,
                 volumes: vec![volume.clone()],
                 ..ServerSeed::new(name, &self.user.project_id)
             },
             // Not `server`'s: MAC addresses are checked cluster-wide.
-            ["fa:16:3e:0c:00:03", "fa:16:3e:0d:00:04"],
+            &["fa:16:3e:0c:00:03", "fa:16:3e:0d:00:04"],
         );
         (id, volume)
     }
 
-    fn volume(&self, name: &str, bootable: bool) -> String {
+    fn volume(&self, name: &str, size_gib: i64, bootable: bool) -> String {
         self.os
             .cloud
-            .add_volume(name, &self.user.project_id, 1, bootable)
+            .add_volume(name, &self.user.project_id, size_gib, bootable)
             .unwrap()
     }
 
-    /// `seed` with 4 vCPUs, 3 GiB and a port on each of `private` (VLAN
-    /// 100) and `public` (200), with `macs`.
-    fn add_server(&self, seed: ServerSeed, macs: [&str; 2]) -> String {
+    /// `seed` with a port per MAC, on `private` (VLAN 100) and `public`
+    /// (200) in turn.
+    fn add_server(&self, seed: ServerSeed, macs: &[&str]) -> String {
         let cloud = &self.os.cloud;
         let project = &self.user.project_id;
-        let private = cloud.add_network("private", project, Some(100));
-        let public = cloud.add_network("public", project, Some(200));
-        cloud
-            .add_server(ServerSeed {
-                vcpus: 4,
-                ram_mib: 3072,
-                ports: vec![(private, macs[0].into()), (public, macs[1].into())],
-                ..seed
-            })
-            .unwrap()
+        let networks = [
+            cloud.add_network("private", project, Some(100)),
+            cloud.add_network("public", project, Some(200)),
+        ];
+        let ports = macs
+            .iter()
+            .zip(networks.iter().cycle())
+            .map(|(mac, network)| (network.clone(), (*mac).to_owned()))
+            .collect();
+        cloud.add_server(ServerSeed { ports, ..seed }).unwrap()
     }
 
     pub fn create_job(&self, job: &str, server: &str) {

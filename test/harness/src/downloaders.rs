@@ -1,0 +1,311 @@
+//! The real downloaders of Harvester's two image backends, run the way their
+//! pods run them but as host processes (`hack/build-peers.sh --downloaders`,
+//! docs/peers.md):
+//!
+//! - [`LonghornDownload`]: Longhorn's `backing-image-manager data-source`,
+//!   what longhorn-manager starts for a `download` backing image (Harvester's
+//!   default backend). It downloads by itself once started; its HTTP API
+//!   (`GET /v1/file`) reports progress, and a `transfer` action ends it.
+//! - [`cdi_import`]: CDI's `cdi-importer` for an `http` source (any other
+//!   storage class), run to its end; CDI's controller runs it once without
+//!   scratch space, and again with it when the first run asks.
+//!
+//! Both hard-code their paths (`/data`; CDI also `/scratch`,
+//! `/dev/termination-log`, and nbdkit's socket in `/tmp`). Each run gets a mount namespace of its own in
+//! which directories of the run are bind-mounted over those paths, so runs in
+//! parallel never share a file; the host keeps only the empty mount points
+//! ([`mount_points`]). They share the host's network, as the URL they fetch is
+//! on loopback: CDI's metrics port (8443) is then taken by whichever importer
+//! runs first, and the others run without it (CDI ignores the failed listen).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::peers::downloader;
+use crate::process::{ManagedProcess, ProcessBuilder, free_port, port_open, run_tied};
+
+/// The paths the programs write to, as their containers have them.
+const DATA: &str = "/data";
+const SCRATCH: &str = "/scratch";
+const TERMINATION_LOG: &str = "/dev/termination-log";
+const TMP: &str = "/tmp";
+
+/// Creates the empty mount points the runs' directories are bind-mounted
+/// over (a bind mount needs its target to exist). Idempotent.
+pub fn mount_points() -> Result<()> {
+    for dir in [DATA, SCRATCH] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {dir}"))?;
+    }
+    if !Path::new(TERMINATION_LOG).exists() {
+        std::fs::write(TERMINATION_LOG, b"")
+            .with_context(|| format!("create {TERMINATION_LOG}"))?;
+    }
+    Ok(())
+}
+
+/// What a run's mount namespace has over a path the program hard-codes.
+enum Mount<'a> {
+    /// A directory (or file) of the run, bind-mounted.
+    Bind(&'a Path, &'static str),
+    /// A one-page tmpfs, filled: a directory with no space left, which
+    /// CDI's importer takes for no scratch space at all (as a pod without
+    /// the volume, where the path does not exist).
+    Full(&'static str),
+}
+
+/// The arguments of `unshare` that run `program args` in a new mount
+/// namespace where `mounts` are made first (a shell mounts, then execs the
+/// program in its place).
+fn in_mount_namespace(program: &Path, args: &[OsString], mounts: &[Mount<'_>]) -> Vec<OsString> {
+    let mut script = String::new();
+    let mut sources: Vec<OsString> = Vec::new();
+    for mount in mounts {
+        match mount {
+            Mount::Bind(source, target) => {
+                sources.push(source.as_os_str().to_owned());
+                script.push_str(&format!("mount --bind \"${}\" {target} && ", sources.len()));
+            }
+            Mount::Full(target) => script.push_str(&format!(
+                "mount -t tmpfs -o size=4k none {target} && \
+                 {{ head -c 4096 /dev/zero > {target}/full 2>/dev/null; true; }} && "
+            )),
+        }
+    }
+    script.push_str(&format!("shift {}; exec \"$@\"", sources.len()));
+    let mut full: Vec<OsString> = ["--mount", "--propagation", "private", "sh", "-c"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    full.push(script.into());
+    full.push("sh".into());
+    full.extend(sources);
+    full.push(program.as_os_str().to_owned());
+    full.extend(args.iter().cloned());
+    full
+}
+
+/// What Longhorn's data source reports at `GET /v1/file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LonghornFile {
+    /// `starting`, `in-progress`, `ready-for-transfer`, `ready`, `failed`.
+    pub state: String,
+    #[serde(default)]
+    pub progress: i64,
+    #[serde(default)]
+    pub processed_size: i64,
+    #[serde(default)]
+    pub size: i64,
+    #[serde(default)]
+    pub virtual_size: i64,
+    #[serde(default)]
+    pub real_size: i64,
+    /// SHA-512 of the stored bytes.
+    #[serde(default)]
+    pub current_checksum: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One run of `backing-image-manager data-source --source-type download`.
+pub struct LonghornDownload {
+    process: ManagedProcess,
+    api: String,
+    disk: PathBuf,
+    file_name: String,
+    http: reqwest::Client,
+}
+
+impl LonghornDownload {
+    /// Starts downloading `url` into a Longhorn disk at `dir` (created) as
+    /// backing image `name`; `checksum` is the SHA-512 it must have, if any.
+    pub fn start(url: &str, dir: &Path, name: &str, checksum: Option<&str>) -> Result<Self> {
+        let disk = dir.join("disk");
+        // The data source refuses a disk without its config, and writes
+        // under tmp/ (which it cannot create when not root).
+        std::fs::create_dir_all(disk.join("tmp"))?;
+        std::fs::write(
+            disk.join("longhorn-disk.cfg"),
+            format!(r#"{{"diskUUID":"{}"}}"#, uuid_like(name, "disk")),
+        )?;
+        mount_points()?;
+        let uuid = uuid_like(name, "image");
+        let (port, sync_port) = (free_port()?, free_port()?);
+        let mut args: Vec<OsString> = [
+            "--debug",
+            "data-source",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--sync-listen",
+            &format!("127.0.0.1:{sync_port}"),
+            "--name",
+            name,
+            "--uuid",
+            &uuid,
+            "--source-type",
+            "download",
+            "--parameters",
+            &format!("url={url}"),
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        if let Some(checksum) = checksum {
+            args.extend(["--checksum".into(), checksum.into()]);
+        }
+        let program = downloader("backing-image-manager")?;
+        let mut process = ProcessBuilder::new("backing-image-manager", "unshare")
+            .args(in_mount_namespace(
+                &program,
+                &args,
+                &[Mount::Bind(&disk, DATA)],
+            ))
+            .log_file(dir.join("backing-image-manager.log"))
+            .spawn()?;
+        process.wait_ready(
+            "listening",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || Ok(port_open(port)),
+        )?;
+        Ok(Self {
+            process,
+            api: format!("http://127.0.0.1:{port}/v1/file"),
+            disk,
+            file_name: format!("{name}-{uuid}"),
+            http: crate::tls::reqwest_client(&[], None)?,
+        })
+    }
+
+    /// The data source's report.
+    pub async fn file(&self) -> Result<LonghornFile> {
+        let response = self.http.get(&self.api).send().await?.error_for_status()?;
+        Ok(response.json().await?)
+    }
+
+    /// Polls the report every `interval` (longhorn-manager: about 3 s) until
+    /// the download has ended: `ready-for-transfer` or `failed`.
+    pub async fn wait_downloaded(
+        &mut self,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<LonghornFile> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.process.check_running()?;
+            let file = self.file().await?;
+            if file.state == "ready-for-transfer" || file.state == "failed" {
+                return Ok(file);
+            }
+            if Instant::now() > deadline {
+                bail!("Longhorn's download still {file:?} after {timeout:?}");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// The `transfer` action longhorn-manager ends a download with; the
+    /// stored file (sparse; a qcow2 source stays qcow2).
+    pub async fn transfer(&self) -> Result<PathBuf> {
+        self.http
+            .post(format!("{}?action=transfer", self.api))
+            .send()
+            .await?
+            .error_for_status()
+            .context("the transfer action")?;
+        Ok(self.disk.join("tmp").join(&self.file_name))
+    }
+
+    /// The program's log, for messages.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail(40)
+    }
+}
+
+/// How a run of CDI's importer ended: its exit and the result it wrote to
+/// its termination log.
+#[derive(Debug, Clone)]
+pub struct CdiResult {
+    pub success: bool,
+    /// The termination log's JSON (e.g. `scratchSpaceRequired`, `message`).
+    pub termination: serde_json::Value,
+    pub log: String,
+}
+
+impl CdiResult {
+    pub fn scratch_space_required(&self) -> bool {
+        self.termination["scratchSpaceRequired"] == true
+    }
+}
+
+/// Runs CDI's importer on `url` once, as its pod: into `dir/data/disk.img`,
+/// with `dir/scratch` as scratch space when `scratch`. Blocks until it ends.
+pub fn cdi_import(url: &str, dir: &Path, scratch: bool, timeout: Duration) -> Result<CdiResult> {
+    let (data, scratch_dir, tmp, termination) = (
+        dir.join("data"),
+        dir.join("scratch"),
+        dir.join("tmp"),
+        dir.join("termination-log"),
+    );
+    for made in [&data, &scratch_dir, &tmp] {
+        std::fs::create_dir_all(made)?;
+    }
+    std::fs::write(&termination, b"")?;
+    mount_points()?;
+    // The environment CDI's controller gives the importer pod.
+    let env: Vec<(OsString, OsString)> = [
+        ("IMPORTER_SOURCE", "http"),
+        ("IMPORTER_ENDPOINT", url),
+        ("IMPORTER_CONTENTTYPE", "kubevirt"),
+        ("IMPORTER_IMAGE_SIZE", ""),
+        ("OWNER_UID", "vmm-testkit"),
+        ("FILESYSTEM_OVERHEAD", "0"),
+        ("PREALLOCATION", "false"),
+    ]
+    .iter()
+    .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+    .collect();
+    let mounts = [
+        Mount::Bind(&data, DATA),
+        Mount::Bind(&termination, TERMINATION_LOG),
+        if scratch {
+            Mount::Bind(&scratch_dir, SCRATCH)
+        } else {
+            Mount::Full(SCRATCH)
+        },
+        // nbdkit's socket and pid file are fixed paths in /tmp. Last: the
+        // other sources are in the run directory, under /tmp too.
+        Mount::Bind(&tmp, TMP),
+    ];
+    let args = in_mount_namespace(&downloader("cdi-importer")?, &[], &mounts);
+    let out = run_tied(Path::new("unshare"), &args, &env, None, timeout)?;
+    let text = std::fs::read_to_string(&termination).unwrap_or_default();
+    Ok(CdiResult {
+        success: out.success(),
+        termination: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        log: format!("{}{}", out.stdout, out.stderr),
+    })
+}
+
+/// A stable UUID-shaped name for `name` and `what` (Longhorn only checks
+/// that one is given).
+fn uuid_like(name: &str, what: &str) -> String {
+    let hash = format!("{name}/{what}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let hex = format!("{hash:016x}{:016x}", hash.rotate_left(17));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
