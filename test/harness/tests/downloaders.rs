@@ -2,9 +2,10 @@
 //! run them (`vmm_testkit::downloaders`): each stores a half-zero raw disk
 //! and a qcow2 one from an HTTP server SHA-256 identical to what its backend
 //! keeps (Longhorn: the bytes as served, sparse, qcow2 left qcow2; CDI: raw,
-//! after the first run without scratch space has asked for it). The server
-//! is Python's `http.server`, which answers HEAD and a whole GET as the two
-//! programs expect; the import suites serve them from the controller.
+//! after the first run without scratch space has asked for it, having read a
+//! few ranges through nbdkit as in its image). The server is busybox's
+//! `httpd`, which answers HEAD, whole GETs and ranges, and logs each
+//! response's status; the import suites serve them from the controller.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -20,18 +21,28 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// A directory served over HTTP on loopback.
 struct Served {
-    _server: ManagedProcess,
+    server: ManagedProcess,
     url: String,
+}
+
+impl Served {
+    /// How many responses were partial (206) so far.
+    fn partial_responses(&self) -> usize {
+        std::fs::read_to_string(self.server.log_path())
+            .unwrap_or_default()
+            .matches("response:206")
+            .count()
+    }
 }
 
 fn serve(dir: &Path) -> Served {
     let port = free_port().unwrap();
-    let mut server = ProcessBuilder::new("http.server", "python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1"])
-        .arg(port.to_string())
-        .arg("--directory")
+    let mut server = ProcessBuilder::new("httpd", "busybox")
+        .args(["httpd", "-f", "-vv", "-p"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-h")
         .arg(dir)
-        .log_file(dir.join("http.server.log"))
+        .log_file(dir.join("httpd.log"))
         .spawn()
         .unwrap();
     server
@@ -40,7 +51,7 @@ fn serve(dir: &Path) -> Served {
         })
         .unwrap();
     Served {
-        _server: server,
+        server,
         url: format!("http://127.0.0.1:{port}"),
     }
 }
@@ -117,9 +128,16 @@ async fn cdi_asks_for_scratch_then_stores_raw() {
         let file = source.file_name().unwrap().to_str().unwrap();
         let url = format!("{}/{file}", served.url);
         let run = dir.join(format!("cdi-{file}"));
+        let ranges_before = served.partial_responses();
         let first = tokio::task::block_in_place(|| cdi_import(&url, &run, false, WAIT)).unwrap();
         assert!(first.success, "{file}: {first:?}");
         assert!(first.scratch_space_required(), "{file}: {first:?}");
+        // Its validation before asking for scratch reads ranges (nbdkit's
+        // curl plugin under qemu-img info).
+        assert!(
+            served.partial_responses() > ranges_before,
+            "{file}: no ranged read in the first run: {first:?}"
+        );
         let second = tokio::task::block_in_place(|| cdi_import(&url, &run, true, WAIT)).unwrap();
         assert!(second.success, "{file}: {second:?}");
         assert_eq!(
