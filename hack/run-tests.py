@@ -89,8 +89,7 @@ def main():
 
     binaries = test_binaries(cargo_args)
     # Longest first, so the last binaries to end are short ones.
-    binaries.sort(key=lambda b: -last_times.get(b[0], 0.0))
-    queue = list(binaries)
+    queue = sorted(binaries, key=lambda b: -last_times.get(b[0], 0.0))
     lock = threading.Lock()
     results = {}
     started = time.monotonic()

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::control_plane::ControlPlane;
 use crate::peers::yaml_files;
-use crate::process::{ManagedProcess, ProcessBuilder, free_port, port_open, run_tied};
+use crate::process::{CmdOutput, ManagedProcess, ProcessBuilder, free_port, port_open, run_tied};
 
 /// Where virt-api looks for its KubeVirt CR: the namespace of its service
 /// account, or `kubevirt` outside a pod (client-go's `util.GetNamespace`).
@@ -139,23 +139,43 @@ impl Admission {
             ),
         ];
         for (vm, refusal) in &cases {
-            loop {
-                self.check_running()?;
-                let out = cp
-                    .kubectl_with_stdin(["create", "--dry-run=server", "-f", "-"], &vm.to_string());
+            self.dry_run_until(cp, vm, deadline, |out| {
                 if out.stderr.contains(refusal) {
-                    break;
-                }
-                if Instant::now() > deadline {
+                    Ok(true)
+                } else if Instant::now() > deadline {
                     bail!(
                         "admission not in the path after {READY:?}: a VM to be refused with {refusal:?} got {:?}",
                         out.stderr
-                    );
+                    )
+                } else {
+                    Ok(false)
                 }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            })?;
         }
         Ok(())
+    }
+
+    /// Creates `vm` with a server-side dry run until `done` says so (or
+    /// fails), while both servers run.
+    fn dry_run_until(
+        &self,
+        cp: &ControlPlane,
+        vm: &Value,
+        deadline: Instant,
+        done: impl Fn(&CmdOutput) -> Result<bool>,
+    ) -> Result<()> {
+        let manifest = vm.to_string();
+        loop {
+            self.check_running()?;
+            let out = cp.kubectl_with_stdin(["create", "--dry-run=server", "-f", "-"], &manifest);
+            if done(&out)? {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("admission's answer did not change in time: {}", out.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Applies a NetworkAttachmentDefinition and returns once Harvester's
@@ -174,19 +194,15 @@ impl Admission {
         let spec = &mut vm["spec"]["template"]["spec"];
         spec["domain"]["devices"]["interfaces"] = json!([{"name": "nic", "bridge": {}}]);
         spec["networks"] = json!([{"name": "nic", "multus": {"networkName": network}}]);
-        let deadline = Instant::now() + READY;
-        loop {
-            self.check_running()?;
-            let out =
-                cp.kubectl_with_stdin(["create", "--dry-run=server", "-f", "-"], &vm.to_string());
+        self.dry_run_until(cp, &vm, Instant::now() + READY, |out| {
             if out.success() {
-                return Ok(());
+                Ok(true)
+            } else if out.stderr.contains("not found") {
+                Ok(false)
+            } else {
+                bail!("a VM on {network} is not admitted: {}", out.stderr)
             }
-            if !out.stderr.contains("not found") || Instant::now() > deadline {
-                bail!("a VM on {network} is not admitted: {}", out.stderr);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// Ok while both servers run; else the exit and the log's tail.

@@ -469,26 +469,22 @@ impl ControlPlane {
             apply.extend(["-f".into(), file.into()]);
             wait.extend(["-f".into(), file.into()]);
         }
-        let out = kubectl_raw(
-            &self.peers.kubectl(),
-            &self.kubeconfig,
-            &self.kubectl_cache,
-            &apply,
-            None,
-        )?;
-        out.ok().context("install CRDs")?;
+        let kubectl = |args: &[OsString]| {
+            kubectl_raw(
+                &self.peers.kubectl(),
+                &self.kubeconfig,
+                &self.kubectl_cache,
+                args,
+                None,
+            )
+        };
+        kubectl(&apply)?.ok().context("install CRDs")?;
         // kubectl wait gives up at once on an object whose status has no
         // conditions yet instead of waiting ("accessor error: <nil>"), which a
         // CRD read the instant after its creation can be: wait again then.
         let deadline = Instant::now() + timeout;
         loop {
-            let out = kubectl_raw(
-                &self.peers.kubectl(),
-                &self.kubeconfig,
-                &self.kubectl_cache,
-                &wait,
-                None,
-            )?;
+            let out = kubectl(&wait)?;
             if out.success() {
                 return Ok(());
             }

@@ -11,12 +11,13 @@
 //!   scratch space, and again with it when the first run asks.
 //!
 //! Both hard-code their paths (`/data`; CDI also `/scratch`,
-//! `/dev/termination-log`, and nbdkit's socket in `/tmp`). Each run gets a mount namespace of its own in
-//! which directories of the run are bind-mounted over those paths, so runs in
-//! parallel never share a file; the host keeps only the empty mount points
-//! ([`mount_points`]). They share the host's network, as the URL they fetch is
-//! on loopback: CDI's metrics port (8443) is then taken by whichever importer
-//! runs first, and the others run without it (CDI ignores the failed listen).
+//! `/dev/termination-log`, and nbdkit's socket in `/tmp`). Each run gets a
+//! mount namespace of its own in which directories of the run are
+//! bind-mounted over those paths, so runs in parallel never share a file; the
+//! host keeps only the empty mount points ([`mount_points`]). They share the
+//! host's network, as the URL they fetch is on loopback: CDI's metrics port
+//! (8443) is then taken by whichever importer runs first, and the others run
+//! without it (CDI ignores the failed listen).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -143,23 +143,35 @@ impl Peers {
 /// steve, Rancher's `/v1` API layer (only the UI's test world needs it):
 /// `$VMM_STEVE_DIR/bin/steve`, or the entry `hack/build-peers.sh --steve` builds.
 pub fn steve() -> Result<PathBuf> {
-    entry_binary(STEVE_DIR_ENV, "--steve", "steve")
+    entry_binary(&entry_dir(STEVE_DIR_ENV, "--steve")?, "steve")
 }
 
 /// A real downloader of Harvester's image backends (`cdi-importer`,
 /// `backing-image-manager`): `$VMM_DOWNLOADERS_DIR/bin/<name>`, or the entry
 /// `hack/build-peers.sh --downloaders` builds.
 pub fn downloader(name: &str) -> Result<PathBuf> {
-    entry_binary(DOWNLOADERS_DIR_ENV, "--downloaders", name)
+    // Found once per process: every download runs one of them.
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| {
+            entry_dir(DOWNLOADERS_DIR_ENV, "--downloaders").map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow!("the downloaders are unavailable: {e}"))?;
+    entry_binary(dir, name)
 }
 
-/// `bin/<name>` of the peers entry `$env` names, or that `build-peers.sh
-/// <flag>` builds (or finds).
-fn entry_binary(env: &str, flag: &str, name: &str) -> Result<PathBuf> {
-    let dir = match std::env::var_os(env).filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => run_build_script("hack/build-peers.sh", &[flag])?,
-    };
+/// The peers entry `$env` names, or the one `build-peers.sh <flag>` builds
+/// (or finds).
+fn entry_dir(env: &str, flag: &str) -> Result<PathBuf> {
+    match std::env::var_os(env).filter(|d| !d.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => run_build_script("hack/build-peers.sh", &[flag]),
+    }
+}
+
+/// `bin/<name>` of the peers entry at `dir`.
+fn entry_binary(dir: &Path, name: &str) -> Result<PathBuf> {
     let bin = dir.join("bin").join(name);
     if !bin.is_file() {
         bail!("{} lacks bin/{name}", dir.display());
