@@ -5,11 +5,11 @@
 //!
 //! - **ours**: the release `vmm-controller`, from creating the import job to
 //!   the image's `Imported=True` at the stand-in for Harvester's image
-//!   controller (which downloads it, not hashing);
+//!   controller (Longhorn's real downloader stores it; not hashed);
 //! - **reproduced**: vm-import-controller's method with the same tools:
 //!   ExportVm, `curl` of the VMDK to a scratch file, `qemu-img convert -f vmdk
 //!   -O raw`, the raw file served by a plain static file server, an image
-//!   pointing at it, downloaded by the same stand-in;
+//!   pointing at it, stored by the same downloader;
 //! - **curl**: `curl -o /dev/null` of the lease URL (the floor);
 //! - the local scratch each method needs at its peak, and the controller's
 //!   peak RSS.
@@ -33,7 +33,9 @@ use vmm_bench::jobs::{Namespace, WAIT};
 use vmm_bench::report::{Footprint, median_by, print_cpu, print_footprints, ratio, secs, size};
 use vmm_bench::tools::{curl, qemu_img_to_raw, sync};
 use vmm_testkit::harvester::{Hashing, ImageController, Options};
-use vmm_testkit::procfs::{cpu_time, memory_field, reset_peak_rss, storage_writes};
+use vmm_testkit::procfs::{
+    cpu_time, cpu_time_with_reaped_children, memory_field, reset_peak_rss, storage_writes,
+};
 use vmm_testkit::servers::{ControllerServer, start_controller};
 use vmm_testkit::vcsim::soap::SoapSession;
 use vmm_testkit::vcsim::{DiskSpec, VmSpec};
@@ -125,7 +127,8 @@ struct Ours {
 }
 
 /// CPU time (user + system) used by the controller, vcsim, and this process
-/// (the stand-in for Harvester's importer, mostly).
+/// with the downloaders it ran (Harvester's stand-in and Longhorn's data
+/// source, counted once reaped at the end of each download).
 #[derive(Clone, Copy)]
 struct Cpu {
     controller: Duration,
@@ -350,7 +353,7 @@ impl Bench<'_> {
         Ok(Cpu {
             controller: cpu_time(self.controller.server.process.pid())?,
             vcsim: cpu_time(self.vcsim.pid())?,
-            stand_in: cpu_time(std::process::id())?,
+            stand_in: cpu_time_with_reaped_children(std::process::id())?,
         })
     }
 }
@@ -445,7 +448,7 @@ fn report(args: &Args, results: &[Measured]) {
             to_curl,
         );
         cpu_lines.push(format!(
-            "  {}: controller {}, vcsim {}, stand-in {} (wall {})",
+            "  {}: controller {}, vcsim {}, stand-in + Longhorn {} (wall {})",
             m.disk.name,
             secs(ours.cpu.controller),
             secs(ours.cpu.vcsim),

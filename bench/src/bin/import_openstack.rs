@@ -42,7 +42,9 @@ use vmm_testkit::ControlPlane;
 use vmm_testkit::harvester::{Hashing, Options};
 use vmm_testkit::openstack::ServerSeed;
 use vmm_testkit::openstack::project::Project;
-use vmm_testkit::procfs::{cpu_time, memory_field, reset_peak_rss, storage_writes};
+use vmm_testkit::procfs::{
+    cpu_time, cpu_time_with_reaped_children, memory_field, reset_peak_rss, storage_writes,
+};
 use vmm_testkit::servers::{ControllerServer, start_controller};
 
 /// Bytes per chunk of a volume: each is random data or a hole.
@@ -369,7 +371,7 @@ impl Bench<'_> {
     fn cpu(&self) -> Result<(Duration, Duration)> {
         Ok((
             cpu_time(self.controller.server.process.pid())?,
-            cpu_time(std::process::id())?,
+            cpu_time_with_reaped_children(std::process::id())?,
         ))
     }
 

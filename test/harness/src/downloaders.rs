@@ -6,7 +6,7 @@
 //!   what longhorn-manager starts for a `download` backing image (Harvester's
 //!   default backend). It downloads by itself once started; its HTTP API
 //!   (`GET /v1/file`) reports progress, and a `transfer` action ends it.
-//! - [`cdi_import`]: CDI's `cdi-importer` for an `http` source (any other
+//! - [`CdiRun`]: CDI's `cdi-importer` for an `http` source (any other
 //!   storage class), run to its end; CDI's controller runs it once without
 //!   scratch space, and again with it when the first run asks.
 //!
@@ -20,6 +20,7 @@
 //! without it (CDI ignores the failed listen).
 
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::peers::downloader;
-use crate::process::{ManagedProcess, ProcessBuilder, free_port, port_open, run_tied};
+use crate::process::{ManagedProcess, ProcessBuilder, free_port, port_open};
 
 /// The paths the programs write to, as their containers have them.
 const DATA: &str = "/data";
@@ -60,7 +61,8 @@ enum Mount<'a> {
 
 /// The arguments of `unshare` that run `program args` in a new mount
 /// namespace where `mounts` are made first (a shell mounts, then execs the
-/// program in its place).
+/// program in its place). The run also gets a PID namespace of its own, so
+/// that stopping it stops what it started (CDI's nbdkit) with it.
 fn in_mount_namespace(program: &Path, args: &[OsString], mounts: &[Mount<'_>]) -> Vec<OsString> {
     let mut script = String::new();
     let mut sources: Vec<OsString> = Vec::new();
@@ -77,10 +79,20 @@ fn in_mount_namespace(program: &Path, args: &[OsString], mounts: &[Mount<'_>]) -
         }
     }
     script.push_str(&format!("shift {}; exec \"$@\"", sources.len()));
-    let mut full: Vec<OsString> = ["--mount", "--propagation", "private", "sh", "-c"]
-        .iter()
-        .map(OsString::from)
-        .collect();
+    let mut full: Vec<OsString> = [
+        "--mount",
+        "--propagation",
+        "private",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "sh",
+        "-c",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
     full.push(script.into());
     full.push("sh".into());
     full.extend(sources);
@@ -123,8 +135,15 @@ pub struct LonghornDownload {
 
 impl LonghornDownload {
     /// Starts downloading `url` into a Longhorn disk at `dir` (created) as
-    /// backing image `name`; `checksum` is the SHA-512 it must have, if any.
-    pub fn start(url: &str, dir: &Path, name: &str, checksum: Option<&str>) -> Result<Self> {
+    /// backing image `name`; `checksum` is the SHA-512 it must have, if any;
+    /// `ca_file`, PEM certificates it trusts for HTTPS instead of the host's.
+    pub fn start(
+        url: &str,
+        dir: &Path,
+        name: &str,
+        checksum: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self> {
         let disk = dir.join("disk");
         // The data source refuses a disk without its config, and writes
         // under tmp/ (which it cannot create when not root).
@@ -165,6 +184,7 @@ impl LonghornDownload {
                 &args,
                 &[Mount::Bind(&disk, DATA)],
             ))
+            .envs(trusting(ca_file))
             .log_file(dir.join("backing-image-manager.log"))
             .spawn()?;
         process.wait_ready(
@@ -186,6 +206,11 @@ impl LonghornDownload {
     pub async fn file(&self) -> Result<LonghornFile> {
         let response = self.http.get(&self.api).send().await?.error_for_status()?;
         Ok(response.json().await?)
+    }
+
+    /// Ok while the program runs; else its exit and the log's tail.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.process.check_running()
     }
 
     /// Polls the report every `interval` (longhorn-manager: about 3 s) until
@@ -241,55 +266,150 @@ impl CdiResult {
     pub fn scratch_space_required(&self) -> bool {
         self.termination["scratchSpaceRequired"] == true
     }
+
+    /// Why it failed, in its own words: the termination message, else the
+    /// log's last lines.
+    pub fn message(&self) -> String {
+        match self.termination["message"].as_str() {
+            Some(message) if !message.is_empty() => message.to_owned(),
+            _ => self.log.clone(),
+        }
+    }
 }
 
-/// Runs CDI's importer on `url` once, as its pod: into `dir/data/disk.img`,
-/// with `dir/scratch` as scratch space when `scratch`. Blocks until it ends.
-pub fn cdi_import(url: &str, dir: &Path, scratch: bool, timeout: Duration) -> Result<CdiResult> {
-    let (data, scratch_dir, tmp, termination) = (
-        dir.join("data"),
-        dir.join("scratch"),
-        dir.join("tmp"),
-        dir.join("termination-log"),
-    );
-    for made in [&data, &scratch_dir, &tmp] {
-        std::fs::create_dir_all(made)?;
+/// One run of CDI's importer on an `http` source, as its pod: into
+/// `dir/data/disk.img`, with `dir/scratch` as scratch space or none.
+pub struct CdiRun {
+    process: ManagedProcess,
+    dir: PathBuf,
+}
+
+impl CdiRun {
+    /// Starts the importer on `url`; `ca_file` as for [`LonghornDownload::start`].
+    pub fn start(url: &str, dir: &Path, scratch: bool, ca_file: Option<&Path>) -> Result<Self> {
+        let (data, scratch_dir, tmp, termination) = (
+            dir.join("data"),
+            dir.join("scratch"),
+            dir.join("tmp"),
+            dir.join("termination-log"),
+        );
+        for made in [&data, &scratch_dir, &tmp] {
+            std::fs::create_dir_all(made)?;
+        }
+        std::fs::write(&termination, b"")?;
+        mount_points()?;
+        let mounts = [
+            Mount::Bind(&data, DATA),
+            Mount::Bind(&termination, TERMINATION_LOG),
+            if scratch {
+                Mount::Bind(&scratch_dir, SCRATCH)
+            } else {
+                Mount::Full(SCRATCH)
+            },
+            // nbdkit's socket and pid file are fixed paths in /tmp. Last: the
+            // other sources are in the run directory, under /tmp too.
+            Mount::Bind(&tmp, TMP),
+        ];
+        let program = downloader("cdi-importer")?;
+        // The environment CDI's controller gives the importer pod.
+        let process = ProcessBuilder::new("cdi-importer", "unshare")
+            .args(in_mount_namespace(&program, &[], &mounts))
+            .envs([
+                ("IMPORTER_SOURCE", "http"),
+                ("IMPORTER_ENDPOINT", url),
+                ("IMPORTER_CONTENTTYPE", "kubevirt"),
+                ("IMPORTER_IMAGE_SIZE", ""),
+                ("OWNER_UID", "vmm-testkit"),
+                ("FILESYSTEM_OVERHEAD", "0"),
+                ("PREALLOCATION", "false"),
+            ])
+            .envs(trusting(ca_file))
+            .log_file(dir.join(if scratch {
+                "cdi-importer-scratch.log"
+            } else {
+                "cdi-importer.log"
+            }))
+            .spawn()?;
+        Ok(Self {
+            process,
+            dir: dir.to_owned(),
+        })
     }
-    std::fs::write(&termination, b"")?;
-    mount_points()?;
-    // The environment CDI's controller gives the importer pod.
-    let env: Vec<(OsString, OsString)> = [
-        ("IMPORTER_SOURCE", "http"),
-        ("IMPORTER_ENDPOINT", url),
-        ("IMPORTER_CONTENTTYPE", "kubevirt"),
-        ("IMPORTER_IMAGE_SIZE", ""),
-        ("OWNER_UID", "vmm-testkit"),
-        ("FILESYSTEM_OVERHEAD", "0"),
-        ("PREALLOCATION", "false"),
-    ]
-    .iter()
-    .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-    .collect();
-    let mounts = [
-        Mount::Bind(&data, DATA),
-        Mount::Bind(&termination, TERMINATION_LOG),
-        if scratch {
-            Mount::Bind(&scratch_dir, SCRATCH)
-        } else {
-            Mount::Full(SCRATCH)
-        },
-        // nbdkit's socket and pid file are fixed paths in /tmp. Last: the
-        // other sources are in the run directory, under /tmp too.
-        Mount::Bind(&tmp, TMP),
-    ];
-    let args = in_mount_namespace(&downloader("cdi-importer")?, &[], &mounts);
-    let out = run_tied(Path::new("unshare"), &args, &env, None, timeout)?;
-    let text = std::fs::read_to_string(&termination).unwrap_or_default();
-    Ok(CdiResult {
-        success: out.success(),
-        termination: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        log: format!("{}{}", out.stdout, out.stderr),
-    })
+
+    /// The result once the run has ended, `None` while it runs.
+    pub fn try_result(&mut self) -> Result<Option<CdiResult>> {
+        let Some(status) = self.process.try_status()? else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(self.dir.join("termination-log")).unwrap_or_default();
+        Ok(Some(CdiResult {
+            success: status.success(),
+            termination: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            log: self.process.log_tail(40),
+        }))
+    }
+
+    /// Waits for the run to end, polling every `interval`; at `timeout` it is
+    /// stopped and that is an error.
+    pub async fn wait(&mut self, interval: Duration, timeout: Duration) -> Result<CdiResult> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(result) = self.try_result()? {
+                return Ok(result);
+            }
+            if Instant::now() > deadline {
+                self.process.stop()?;
+                bail!(
+                    "CDI's importer still ran after {timeout:?}: {}",
+                    self.process.log_tail(20)
+                );
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Bytes fetched so far, as far as the files show it: what the scratch
+    /// space holds (the whole source is downloaded there first), else what
+    /// the disk has allocated (qemu-img writes it straight from nbdkit).
+    pub fn fetched_bytes(&self) -> u64 {
+        let scratch = std::fs::read_dir(self.dir.join("scratch"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|m| m.len())
+            .sum::<u64>();
+        let disk = std::fs::metadata(self.disk())
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0);
+        scratch.max(disk)
+    }
+
+    /// Where the imported disk is (raw).
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("data").join("disk.img")
+    }
+}
+
+/// Runs CDI's importer on `url` once, to its end (see [`CdiRun`]).
+pub async fn cdi_import(
+    url: &str,
+    dir: &Path,
+    scratch: bool,
+    timeout: Duration,
+) -> Result<CdiResult> {
+    CdiRun::start(url, dir, scratch, None)?
+        .wait(Duration::from_millis(100), timeout)
+        .await
+}
+
+/// The environment that makes a Go program trust `ca_file` instead of the
+/// host's certificates (crypto/x509 reads `SSL_CERT_FILE` on Linux).
+fn trusting(ca_file: Option<&Path>) -> Vec<(&'static str, OsString)> {
+    ca_file
+        .map(|file| ("SSL_CERT_FILE", file.as_os_str().to_owned()))
+        .into_iter()
+        .collect()
 }
 
 /// A stable UUID-shaped name for `name` and `what` (Longhorn only checks

@@ -23,6 +23,17 @@ pub fn memory_field(pid: u32, name: &str) -> Result<u64> {
 /// User + system CPU time of a process, all threads: fields 14 and 15 of
 /// `/proc/<pid>/stat`, in USER_HZ ticks (100 per second on Linux).
 pub fn cpu_time(pid: u32) -> Result<Duration> {
+    stat_ticks(pid, &[14, 15])
+}
+
+/// [`cpu_time`] plus that of the children it has reaped (fields 16 and 17),
+/// e.g. the downloaders the Harvester stand-in ran to their end.
+pub fn cpu_time_with_reaped_children(pid: u32) -> Result<Duration> {
+    stat_ticks(pid, &[14, 15, 16, 17])
+}
+
+/// The sum of `/proc/<pid>/stat` tick fields (numbered as in proc(5)).
+fn stat_ticks(pid: u32, numbers: &[usize]) -> Result<Duration> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     // Fields count from the state, after the command name in parentheses.
@@ -30,13 +41,14 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |field: usize| -> Result<u64> {
-        fields
-            .get(field - 3)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("field {field} of {path}"))
-    };
-    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+    let mut ticks = 0u64;
+    for &number in numbers {
+        ticks += fields
+            .get(number - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .with_context(|| format!("field {number} of {path}"))?;
+    }
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// Bytes the process caused to be written to storage (`/proc/<pid>/io`).

@@ -90,6 +90,7 @@ async fn longhorn_stores_each_disk_as_served_and_sparse() {
             &dir.join(format!("longhorn-{name}")),
             &format!("vmi-{name}"),
             None,
+            None,
         )
         .unwrap();
         let report = download
@@ -129,7 +130,7 @@ async fn cdi_asks_for_scratch_then_stores_raw() {
         let url = format!("{}/{file}", served.url);
         let run = dir.join(format!("cdi-{file}"));
         let ranges_before = served.partial_responses();
-        let first = tokio::task::block_in_place(|| cdi_import(&url, &run, false, WAIT)).unwrap();
+        let first = cdi_import(&url, &run, false, WAIT).await.unwrap();
         assert!(first.success, "{file}: {first:?}");
         assert!(first.scratch_space_required(), "{file}: {first:?}");
         // Its validation before asking for scratch reads ranges (nbdkit's
@@ -138,7 +139,7 @@ async fn cdi_asks_for_scratch_then_stores_raw() {
             served.partial_responses() > ranges_before,
             "{file}: no ranged read in the first run: {first:?}"
         );
-        let second = tokio::task::block_in_place(|| cdi_import(&url, &run, true, WAIT)).unwrap();
+        let second = cdi_import(&url, &run, true, WAIT).await.unwrap();
         assert!(second.success, "{file}: {second:?}");
         assert_eq!(
             sha256_file(&run.join("data/disk.img")).unwrap(),

@@ -1,9 +1,11 @@
 //! The Harvester image-controller stand-in against the real CRDs in a real
-//! kube-apiserver, downloading from real HTTP(S) servers on 127.0.0.1.
+//! kube-apiserver, with the backends' real downloaders (Longhorn's data
+//! source, CDI's importer) fetching from HTTP(S) servers on 127.0.0.1.
 //!
 //! The servers here are raw HTTP/1.1 (one request per connection) so that a
 //! test controls every byte: a HEAD without Content-Length, a body that
-//! stalls or breaks off, Range support on or off, a redirect.
+//! stalls or breaks off, Range support on or off, a redirect. What the
+//! downloaders sent is what the server saw.
 //!
 //! Each test runs its own stand-in on its own namespace; they share the
 //! control plane of this test binary.
@@ -21,8 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use vmm_testkit::aggregation::read_request_head;
 use vmm_testkit::harvester::{
     ERROR_ANNOTATION, ImageController, ImportRecord, OWNED_BY_ANNOTATION, Options, Outcome,
-    Requester, SHA256_ANNOTATION, SentRequest, VOLUME_CLAIM_TEMPLATES_ANNOTATION, VmRecord,
-    image_resource, kubevirt_vm_resource,
+    SHA256_ANNOTATION, SentRequest, VOLUME_CLAIM_TEMPLATES_ANNOTATION, VmRecord, image_resource,
+    kubevirt_vm_resource,
 };
 use vmm_testkit::{ControlPlane, TestNamespace};
 
@@ -48,8 +50,8 @@ struct Behaviour {
     short_by: usize,
     /// Pause between 64 KiB pieces (so that progress can be seen).
     throttle: Option<Duration>,
-    /// Answer the n-th GET with a Range header (1-based) with 500.
-    fail_nth_range: Option<usize>,
+    /// Answer the n-th GET without a Range header (1-based) with 500.
+    fail_nth_whole_get: Option<usize>,
 }
 
 /// What the server saw of one request.
@@ -165,14 +167,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         .headers
         .into_iter()
         .find_map(|(name, value)| (name == "range").then_some(value));
-    let nth_range = {
+    let nth_whole_get = {
         let mut seen = seen.lock().expect("lock");
         seen.push(Seen {
             method: method.clone(),
             path: path.clone(),
             range: range.clone(),
         });
-        seen.iter().filter(|s| s.range.is_some()).count()
+        seen.iter()
+            .filter(|s| s.method == "GET" && s.range.is_none())
+            .count()
     };
 
     let status_line = |code: u16| {
@@ -202,7 +206,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             out += "Accept-Ranges: bytes\r\n";
         }
         out += "\r\n";
-    } else if range.is_some() && behaviour.fail_nth_range == Some(nth_range) {
+    } else if method == "GET"
+        && range.is_none()
+        && behaviour.fail_nth_whole_get == Some(nth_whole_get)
+    {
         out = status_line(500) + "Content-Length: 5\r\n\r\nerror";
     } else if let (Some((first, last)), true) = (
         range.as_deref().and_then(|r| parse_range(r, data.len())),
@@ -430,9 +437,8 @@ fn assert_no_import_failed(image: &DynamicObject) {
     assert!(!conditions.contains("ImportFailed"), "{conditions}");
 }
 
-fn sent(by: Requester, method: &'static str, range: Option<&str>, status: u16) -> SentRequest {
+fn sent(method: &'static str, range: Option<&str>, status: u16) -> SentRequest {
     SentRequest {
-        by,
         method,
         range: range.map(str::to_owned),
         status: Some(status),
@@ -446,7 +452,7 @@ async fn a_served_raw_file_is_imported_with_one_full_get() {
     let t = Fixture::new("standin-import", options());
     let data = disk_bytes((3 << 20) + 4321);
     let server = DiskServer::start(data.clone(), |b| {
-        b.throttle = Some(Duration::from_millis(15));
+        b.throttle = Some(Duration::from_millis(30));
     })
     .await;
 
@@ -480,16 +486,13 @@ async fn a_served_raw_file_is_imported_with_one_full_get() {
     assert_eq!(record.bytes, data.len() as u64);
     assert_eq!(record.attempts, 1);
     assert!(record.errors.is_empty(), "{:?}", record.errors);
+    assert_eq!(record.requests, vec![sent("HEAD", None, 200)]);
     assert_eq!(
-        record.requests,
-        vec![
-            sent(Requester::Harvester, "HEAD", None, 200),
-            sent(Requester::Longhorn, "HEAD", None, 200),
-            sent(Requester::Longhorn, "GET", None, 200),
-        ],
-        "Harvester's HEAD, then Longhorn's HEAD and one full GET"
+        server.counts("/disk.img"),
+        (2, 1, 0),
+        "Harvester's HEAD, then Longhorn's HEAD and one full GET: {:?}",
+        server.seen()
     );
-    assert_eq!(server.counts("/disk.img"), (2, 1, 0), "{:?}", server.seen());
 
     let image = t.get_image("disk-0").await;
     let status = &image.data["status"];
@@ -585,11 +588,12 @@ async fn a_get_answered_500_is_retried_until_the_limit() {
         .await;
 
     let record = t.finished("flaky").await;
-    let expected = format!(
-        "retry attempted 1/1 failed due to error: expected status code 200 from {}, got 500 Internal Server Error",
-        server.url()
+    let expected = failure(&record).to_owned();
+    assert!(
+        expected.starts_with("retry attempted 1/1 failed due to error: ")
+            && expected.contains("500"),
+        "Longhorn's words: {expected}"
     );
-    assert_eq!(record.outcome, Outcome::Failed(expected.clone()));
     assert_eq!(record.attempts, 2);
     assert_eq!(server.counts("/disk.img"), (4, 2, 0), "{:?}", server.seen());
 
@@ -644,12 +648,9 @@ async fn head_answers_decide_who_fails() {
     );
 
     let record = t.finished("nocontent").await;
-    assert_eq!(
-        failure(&record),
-        format!(
-            "failed due to error: expected status code 200 from {}, got 204 No Content",
-            no_content.url()
-        )
+    assert!(
+        failure(&record).starts_with("failed due to error: ") && failure(&record).contains("204"),
+        "Longhorn's words: {record:?}"
     );
     assert_eq!(no_content.counts("/disk.img"), (2, 0, 0));
     let image = t.get_image("nocontent").await;
@@ -661,16 +662,11 @@ async fn head_answers_decide_who_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_or_short_body_fails_the_attempt() {
-    let t = Fixture::new(
-        "standin-body",
-        Options {
-            idle_timeout: Duration::from_secs(1),
-            ..options()
-        },
-    );
+    let t = Fixture::new("standin-body", options());
     let data = disk_bytes(2 << 20);
+    // Longer than Longhorn's 30 s idle limit.
     let stalled = DiskServer::start(data.clone(), |b| {
-        b.stall = Some((1 << 20, Duration::from_secs(6)));
+        b.stall = Some((1 << 20, Duration::from_secs(40)));
     })
     .await;
     let short = DiskServer::start(data, |b| b.short_by = 1000).await;
@@ -679,13 +675,17 @@ async fn a_stalled_or_short_body_fails_the_attempt() {
     t.create_image("short", &short.url(), json!({"retry": 0}))
         .await;
 
-    for (name, needle) in [
-        ("stalled", "idle timeout"),
-        ("short", "read the response body"),
+    for (name, server, needle) in [
+        ("stalled", &stalled, "context canceled"),
+        ("short", &short, "EOF"),
     ] {
-        let (record, image) = t.failed_with(name, needle).await;
-        assert_eq!(record.full_gets(), 1, "{name}: no resume, no Range");
-        assert_eq!(record.ranged_gets(), 0, "{name}");
+        let (_, image) = t.failed_with(name, needle).await;
+        assert_eq!(
+            server.counts("/disk.img"),
+            (2, 1, 0),
+            "{name}: one GET, no resume, no Range: {:?}",
+            server.seen()
+        );
         assert_eq!(cond_field(&image, "Imported", "status"), "False", "{name}");
         assert!(
             image
@@ -793,48 +793,31 @@ async fn cdi_needs_content_length_and_ranges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cdi_imports_with_ranged_reads() {
-    let t = Fixture::new(
-        "standin-cdi",
-        Options {
-            cdi_chunk_size: 1 << 20,
-            ..options()
-        },
-    );
+async fn cdi_imports_through_its_importer() {
+    let t = Fixture::new("standin-cdi", options());
     let target = t.target_storage_class().await;
-    let data = disk_bytes((3 << 20) + 4321);
-    let server = DiskServer::start(data.clone(), |b| {
-        b.ranges = true;
-        // A Range-blind GET would fail: the importer must not use one.
-        b.get_status = Some(500);
-    })
-    .await;
+    // Whole sectors: CDI's importer stores a raw disk, which qemu-img sizes
+    // in sectors.
+    let data = disk_bytes((3 << 20) + 9 * 512);
+    let server = DiskServer::start(data.clone(), |b| b.ranges = true).await;
     let spec = json!({"backend": "cdi", "targetStorageClassName": target});
     t.create_image("cdi-disk", &server.url(), spec).await;
 
     let record = t.imported("cdi-disk").await;
     assert_eq!(record.sha256, Some(sha256_hex(&data)));
-    assert_eq!(record.heads(), 1);
-    assert_eq!(record.full_gets(), 0);
+    assert_eq!(record.attempts, 1, "{record:?}");
     assert_eq!(
-        record.ranged_gets(),
-        1 + 4,
-        "the header probe and 4 chunks of 1 MiB"
+        record.requests,
+        vec![
+            sent("GET", Some("bytes=0-127"), 206),
+            sent("HEAD", None, 200)
+        ],
+        "Harvester's probes"
     );
-    assert_eq!(
-        record.requests[0],
-        sent(Requester::Harvester, "GET", Some("bytes=0-127"), 206)
-    );
-    assert_eq!(
-        record.requests.last(),
-        Some(&sent(
-            Requester::CdiImporter,
-            "GET",
-            Some(&format!("bytes={}-{}", 3 << 20, data.len() - 1)),
-            206
-        ))
-    );
-    assert_eq!(server.counts("/disk.img"), (1, 0, 5), "{:?}", server.seen());
+    // The importer's first run probes the format and asks for scratch
+    // space; the second downloads the disk whole into it.
+    let (_, full, _) = server.counts("/disk.img");
+    assert_eq!(full, 2, "{:?}", server.seen());
 
     let image = t.get_image("cdi-disk").await;
     assert_eq!(image.data["status"]["storageClassName"], target.as_str());
@@ -852,8 +835,8 @@ async fn cdi_importer_failures_are_retried_without_counting() {
     let data = disk_bytes(1 << 20);
     let server = DiskServer::start(data.clone(), |b| {
         b.ranges = true;
-        // 1 is Harvester's header probe, 2 the importer's first read.
-        b.fail_nth_range = Some(2);
+        // The importer's first read (its format probe).
+        b.fail_nth_whole_get = Some(1);
     })
     .await;
     let spec = json!({"backend": "cdi", "retry": 0, "targetStorageClassName": target});
@@ -864,7 +847,7 @@ async fn cdi_importer_failures_are_retried_without_counting() {
     assert_eq!(record.sha256, Some(sha256_hex(&data)));
     assert_eq!(record.attempts, 2, "{record:?}");
     assert_eq!(record.errors.len(), 1, "{record:?}");
-    assert!(record.errors[0].contains("got 500"), "{record:?}");
+    assert!(record.errors[0].contains("500"), "{record:?}");
     let image = t.get_image("cdi-retry").await;
     assert_eq!(
         image.data["status"]["failed"], 0,

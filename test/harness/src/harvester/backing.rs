@@ -1,18 +1,17 @@
 //! `backend: backingimage`: Harvester's `Initialize` (delete the previous
-//! attempt's StorageClass, HEAD the URL, create the StorageClass) and
-//! Longhorn's backing-image download (`pkg/sync/handler.go` of
-//! backing-image-manager: HEAD exactly 200, one GET exactly 200, idle
-//! timeout, checksum).
-
-use std::time::Instant;
+//! attempt's StorageClass, HEAD the URL, create the StorageClass), then
+//! Longhorn's backing-image downloader, the real one
+//! ([`LonghornDownload`]).
 
 use anyhow::{Result, anyhow, bail};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ObjectMeta};
 
-use super::fetch::{self, Digest, Sink};
+use super::LONGHORN_PROVISIONER;
+use super::attempt::{Digest, digest};
+use super::fetch;
 use super::image::{Failure, Job};
-use super::{LONGHORN_PROVISIONER, Requester};
+use crate::downloaders::LonghornDownload;
 
 /// Deletes the image's StorageClass, if any: at the start of every attempt
 /// and when the image is deleted (Harvester's `deleteBackingImageAndStorageClass`).
@@ -76,9 +75,7 @@ impl Job {
     /// Harvester's HEAD: 15 s, 200–399; the Content-Length if any.
     async fn harvester_head(&self) -> Result<Option<i64>> {
         let timeout = self.ctx.options.head_timeout;
-        let response = self
-            .send(Requester::Harvester, "HEAD", None, timeout)
-            .await?;
+        let response = self.send("HEAD", None, timeout).await?;
         let status = response.status().as_u16();
         if !(200..400).contains(&status) {
             bail!("got {status} status code from {}", self.spec.url);
@@ -109,56 +106,36 @@ impl Job {
         }
     }
 
-    /// Longhorn's data source: `GetSizeFromURL`, then `DownloadFromURL`.
-    /// `progress` is left at the last percentage reported.
+    /// Longhorn's data source, the real program, as longhorn-manager runs
+    /// it: started for the backing image, its `/v1/file` polled (its
+    /// progress is the image's), and once the file is ready for transfer,
+    /// the `transfer` action. `progress` is left at the last percentage.
     async fn longhorn_download(&mut self, progress: &mut i64) -> Result<Digest> {
-        let idle = self.ctx.options.idle_timeout;
-        let head = self.send(Requester::Longhorn, "HEAD", None, idle).await?;
-        self.expect_status(&head, 200)?;
-        // No Content-Length is allowed: the size is then unknown (-1).
-        let size = fetch::content_length(head.headers());
-        drop(head);
-
-        let mut response = self.send(Requester::Longhorn, "GET", None, idle).await?;
-        self.expect_status(&response, 200)?;
-        let want_sha512 = !self.spec.checksum.is_empty();
-        let hashing = self.ctx.options.hashing;
-        let mut sink = Sink::new(self.keep_path().as_deref(), hashing, want_sha512)
-            .await?
-            .limited_to(self.ctx.options.download_rate);
-        let mut last_report = Instant::now();
-        while let Some(chunk) = fetch::next_chunk(&mut response, idle).await? {
-            sink.write(&chunk).await?;
-            if last_report.elapsed() >= self.ctx.options.progress_interval
-                && let Some(total) = size.filter(|&t| t > 0)
-            {
-                last_report = Instant::now();
-                let percent = i64::try_from(sink.bytes().saturating_mul(100) / total)?;
-                if percent != *progress {
-                    *progress = percent;
-                    self.status.importing("", percent);
+        let attempt = self.attempt(true).await?;
+        let checksum = Some(self.spec.checksum.as_str()).filter(|c| !c.is_empty());
+        let mut download = LonghornDownload::start(
+            attempt.url(),
+            attempt.dir(),
+            &super::backing_image_name(&self.uid),
+            checksum,
+            attempt.ca_file(),
+        )?;
+        loop {
+            download.check_running()?;
+            let file = download.file().await?;
+            match file.state.as_str() {
+                "ready-for-transfer" => break,
+                "failed" => bail!("{}", file.message),
+                _ if file.progress != *progress => {
+                    *progress = file.progress;
+                    self.status.importing("", file.progress);
                     self.patch_progress().await;
                 }
+                _ => {}
             }
+            tokio::time::sleep(self.ctx.options.progress_interval).await;
         }
-        let digest = sink.finish().await?;
-        if let Some(total) = size
-            && total != digest.bytes
-        {
-            bail!(
-                "downloaded {} bytes from {}, but its HEAD said Content-Length {total}",
-                digest.bytes,
-                self.spec.url
-            );
-        }
-        if let Some(sha512) = &digest.sha512
-            && !sha512.eq_ignore_ascii_case(&self.spec.checksum)
-        {
-            bail!(
-                "the checksum of the downloaded file is {sha512}, expected {}",
-                self.spec.checksum
-            );
-        }
-        Ok(digest)
+        let stored = download.transfer().await?;
+        digest(&stored, self.ctx.options.hashing).await
     }
 }

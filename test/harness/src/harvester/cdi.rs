@@ -10,25 +10,21 @@
 //! Stricter than Harvester on purpose: it reads the first 128 bytes of
 //! whatever answers the Range GET (even a 200 with the whole image) and does
 //! not look at the HEAD's status. Here the Range GET must be answered 206
-//! and the HEAD 200, since CDI's importer reads with ranges anyway [I].
+//! and the HEAD 200, since CDI's importer reads ranges through nbdkit.
 //!
-//! The importer is modelled as ranged GETs of [`Options::cdi_chunk_size`]
-//! bytes, in order, each a 206 with the matching Content-Range. Its failures
-//! never reach the image (notes §1: DataVolume failures are not mirrored):
-//! the image stays `Imported=Unknown` (Importing) and the importer runs
-//! again after the retry delay, for ever, the way CDI restarts its pod.
-//!
-//! [`Options::cdi_chunk_size`]: super::Options::cdi_chunk_size
-
-use std::time::Instant;
+//! The importer is CDI's own ([`CdiRun`]). Its failures never reach the
+//! image (DataVolume failures are not mirrored, docs/harvester.md §1): the
+//! image stays `Imported=Unknown` (Importing) and the importer runs again
+//! after the retry delay, for ever, the way CDI restarts its pod.
 
 use anyhow::{Result, anyhow, bail, ensure};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 
-use super::Requester;
-use super::fetch::{self, Digest, Sink};
+use super::attempt::{Digest, digest};
+use super::fetch;
 use super::image::{Failure, Job};
+use crate::downloaders::CdiRun;
 
 /// The qcow2 magic, `QFI\xfb`.
 const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
@@ -86,7 +82,7 @@ impl Job {
     async fn cdi_probe(&self) -> Result<(u64, u64)> {
         let idle = self.ctx.options.idle_timeout;
         let range = Some("bytes=0-127".to_owned());
-        let mut response = self.send(Requester::Harvester, "GET", range, idle).await?;
+        let mut response = self.send("GET", range, idle).await?;
         self.expect_status(&response, 206)?;
         let mut header = Vec::with_capacity(128);
         while header.len() < 128 {
@@ -105,7 +101,7 @@ impl Job {
         };
         drop(response);
 
-        let head = self.send(Requester::Harvester, "HEAD", None, idle).await?;
+        let head = self.send("HEAD", None, idle).await?;
         self.expect_status(&head, 200)?;
         let Some(size) = fetch::content_length(head.headers()) else {
             bail!("Content-Length is not found in the header");
@@ -122,44 +118,39 @@ impl Job {
         ))
     }
 
-    /// One run of the importer.
+    /// CDI's importer, the real program, run as CDI's controller runs its
+    /// pod: first without scratch space, again with it when that run asks.
+    /// Progress is the bytes fetched so far ([`CdiRun::fetched_bytes`]:
+    /// CDI's own figure is a Prometheus metric of the pod, which importers
+    /// sharing the host's network cannot all serve).
     async fn cdi_import(&mut self, size: u64) -> Result<Digest> {
-        let idle = self.ctx.options.idle_timeout;
-        let chunk_size = self.ctx.options.cdi_chunk_size.max(1);
-        let mut sink = Sink::new(self.keep_path().as_deref(), self.ctx.options.hashing, false)
-            .await?
-            .limited_to(self.ctx.options.download_rate);
-        let mut offset = 0;
-        let mut last_report = Instant::now();
-        while offset < size {
-            let last = offset.saturating_add(chunk_size).min(size) - 1;
-            let range = format!("bytes={offset}-{last}");
-            let mut response = self
-                .send(Requester::CdiImporter, "GET", Some(range.clone()), idle)
-                .await?;
-            self.expect_status(&response, 206)?;
-            let content_range = fetch::content_range(response.headers());
-            if content_range != Some((offset, last, size)) {
-                bail!(
-                    "GET {range}: Content-Range {content_range:?}, expected bytes {offset}-{last}/{size}"
-                );
+        let attempt = self
+            .attempt(self.ctx.options.cdi_uses_additional_ca)
+            .await?;
+        let mut scratch = false;
+        loop {
+            let mut run = CdiRun::start(attempt.url(), attempt.dir(), scratch, attempt.ca_file())?;
+            let result = loop {
+                if let Some(result) = run.try_result()? {
+                    break result;
+                }
+                let percent = i64::try_from(run.fetched_bytes().saturating_mul(100) / size.max(1))?;
+                if percent != self.status.progress {
+                    self.status.importing("Image Importing", percent);
+                    self.patch_progress().await;
+                }
+                tokio::time::sleep(self.ctx.options.progress_interval).await;
+            };
+            if !result.success {
+                bail!("{}", result.message());
             }
-            let want = last - offset + 1;
-            let mut got = 0u64;
-            while let Some(chunk) = fetch::next_chunk(&mut response, idle).await? {
-                got += chunk.len() as u64;
-                ensure!(got <= want, "GET {range}: more than {want} bytes");
-                sink.write(&chunk).await?;
+            if !result.scratch_space_required() {
+                return digest(&run.disk(), self.ctx.options.hashing).await;
             }
-            ensure!(got == want, "GET {range}: {got} bytes, expected {want}");
-            offset = last + 1;
-            if last_report.elapsed() >= self.ctx.options.progress_interval {
-                last_report = Instant::now();
-                let percent = i64::try_from(offset.saturating_mul(100) / size)?;
-                self.status.importing("Image Importing", percent);
-                self.patch_progress().await;
+            if scratch {
+                bail!("asked for scratch space again: {}", result.log);
             }
+            scratch = true;
         }
-        sink.finish().await
     }
 }

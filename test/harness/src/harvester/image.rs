@@ -18,10 +18,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::{AbortHandle, JoinSet};
 
+use super::attempt::{Attempt, Digest};
 use super::status::{IMPORTED, INITIALIZED, ImageStatus, RETRY_LIMIT_EXCEEDED};
 use super::{
-    Backend, Ctx, ImportRecord, Key, Outcome, Requester, SHA256_ANNOTATION, SentRequest,
-    image_resource,
+    Backend, Ctx, ImportRecord, Key, Outcome, SHA256_ANNOTATION, SentRequest, image_resource,
 };
 
 /// How long a status write the API server did not answer is tried again.
@@ -274,7 +274,7 @@ impl Job {
 
     /// The import succeeded: status, the SHA-256 annotation (removed when
     /// not hashed: a merge patch's null) and the record.
-    pub async fn finish_imported(&mut self, digest: super::fetch::Digest) -> Result<()> {
+    pub async fn finish_imported(&mut self, digest: Digest) -> Result<()> {
         let bytes = i64::try_from(digest.bytes).context("image size")?;
         self.status.imported(bytes, bytes);
         let mut patch = self.status.merge_patch();
@@ -283,34 +283,35 @@ impl Job {
         self.record(|r| {
             r.sha256 = digest.sha256;
             r.bytes = digest.bytes;
-            r.kept_file = digest.kept;
         });
         Ok(())
     }
 
-    /// Where to keep the bytes, with `keep_dir`.
-    pub fn keep_path(&self) -> Option<std::path::PathBuf> {
-        let dir = self.ctx.options.keep_dir.as_ref()?;
-        Some(dir.join(format!("{}_{}.img", self.key.0, self.key.1)))
+    /// A place for the next run of a downloader (see [`Attempt::new`]).
+    pub async fn attempt(&self, trusts_ca: bool) -> Result<Attempt> {
+        let n = self
+            .ctx
+            .shared
+            .lock()
+            .images
+            .get(&self.key)
+            .map_or(0, |r| r.attempts);
+        Attempt::new(&self.ctx, &self.name(), n, &self.spec.url, trusts_ca).await
     }
 
-    /// Sends one request and records it. `timeout` bounds the whole request
-    /// (HEAD); a GET's wait for headers is bounded by the idle timeout, its
-    /// body by [`next_chunk`](super::fetch::next_chunk).
+    /// Sends one of Harvester's own requests and records it. `timeout`
+    /// bounds the whole request (HEAD); a GET's wait for headers is bounded
+    /// by the idle timeout, its body by [`next_chunk`](super::fetch::next_chunk).
     pub async fn send(
         &self,
-        by: Requester,
         method: &'static str,
         range: Option<String>,
         timeout: Duration,
     ) -> Result<reqwest::Response> {
-        let http = match (by, self.backend()) {
-            (Requester::Harvester, Backend::BackingImage) => &self.ctx.http.harvester,
-            (Requester::Longhorn, _) => &self.ctx.http.longhorn,
-            // Harvester's CDI probes use Go's default client.
-            (Requester::Harvester, Backend::Cdi) | (Requester::CdiImporter, _) => {
-                &self.ctx.http.cdi
-            }
+        // Harvester's CDI probes use Go's default client.
+        let http = match self.backend() {
+            Backend::BackingImage => &self.ctx.http.harvester,
+            Backend::Cdi => &self.ctx.http.cdi,
         };
         let mut request = match method {
             "HEAD" => http.head(&self.spec.url).timeout(timeout),
@@ -329,7 +330,6 @@ impl Job {
             )),
         };
         let sent = SentRequest {
-            by,
             method,
             range,
             status: result.as_ref().ok().map(|r| r.status().as_u16()),

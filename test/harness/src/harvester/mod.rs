@@ -3,46 +3,45 @@
 //! annotation into PVCs.
 //!
 //! Harvester itself cannot run here (it needs Longhorn, CDI and a node), but
-//! what our importer depends on is how Harvester and Longhorn *read the URL*
-//! of a `VirtualMachineImage` and how they *report* it. This stand-in does
-//! both for real against the real CRD (`harvesterhci.io/v1beta1`, which has
-//! no status subresource: status is merge-patched on the object), following
-//! docs/harvester.md §1 and the Harvester v1.8 sources
-//! it cites:
+//! what our importer depends on is how Harvester and its image backends *read
+//! the URL* of a `VirtualMachineImage` and how Harvester *reports* it. The
+//! backends' downloaders are the real programs (`crate::downloaders`); this
+//! stand-in plays what sits around them, against the real CRD
+//! (`harvesterhci.io/v1beta1`, which has no status subresource: status is
+//! merge-patched on the object), following docs/harvester.md §1 and the
+//! Harvester v1.8 sources it cites:
 //!
 //! - **`backend: backingimage`** (the default): Harvester's HEAD (15 s,
 //!   200–399, Content-Length > 0 becomes `status.size`), a StorageClass
 //!   `lh-<image UID>` (provisioner `driver.longhorn.io`, parameter
-//!   `backingImage: vmi-<image UID>`), then Longhorn's backing-image
-//!   downloader: a second HEAD that must be exactly 200, and **one GET** that
-//!   must be 200, with no Range and no resume, redirects followed, and a 30 s
-//!   idle timeout. So a server sees two HEADs and one GET per attempt.
+//!   `backingImage: vmi-<image UID>`), then Longhorn's backing-image data
+//!   source run as longhorn-manager runs it, its progress mirrored.
 //! - **`backend: cdi`**: Harvester's probes (`Range: bytes=0-127`, then a HEAD
-//!   that must carry Content-Length), then CDI's importer, modelled as ranged
-//!   GETs read in order (see [`Options::cdi_chunk_size`]).
+//!   that must carry Content-Length), then CDI's importer run as CDI's
+//!   controller runs its pod (without scratch space, then with it).
 //! - Status the way Harvester's `vmiOperator` writes it: `Initialized`,
 //!   `Imported` (`Importing` → `Imported`), progress shown as 99 until ready,
 //!   `failed`/`lastFailedTime`/`RetryLimitExceeded` on failures, retries at
 //!   least [`Options::retry_delay`] apart until `failed > spec.retry`. Never
 //!   an `ImportFailed` reason: no Harvester code sets one.
 //!
-//! Everything it saw is recorded per image ([`ImportRecord`]: requests,
-//! attempts, SHA-256 of the bytes unless [`Options::hashing`] is off) and the
-//! SHA-256 is also put on the image as the annotation [`SHA256_ANNOTATION`],
-//! so tests that only have kubectl can compare it.
+//! Everything it saw is recorded per image ([`ImportRecord`]: Harvester's own
+//! requests, attempts, SHA-256 of the stored image unless
+//! [`Options::hashing`] is off) and the SHA-256 is also put on the image as
+//! the annotation [`SHA256_ANNOTATION`], so tests that only have kubectl can
+//! compare it.
 //!
 //! The VM part ([`VmRecord`]) creates the PVCs of the annotation like
 //! Harvester's VM controller, checks each `harvesterhci.io/imageId` against
 //! the image's `status.storageClassName`, and records the owning VM on the PVC
 //! in Harvester's `harvesterhci.io/owned-by` annotation (Harvester sets no
 //! ownerReference on these PVCs). For a `cdi` image Harvester would make a
-//! DataVolume instead; there is no CDI here, so it is a PVC too.
+//! DataVolume instead; there is no CDI controller here, so it is a PVC too.
 //!
 //! Not modelled: Longhorn's BackingImage object (only its name is used, in the
-//! StorageClass), qcow2 (`virtualSize` is the byte count: serve raw), `.gz`,
-//! Go's transparent gzip decoding. A job that fails on the Kubernetes side
-//! (e.g. the image was deleted) ends with [`Outcome::Error`] and is not
-//! retried.
+//! StorageClass) and what Longhorn does with a stored qcow2 (the controller
+//! serves raw). A job that fails on the Kubernetes side (e.g. the image was
+//! deleted) ends with [`Outcome::Error`] and is not retried.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -57,12 +56,14 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt;
 mod backing;
 mod cdi;
 mod fetch;
 mod image;
 mod record;
 mod status;
+mod throttle;
 mod vm;
 
 use std::path::PathBuf;
@@ -71,7 +72,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-pub use record::{Backend, ImportRecord, Outcome, Requester, SentRequest, VmRecord};
+pub use record::{Backend, ImportRecord, Outcome, SentRequest, VmRecord};
 pub use status::Condition;
 
 use record::{Key, Shared, key};
@@ -126,7 +127,8 @@ pub struct Options {
     /// Watch only this namespace (default: all).
     pub namespace: Option<String>,
     /// Harvester's `additional-ca` setting (PEM): trusted, besides nothing
-    /// else, for HTTPS URLs. Without it only plain `http://` URLs work.
+    /// else, for HTTPS URLs by Harvester and Longhorn's downloader. Without
+    /// it only plain `http://` URLs work.
     pub additional_ca_pem: Option<String>,
     /// Whether the `cdi` backend trusts [`additional_ca_pem`](Self::additional_ca_pem).
     /// Default false: in v1.8 Harvester's CDI probes use Go's default client,
@@ -134,36 +136,37 @@ pub struct Options {
     pub cdi_uses_additional_ca: bool,
     /// Harvester's HEAD timeout (15 s).
     pub head_timeout: Duration,
-    /// Longhorn's `HTTPTimeout` (30 s): no byte for this long fails the
-    /// download. Also bounds the wait for response headers and the HEAD.
+    /// How long Harvester's CDI probes wait for a byte (Go's default client
+    /// has no limit: this keeps a broken test from hanging) and its
+    /// connections' timeout. Longhorn's 30 s idle limit is its own.
     pub idle_timeout: Duration,
     /// Delay before a retry (Harvester: at least 10 s after `lastFailedTime`).
     /// Also the delay before CDI's importer runs again.
     pub retry_delay: Duration,
-    /// At most one progress update per this interval.
+    /// How often a download's progress is read (longhorn-manager polls its
+    /// data source about every 3 s), and at most one progress update per it.
     pub progress_interval: Duration,
-    /// Bytes per ranged GET of the `cdi` backend's importer (8 MiB).
-    pub cdi_chunk_size: u64,
-    /// Keep each downloaded image as `<dir>/<namespace>_<name>.img` (off by
-    /// default: a test only needs the hash).
-    pub keep_dir: Option<PathBuf>,
     /// Also run the VM part (volume claim templates → PVCs). Default true.
     pub vm_controller: bool,
     /// How each download is hashed (default [`Hashing::Sha256`]).
     pub hashing: Hashing,
-    /// Download at most this many bytes per second (default: unlimited), as a
-    /// network between Harvester and the controller would: the local system
-    /// and the browser suite use it so an import's progress can be watched.
+    /// Pass the downloaders at most this many bytes per second (default:
+    /// unlimited), as a network between Harvester and the controller would:
+    /// the local system and the browser suite use it so an import's progress
+    /// can be watched, resume tests so a transfer can be cut mid-way. Only
+    /// for loopback URLs.
     pub download_rate: Option<u64>,
 }
 
 /// What the stand-in hashes each download with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hashing {
-    /// SHA-256, in [`ImportRecord::sha256`] and the [`SHA256_ANNOTATION`].
+    /// SHA-256 of the stored image, in [`ImportRecord::sha256`] and the
+    /// [`SHA256_ANNOTATION`].
     Sha256,
-    /// Nothing: `sha256` stays unset. For benchmarks, where SHA-256 (about
-    /// 160 MB/s on a small machine) would be most of the time measured.
+    /// Nothing: `sha256` stays unset. For benchmarks, where reading the
+    /// image again for SHA-256 (about 160 MB/s on a small machine) would be
+    /// most of the time measured.
     Off,
 }
 
@@ -177,8 +180,6 @@ impl Default for Options {
             idle_timeout: Duration::from_secs(30),
             retry_delay: Duration::from_secs(10),
             progress_interval: Duration::from_secs(1),
-            cdi_chunk_size: 8 << 20,
-            keep_dir: None,
             vm_controller: true,
             hashing: Hashing::Sha256,
             download_rate: None,
@@ -192,6 +193,10 @@ struct Ctx {
     options: Options,
     http: fetch::Http,
     shared: Arc<Shared>,
+    /// Where the downloaders' runs go ([`attempt::Attempt`]).
+    work_dir: PathBuf,
+    /// `additional_ca_pem` as a file, for the downloaders.
+    ca_file: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -218,9 +223,20 @@ impl std::fmt::Debug for ImageController {
 
 impl ImageController {
     /// Starts watching images (and VMs, see [`Options::vm_controller`]).
-    /// Call it inside a Tokio runtime; fails only on a bad CA PEM.
+    /// Call it inside a Tokio runtime; fails on a bad CA PEM, or when its
+    /// work directory cannot be made.
     pub fn start(client: kube::Client, options: Options) -> Result<ImageController> {
         let http = fetch::Http::new(&options)?;
+        let work_dir = crate::process::run_dir()?.join("harvester-standin");
+        std::fs::create_dir_all(&work_dir)?;
+        let ca_file = match &options.additional_ca_pem {
+            Some(pem) => {
+                let file = work_dir.join("additional-ca.pem");
+                std::fs::write(&file, pem)?;
+                Some(file)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             changed: tokio::sync::watch::Sender::new(()),
@@ -230,6 +246,8 @@ impl ImageController {
             options,
             http,
             shared: shared.clone(),
+            work_dir,
+            ca_file,
         });
         let mut tasks = vec![tokio::spawn(image::run(ctx.clone())).abort_handle()];
         if ctx.options.vm_controller {

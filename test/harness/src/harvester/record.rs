@@ -1,7 +1,6 @@
 //! What the stand-in did, for tests to read, and how they wait for it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,21 +13,10 @@ pub enum Backend {
     Cdi,
 }
 
-/// Who sent a request, in the real system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requester {
-    /// harvester's image controller (`CheckURLAndUpdate`, the CDI probes).
-    Harvester,
-    /// Longhorn's backing-image data-source pod.
-    Longhorn,
-    /// CDI's importer pod.
-    CdiImporter,
-}
-
-/// One HTTP request the stand-in sent (redirects followed inside it).
+/// One HTTP request Harvester's image controller sent (redirects followed
+/// inside it). The downloaders' own requests are the server's to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentRequest {
-    pub by: Requester,
     /// `HEAD` or `GET`.
     pub method: &'static str,
     /// The Range header, if any.
@@ -58,6 +46,7 @@ pub struct ImportRecord {
     pub url: String,
     /// Download attempts started (CDI importer restarts count too).
     pub attempts: u32,
+    /// Harvester's own requests (the downloaders' are not seen here).
     pub requests: Vec<SentRequest>,
     /// Why each failed attempt failed.
     pub errors: Vec<String>,
@@ -67,8 +56,6 @@ pub struct ImportRecord {
     pub bytes: u64,
     /// `status.storageClassName` once initialized.
     pub storage_class_name: Option<String>,
-    /// The kept file, with [`Options::keep_dir`](super::Options::keep_dir).
-    pub kept_file: Option<PathBuf>,
     pub outcome: Outcome,
 }
 
@@ -84,28 +71,8 @@ impl ImportRecord {
             sha256: None,
             bytes: 0,
             storage_class_name: None,
-            kept_file: None,
             outcome: Outcome::InProgress,
         }
-    }
-
-    /// HEAD requests.
-    pub fn heads(&self) -> usize {
-        self.count(|r| r.method == "HEAD")
-    }
-
-    /// GETs without a Range header.
-    pub fn full_gets(&self) -> usize {
-        self.count(|r| r.method == "GET" && r.range.is_none())
-    }
-
-    /// GETs with a Range header.
-    pub fn ranged_gets(&self) -> usize {
-        self.count(|r| r.method == "GET" && r.range.is_some())
-    }
-
-    fn count(&self, f: impl Fn(&SentRequest) -> bool) -> usize {
-        self.requests.iter().filter(|r| f(r)).count()
     }
 }
 
