@@ -65,7 +65,8 @@ struct Args {
 
     /// Where disks in formats that cannot be streamed (sparse VMDK, qcow2,
     /// VHDX) are converted with qemu-img; files left by an earlier run are
-    /// removed at start. Default: the temporary directory.
+    /// removed at start, so it must be this process's alone (the chart gives
+    /// each pod an emptyDir). Default: the temporary directory.
     #[arg(long, env = "VMM_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
 

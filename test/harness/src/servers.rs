@@ -214,8 +214,17 @@ pub fn start_controller_with(
         disk_url.clone().into(),
     ];
     all.extend(options.args.iter().map(OsString::from));
+    // Its scratch directory defaults to $TMPDIR, which it empties of its own
+    // files at start: controllers of test binaries running side by side
+    // would delete each other's converted disks in a shared /tmp.
+    let tmp = cp.dir().join(format!("controller-tmp-{disk_port}"));
+    std::fs::create_dir_all(&tmp)?;
+    let mut env: Vec<(&str, &OsStr)> = options.env.to_vec();
+    if !env.iter().any(|(name, _)| *name == "TMPDIR") {
+        env.push(("TMPDIR", tmp.as_os_str()));
+    }
     Ok(ControllerServer {
-        server: spawn_server(cp, program, kubeconfig, all, options.env)?,
+        server: spawn_server(cp, program, kubeconfig, all, &env)?,
         disk_url,
         disk_port,
     })
