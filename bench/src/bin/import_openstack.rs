@@ -6,14 +6,14 @@
 //!
 //! - **ours**: the release `vmm-controller`, from creating the import job to
 //!   the image's `Imported=True` at the stand-in for Harvester's image
-//!   controller (which downloads it, not hashing): the export (snapshot,
+//!   controller (Longhorn's real downloader stores it; not hashed): the export (snapshot,
 //!   volume from it, upload to a raw Glance image), then the Glance download
 //!   streamed through the disk endpoint;
 //! - **reproduced**: vm-import-controller's method: the same export (the same
 //!   Cinder and Glance calls, made by `vmm-openstack`), `curl` of the Glance
 //!   image to a scratch file, `qemu-img convert -f raw -O raw`, the raw file
 //!   served by a plain static file server, an image pointing at it,
-//!   downloaded by the same stand-in;
+//!   downloaded the same way;
 //! - **curl**: `curl -o /dev/null` of that Glance image (the transfer's
 //!   floor);
 //! - the local scratch each method needs at its peak, and the controller's
@@ -124,8 +124,9 @@ struct Ours {
     written: u64,
     /// The controller's VmHWM over the import, KiB.
     peak_rss_kib: u64,
-    /// CPU used by the controller and by this process (the stand-ins for
-    /// Nova, Cinder and Harvester's importer), job created → imported.
+    /// CPU used by the controller and by this process with the downloaders
+    /// it ran (the stand-ins for Nova, Cinder and Harvester's image
+    /// controller, and Longhorn's data source), job created → imported.
     cpu: (Duration, Duration),
 }
 
@@ -462,7 +463,7 @@ fn report(args: &Args, results: &[Measured]) {
             ratio(ours.transfer, curl),
         );
         cpu_lines.push(format!(
-            "  {}: controller {}, this process (stand-ins for Cinder and Harvester's importer) {} (wall {})",
+            "  {}: controller {}, this process (stand-ins for Cinder and Harvester, Longhorn's downloader) {} (wall {})",
             m.volume.name,
             secs(ours.cpu.0),
             secs(ours.cpu.1),

@@ -1,5 +1,4 @@
-//! Ranged reads of a disk that can only be read in order: the `cdi` backend's
-//! importer asks for one range after another, mostly ascending. A cursor keeps
+//! Ranged reads of a disk that can only be read in order. A cursor keeps
 //! the raw stream open where the last read stopped, with the last
 //! [`SPOOL_BYTES`] it yielded kept in memory, so each read continues the
 //! stream, repeats a recent stretch from memory, or skips ahead; only a read
@@ -15,9 +14,10 @@ use futures::StreamExt;
 
 use super::RawStream;
 
-/// Raw bytes kept behind the cursor: enough for an importer's reads that
-/// arrive out of order (parallel requests of a few MiB each).
-pub const SPOOL_BYTES: u64 = 32 << 20;
+/// Raw bytes kept behind the cursor. The real importers' reads all fall in
+/// the first 513 bytes; this leaves room for a reader of a few parallel
+/// ranges at a time while bounding memory per disk (docs/decisions.md §48).
+pub const SPOOL_BYTES: u64 = 4 << 20;
 
 /// A raw stream, where it stands, and what it yielded last.
 pub struct Cursor {

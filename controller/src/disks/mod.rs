@@ -6,10 +6,12 @@
 //! zeros included, so the importer's 30 s idle timeout never fires and no
 //! local copy is made. A URL works only while its job registers it.
 //!
-//! Range requests (the `cdi` backend: a probe of the first 128 bytes, then
-//! its importer's ranged reads) are answered 206 from a [`cursor::Cursor`]
-//! kept per disk: the converted stream read in order, with a bounded spool
-//! behind it, since a streamOptimized export cannot seek.
+//! Range requests are answered 206 from a [`cursor::Cursor`] kept per disk:
+//! the converted stream read in order, with a small spool behind it, since a
+//! streamOptimized export cannot seek. The real importers read ranges only at
+//! the start of a disk (the `cdi` backend: Harvester's probe of bytes 0-127,
+//! CDI's importer 0-512 before its whole GETs; docs/decisions.md §48), so a
+//! whole GET drops the cursor and the source connection it holds open.
 
 mod cursor;
 
@@ -177,10 +179,13 @@ pub fn router(registry: Arc<Registry>) -> Router {
 
 async fn serve(
     State(registry): State<Arc<Registry>>,
-    Path((token, _file)): Path<(String, String)>,
+    Path((token, file)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    // The file name only: the token is the disk's credential.
+    let range = headers.get(header::RANGE).and_then(|r| r.to_str().ok());
+    tracing::debug!(%method, file, range, "disk request");
     let Some(disk) = registry.get(&token) else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -198,6 +203,9 @@ async fn serve(
     if let Some(range) = headers.get(header::RANGE) {
         return serve_range(registry, disk, range.to_str().unwrap_or_default()).await;
     }
+    // The importer has moved on from ranges: no source stream stays open
+    // beside this one for the rest of the transfer.
+    lock(&disk.cursor).take();
     let stream = match disk.open().await {
         Ok(stream) => stream,
         Err(error) => return unreadable(&error),
@@ -452,9 +460,10 @@ mod tests {
     }
 
     /// The `cdi` backend: Harvester's probe of the first 128 bytes, then the
-    /// importer's ranged reads, all from one opening of the source.
+    /// importer's ranged reads, all from one opening of the source; a whole
+    /// GET drops the cursor (a range after it opens the source again).
     #[tokio::test]
-    async fn ranged_reads_continue_one_stream() {
+    async fn ranged_reads_continue_one_stream_until_a_whole_get() {
         let (app, disk) = app(6, vec![b"abc".to_vec(), b"def".to_vec()], true);
         let url = "/disks/t0k3n/disk-0.img";
         let reads = [
@@ -472,6 +481,20 @@ mod tests {
         }
         assert_eq!(disk.reads.load(Ordering::Relaxed), 1);
         assert_eq!(disk.sent(), 6);
+
+        let (status, _, body) = call(&app, "GET", url, None).await;
+        assert_eq!((status, body.unwrap()), (StatusCode::OK, "abcdef".into()));
+        assert_eq!(disk.reads.load(Ordering::Relaxed), 2);
+        assert!(
+            lock(&disk.cursor).is_none(),
+            "the whole GET kept the cursor"
+        );
+        let (status, _, body) = call(&app, "GET", url, Some("bytes=1-2")).await;
+        assert_eq!(
+            (status, body.unwrap()),
+            (StatusCode::PARTIAL_CONTENT, "bc".into())
+        );
+        assert_eq!(disk.reads.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]

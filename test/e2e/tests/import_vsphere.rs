@@ -8,8 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmm_controller::import::scratch;
-use vmm_testkit::harvester::{Backend, ImageController, Options, SHA256_ANNOTATION};
+use vmm_testkit::harvester::{ImageController, Options, SHA256_ANNOTATION};
 use vmm_testkit::import;
 use vmm_testkit::servers::{ControllerServer, metric, shared_controller};
 use vmm_testkit::vcsim::{DiskSpec, Firmware, NicSpec, VmSpec, qemu_img_raw_sha256};
@@ -194,112 +193,96 @@ async fn a_two_disk_two_nic_vm_imports_intact() {
     assert!(value(r#"vmm_import_disks_prepared_total{path="streamed"}"#) >= 2.0);
 }
 
-/// On a storage class that is not Longhorn, Harvester takes each image
-/// through CDI (`backend: cdi`): a probe of the first 128 bytes, a HEAD, then
-/// CDI's importer (its validation's ranged reads through nbdkit, then the
-/// whole disk into scratch space). The image must still hash like qemu-img's
-/// conversion, in one attempt, the export opened once.
+/// Every kind of disk on both of Harvester's image backends, each image
+/// downloaded by its backend's real program: Longhorn's data source for the
+/// default class, CDI's importer for any other class (`backend: cdi`: its
+/// validation's ranged reads through nbdkit, then the whole disk into
+/// scratch). A dense and a half-zero disk stream from a streamOptimized
+/// export; a monolithicSparse export cannot stream and is converted by
+/// qemu-img in the controller's scratch directory first. Each image must hash
+/// like qemu-img's conversion, in one attempt, from one export, its lease
+/// closed, no scratch file left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_third_party_storage_class_imports_through_cdi() {
+async fn every_kind_of_disk_imports_intact_on_both_backends() {
     let cp = ControlPlane::shared();
     let vcsim = Vcsim::shared();
     controller();
-    let ns = TestNamespace::new(cp, "cdi").unwrap();
+    let ns = TestNamespace::new(cp, "backends").unwrap();
     let harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
-    let class = format!("ceph-{}", ns.name());
-    let storage_class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": class}, "provisioner": "rbd.csi.ceph.com"});
-    cp.kubectl_with_stdin(["apply", "-f", "-"], &storage_class.to_string())
-        .expect_success();
-    let name = format!("db {}", vmm_testkit::namespace::random_suffix());
-    let disks = vec![DiskSpec::generated(40, 11, 0.5)];
-    let source_vm = import::source_vm(vcsim, &name, disks).await.unwrap();
-    import::create_job(cp, &ns, "db", &name, json!({"storageClass": class})).unwrap();
-    let done = wait_finished(&ns, "db");
-    assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
+    let backends = import::both_backends(&ns);
+    // (name, export subformat, disks as data fractions, event of the path)
+    let kinds = [
+        ("streamed", None, [1.0, 0.5].as_slice(), "DiskStreamed"),
+        (
+            "converted",
+            Some("monolithicSparse"),
+            [0.5].as_slice(),
+            "DiskConverted",
+        ),
+    ];
+    let suffix = vmm_testkit::namespace::random_suffix();
+    let mut seed = 30;
+    let mut jobs = Vec::new();
+    for (backend_name, backend, job_spec) in &backends {
+        for (kind, subformat, fractions, event) in &kinds {
+            let job = format!("{kind}-{backend_name}");
+            let mut spec = VmSpec::new(format!("{job} {suffix}"))
+                .nic(NicSpec::on("VM Network"))
+                .powered_on(true);
+            for fraction in *fractions {
+                seed += 1;
+                spec = spec.disk(DiskSpec::generated(24, seed, *fraction));
+            }
+            spec.export_subformat = subformat.map(str::to_owned);
+            let source = vcsim.create_vm(&spec).await.unwrap();
+            import::create_job(cp, &ns, &job, &spec.name, job_spec.clone()).unwrap();
+            jobs.push((job, source, *backend, *event));
+        }
+    }
 
-    let image = ns.kubectl([
-        "get",
-        "virtualmachineimages.harvesterhci.io",
-        "db-disk-0",
-        "-o",
-        "json",
-    ]);
-    let image: Value = serde_json::from_str(image.expect_success()).unwrap();
-    assert_eq!(image["spec"]["backend"], "cdi");
-    assert_eq!(image["spec"]["targetStorageClassName"], class.as_str());
-    assert_eq!(
-        image["metadata"]["annotations"][SHA256_ANNOTATION],
-        qemu_img_raw_sha256(&source_vm.disks[0].descriptor_file)
-            .unwrap()
-            .as_str()
-    );
-    let record = harvester.result(ns.name(), "db-disk-0").unwrap();
-    assert_eq!(record.backend, Backend::Cdi);
-    assert_eq!(record.attempts, 1, "{record:?}");
-    let leases = vcsim.leases_of(&source_vm.moref).await.unwrap();
-    assert_eq!(leases.len(), 1, "one export: {leases:?}");
-    assert!(!leases[0].is_open(), "{leases:?}");
-}
-
-/// A disk the export serves in a format the streamer cannot read in one pass
-/// (a monolithicSparse VMDK) is converted by qemu-img in the scratch
-/// directory first, then served, and the scratch files are gone after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_format_that_cannot_stream_is_converted_by_qemu_img() {
-    let cp = ControlPlane::shared();
-    let vcsim = Vcsim::shared();
-    controller();
-    let ns = TestNamespace::new(cp, "sparse").unwrap();
-    let _harvester = import::prepare(cp, vcsim, &ns, Duration::from_secs(1)).unwrap();
-    let name = format!("legacy {}", vmm_testkit::namespace::random_suffix());
-    let mut spec = VmSpec::new(&name)
-        .disk(DiskSpec::generated(24, 21, 0.5))
-        .nic(NicSpec::on("VM Network"))
-        .powered_on(true);
-    spec.export_subformat = Some("monolithicSparse".into());
-    let source_vm = vcsim.create_vm(&spec).await.unwrap();
-    import::create_job(cp, &ns, "legacy", &name, json!({})).unwrap();
-    let done = wait_finished(&ns, "legacy");
-    assert_eq!(done["status"]["phase"], "Succeeded", "{}", done["status"]);
-    let image = ns.kubectl([
-        "get",
-        "virtualmachineimages.harvesterhci.io",
-        "legacy-disk-0",
-        "-o",
-        "json",
-    ]);
-    let image: Value = serde_json::from_str(image.expect_success()).unwrap();
-    assert_eq!(
-        image["metadata"]["annotations"][SHA256_ANNOTATION],
-        qemu_img_raw_sha256(&source_vm.disks[0].descriptor_file)
-            .unwrap()
-            .as_str()
-    );
-    let events = ns.kubectl([
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=legacy",
-        "-o",
-        "jsonpath={.items[*].reason}",
-    ]);
-    assert!(
-        events.stdout.contains("DiskConverted") && !events.stdout.contains("DiskStreamed"),
-        "the fallback was not used: {events}"
-    );
+    for (job, ..) in &jobs {
+        let done = wait_finished(&ns, job);
+        assert_eq!(
+            done["status"]["phase"], "Succeeded",
+            "{job}: {}",
+            done["status"]
+        );
+    }
+    // Checked once every job has ended: a converting job has scratch files.
+    for (job, source, backend, event) in &jobs {
+        import::assert_vsphere_import_clean(vcsim, &ns, job, source, &controller().tmp_dir, job)
+            .await;
+        for index in 0..source.disks.len() {
+            let image = format!("{job}-disk-{index}");
+            let record = harvester.result(ns.name(), &image).unwrap();
+            assert_eq!(record.backend, *backend, "{image}");
+            assert_eq!(record.attempts, 1, "{image}: {record:?}");
+        }
+        let leases = vcsim.leases_of(&source.moref).await.unwrap();
+        assert_eq!(leases.len(), 1, "{job}: one export: {leases:?}");
+        let events = ns.kubectl([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={job}"),
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        let other = if *event == "DiskStreamed" {
+            "DiskConverted"
+        } else {
+            "DiskStreamed"
+        };
+        assert!(
+            events.stdout.contains(event) && !events.stdout.contains(other),
+            "{job}: not only {event}: {events}"
+        );
+    }
     let converted = metric(
         controller().server.admin_port,
         r#"vmm_import_disks_prepared_total{path="converted"}"#,
     );
-    assert!(converted.unwrap() >= 1.0);
-    // The shared controller's scratch directory is the temporary directory.
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(scratch::PREFIX))
-        .collect();
-    assert!(left.is_empty(), "scratch files left: {left:?}");
+    assert!(converted.unwrap() >= 2.0);
 }
 
 /// Harvester v1.6 to v1.8 cap a VM's sockets at one when CPU hotplug is off
@@ -671,4 +654,87 @@ async fn deleting_a_job_mid_import_removes_what_it_made() {
         .unwrap();
     assert!(still_there.is_some(), "the source VM must never be deleted");
     soap.logout().await.unwrap();
+}
+
+/// Ranged reads, as CDI's importer makes them through nbdkit (and any
+/// importer that reads a disk in pieces), answered by the controller from a
+/// streamOptimized export that can only be read in order: each range holds
+/// exactly the bytes qemu-img's conversion has there, whatever the order
+/// (ascending, repeated, backwards, far ahead, from the end), and a whole
+/// GET after them is whole. No image controller runs in the namespace, so
+/// the disk stays served while the test reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_reads_hold_the_bytes_qemu_img_makes() {
+    const MIB: u64 = 1 << 20;
+    let cp = ControlPlane::shared();
+    let vcsim = Vcsim::shared();
+    controller();
+    let ns = TestNamespace::new(cp, "ranges").unwrap();
+    import::network_and_source(cp, vcsim, &ns).unwrap();
+    let name = format!("ranges {}", vmm_testkit::namespace::random_suffix());
+    let source = import::source_vm(vcsim, &name, vec![DiskSpec::generated(72, 41, 0.5)])
+        .await
+        .unwrap();
+    import::create_job(cp, &ns, "ranges", &name, json!({})).unwrap();
+    let url = tokio::task::block_in_place(|| {
+        let url = || {
+            let image = ns.kubectl([
+                "get",
+                "virtualmachineimages.harvesterhci.io",
+                "ranges-disk-0",
+                "-o",
+                "jsonpath={.spec.url}",
+            ]);
+            image.ok().ok().map(str::to_owned).filter(|u| !u.is_empty())
+        };
+        import::until(
+            "the disk served",
+            WAIT,
+            || url().is_some(),
+            || import::job(&ns, "ranges")["status"].to_string(),
+        );
+        url().unwrap()
+    });
+    let raw = vmm_testkit::vcsim::qemu_img_raw(&source.disks[0].descriptor_file).unwrap();
+    let want = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    let size = want.len() as u64;
+    assert_eq!(size, 72 * MIB);
+
+    let client = reqwest::Client::new();
+    // (Range header, first byte, end): Harvester's probe, nbdkit's small
+    // reads at the start, then out of order, beyond any spool, from the end.
+    let reads = [
+        ("bytes=0-127", 0, 128),
+        ("bytes=0-65535", 0, 65536),
+        ("bytes=512-1023", 512, 1024),
+        ("bytes=1048576-3145727", MIB, 3 * MIB),
+        ("bytes=4096-8191", 4096, 8192),
+        ("bytes=62914560-63963135", 60 * MIB, 61 * MIB),
+        ("bytes=100-199", 100, 200),
+        ("bytes=-4096", size - 4096, size),
+        ("bytes=71303168-", 68 * MIB, size),
+    ];
+    for (range, start, end) in reads {
+        let response = client
+            .get(&url)
+            .header("Range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 206, "{range}");
+        let content_range = format!("bytes {start}-{}/{size}", end - 1);
+        assert_eq!(response.headers()["content-range"], content_range.as_str());
+        let body = response.bytes().await.unwrap();
+        assert!(
+            body[..] == want[start as usize..end as usize],
+            "{range}: not the bytes qemu-img has there"
+        );
+    }
+    let whole = client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    let body = whole.bytes().await.unwrap();
+    assert!(body[..] == want[..], "the whole GET after ranges differs");
+    ns.kubectl(["delete", "importjob", "ranges", "--wait=false"])
+        .expect_success();
 }

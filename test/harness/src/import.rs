@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::control_plane::ControlPlane;
-use crate::harvester::{ImageController, Options};
+use crate::harvester::{Backend, ImageController, Options};
 use crate::namespace::TestNamespace;
 use crate::vcsim::{CreatedVm, DiskSpec, NicSpec, Vcsim, VmSpec, qemu_img_raw_sha256};
 
@@ -280,4 +280,21 @@ pub fn image_controller(ns: &TestNamespace<'_>, options: Options) -> ImageContro
         },
     )
     .unwrap()
+}
+
+/// Both of Harvester's image backends, as an import job picks them: (a name
+/// for the case, the backend, the job's extra spec). The default class is
+/// Longhorn's; for CDI a StorageClass of another provisioner
+/// (`ceph-<namespace>`) is made here.
+pub fn both_backends(ns: &TestNamespace<'_>) -> [(&'static str, Backend, Value); 2] {
+    let class = format!("ceph-{}", ns.name());
+    let storage_class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": class}, "provisioner": "rbd.csi.ceph.com"});
+    ns.control_plane()
+        .kubectl_with_stdin(["apply", "-f", "-"], &storage_class.to_string())
+        .expect_success();
+    [
+        ("longhorn", Backend::BackingImage, json!({})),
+        ("cdi", Backend::Cdi, json!({"storageClass": class})),
+    ]
 }

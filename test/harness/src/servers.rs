@@ -137,6 +137,9 @@ pub struct ControllerServer {
     /// The disk endpoint's URL, as given to Harvester's importer.
     pub disk_url: String,
     pub disk_port: u16,
+    /// Its `TMPDIR`, the scratch directory unless `--scratch-dir` says
+    /// otherwise.
+    pub tmp_dir: PathBuf,
 }
 
 /// Starts the controller (`program`, with `kubeconfig`) and waits for
@@ -217,16 +220,20 @@ pub fn start_controller_with(
     // Its scratch directory defaults to $TMPDIR, which it empties of its own
     // files at start: controllers of test binaries running side by side
     // would delete each other's converted disks in a shared /tmp.
-    let tmp = cp.dir().join(format!("controller-tmp-{disk_port}"));
-    std::fs::create_dir_all(&tmp)?;
     let mut env: Vec<(&str, &OsStr)> = options.env.to_vec();
+    let tmp_dir = match env.iter().find(|(name, _)| *name == "TMPDIR") {
+        Some((_, dir)) => PathBuf::from(dir),
+        None => cp.dir().join(format!("controller-tmp-{disk_port}")),
+    };
+    std::fs::create_dir_all(&tmp_dir)?;
     if !env.iter().any(|(name, _)| *name == "TMPDIR") {
-        env.push(("TMPDIR", tmp.as_os_str()));
+        env.push(("TMPDIR", tmp_dir.as_os_str()));
     }
     Ok(ControllerServer {
         server: spawn_server(cp, program, kubeconfig, all, &env)?,
         disk_url,
         disk_port,
+        tmp_dir,
     })
 }
 

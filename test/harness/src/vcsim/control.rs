@@ -603,6 +603,15 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// SHA-256 of `qemu-img convert -f vmdk -O raw` of a VMDK (its descriptor):
 /// what the reference converter makes of a source disk.
 pub fn qemu_img_raw_sha256(descriptor: &Path) -> Result<String> {
+    let raw = qemu_img_raw(descriptor)?;
+    let sum = sha256_file(&raw);
+    std::fs::remove_file(&raw)?;
+    sum
+}
+
+/// `qemu-img convert -f vmdk -O raw` of the disk into a new file of the run
+/// directory, which the caller removes.
+pub fn qemu_img_raw(descriptor: &Path) -> Result<PathBuf> {
     let out = crate::process::run_dir()?.join(format!(
         "qemu-img-{}.raw",
         crate::namespace::random_suffix()
@@ -616,9 +625,7 @@ pub fn qemu_img_raw_sha256(descriptor: &Path) -> Result<String> {
     if !status.success() {
         bail!("qemu-img convert {} failed: {status}", descriptor.display());
     }
-    let sum = sha256_file(&out);
-    std::fs::remove_file(&out)?;
-    sum
+    Ok(out)
 }
 
 /// SHA-256 (lower-case hex) of bytes.
