@@ -351,13 +351,14 @@ impl Bench<'_> {
             .wait_imported(self.namespace.name(), &image, WAIT)
             .await?;
         let total = started.elapsed();
-        let (controller, this) = self.cpu()?;
         ensure!(
             record.bytes == capacity,
             "{image}: {} bytes imported, {capacity} expected",
             record.bytes
         );
         self.namespace.wait_succeeded(job).await?;
+        // Read at `Succeeded`, when the downloader has been reaped.
+        let (controller, this) = self.cpu()?;
         Ok(Ours {
             total,
             export,
@@ -428,13 +429,14 @@ fn report(args: &Args, results: &[Measured]) {
         args.size_gib, args.common.rounds
     );
     println!(
-        "{:<10} {:>24}  {:>40}  {:>8}  {:>10}  {:>14}",
+        "{:<10} {:>24}  {:>40}  {:>8}  {:>10}  {:>14}  {:>13}",
         "volume",
         "ours (export + transfer)",
         "reproduced (export + down + conv + import)",
         "curl",
         "ours/repro",
-        "transfer/curl"
+        "transfer/curl",
+        "xfer/static"
     );
     let mut cpu_lines = Vec::new();
     for m in results {
@@ -442,7 +444,7 @@ fn report(args: &Args, results: &[Measured]) {
         let repro = &median_by(&m.rounds, |r| r.reproduced.total).reproduced;
         let curl = median_by(&m.rounds, |r| r.curl).curl;
         println!(
-            "{:<10} {:>24}  {:>40}  {:>8}  {:>9.2}×  {:>13.2}×",
+            "{:<10} {:>24}  {:>40}  {:>8}  {:>9.2}×  {:>13.2}×  {:>12.2}×",
             m.volume.name,
             format!(
                 "{} ({} + {})",
@@ -461,6 +463,9 @@ fn report(args: &Args, results: &[Measured]) {
             secs(curl),
             ratio(ours.total, repro.total),
             ratio(ours.transfer, curl),
+            // The same downloader fetching the same raw bytes from a
+            // static file server: the receiving side's own floor.
+            ratio(ours.transfer, repro.import),
         );
         cpu_lines.push(format!(
             "  {}: controller {}, this process (stand-ins for Cinder and Harvester, Longhorn's downloader) {} (wall {})",

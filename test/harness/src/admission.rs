@@ -75,6 +75,9 @@ impl Admission {
                 serving.cert_path.as_os_str(),
             ])
             .args(["--handler-key-file".as_ref(), serving.key_path.as_os_str()])
+            // Its temporary certificate directory, which a killed virt-api
+            // leaves behind, stays with the control plane, not in /tmp.
+            .env("TMPDIR", cp.dir())
             .log_file(cp.dir().join("virt-api.log"))
             .spawn()?;
         let virt_api = listening(virt_api, port)?;

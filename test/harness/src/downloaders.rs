@@ -179,6 +179,7 @@ impl LonghornDownload {
         }
         let program = downloader("backing-image-manager")?;
         let mut process = ProcessBuilder::new("backing-image-manager", "unshare")
+            .own_process_group()
             .args(in_mount_namespace(
                 &program,
                 &args,
@@ -250,6 +251,12 @@ impl LonghornDownload {
     pub fn log_tail(&self) -> String {
         self.process.log_tail(40)
     }
+
+    /// Stops the data source, as longhorn-manager deletes its pod (also
+    /// done when dropped); how it ended.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        self.process.stop()
+    }
 }
 
 /// How a run of CDI's importer ended: its exit and the result it wrote to
@@ -313,6 +320,7 @@ impl CdiRun {
         let program = downloader("cdi-importer")?;
         // The environment CDI's controller gives the importer pod.
         let process = ProcessBuilder::new("cdi-importer", "unshare")
+            .own_process_group()
             .args(in_mount_namespace(&program, &[], &mounts))
             .envs([
                 ("IMPORTER_SOURCE", "http"),

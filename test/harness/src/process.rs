@@ -264,6 +264,7 @@ pub struct ProcessBuilder {
     stdin_piped: bool,
     stdout: StdoutMode,
     grace: Duration,
+    own_group: bool,
 }
 
 impl ProcessBuilder {
@@ -279,7 +280,18 @@ impl ProcessBuilder {
             stdin_piped: false,
             stdout: StdoutMode::Log,
             grace: DEFAULT_GRACE,
+            own_group: false,
         }
+    }
+
+    /// Starts it as the leader of a process group of its own, and stops it
+    /// by signalling the whole group: for wrappers that do not pass SIGTERM
+    /// on (`unshare --fork` ignores it), so the program inside ends on it
+    /// and is reaped by the wrapper (its CPU time then counts as the
+    /// wrapper's children's), instead of a SIGKILL after the grace period.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -371,6 +383,9 @@ impl ProcessBuilder {
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
         }
+        if self.own_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
         let started = Instant::now();
         let mut child = spawn_tied(command).with_context(|| format!("start {}", self.name))?;
         let stdin = child.stdin.take();
@@ -384,6 +399,7 @@ impl ProcessBuilder {
             stdout,
             log_path,
             grace: self.grace,
+            own_group: self.own_group,
             started,
         })
     }
@@ -399,6 +415,7 @@ pub struct ManagedProcess {
     stdout: Option<std::process::ChildStdout>,
     log_path: PathBuf,
     grace: Duration,
+    own_group: bool,
     started: Instant,
 }
 
@@ -551,7 +568,12 @@ impl ManagedProcess {
             return Ok(status);
         }
         if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let term = rustix::process::Signal::TERM;
+            let _ = if self.own_group {
+                rustix::process::kill_process_group(pid, term)
+            } else {
+                rustix::process::kill_process(pid, term)
+            };
         }
         let deadline = Instant::now() + self.grace;
         while Instant::now() < deadline {

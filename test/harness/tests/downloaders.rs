@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,6 +117,12 @@ async fn longhorn_stores_each_disk_as_served_and_sparse() {
             let allocated = std::fs::metadata(&stored).unwrap().blocks() * 512;
             assert!(allocated < 8 * MIB as u64, "{allocated} bytes allocated");
         }
+        // SIGTERM reaches the program through unshare (which ignores it),
+        // so it ends there and is reaped, rather than by SIGKILL after the
+        // grace period: no wait, and its CPU time is counted (bench/).
+        let status = download.stop().unwrap();
+        let kill = rustix::process::Signal::KILL.as_raw();
+        assert_ne!(status.signal(), Some(kill), "{name}: {status}");
     }
 }
 
