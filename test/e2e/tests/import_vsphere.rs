@@ -241,12 +241,7 @@ async fn every_kind_of_disk_imports_intact_on_both_backends() {
     }
 
     for (job, ..) in &jobs {
-        let done = wait_finished(&ns, job);
-        assert_eq!(
-            done["status"]["phase"], "Succeeded",
-            "{job}: {}",
-            done["status"]
-        );
+        import::succeeded(&ns, job, WAIT);
     }
     // Checked once every job has ended: a converting job has scratch files.
     for (job, source, backend, event) in &jobs {

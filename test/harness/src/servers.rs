@@ -220,15 +220,16 @@ pub fn start_controller_with(
     // Its scratch directory defaults to $TMPDIR, which it empties of its own
     // files at start: controllers of test binaries running side by side
     // would delete each other's converted disks in a shared /tmp.
+    let own_tmp = cp.dir().join(format!("controller-tmp-{disk_port}"));
     let mut env: Vec<(&str, &OsStr)> = options.env.to_vec();
     let tmp_dir = match env.iter().find(|(name, _)| *name == "TMPDIR") {
         Some((_, dir)) => PathBuf::from(dir),
-        None => cp.dir().join(format!("controller-tmp-{disk_port}")),
+        None => {
+            env.push(("TMPDIR", own_tmp.as_os_str()));
+            own_tmp.clone()
+        }
     };
     std::fs::create_dir_all(&tmp_dir)?;
-    if !env.iter().any(|(name, _)| *name == "TMPDIR") {
-        env.push(("TMPDIR", tmp_dir.as_os_str()));
-    }
     Ok(ControllerServer {
         server: spawn_server(cp, program, kubeconfig, all, &env)?,
         disk_url,
