@@ -352,6 +352,29 @@ async fn exported_disks_are_stream_optimized_copies_of_the_flat_files() {
     soap.logout().await.unwrap();
 }
 
+/// vcsim alone gives a NIC one of 4,096 MACs per slot, so 200 VMs would share
+/// one with a chance of about 99 %; the controller refuses a MAC in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nics_get_distinct_macs_unless_one_is_given() {
+    let vcsim = Vcsim::start_without_vms(None).await.expect("start vcsim");
+    let mut macs = std::collections::HashSet::new();
+    for i in 0..200 {
+        let vm = vcsim
+            .create_vm(&VmSpec::new(format!("mac {i}")).nic(NicSpec::default()))
+            .await
+            .unwrap();
+        let mac = &vm.nics[0].mac;
+        assert!(mac.starts_with("00:50:56:"), "{mac}");
+        assert!(macs.insert(mac.clone()), "{mac} given twice");
+    }
+    let given = "00:50:56:3F:00:0A";
+    let vm = vcsim
+        .create_vm(&VmSpec::new("given mac").nic(NicSpec::default().mac(given)))
+        .await
+        .unwrap();
+    assert_eq!(vm.nics[0].mac.to_ascii_uppercase(), given);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_of_a_powered_on_vm_fails_with_invalid_power_state() {
     let vcsim = Vcsim::start_without_vms(None).await.expect("start vcsim");

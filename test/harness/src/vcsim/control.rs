@@ -3,6 +3,7 @@
 //! and injects export faults, plus hashing helpers for disk contents.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -34,8 +35,13 @@ impl Vcsim {
     }
 
     /// Creates a VM whose disks have real contents (`POST /harness/vms`).
+    /// A NIC without a MAC gets [`unique_mac`].
     pub async fn create_vm(&self, spec: &VmSpec) -> Result<CreatedVm> {
-        self.harness_request(reqwest::Method::POST, "vms", Some(spec))
+        let mut spec = spec.clone();
+        for nic in spec.nics.iter_mut().filter(|nic| nic.mac.is_none()) {
+            nic.mac = Some(unique_mac());
+        }
+        self.harness_request(reqwest::Method::POST, "vms", Some(&spec))
             .await
             .with_context(|| format!("create VM {:?}", spec.name))
     }
@@ -342,6 +348,23 @@ pub enum Controller {
     Ide,
 }
 
+/// The next MAC of VMware's manually assigned range (00:50:56:00:00:00 to
+/// 00:50:56:3f:ff:ff), unique within the process. vcsim would derive one from
+/// three characters of the VM's UUID and the NIC's unit (its `00:0c:29` range
+/// holds 4,096 per slot), so two test VMs shared a MAC about once in a hundred
+/// imports and the controller's preflight rightly refused the second. They
+/// come from the range's upper half, away from the MACs tests write by hand.
+pub fn unique_mac() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = 0x20_0000 + NEXT.fetch_add(1, Ordering::Relaxed) % 0x20_0000;
+    format!(
+        "00:50:56:{:02x}:{:02x}:{:02x}",
+        n >> 16,
+        (n >> 8) & 0xff,
+        n & 0xff
+    )
+}
+
 /// A NIC of a [`VmSpec`].
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -353,7 +376,7 @@ pub struct NicSpec {
     /// Default [`NicModel::Vmxnet3`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<NicModel>,
-    /// Default: generated.
+    /// Default: [`unique_mac`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
 }
