@@ -34,8 +34,7 @@ prepare_openstack() {
 # The UI's test world (docs/ci.md): the built shell (VMM_UI_DIST) and steve
 # (VMM_STEVE_DIR), each cached by content hash, and ui-extension/node_modules from
 # the lockfile (jest and the browser suite's playwright-core need it even when the
-# built shell comes from the cache, as on a fresh clone). Run after the Rust
-# suites, so they never wait for steve.
+# built shell comes from the cache, as on a fresh clone).
 prepare_ui() {
   VMM_STEVE_DIR="$(hack/build-peers.sh --steve | tail -n 1)"
   VMM_UI_DIST="$(hack/build-ui.sh | tail -n 1)"
@@ -62,4 +61,32 @@ prepare_fuzz() {
   cargo +nightly fetch --locked --manifest-path fuzz/Cargo.toml
   CARGO_TARGET_DIR="$VMM_FUZZ_TARGET_DIR" PATH="$root/bin:$PATH" \
     cargo +nightly fuzz build --fuzz-dir fuzz --debug-assertions
+}
+
+# Runs the commands in the background, their output kept for `join_background` (which
+# prints it, fails if they failed and takes the VMM_* variables they exported), so a cold
+# run's Go, Python and npm builds overlap the Rust compiles: each alone leaves a core idle
+# in its serial phases and downloads (docs/ci.md). A warm run's are cache hits.
+start_background() { # start_background NAME COMMAND...
+  local name=$1
+  shift
+  BACKGROUND_DIR=${BACKGROUND_DIR:-$(mktemp -d)}
+  (
+    "$@"
+    export -p | sed -n 's/^declare -x \(VMM_\)/export \1/p' >"$BACKGROUND_DIR/$name.env"
+  ) >"$BACKGROUND_DIR/$name.log" 2>&1 &
+  declare -gA BACKGROUND_PIDS
+  BACKGROUND_PIDS[$name]=$!
+}
+
+join_background() { # join_background NAME
+  local name=$1 status=0
+  wait "${BACKGROUND_PIDS[$name]}" || status=$?
+  sed "s/^/[$name] /" "$BACKGROUND_DIR/$name.log" >&2
+  if ((status != 0)); then
+    echo "error: $name failed (exit $status); its output is above" >&2
+    return "$status"
+  fi
+  source "$BACKGROUND_DIR/$name.env"
+  rm -f "$BACKGROUND_DIR/$name".*
 }

@@ -8,8 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/lib.sh
 hack/prune-target.py "$CARGO_TARGET_DIR"
-prepare_peers
-prepare_openstack
+# The test world builds beside the Rust compiles (a cache hit when warm): the peers and the
+# OpenStack venv for the Rust suites, steve and the UI for the browser suite.
+prepare_worlds() {
+  prepare_peers
+  prepare_openstack
+  prepare_ui
+}
+start_background worlds prepare_worlds
 
 # The e2e suites run the binaries themselves (vmm-dev starts both servers),
 # built with the controller's crash points for the restart tests (and, through
@@ -22,12 +28,15 @@ cargo clippy --workspace --all-targets --locked --features "$TEST_FEATURES" -- -
 cargo build --locked -p vmm-apiserver -p vmm-controller --bins
 mkdir -p "$CARGO_TARGET_DIR/debug/shipped"
 cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
-cargo build --workspace --bins --locked --features "$TEST_FEATURES"
+# --all-targets: the tests too, so their dev-dependencies' features (tokio's test-util) are
+# unified into this one build; `--bins` alone compiled tokio, kube and our crates a second time
+# for `cargo test` (docs/ci.md).
+cargo build --workspace --all-targets --locked --features "$TEST_FEATURES"
+join_background worlds
 hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
 # Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target).
 hack/fuzz.sh
 
-prepare_ui
 (cd ui-extension && npx jest --ci)
 node --test ui-extension/scripts/
 node ui-extension/e2e/suite.mjs --dist "$VMM_UI_DIST" --vmm-dev "$CARGO_TARGET_DIR/debug/vmm-dev" --screenshots docs/ui
