@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real test peers from pinned upstream Go modules:
 #   bin/kube-apiserver bin/kubectl bin/kube-controller-manager   k8s.io/kubernetes (test/peers/kube)
+#   bin/kubelet bin/kube-proxy bin/kube-scheduler  the same module and build: real nodes (harness nodes.rs)
+#   bin/cni/bridge, host-local, loopback, portmap  the CNI plugins the nodes' pods network through
+#                                    (github.com/containernetworking/plugins, test/peers/cni)
 #   bin/etcd                         go.etcd.io/etcd/server/v3  (test/peers/etcd)
 #   bin/vcsim                        our program on govmomi's simulator, patched (test/peers/vcsim)
 #   bin/helm                         helm.sh/helm/v3 (test/peers/helm): lint and render the chart
@@ -76,7 +79,10 @@ export GOFLAGS="-buildvcs=false -mod=readonly"
 # which check_cdi_sums verifies for CDI).
 export GONOSUMDB=github.com/rancher/rancher,kubevirt.io/containerized-data-importer,kubevirt.io/containerized-data-importer-api
 
-KUBE_CMDS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-controller-manager)
+KUBE_CMDS=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler)
+CNI_PLUGINS=(github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/main/loopback
+	github.com/containernetworking/plugins/plugins/ipam/host-local github.com/containernetworking/plugins/plugins/meta/portmap)
 HARVESTER_API_PKG=github.com/harvester/harvester/pkg/apis/harvesterhci.io/v1beta1
 HARVESTER_CRD_FILE=harvesterhci.io_virtualmachineimages.yaml
 HARVESTER_ADDON_CRD_FILE=harvesterhci.io_addons.yaml
@@ -115,7 +121,7 @@ done
 
 # shellcheck source=../test/peers/versions.env
 source "$SRC/versions.env"
-for v in KUBE_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION HELM_VERSION STEVE_VERSION CDI_VERSION LONGHORN_BIM_VERSION; do
+for v in KUBE_VERSION CNI_PLUGINS_VERSION ETCD_VERSION GOVMOMI_VERSION KUBEVIRT_VERSION HARVESTER_VERSION CONTROLLER_TOOLS_VERSION NAD_VERSION HELM_VERSION STEVE_VERSION CDI_VERSION LONGHORN_BIM_VERSION; do
 	[[ -n ${!v:-} ]] || die "$v is not set in test/peers/versions.env"
 done
 
@@ -277,6 +283,7 @@ check_etcd_siblings() {
 
 check_all() {
 	check_module kube k8s.io/kubernetes "$KUBE_VERSION" 1
+	check_module cni github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION" 0
 	check_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" 0
 	check_etcd_siblings
 	check_module vcsim github.com/vmware/govmomi "$GOVMOMI_VERSION" 0
@@ -349,6 +356,7 @@ update_module() {
 
 update_all() {
 	update_module kube k8s.io/kubernetes "$KUBE_VERSION" 1 "${KUBE_CMDS[@]}"
+	update_module cni github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION" 0 "${CNI_PLUGINS[@]}"
 	update_module etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" 0 go.etcd.io/etcd/server/v3
 	update_module vcsim github.com/vmware/govmomi "$GOVMOMI_VERSION" 0
 	update_module helm helm.sh/helm/v3 "$HELM_VERSION" 0 helm.sh/helm/v3/cmd/helm
@@ -435,6 +443,11 @@ build_kube() {
 			"-X $pkg.gitTreeState=archive" "-X $pkg.buildDate=$date")
 	done
 	go -C "$dir" build -trimpath -ldflags "-s -w ${x[*]}" -o "$TMP/bin/" "${KUBE_CMDS[@]}"
+}
+
+build_cni() {
+	mkdir -p "$TMP/bin/cni"
+	go -C "$SRC/cni" build -trimpath -ldflags "-s -w" -o "$TMP/bin/cni/" "${CNI_PLUGINS[@]}"
 }
 
 build_etcd() {
@@ -568,6 +581,7 @@ T0=$EPOCHREALTIME
 case $ENTRY in
 peers)
 	timed kube build_kube
+	timed cni build_cni
 	timed etcd build_etcd
 	timed vcsim build_vcsim
 	timed helm build_helm
@@ -578,10 +592,11 @@ peers)
 	timed crd-nad crd_nad
 	timed crd-longhorn crd_longhorn
 	timed crd-prometheus crd_prometheus
-	BINS=(kube-apiserver kubectl etcd vcsim helm virt-api kubevirt-gen harvester-webhook)
+	BINS=(kube-apiserver kubectl kube-controller-manager kubelet kube-proxy kube-scheduler cni/bridge cni/host-local
+		cni/loopback cni/portmap etcd vcsim helm virt-api kubevirt-gen harvester-webhook)
 	ADMISSION=(crds/kubevirt crds/harvester harvester-defaults)
 	CRDS=(kubevirt-virtualmachines kubevirt-virtualmachineinstances kubevirt-virtualmachineexports harvester-virtualmachineimages harvester-addons harvester-settings rancher-managedcharts rancher-settings rancher-features rancher-uiplugins longhorn nad prometheus-servicemonitors)
-	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'", "prometheusOperator": "'$PROMETHEUS_VERSION'"'
+	VERSIONS='"kubernetes": "'$KUBE_VERSION'", "cniPlugins": "'$CNI_PLUGINS_VERSION'", "etcd": "'$ETCD_VERSION'", "govmomi": "'$GOVMOMI_VERSION'", "kubevirt": "'$KUBEVIRT_VERSION'", "harvester": "'$HARVESTER_VERSION'", "controllerTools": "'$CONTROLLER_TOOLS_VERSION'", "nad": "'$NAD_VERSION'", "helm": "'$HELM_VERSION'", "prometheusOperator": "'$PROMETHEUS_VERSION'"'
 	;;
 steve)
 	timed steve build_steve
@@ -607,10 +622,10 @@ for f in "${ADMISSION[@]}"; do [[ -s $TMP/admission/$f.yaml ]] || die "missing a
 
 json_sizes() {
 	local sep="" f
-	for f in "$TMP"/bin/*; do
-		printf '%s"%s": %s' "$sep" "$(basename "$f")" "$(stat -c %s "$f")"
+	while IFS= read -r f; do
+		printf '%s"%s": %s' "$sep" "$f" "$(stat -c %s "$TMP/bin/$f")"
 		sep=", "
-	done
+	done < <(cd "$TMP/bin" && find . -type f -printf '%P\n' | LC_ALL=C sort)
 }
 json_secs() {
 	local sep="" k

@@ -19,6 +19,10 @@ declare -A wanted=(
   [python3]=python3       # the OpenStack test world (hack/build-openstack.sh): Keystone, Glance
   [gcc]=gcc               # pip compiles uWSGI (no wheel on PyPI)
   [g++]=g++               # cargo fuzz compiles libFuzzer (hack/fuzz.sh)
+  [containerd]=containerd # real nodes (test/harness/src/nodes.rs): one containerd per kubelet
+  [runc]=runc
+  [iptables]=iptables     # kube-proxy's Services and the kubelet's chains
+  [conntrack]=conntrack   # kube-proxy clears stale UDP flows with it
 )
 
 missing=()

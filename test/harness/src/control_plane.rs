@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,8 +21,8 @@ use crate::admission::Admission;
 use crate::peers::{Peers, our_crds_dir};
 use crate::pki::{CertFiles, ClusterPki, FRONT_PROXY_CLIENT_CN};
 use crate::process::{
-    CmdOutput, ManagedProcess, ProcessBuilder, free_port, log_says_address_in_use, port_open,
-    run_dir, run_tied,
+    CmdOutput, ManagedProcess, ProcessBuilder, address_open, free_port, log_says_address_in_use,
+    port_open, run_dir, run_tied,
 };
 
 /// How long kubectl may run before the harness kills it.
@@ -39,6 +40,11 @@ pub struct ControlPlaneOptions {
     pub extra_apiserver_args: Vec<String>,
     /// Limit for etcd, for kube-apiserver `/readyz`, and for each CRD batch.
     pub ready_timeout: Duration,
+    /// Serve on this address instead of 127.0.0.1, for pods to reach (the
+    /// bridge of [`NodeCluster`](crate::nodes::NodeCluster)), with what real
+    /// nodes need: the Node authorizer and NodeRestriction, service-account
+    /// token admission and the `kubernetes` Service's endpoints.
+    pub listen_ip: Option<Ipv4Addr>,
 }
 
 impl Default for ControlPlaneOptions {
@@ -47,6 +53,7 @@ impl Default for ControlPlaneOptions {
             install_crds: true,
             extra_apiserver_args: Vec::new(),
             ready_timeout: Duration::from_secs(180),
+            listen_ip: None,
         }
     }
 }
@@ -131,7 +138,8 @@ impl ControlPlane {
         let mut timings = StartupTimings::default();
         let peers = Peers::get()?;
         let dir = run_dir()?;
-        let pki = ClusterPki::generate(&dir.join("pki"))?;
+        let listen_ip = options.listen_ip.map(|ip| ip.to_string());
+        let pki = ClusterPki::generate(&dir.join("pki"), listen_ip.as_slice())?;
         timings.pki = t0.elapsed();
 
         let t = Instant::now();
@@ -197,12 +205,7 @@ impl ControlPlane {
     /// upgrade or a crash and restart would (etcd keeps the data; clients
     /// see their connections and watches end). Blocking.
     pub fn restart_apiserver(&self) -> Result<()> {
-        let port: u16 = self
-            .server_url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("no port in {}", self.server_url))?;
+        let port = self.server_port()?;
         let mut apiserver = self.apiserver.lock().unwrap();
         apiserver.stop()?;
         let launch = ApiserverLaunch {
@@ -218,9 +221,18 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (or the [`ControlPlaneOptions::listen_ip`]).
     pub fn server_url(&self) -> &str {
         &self.server_url
+    }
+
+    /// kube-apiserver's port.
+    pub fn server_port(&self) -> Result<u16> {
+        self.server_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("no port in {}", self.server_url))
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -383,6 +395,11 @@ impl ControlPlane {
             "--leader-elect=false",
             "--secure-port=0",
             "--use-service-account-credentials=false",
+            // What pods trust kube-apiserver with (the kube-root-ca.crt ConfigMaps).
+            &format!(
+                "--root-ca-file={}",
+                self.pki.cluster_ca.cert_path().display()
+            ),
         ])
         .log_file(self.dir.join("kube-controller-manager.log"))
         .spawn()
@@ -644,7 +661,7 @@ impl ApiserverLaunch<'_> {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            let server_url = format!("https://127.0.0.1:{port}");
+            let server_url = format!("https://{}:{port}", self.host());
             write_kubeconfig(
                 self.kubeconfig,
                 &server_url,
@@ -660,6 +677,10 @@ impl ApiserverLaunch<'_> {
         Err(last_error.unwrap_or_else(|| anyhow!("kube-apiserver did not start")))
     }
 
+    fn host(&self) -> Ipv4Addr {
+        self.options.listen_ip.unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+
     /// Starts kube-apiserver on `port` and waits until it is ready.
     fn spawn(&self, port: u16) -> Result<ManagedProcess> {
         let Self {
@@ -672,13 +693,14 @@ impl ApiserverLaunch<'_> {
             options,
         } = *self;
         let log = dir.join("kube-apiserver.log");
-        let server_url = format!("https://127.0.0.1:{port}");
+        let host = self.host();
+        let server_url = format!("https://{host}:{port}");
         let p = |path: &Path| path.display().to_string();
         let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".into(),
+            format!("--bind-address={host}"),
             format!("--secure-port={port}"),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--advertise-address={host}"),
             format!("--cert-dir={}", p(&dir.join("apiserver-certs"))),
             format!("--tls-cert-file={}", p(&pki.apiserver_serving.cert_path)),
             format!(
@@ -686,10 +708,8 @@ impl ApiserverLaunch<'_> {
                 p(&pki.apiserver_serving.key_path)
             ),
             format!("--client-ca-file={}", p(pki.client_ca.cert_path())),
-            "--authorization-mode=RBAC".into(),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--allow-privileged=true".into(),
-            "--disable-admission-plugins=ServiceAccount".into(),
             format!("--service-account-issuer={server_url}"),
             format!(
                 "--service-account-key-file={}",
@@ -715,12 +735,29 @@ impl ApiserverLaunch<'_> {
                 "--proxy-client-key-file={}",
                 p(&pki.front_proxy_client.key_path)
             ),
-            // The endpoint reconciler would publish 127.0.0.1 for Service
-            // default/kubernetes, which Endpoints validation rejects as loopback
-            // (an error logged every few seconds); nothing here needs it.
-            "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
         ];
+        if options.listen_ip.is_some() {
+            args.extend([
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                // For `kubectl logs` and `exec` through the kubelets.
+                format!("--kubelet-client-certificate={}", p(&pki.admin.cert_path)),
+                format!("--kubelet-client-key={}", p(&pki.admin.key_path)),
+                // Node names resolve nowhere; every node has the bridge address.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        } else {
+            args.extend([
+                "--authorization-mode=RBAC".into(),
+                // No pods run: no tokens to mount.
+                "--disable-admission-plugins=ServiceAccount".into(),
+                // The endpoint reconciler would publish 127.0.0.1 for Service
+                // default/kubernetes, which Endpoints validation rejects as loopback
+                // (an error logged every few seconds); nothing here needs it.
+                "--endpoint-reconciler-type=none".into(),
+            ]);
+        }
         args.extend(options.extra_apiserver_args.iter().cloned());
         let mut apiserver = ProcessBuilder::new("kube-apiserver", peers.kube_apiserver())
             .args(args)
@@ -734,7 +771,7 @@ impl ApiserverLaunch<'_> {
             options.ready_timeout,
             Duration::from_millis(250),
             || {
-                if !port_open(port) {
+                if !address_open((host, port).into()) {
                     return Ok(false);
                 }
                 let out = kubectl_raw(

@@ -13,6 +13,7 @@
 //! | [`procfs`] | a process's memory, CPU time and storage writes from `/proc` |
 //! | [`control_plane`] | etcd + kube-apiserver + CRDs, kubeconfigs, clients, kubectl |
 //! | [`namespace`] | one namespace per test |
+//! | [`nodes`] | real nodes (kubelet, containerd, CNI) beside a control plane of their own |
 //! | [`aggregation`] | APIService → ExternalName Service → a local port |
 //! | [`vcsim`] | the vCenter simulator |
 //! | [`openstack`] | Keystone and Glance from PyPI (an OpenStack source's world) |
@@ -46,6 +47,7 @@ pub mod import;
 pub mod kubevirt;
 pub mod link;
 pub mod namespace;
+pub mod nodes;
 pub mod openstack;
 pub mod peers;
 pub mod pki;

@@ -82,7 +82,15 @@ impl Peers {
     pub fn from_dir(dir: PathBuf) -> Result<Peers> {
         let peers = Peers { dir };
         let mut missing = Vec::new();
-        for bin in ["kube-apiserver", "kubectl", "etcd", "vcsim", "helm"] {
+        for bin in [
+            "kube-apiserver",
+            "kubectl",
+            "kubelet",
+            "cni/bridge",
+            "etcd",
+            "vcsim",
+            "helm",
+        ] {
             if !peers.bin(bin).is_file() {
                 missing.push(format!("bin/{bin}"));
             }
@@ -123,6 +131,23 @@ impl Peers {
 
     pub fn kube_controller_manager(&self) -> PathBuf {
         self.bin("kube-controller-manager")
+    }
+
+    pub fn kubelet(&self) -> PathBuf {
+        self.bin("kubelet")
+    }
+
+    pub fn kube_proxy(&self) -> PathBuf {
+        self.bin("kube-proxy")
+    }
+
+    pub fn kube_scheduler(&self) -> PathBuf {
+        self.bin("kube-scheduler")
+    }
+
+    /// The CNI plugins real nodes use (bridge, host-local, loopback, portmap).
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.bin("cni")
     }
 
     pub fn helm(&self) -> PathBuf {

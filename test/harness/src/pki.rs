@@ -232,12 +232,17 @@ pub struct ClusterPki {
 }
 
 impl ClusterPki {
-    /// Generates all of it into `dir`.
-    pub fn generate(dir: &Path) -> Result<ClusterPki> {
+    /// Generates all of it into `dir`; kube-apiserver's serving certificate
+    /// is also valid for `extra_sans`.
+    pub fn generate(dir: &Path, extra_sans: &[String]) -> Result<ClusterPki> {
         fs::create_dir_all(dir)?;
         let cluster_ca = Ca::new(dir, "cluster-ca", "vmm-e2e cluster CA")?;
-        let apiserver_serving =
-            cluster_ca.issue_server("apiserver", "kube-apiserver", APISERVER_SANS)?;
+        let sans: Vec<&str> = APISERVER_SANS
+            .iter()
+            .copied()
+            .chain(extra_sans.iter().map(String::as_str))
+            .collect();
+        let apiserver_serving = cluster_ca.issue_server("apiserver", "kube-apiserver", &sans)?;
         let client_ca = Ca::new(dir, "client-ca", "vmm-e2e client CA")?;
         let admin = client_ca.issue_client("admin", "admin", &["system:masters"])?;
         let front_proxy_ca = Ca::new(dir, "front-proxy-ca", "vmm-e2e front-proxy CA")?;
@@ -312,7 +317,7 @@ mod tests {
     #[test]
     fn serving_certs_verify_for_their_names_only() {
         let dir = crate::process::run_dir().unwrap();
-        let pki = ClusterPki::generate(&dir).unwrap();
+        let pki = ClusterPki::generate(&dir, &[]).unwrap();
         for name in ["127.0.0.1", "localhost", "kubernetes.default.svc"] {
             verify_server(&pki.cluster_ca, &pki.apiserver_serving, name).unwrap();
         }
@@ -331,7 +336,7 @@ mod tests {
     #[test]
     fn files_are_written() {
         let dir = crate::process::run_dir().unwrap();
-        let pki = ClusterPki::generate(&dir).unwrap();
+        let pki = ClusterPki::generate(&dir, &[]).unwrap();
         for path in [
             pki.cluster_ca.cert_path(),
             pki.apiserver_serving.key_path.as_path(),

@@ -698,11 +698,12 @@ pub fn free_port() -> Result<u16> {
 
 /// Whether something accepts TCP connections on `127.0.0.1:port`.
 pub fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    )
-    .is_ok()
+    address_open(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Whether something accepts TCP connections on `address`.
+pub fn address_open(address: std::net::SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok()
 }
 
 /// Whether a log says a listen address was taken (so starting again with
