@@ -1,7 +1,8 @@
 //! Real nodes (issue 18, part 1): two kubelets, each with its own containerd,
 //! run a Job's pods one per node from images loaded without a registry, serve
 //! their logs through kube-apiserver, mount service-account tokens, reach
-//! kube-apiserver through the `kubernetes` Service; and when the cluster stops,
+//! kube-apiserver through the `kubernetes` Service; the test build's own
+//! binaries run as images; and when the cluster stops,
 //! the host is as it was: no iptables rule, link, mount, cgroup, sysctl, path
 //! or process of the nodes is left.
 
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 
 use vmm_testkit::nodes::NodeCluster;
 use vmm_testkit::nodes::host::HostState;
-use vmm_testkit::nodes::image::BUSYBOX_IMAGE;
+use vmm_testkit::nodes::image::{BUSYBOX_IMAGE, OciImage, workspace_image};
 
 const JOB: &str = r#"
 apiVersion: batch/v1
@@ -103,6 +104,47 @@ fn a_job_spreads_over_two_real_nodes_and_the_host_is_left_as_it_was() {
     assert!(!logs.contains("token 0"), "{logs}");
     // Through kube-proxy's rules for the `kubernetes` Service, from both nodes.
     assert_eq!(logs.matches("reached 10.0.0.1").count(), 2, "{logs}");
+
+    // The test build's own binaries run as images, glibc and all.
+    let dir = vmm_testkit::process::run_dir().unwrap();
+    for binary in ["vmm-apiserver", "vmm-controller"] {
+        let image = OciImage::of_workspace_binary(&dir, binary).unwrap();
+        cluster.load_image(&image).unwrap();
+        cp.kubectl([
+            "run",
+            "-n",
+            "spread",
+            binary,
+            &format!("--image={}", workspace_image(binary)),
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "--version",
+        ])
+        .expect_success();
+        let done = cp.kubectl([
+            "wait",
+            "-n",
+            "spread",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            &format!("pod/{binary}"),
+            "--timeout=120s",
+        ]);
+        assert!(
+            done.success(),
+            "{done}\n{}",
+            cp.kubectl(["describe", "pod", "-n", "spread", binary])
+        );
+        let on_host = std::process::Command::new(vmm_testkit::workspace_binary(binary).unwrap())
+            .arg("--version")
+            .output()
+            .unwrap();
+        let in_pod = cp.kubectl(["logs", "-n", "spread", binary]);
+        assert_eq!(
+            in_pod.expect_success(),
+            String::from_utf8_lossy(&on_host.stdout)
+        );
+    }
 
     drop(cluster);
     let after = HostState::capture().expect("capture the host");

@@ -136,6 +136,26 @@ impl OciImage {
         Self::build(dir, name, &spec)
     }
 
+    /// One of this workspace's binaries as the test build made it (no second,
+    /// release build: `hack/build-images.sh` is the release path), with the
+    /// shared libraries it links (glibc's), as `vmm.invalid/<binary>:test`
+    /// running `/usr/local/bin/<binary>`.
+    pub fn of_workspace_binary(dir: &Path, binary: &str) -> Result<OciImage> {
+        let path = crate::peers::workspace_binary(binary)?;
+        let target = format!("/usr/local/bin/{binary}");
+        let mut files = vec![(path.clone(), target.clone())];
+        files.extend(shared_libraries(&path)?.into_iter().map(|lib| {
+            let inside = lib.display().to_string();
+            (lib, inside)
+        }));
+        let spec = ImageSpec {
+            files,
+            symlinks: Vec::new(),
+            entrypoint: vec![target],
+        };
+        Self::build(dir, &workspace_image(binary), &spec)
+    }
+
     /// Imports into the containerd listening on `socket` (namespace `k8s.io`,
     /// where the kubelet looks).
     pub fn import(&self, socket: &Path) -> Result<()> {
@@ -155,6 +175,36 @@ impl OciImage {
         }
         Ok(())
     }
+}
+
+/// The name [`OciImage::of_workspace_binary`] gives `binary`'s image.
+pub fn workspace_image(binary: &str) -> String {
+    format!("vmm.invalid/{binary}:test")
+}
+
+/// What the dynamic loader would load for `binary`, the loader included (from `ldd`).
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("run ldd")?;
+    if !out.status.success() {
+        bail!(
+            "ldd {}: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` and `/lib64/ld-linux-x86-64.so.2 (0x…)`;
+    // the vDSO has no file.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let path = line.split("=> ").nth(1).unwrap_or(line.trim());
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
 }
 
 fn write_blob(blobs: &Path, value: &serde_json::Value) -> Result<(String, usize)> {
