@@ -22,6 +22,7 @@ use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -55,6 +56,12 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
     #[error("the Secret's certificate is unusable: {0}")]
     Unusable(String),
+    /// The Secret is made owned by the APIService, so that it goes with it;
+    /// made before, it could outlive an uninstall.
+    #[error(
+        "the APIService {0} does not exist (yet): the serving Secret is made once it does, owned by it"
+    )]
+    NotRegistered(String),
 }
 
 /// The PEM of a CA and of a certificate it signed, with its key, and when
@@ -125,6 +132,18 @@ impl SelfManaged {
         // Renewal keeps the CA (so the APIService's caBundle stays and no
         // request fails while replicas switch); a new CA only when there is
         // none, or it would end before the new certificate.
+        let owner = match &existing {
+            Some(old) => old.metadata.owner_references.clone(),
+            None => {
+                // Never recreate the Secret of an APIService that is gone
+                // (an uninstall deletes the APIService, then the pods).
+                let apiservice = self.apiservices.get_opt(&self.apiservice).await?;
+                let owner = apiservice.and_then(|a| a.owner_ref(&()));
+                Some(vec![owner.ok_or_else(|| {
+                    CertError::NotRegistered(self.apiservice.clone())
+                })?])
+            }
+        };
         let kept_ca = existing.as_ref().and_then(|s| self.reusable_ca(s));
         let renewal = kept_ca.is_some();
         let ca = match kept_ca {
@@ -144,6 +163,7 @@ impl SelfManaged {
                     (CA_NOT_AFTER_ANNOTATION.to_owned(), ca.not_after.to_string()),
                     (HOSTS_ANNOTATION.to_owned(), self.hosts.join(",")),
                 ])),
+                owner_references: owner,
                 ..ObjectMeta::default()
             },
             type_: Some("kubernetes.io/tls".to_owned()),
@@ -224,6 +244,7 @@ impl SelfManaged {
             tracing::warn!(apiservice = %self.apiservice, "the APIService does not exist (yet); its caBundle is set once it does");
             return Ok(());
         };
+        self.adopt_secret(&current).await?;
         if current
             .spec
             .as_ref()
@@ -243,6 +264,27 @@ impl SelfManaged {
             )
             .await?;
         tracing::info!(apiservice = %self.apiservice, "caBundle updated");
+        Ok(())
+    }
+
+    /// Makes the APIService the Secret's owner, so the Secret goes when the
+    /// APIService does (`helm uninstall` of the chart that made it); a Secret
+    /// made by a version that set no owner is adopted here.
+    async fn adopt_secret(&self, apiservice: &APIService) -> Result<(), CertError> {
+        let Some(owner) = apiservice.owner_ref(&()) else {
+            return Ok(());
+        };
+        let Some(secret) = self.secrets.get_opt(&self.secret).await? else {
+            return Ok(());
+        };
+        if secret.owner_references().iter().any(|o| o.uid == owner.uid) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+        self.secrets
+            .patch(&self.secret, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(secret = %self.secret, apiservice = %self.apiservice, "the Secret is now the APIService's");
         Ok(())
     }
 

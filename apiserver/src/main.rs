@@ -16,7 +16,7 @@ use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
 use vmm_apiserver::authn::{DEFAULT_TOKEN_CACHE_TTL, FrontProxyTrust, TokenAuthenticator};
 use vmm_apiserver::authz::{Authorizer, DEFAULT_AUTHZ_CACHE_TTL};
-use vmm_apiserver::certs::{Reloadable, SelfManaged};
+use vmm_apiserver::certs::{CertError, Reloadable, SelfManaged};
 use vmm_apiserver::metrics::Metrics;
 use vmm_apiserver::router::AppState;
 use vmm_apiserver::sources::SourceSync;
@@ -167,10 +167,20 @@ async fn serving_certificate(
     let service = args.service_name.as_deref().unwrap_or_default();
     let managed = SelfManaged::new(client.clone(), namespace, name, service, &args.apiservice)
         .lifetime(Duration::from_secs(args.serving_cert_lifetime_seconds));
-    let material = managed
-        .ensure()
-        .await
-        .with_context(|| format!("making or reading the serving certificate in Secret {secret}"))?;
+    let material = loop {
+        match managed.ensure().await {
+            // Helm creates the APIService a moment after the Deployment.
+            Err(error @ CertError::NotRegistered(_)) => {
+                tracing::info!(%error, "waiting");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            made => {
+                break made.with_context(|| {
+                    format!("making or reading the serving certificate in Secret {secret}")
+                })?;
+            }
+        }
+    };
     managed
         .publish(&material.ca_pem)
         .await

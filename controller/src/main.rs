@@ -100,6 +100,7 @@ struct Args {
 }
 
 /// The Lease replicas elect a leader with.
+/// charts/vm-migration/templates/controller-lease.yaml makes it under this name.
 const LEASE_NAME: &str = "vm-migration-controller";
 
 /// How long reconciles in flight may take to finish after SIGTERM.

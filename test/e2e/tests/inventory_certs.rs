@@ -102,6 +102,7 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
         .unwrap_or_else(|e| panic!("{e:#}\n{}", server.process.log_tail(30)));
     let first = ca_bundle(&client, &name).await;
     assert_ne!(first, cp.pki().cluster_ca.cert_pem().as_bytes());
+    // Owned by the APIService: it goes when the APIService does (helm uninstall).
     let stored = cp.kubectl([
         "get",
         "secret",
@@ -109,10 +110,16 @@ async fn the_apiserver_makes_its_certificate_and_keeps_the_apiservice_current() 
         "-n",
         &secret_namespace,
         "-o",
-        "jsonpath={.type} {.data.ca\\.crt}",
+        "jsonpath={.type} {.metadata.ownerReferences[*].kind}/{.metadata.ownerReferences[*].name} {.data.ca\\.crt}",
     ]);
-    let (kind, ca) = stored.expect_success().split_once(' ').unwrap();
+    let mut fields = stored.expect_success().split(' ');
+    let (kind, owner, ca) = (
+        fields.next().unwrap(),
+        fields.next().unwrap(),
+        fields.next().unwrap(),
+    );
     assert_eq!(kind, "kubernetes.io/tls");
+    assert_eq!(owner, format!("APIService/{name}"));
     assert_eq!(
         k8s_openapi::ByteString(first.clone()),
         serde_json::from_value(serde_json::json!(ca)).unwrap()

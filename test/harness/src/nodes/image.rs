@@ -16,6 +16,7 @@ pub const PAUSE_IMAGE: &str = "vmm.invalid/pause:1";
 /// A shell and the usual tools (Debian's static busybox).
 pub const BUSYBOX_IMAGE: &str = "vmm.invalid/busybox:1";
 const BUSYBOX: &str = "/bin/busybox";
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// An image as an OCI layout tarball, ready for `ctr images import`.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct ImageSpec {
     /// Path in the image → what the symlink points to.
     pub symlinks: Vec<(String, String)>,
     pub entrypoint: Vec<String>,
+    /// `uid:gid` the image runs as; empty: root.
+    pub user: String,
 }
 
 impl OciImage {
@@ -72,7 +75,8 @@ impl OciImage {
             "os": "linux",
             "config": {
                 "Entrypoint": spec.entrypoint,
-                "Env": ["PATH=/bin"],
+                "Env": ["PATH=/bin:/usr/local/bin"],
+                "User": spec.user,
             },
             "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
         });
@@ -132,18 +136,23 @@ impl OciImage {
                 .map(|applet| (format!("/bin/{applet}"), "busybox".to_string()))
                 .collect(),
             entrypoint: entrypoint.iter().map(|e| e.to_string()).collect(),
+            user: String::new(),
         };
         Self::build(dir, name, &spec)
     }
 
     /// One of this workspace's binaries as the test build made it (no second,
-    /// release build: `hack/build-images.sh` is the release path), with the
-    /// shared libraries it links (glibc's), as `vmm.invalid/<binary>:test`
-    /// running `/usr/local/bin/<binary>`.
+    /// release build: `hack/build-images.sh` is the release path), laid out
+    /// as the release image is (`/usr/local/bin/<binary>`, the CA bundle, user
+    /// 65532), plus the shared libraries it links (glibc's), as
+    /// `vmm.invalid/<binary>:test`.
     pub fn of_workspace_binary(dir: &Path, binary: &str) -> Result<OciImage> {
         let path = crate::peers::workspace_binary(binary)?;
         let target = format!("/usr/local/bin/{binary}");
-        let mut files = vec![(path.clone(), target.clone())];
+        let mut files = vec![
+            (path.clone(), target.clone()),
+            (PathBuf::from(CA_BUNDLE), CA_BUNDLE.to_string()),
+        ];
         files.extend(shared_libraries(&path)?.into_iter().map(|lib| {
             let inside = lib.display().to_string();
             (lib, inside)
@@ -152,6 +161,7 @@ impl OciImage {
             files,
             symlinks: Vec::new(),
             entrypoint: vec![target],
+            user: "65532:65532".into(),
         };
         Self::build(dir, &workspace_image(binary), &spec)
     }

@@ -1,0 +1,187 @@
+//! The chart installed for real (issue 18, part 2, first slice): `helm install
+//! --wait` of `charts/vm-migration` on two real nodes with the test build's own
+//! images, in a namespace that enforces Pod Security `restricted`; the
+//! APIService turns Available through the real Service; `kubectl get ivm`
+//! lists a vcsim source's VMs through the apiserver pods; `helm uninstall`
+//! leaves no object of the release.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmm_testkit::chart::{chart_dir, helm};
+use vmm_testkit::nodes::image::{OciImage, workspace_image};
+use vmm_testkit::nodes::{NODE_IP, NodeCluster};
+use vmm_testkit::process::run_dir;
+use vmm_testkit::{Inventory, TestNamespace, Vcsim};
+
+const RELEASE: &str = "vmm";
+const NAMESPACE: &str = "vm-migration";
+const APISERVICE: &str = "apiservice/v1.inventory.harvesterhci.io";
+
+#[test]
+fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() {
+    let cluster = NodeCluster::start(2).expect("start two nodes");
+    let cp = cluster.control_plane();
+    let dir = run_dir().unwrap();
+    for binary in ["vmm-apiserver", "vmm-controller"] {
+        let image = OciImage::of_workspace_binary(&dir, binary).unwrap();
+        cluster.load_image(&image).unwrap();
+    }
+    let sources = TestNamespace::new(cp, "sources").unwrap();
+    cp.apply_yaml(
+        "default",
+        &format!(
+            r#"{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "{NAMESPACE}",
+                "labels": {{"pod-security.kubernetes.io/enforce": "restricted",
+                            "pod-security.kubernetes.io/enforce-version": "latest"}}}}}}"#
+        ),
+    )
+    .expect_success();
+
+    let image = |component: &str| {
+        let name = workspace_image(&format!("vmm-{component}"));
+        let (repository, tag) = name.rsplit_once(':').unwrap();
+        [
+            format!("{component}.image.repository={repository}"),
+            format!("{component}.image.tag={tag}"),
+        ]
+    };
+    let mut values = vec![
+        "imagePullPolicy=Never".to_string(),
+        format!("rbac.credentials.namespaces={{{}}}", sources.name()),
+    ];
+    values.extend(image("apiserver"));
+    values.extend(image("controller"));
+    let kubeconfig = cp.kubeconfig_path().display().to_string();
+    let mut install = vec![
+        "install".to_string(),
+        RELEASE.into(),
+        chart_dir().display().to_string(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+        "--kubeconfig".into(),
+        kubeconfig.clone(),
+        "--wait".into(),
+        "--timeout=240s".into(),
+    ];
+    for value in &values {
+        install.extend(["--set".to_string(), value.clone()]);
+    }
+    let installed = helm(&install).unwrap();
+    assert!(
+        installed.success(),
+        "{installed}\n{}",
+        cp.kubectl(["describe", "pods,replicasets", "-n", NAMESPACE])
+    );
+
+    // Both Deployments' pods run, each Deployment spread over the nodes.
+    let pods: Value = serde_json::from_str(
+        cp.kubectl(["get", "pods", "-n", NAMESPACE, "-o", "json"])
+            .expect_success(),
+    )
+    .unwrap();
+    let running: Vec<(String, String)> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pod| pod["status"]["phase"] == "Running")
+        .map(|pod| {
+            (
+                pod["metadata"]["labels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                pod["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(running.len(), 4, "{running:?}");
+
+    let available = cp.kubectl([
+        "wait",
+        "--for=condition=Available",
+        APISERVICE,
+        "--timeout=120s",
+    ]);
+    assert!(available.success(), "{available}");
+
+    // The apiserver pods reach vcsim on the bridge, as a pod reaches a vCenter.
+    let vcsim = Vcsim::start(Inventory {
+        extra_args: vec!["-listen".into(), format!("{NODE_IP}:0")],
+        ..Inventory::with_vms(3)
+    })
+    .unwrap();
+    sources.apply(&vcsim.source_manifest("vc")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = sources.kubectl(["get", "ivm", "-o", "name"]);
+        if out.success() && out.stdout.lines().count() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 3 VMs listed: {out}\n{}",
+            sources.kubectl(["get", "vsphere", "-o", "yaml"])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let uninstalled = helm([
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        &kubeconfig,
+        "--wait",
+        "--timeout=120s",
+    ])
+    .unwrap();
+    assert!(uninstalled.success(), "{uninstalled}");
+    // The garbage collector removes the pods and the apiserver's Secret (its
+    // owner is the APIService) after helm returns.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = cp.kubectl([
+            "get",
+            "all,secrets,configmaps,serviceaccounts,roles,rolebindings,leases,poddisruptionbudgets,networkpolicies",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "name",
+        ]);
+        let left: Vec<String> = left
+            .expect_success()
+            .lines()
+            .filter(|name| {
+                !matches!(
+                    *name,
+                    "serviceaccount/default" | "configmap/kube-root-ca.crt"
+                )
+            })
+            .map(str::to_string)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left in {NAMESPACE}: {left:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let cluster_scoped = cp.kubectl([
+        "get",
+        "clusterroles,clusterrolebindings,apiservices",
+        "-o",
+        "name",
+    ]);
+    let ours: Vec<&str> = cluster_scoped
+        .expect_success()
+        .lines()
+        .filter(|name| {
+            name.contains(&format!("/{RELEASE}-")) || name.ends_with("inventory.harvesterhci.io")
+        })
+        .collect();
+    assert!(ours.is_empty(), "left: {ours:?}");
+}
