@@ -71,17 +71,30 @@ start_background() { # start_background NAME COMMAND...
   local name=$1
   shift
   BACKGROUND_DIR=${BACKGROUND_DIR:-$(mktemp -d)}
+  declare -gA BACKGROUND_PIDS
+  # Its own process group (job control on for the spawn), so that a failing
+  # foreground step stops it with everything it started.
+  set -m
   (
     "$@"
     export -p | sed -n 's/^declare -x \(VMM_\)/export \1/p' >"$BACKGROUND_DIR/$name.env"
   ) >"$BACKGROUND_DIR/$name.log" 2>&1 &
-  declare -gA BACKGROUND_PIDS
   BACKGROUND_PIDS[$name]=$!
+  set +m
+  trap stop_backgrounds EXIT
+}
+
+stop_backgrounds() {
+  local pid
+  for pid in "${BACKGROUND_PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
 }
 
 join_background() { # join_background NAME
   local name=$1 status=0
   wait "${BACKGROUND_PIDS[$name]}" || status=$?
+  unset "BACKGROUND_PIDS[$name]"
   sed "s/^/[$name] /" "$BACKGROUND_DIR/$name.log" >&2
   if ((status != 0)); then
     echo "error: $name failed (exit $status); its output is above" >&2

@@ -35,7 +35,7 @@ const FIXED_PATHS: &[&str] = &[
     "/run/netns",
 ];
 
-/// Program names of what nodes run; any left after a stop is killed.
+/// Program names of what nodes run; any of ours left after a stop is killed.
 const NODE_PROGRAMS: &[&str] = &[
     "kubelet",
     "containerd",
@@ -361,7 +361,13 @@ fn node_processes() -> Result<BTreeSet<String>> {
         };
         let comm = comm.trim();
         // comm is cut at 15 bytes: containerd-shim-runc-v2 reads containerd-shim.
-        if NODE_PROGRAMS.contains(&comm) && crate::process::pid_alive(pid) {
+        if !NODE_PROGRAMS.contains(&comm) || !crate::process::pid_alive(pid) {
+            continue;
+        }
+        // Ours name a run dir (config, root dir, socket): a machine's own
+        // containerd (Docker's) is never touched.
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("/vmm-e2e/") {
             out.insert(format!("{pid} {comm}"));
         }
     }
