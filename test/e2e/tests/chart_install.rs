@@ -2,8 +2,10 @@
 //! --wait` of `charts/vm-migration` on two real nodes with the test build's own
 //! images, in a namespace that enforces Pod Security `restricted`; the
 //! APIService turns Available through the real Service; `kubectl get ivm`
-//! lists a vcsim source's VMs through the apiserver pods; `helm uninstall`
-//! leaves no object of the release.
+//! lists a vcsim source's VMs through the apiserver pods; killing the leader
+//! moves leadership and the disk Service to the other replica; `helm upgrade`
+//! with a changed value rolls both Deployments; `helm uninstall` leaves no
+//! object of the release.
 
 use std::time::{Duration, Instant};
 
@@ -53,21 +55,7 @@ fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() 
     values.extend(image("apiserver"));
     values.extend(image("controller"));
     let kubeconfig = cp.kubeconfig_path().display().to_string();
-    let mut install = vec![
-        "install".to_string(),
-        RELEASE.into(),
-        chart_dir().display().to_string(),
-        "--namespace".into(),
-        NAMESPACE.into(),
-        "--kubeconfig".into(),
-        kubeconfig.clone(),
-        "--wait".into(),
-        "--timeout=240s".into(),
-    ];
-    for value in &values {
-        install.extend(["--set".to_string(), value.clone()]);
-    }
-    let installed = helm(&install).unwrap();
+    let installed = helm_chart(cp, "install", &values);
     assert!(
         installed.success(),
         "{installed}\n{}",
@@ -129,6 +117,37 @@ fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() 
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // Killing the leader moves leadership, and the disk Service with it.
+    let leader = wait_for(cp, "a leader", |cp| {
+        lease_holder(cp).filter(|h| !h.is_empty())
+    });
+    cp.kubectl(["delete", "pod", "-n", NAMESPACE, &leader, "--wait=false"])
+        .expect_success();
+    let successor = wait_for(cp, "another leader serving disks", |cp| {
+        let holder = lease_holder(cp).filter(|h| !h.is_empty() && *h != leader)?;
+        (disk_endpoints(cp) == [holder.clone()]).then_some(holder)
+    });
+    assert_ne!(successor, leader);
+
+    // An upgrade with a changed value rolls both Deployments.
+    let before = pod_names(cp);
+    let upgraded = helm_chart(
+        cp,
+        "upgrade",
+        &[
+            "apiserver.resources.requests.cpu=50m".into(),
+            "controller.resources.requests.cpu=50m".into(),
+        ],
+    );
+    assert!(upgraded.success(), "{upgraded}");
+    let after = wait_for(cp, "four new pods", |cp| {
+        let now = pod_names(cp);
+        (now.len() == 4 && now.iter().all(|p| !before.contains(p))).then_some(now)
+    });
+    assert_eq!(after.len(), 4);
+    let listed = sources.kubectl(["get", "ivm", "-o", "name"]);
+    assert_eq!(listed.expect_success().lines().count(), 3);
+
     let uninstalled = helm([
         "uninstall",
         RELEASE,
@@ -184,4 +203,104 @@ fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() 
         })
         .collect();
     assert!(ours.is_empty(), "left: {ours:?}");
+}
+
+/// What `probe` returns, once it returns something; panics after two minutes.
+fn wait_for<T>(
+    cp: &vmm_testkit::ControlPlane,
+    what: &str,
+    probe: impl Fn(&vmm_testkit::ControlPlane) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(found) = probe(cp) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what}:\n{}",
+            cp.kubectl([
+                "get",
+                "pods,leases,endpointslices",
+                "-n",
+                NAMESPACE,
+                "-o",
+                "wide"
+            ])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn lease_holder(cp: &vmm_testkit::ControlPlane) -> Option<String> {
+    let out = cp.kubectl([
+        "get",
+        "lease",
+        "vm-migration-controller",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    out.ok().ok().map(str::to_string)
+}
+
+/// The pods behind the controller's disk Service.
+fn disk_endpoints(cp: &vmm_testkit::ControlPlane) -> Vec<String> {
+    let out = cp.kubectl([
+        "get",
+        "endpointslices",
+        "-n",
+        NAMESPACE,
+        "-l",
+        &format!("kubernetes.io/service-name={RELEASE}-controller"),
+        "-o",
+        "jsonpath={.items[*].endpoints[*].targetRef.name}",
+    ]);
+    out.ok()
+        .map(|names| names.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The names of the release's running pods.
+fn pod_names(cp: &vmm_testkit::ControlPlane) -> Vec<String> {
+    let out = cp.kubectl([
+        "get",
+        "pods",
+        "-n",
+        NAMESPACE,
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    out.ok()
+        .map(|names| names.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// `helm <verb>` (install, upgrade) of the chart as the release, waiting,
+/// with `--set` values (an upgrade keeps the others).
+fn helm_chart(
+    cp: &vmm_testkit::ControlPlane,
+    verb: &str,
+    values: &[String],
+) -> vmm_testkit::CmdOutput {
+    let mut args = vec![
+        verb.to_string(),
+        RELEASE.into(),
+        chart_dir().display().to_string(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+        "--kubeconfig".into(),
+        cp.kubeconfig_path().display().to_string(),
+        "--wait".into(),
+        "--timeout=240s".into(),
+    ];
+    if verb == "upgrade" {
+        args.push("--reuse-values".into());
+    }
+    for value in values {
+        args.extend(["--set".to_string(), value.clone()]);
+    }
+    helm(&args).unwrap()
 }
