@@ -247,34 +247,42 @@ fn lease_holder(cp: &vmm_testkit::ControlPlane) -> Option<String> {
 
 /// The pods behind the controller's disk Service.
 fn disk_endpoints(cp: &vmm_testkit::ControlPlane) -> Vec<String> {
-    let out = cp.kubectl([
-        "get",
-        "endpointslices",
-        "-n",
-        NAMESPACE,
-        "-l",
-        &format!("kubernetes.io/service-name={RELEASE}-controller"),
-        "-o",
-        "jsonpath={.items[*].endpoints[*].targetRef.name}",
-    ]);
-    out.ok()
-        .map(|names| names.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
+    words(
+        cp,
+        &[
+            "get",
+            "endpointslices",
+            "-n",
+            NAMESPACE,
+            "-l",
+            &format!("kubernetes.io/service-name={RELEASE}-controller"),
+            "-o",
+            "jsonpath={.items[*].endpoints[*].targetRef.name}",
+        ],
+    )
 }
 
 /// The names of the release's running pods.
 fn pod_names(cp: &vmm_testkit::ControlPlane) -> Vec<String> {
-    let out = cp.kubectl([
-        "get",
-        "pods",
-        "-n",
-        NAMESPACE,
-        "--field-selector=status.phase=Running",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]);
-    out.ok()
-        .map(|names| names.split_whitespace().map(str::to_string).collect())
+    words(
+        cp,
+        &[
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    )
+}
+
+/// The words kubectl prints for `args`; none when it fails.
+fn words(cp: &vmm_testkit::ControlPlane, args: &[&str]) -> Vec<String> {
+    cp.kubectl(args)
+        .ok()
+        .map(|out| out.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default()
 }
 

@@ -262,10 +262,8 @@ fn count_ready(list: &serde_json::Value) -> usize {
 }
 
 fn running_tasks(socket: &Path) -> usize {
-    std::process::Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["--namespace", "k8s.io", "tasks", "list", "--quiet"])
+    image::ctr(socket)
+        .args(["tasks", "list", "--quiet"])
         .output()
         .map_or(0, |out| {
             String::from_utf8_lossy(&out.stdout)
@@ -396,15 +394,7 @@ state = "{state}"
             "its socket",
             Duration::from_secs(30),
             Duration::from_millis(100),
-            || {
-                Ok(std::process::Command::new("ctr")
-                    .arg("--address")
-                    .arg(socket)
-                    .arg("version")
-                    .output()?
-                    .status
-                    .success())
-            },
+            || Ok(image::ctr(socket).arg("version").output()?.status.success()),
         )?;
         Ok(containerd)
     }

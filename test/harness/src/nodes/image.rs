@@ -169,10 +169,8 @@ impl OciImage {
     /// Imports into the containerd listening on `socket` (namespace `k8s.io`,
     /// where the kubelet looks).
     pub fn import(&self, socket: &Path) -> Result<()> {
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(socket)
-            .args(["--namespace", "k8s.io", "images", "import"])
+        let out = ctr(socket)
+            .args(["images", "import"])
             .arg(&self.tarball)
             .output()
             .context("run ctr (Debian's containerd package)")?;
@@ -185,6 +183,17 @@ impl OciImage {
         }
         Ok(())
     }
+}
+
+/// `ctr` against the containerd listening on `socket`, in its namespace `k8s.io`
+/// (where the kubelet looks).
+pub fn ctr(socket: &Path) -> Command {
+    let mut command = Command::new("ctr");
+    command
+        .arg("--address")
+        .arg(socket)
+        .args(["--namespace", "k8s.io"]);
+    command
 }
 
 /// The name [`OciImage::of_workspace_binary`] gives `binary`'s image.
