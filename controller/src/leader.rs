@@ -18,6 +18,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 
+/// The Lease replicas elect a leader with.
+/// charts/vm-migration/templates/controller-lease.yaml makes it under this name.
+pub const LEASE_NAME: &str = "vm-migration-controller";
+
 /// The label on the controller's pod that the disk endpoint's Service selects:
 /// `serving` on the leader only, so Harvester's downloads reach the replica
 /// that serves the job's disks; `standby` on the others.

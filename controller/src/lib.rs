@@ -9,12 +9,14 @@
 //! | [`import`] | import jobs: the VM to create ([`import::target`]) |
 //! | [`connect`] | logging in to a source with its Secret; failures as reasons |
 //! | [`leader`] | leader election with a Lease, so two replicas are safe |
+//! | [`check`] | a running release checked as users depend on it (`helm test`) |
 //! | [`metrics`] | jobs by phase, bytes served, job durations |
 //! | [`crash`] | crash points for the restart tests (`VMM_CRASH_AT`) |
 //! | [`conditions`] | status conditions as Kubernetes expects them |
 //! | [`context`], [`error`] | what reconcilers share; their error type |
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod conditions;
 pub mod connect;
 pub mod context;

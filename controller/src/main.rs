@@ -15,13 +15,21 @@ use kube::discovery::{ApiGroup, Discovery};
 use vmm_controller::context::{Context, DiskUrls, Limits};
 use vmm_controller::import::scratch::Scratch;
 use vmm_controller::leader::{self, Elector};
-use vmm_controller::{disks, import, sources};
+use vmm_controller::{check, disks, import, sources};
 use vmm_runtime::tls::{self, CertFiles};
 use vmm_runtime::{AdminState, CommonArgs, Readiness};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Reconciles VM migration sources and import jobs")]
+#[command(
+    version,
+    about = "Reconciles VM migration sources and import jobs",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     #[command(flatten)]
     common: CommonArgs,
 
@@ -32,8 +40,8 @@ struct Args {
     /// The disk endpoint's URL as Harvester reaches it (the controller
     /// Service's cluster DNS name), e.g.
     /// `http://vm-migration-controller.harvester-system.svc:8000`.
-    #[arg(long, env = "VMM_DISK_URL")]
-    disk_url: String,
+    #[arg(long, env = "VMM_DISK_URL", required = true)]
+    disk_url: Option<String>,
 
     /// PEM certificate (chain) of the disk endpoint's HTTPS listener, e.g.
     /// a mounted `kubernetes.io/tls` Secret; read again when it changes.
@@ -99,19 +107,40 @@ struct Args {
     credentials_cluster_role: String,
 }
 
-/// The Lease replicas elect a leader with.
-/// charts/vm-migration/templates/controller-lease.yaml makes it under this name.
-const LEASE_NAME: &str = "vm-migration-controller";
-
 /// How long reconciles in flight may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// The API groups whose CRDs must be installed before the controller can work.
 const REQUIRED_GROUPS: [&str; 2] = [vmm_api::source::GROUP, vmm_api::importjob::GROUP];
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check a running release as a user depends on it (the chart's `helm
+    /// test` runs this in a pod); exits non-zero when a check fails.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The release's namespace (in a pod: its own).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+
+    /// The Service Harvester downloads disks through.
+    #[arg(long)]
+    disk_service: String,
+
+    /// The Lease the controller replicas elect a leader with.
+    #[arg(long, default_value = leader::LEASE_NAME)]
+    lease: String,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Check(check)) = args.command {
+        return check_release(check).await;
+    }
     vmm_runtime::init_tracing(args.common.log_format, &args.common.log)?;
     let client = Client::try_default()
         .await
@@ -132,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
             client.clone(),
             std::env::var("POD_NAME").ok(),
             DiskUrls {
-                http: args.disk_url,
+                http: args.disk_url.context("--disk-url is required")?,
                 https: args.disk_tls_url.clone(),
                 https_for_cdi: args.disk_tls_for_cdi,
             },
@@ -168,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
         Elector::new(
             client.clone(),
             namespace,
-            LEASE_NAME,
+            leader::LEASE_NAME,
             identity,
             Duration::from_secs(args.lease_duration_seconds.max(3)),
         )
@@ -222,6 +251,33 @@ async fn main() -> anyhow::Result<()> {
         elector.release().await;
     }
     admin.await??;
+    Ok(())
+}
+
+/// Prints each check's finding; an error when one failed.
+async fn check_release(args: CheckArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+    let release = check::Release {
+        namespace: args.namespace,
+        lease: args.lease,
+        disk_service: args.disk_service,
+    };
+    let findings = check::run(&client, &release).await;
+    let mut failed = 0;
+    for finding in &findings {
+        match &finding.result {
+            Ok(found) => println!("ok    {}: {found}", finding.check),
+            Err(wrong) => {
+                failed += 1;
+                println!("FAIL  {}: {wrong}", finding.check);
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} checks failed", findings.len());
+    }
     Ok(())
 }
 

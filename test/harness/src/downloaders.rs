@@ -35,6 +35,45 @@ const DATA: &str = "/data";
 const SCRATCH: &str = "/scratch";
 const TERMINATION_LOG: &str = "/dev/termination-log";
 const TMP: &str = "/tmp";
+const HOSTS: &str = "/etc/hosts";
+
+/// Where a run downloads from, and what its pod would have to reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub url: &'a str,
+    /// PEM certificates it trusts for HTTPS instead of the host's.
+    pub ca_file: Option<&'a Path>,
+    /// An `/etc/hosts` for the run: the names its pod would resolve through
+    /// cluster DNS (a Service's), which the test world does not run.
+    pub hosts_file: Option<&'a Path>,
+}
+
+impl<'a> Source<'a> {
+    /// `url`, with the host's certificates and resolver.
+    pub fn url(url: &'a str) -> Self {
+        Self {
+            url,
+            ca_file: None,
+            hosts_file: None,
+        }
+    }
+
+    /// The mounts that give the run this source's hosts file, if any.
+    fn mounts(&self) -> impl Iterator<Item = Mount<'a>> {
+        self.hosts_file
+            .map(|file| Mount::Bind(file, HOSTS))
+            .into_iter()
+    }
+
+    /// The environment that makes a Go program trust `ca_file` instead of
+    /// the host's certificates (crypto/x509 reads `SSL_CERT_FILE` on Linux).
+    fn env(&self) -> Vec<(&'static str, OsString)> {
+        self.ca_file
+            .map(|file| ("SSL_CERT_FILE", file.as_os_str().to_owned()))
+            .into_iter()
+            .collect()
+    }
+}
 
 /// Creates the empty mount points the runs' directories are bind-mounted
 /// over (a bind mount needs its target to exist). Idempotent.
@@ -134,15 +173,14 @@ pub struct LonghornDownload {
 }
 
 impl LonghornDownload {
-    /// Starts downloading `url` into a Longhorn disk at `dir` (created) as
-    /// backing image `name`; `checksum` is the SHA-512 it must have, if any;
-    /// `ca_file`, PEM certificates it trusts for HTTPS instead of the host's.
+    /// Starts downloading `source` into a Longhorn disk at `dir` (created)
+    /// as backing image `name`; `checksum` is the SHA-512 it must have, if
+    /// any.
     pub fn start(
-        url: &str,
+        source: Source<'_>,
         dir: &Path,
         name: &str,
         checksum: Option<&str>,
-        ca_file: Option<&Path>,
     ) -> Result<Self> {
         let disk = dir.join("disk");
         // The data source refuses a disk without its config, and writes
@@ -169,7 +207,7 @@ impl LonghornDownload {
             "--source-type",
             "download",
             "--parameters",
-            &format!("url={url}"),
+            &format!("url={}", source.url),
         ]
         .iter()
         .map(OsString::from)
@@ -178,14 +216,13 @@ impl LonghornDownload {
             args.extend(["--checksum".into(), checksum.into()]);
         }
         let program = downloader("backing-image-manager")?;
+        let mounts: Vec<Mount<'_>> = std::iter::once(Mount::Bind(&disk, DATA))
+            .chain(source.mounts())
+            .collect();
         let mut process = ProcessBuilder::new("backing-image-manager", "unshare")
             .own_process_group()
-            .args(in_mount_namespace(
-                &program,
-                &args,
-                &[Mount::Bind(&disk, DATA)],
-            ))
-            .envs(trusting(ca_file))
+            .args(in_mount_namespace(&program, &args, &mounts))
+            .envs(source.env())
             .log_file(dir.join("backing-image-manager.log"))
             .spawn()?;
         process.wait_ready(
@@ -292,8 +329,8 @@ pub struct CdiRun {
 }
 
 impl CdiRun {
-    /// Starts the importer on `url`; `ca_file` as for [`LonghornDownload::start`].
-    pub fn start(url: &str, dir: &Path, scratch: bool, ca_file: Option<&Path>) -> Result<Self> {
+    /// Starts the importer on `source`.
+    pub fn start(source: Source<'_>, dir: &Path, scratch: bool) -> Result<Self> {
         let (data, scratch_dir, tmp, termination) = (
             dir.join("data"),
             dir.join("scratch"),
@@ -305,7 +342,7 @@ impl CdiRun {
         }
         std::fs::write(&termination, b"")?;
         mount_points()?;
-        let mounts = [
+        let mut mounts = vec![
             Mount::Bind(&data, DATA),
             Mount::Bind(&termination, TERMINATION_LOG),
             if scratch {
@@ -313,10 +350,11 @@ impl CdiRun {
             } else {
                 Mount::Full(SCRATCH)
             },
-            // nbdkit's socket and pid file are fixed paths in /tmp. Last: the
-            // other sources are in the run directory, under /tmp too.
-            Mount::Bind(&tmp, TMP),
         ];
+        mounts.extend(source.mounts());
+        // nbdkit's socket and pid file are fixed paths in /tmp. Last: the
+        // other sources are in the run directory, under /tmp too.
+        mounts.push(Mount::Bind(&tmp, TMP));
         let program = downloader("cdi-importer")?;
         // The environment CDI's controller gives the importer pod.
         let process = ProcessBuilder::new("cdi-importer", "unshare")
@@ -324,14 +362,14 @@ impl CdiRun {
             .args(in_mount_namespace(&program, &[], &mounts))
             .envs([
                 ("IMPORTER_SOURCE", "http"),
-                ("IMPORTER_ENDPOINT", url),
+                ("IMPORTER_ENDPOINT", source.url),
                 ("IMPORTER_CONTENTTYPE", "kubevirt"),
                 ("IMPORTER_IMAGE_SIZE", ""),
                 ("OWNER_UID", "vmm-testkit"),
                 ("FILESYSTEM_OVERHEAD", "0"),
                 ("PREALLOCATION", "false"),
             ])
-            .envs(trusting(ca_file))
+            .envs(source.env())
             .log_file(dir.join(if scratch {
                 "cdi-importer-scratch.log"
             } else {
@@ -406,18 +444,9 @@ pub async fn cdi_import(
     scratch: bool,
     timeout: Duration,
 ) -> Result<CdiResult> {
-    CdiRun::start(url, dir, scratch, None)?
+    CdiRun::start(Source::url(url), dir, scratch)?
         .wait(Duration::from_millis(100), timeout)
         .await
-}
-
-/// The environment that makes a Go program trust `ca_file` instead of the
-/// host's certificates (crypto/x509 reads `SSL_CERT_FILE` on Linux).
-fn trusting(ca_file: Option<&Path>) -> Vec<(&'static str, OsString)> {
-    ca_file
-        .map(|file| ("SSL_CERT_FILE", file.as_os_str().to_owned()))
-        .into_iter()
-        .collect()
 }
 
 /// A stable UUID-shaped name for `name` and `what` (Longhorn only checks

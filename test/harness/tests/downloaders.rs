@@ -13,7 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vmm_testkit::downloaders::{LonghornDownload, cdi_import};
+use vmm_testkit::downloaders::{LonghornDownload, Source, cdi_import};
 use vmm_testkit::process::{ManagedProcess, ProcessBuilder, free_port, port_open, run_dir};
 use vmm_testkit::vcsim::sha256_file;
 
@@ -87,10 +87,9 @@ async fn longhorn_stores_each_disk_as_served_and_sparse() {
     for (source, name) in [(&raw, "raw"), (&qcow2, "qcow2")] {
         let file = source.file_name().unwrap().to_str().unwrap();
         let mut download = LonghornDownload::start(
-            &format!("{}/{file}", served.url),
+            Source::url(&format!("{}/{file}", served.url)),
             &dir.join(format!("longhorn-{name}")),
             &format!("vmi-{name}"),
-            None,
             None,
         )
         .unwrap();

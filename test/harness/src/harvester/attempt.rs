@@ -1,14 +1,16 @@
 //! What the stand-in gives each run of a real downloader
 //! (`crate::downloaders`): a directory of its own, the URL (through a
-//! [`Throttle`] when the network is slowed), the CA it trusts, and the digest
-//! of what it stored.
+//! [`Throttle`] when the network is slowed), the CA it trusts, the hosts file
+//! that resolves a Service's name as cluster DNS would, and the digest of what
+//! it stored.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::throttle::Throttle;
-use super::{Ctx, Hashing};
+use super::{Ctx, Hashing, cluster_dns};
+use crate::downloaders::Source;
 
 /// One download attempt's place. Dropping it removes what was downloaded and
 /// keeps the programs' logs, for post-mortems.
@@ -16,6 +18,7 @@ pub(super) struct Attempt {
     dir: PathBuf,
     url: String,
     ca_file: Option<PathBuf>,
+    hosts_file: Option<PathBuf>,
     _throttle: Option<Throttle>,
 }
 
@@ -30,14 +33,22 @@ impl Attempt {
         tokio::fs::create_dir_all(&dir)
             .await
             .with_context(|| format!("create {}", dir.display()))?;
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("parse {url}"))?;
         let throttle = match ctx.options.download_rate.filter(|&r| r > 0) {
-            Some(rate) => Some(Throttle::start(url, rate).await?),
+            Some(rate) => {
+                let server = cluster_dns::address(&ctx.client, &parsed).await?;
+                Some(Throttle::start(url, server, rate).await?)
+            }
             None => None,
         };
+        let url = throttle.as_ref().map_or(url, Throttle::url).to_owned();
+        let hosts_file =
+            cluster_dns::hosts_file(&ctx.client, &reqwest::Url::parse(&url)?, &dir).await?;
         Ok(Self {
             dir,
-            url: throttle.as_ref().map_or(url, Throttle::url).to_owned(),
+            url,
             ca_file: ctx.ca_file.clone().filter(|_| trusts_ca),
+            hosts_file,
             _throttle: throttle,
         })
     }
@@ -46,12 +57,13 @@ impl Attempt {
         &self.dir
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    pub fn ca_file(&self) -> Option<&Path> {
-        self.ca_file.as_deref()
+    /// What the downloader is given.
+    pub fn source(&self) -> Source<'_> {
+        Source {
+            url: &self.url,
+            ca_file: self.ca_file.as_deref(),
+            hosts_file: self.hosts_file.as_deref(),
+        }
     }
 }
 

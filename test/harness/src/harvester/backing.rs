@@ -114,11 +114,10 @@ impl Job {
         let attempt = self.attempt(true).await?;
         let checksum = Some(self.spec.checksum.as_str()).filter(|c| !c.is_empty());
         let mut download = LonghornDownload::start(
-            attempt.url(),
+            attempt.source(),
             attempt.dir(),
             &super::backing_image_name(&self.uid),
             checksum,
-            attempt.ca_file(),
         )?;
         loop {
             download.check_running()?;

@@ -129,7 +129,7 @@ impl Job {
             .await?;
         let mut scratch = false;
         loop {
-            let mut run = CdiRun::start(attempt.url(), attempt.dir(), scratch, attempt.ca_file())?;
+            let mut run = CdiRun::start(attempt.source(), attempt.dir(), scratch)?;
             let result = loop {
                 if let Some(result) = run.try_result()? {
                     break result;

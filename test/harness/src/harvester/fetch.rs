@@ -20,7 +20,9 @@ pub(super) struct Http {
 }
 
 impl Http {
-    pub fn new(options: &Options) -> Result<Self> {
+    /// Clients that resolve a Service's name through `client`
+    /// ([`cluster_dns`](super::cluster_dns)).
+    pub fn new(options: &Options, client: &kube::Client) -> Result<Self> {
         let extra: Vec<&str> = options.additional_ca_pem.as_deref().into_iter().collect();
         let build = |roots: &[&str]| -> Result<reqwest::Client> {
             reqwest::Client::builder()
@@ -28,6 +30,7 @@ impl Http {
                 .user_agent(GO_USER_AGENT)
                 .redirect(reqwest::redirect::Policy::limited(10))
                 .connect_timeout(options.idle_timeout)
+                .dns_resolver(super::cluster_dns::Resolver(client.clone()))
                 .build()
                 .context("build HTTP client")
         };

@@ -59,6 +59,7 @@
 mod attempt;
 mod backing;
 mod cdi;
+mod cluster_dns;
 mod fetch;
 mod image;
 mod record;
@@ -154,7 +155,7 @@ pub struct Options {
     /// unlimited), as a network between Harvester and the controller would:
     /// the local system and the browser suite use it so an import's progress
     /// can be watched, resume tests so a transfer can be cut mid-way. Only
-    /// for loopback URLs.
+    /// for loopback or plain HTTP URLs.
     pub download_rate: Option<u64>,
 }
 
@@ -226,7 +227,7 @@ impl ImageController {
     /// Call it inside a Tokio runtime; fails on a bad CA PEM, or when its
     /// work directory cannot be made.
     pub fn start(client: kube::Client, options: Options) -> Result<ImageController> {
-        let http = fetch::Http::new(&options)?;
+        let http = fetch::Http::new(&options, &client)?;
         let work_dir = crate::process::run_dir()?.join("harvester-standin");
         std::fs::create_dir_all(&work_dir)?;
         let ca_file = match &options.additional_ca_pem {

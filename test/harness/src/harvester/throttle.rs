@@ -4,6 +4,7 @@
 //! towards the downloader. It relays bytes, not HTTP, so HTTPS passes through
 //! it unchanged.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,32 +25,30 @@ impl Drop for Throttle {
 }
 
 impl Throttle {
-    /// Starts a relay for `url`'s server; [`url`](Self::url) is `url`
-    /// through it. The server must be on loopback: the relay changes only the
-    /// port, so a certificate for the address still matches.
-    pub async fn start(url: &str, rate: u64) -> Result<Self> {
+    /// Starts a relay to `server`, where `url` points; [`url`](Self::url) is
+    /// `url` through it. A loopback URL keeps its host (only the port
+    /// changes, so a certificate for the address still matches); any other
+    /// must be plain HTTP, and goes through 127.0.0.1.
+    pub async fn start(url: &str, server: SocketAddr, rate: u64) -> Result<Self> {
         let mut through = reqwest::Url::parse(url).with_context(|| format!("parse {url}"))?;
-        let host = through.host_str().unwrap_or_default().to_owned();
-        let bare = host.trim_matches(['[', ']']);
-        let loopback = bare == "localhost"
-            || bare
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            bail!("a download rate needs a loopback URL, not {url}");
-        }
-        let port = through.port_or_known_default().unwrap_or(80);
-        let listener = TcpListener::bind((bare, 0)).await?;
+        let listener = if server.ip().is_loopback() {
+            TcpListener::bind((server.ip(), 0)).await?
+        } else if through.scheme() == "http" {
+            through
+                .set_host(Some(&Ipv4Addr::LOCALHOST.to_string()))
+                .with_context(|| format!("set the host of {url}"))?;
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?
+        } else {
+            bail!("a download rate needs a loopback or plain HTTP URL, not {url}");
+        };
         through
             .set_port(Some(listener.local_addr()?.port()))
             .map_err(|()| anyhow::anyhow!("set the port of {url}"))?;
-        let target = format!("{host}:{port}");
         let task = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                let target = target.clone();
                 connections.spawn(async move {
-                    if let Ok(server) = TcpStream::connect(&target).await {
+                    if let Ok(server) = TcpStream::connect(server).await {
                         let _ = relay(client, server, rate).await;
                     }
                 });
