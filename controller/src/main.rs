@@ -17,7 +17,7 @@ use vmm_controller::import::scratch::Scratch;
 use vmm_controller::leader::{self, Elector};
 use vmm_controller::{check, disks, import, sources};
 use vmm_runtime::tls::{self, CertFiles};
-use vmm_runtime::{AdminState, CommonArgs, Readiness};
+use vmm_runtime::{AdminState, CommonArgs, Readiness, ResetOnExit};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -215,8 +215,13 @@ async fn main() -> anyhow::Result<()> {
         }
         label_own_pod(&client, pod.as_ref(), true).await;
     }
-    let serve_disks =
-        serve_disks(&disk_endpoint, disks::router(ctx.exports.registry.clone())).await?;
+    let reset = ResetOnExit::default();
+    let serve_disks = serve_disks(
+        &disk_endpoint,
+        &reset,
+        disks::router(ctx.exports.registry.clone()),
+    )
+    .await?;
     let work = async {
         tokio::join!(
             serve_disks,
@@ -237,15 +242,22 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        served = work => served?,
-        () = grace => tracing::warn!(
-            grace = ?SHUTDOWN_GRACE,
-            "reconcilers still busy after the shutdown grace period; exiting"
-        ),
+    let ended = tokio::select! {
+        served = work => served,
+        () = grace => {
+            tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "reconcilers still busy after the shutdown grace period; exiting"
+            );
+            Ok(())
+        }
         // Another replica leads now: stop at once, as a follower would start.
-        () = lost => anyhow::bail!("lost the leader lease; exiting so the new leader works alone"),
-    }
+        () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so the new leader works alone")),
+    };
+    // Downloads still running are cut: reset them, so Harvester retries
+    // against the next leader at once rather than after its idle timeout.
+    reset.exiting();
+    ended?;
     if let Some(elector) = &elector {
         label_own_pod(&client, pod.as_ref(), false).await;
         elector.release().await;
@@ -308,13 +320,14 @@ const DISK_CERTIFICATE_RECHECK: Duration = Duration::from_secs(30);
 /// them until shutdown.
 async fn serve_disks(
     endpoint: &DiskEndpoint,
+    reset: &ResetOnExit,
     router: axum::Router,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
     let mut servers: Vec<BoxFuture<'static, anyhow::Result<()>>> = Vec::new();
     if let Some(addr) = endpoint.http {
         let listener = bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "disk endpoint listening (HTTP)");
-        let served = axum::serve(listener, router.clone())
+        let served = axum::serve(reset.listener(listener), router.clone())
             .with_graceful_shutdown(vmm_runtime::shutdown_signal());
         servers.push(Box::pin(async move {
             served.await.context("disk endpoint (HTTP)")
@@ -327,6 +340,7 @@ async fn serve_disks(
         let (_, config) = tokio::sync::watch::channel(tls::server_config(files)?);
         let listener = bind(*addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "disk endpoint listening (HTTPS)");
+        let listener = reset.listener(listener);
         servers.push(Box::pin(async move {
             tls::serve_tls(
                 listener,

@@ -1,14 +1,17 @@
 //! What both binaries share at their edge: flags for logging and the admin
 //! endpoint, the admin server (`/healthz`, `/livez`, `/readyz`, `/metrics`),
-//! HTTPS serving (`tls`), and shutdown on SIGTERM. Business logic never lives here.
+//! HTTPS serving (`tls`), shutdown on SIGTERM, and connections reset at exit
+//! (`exit_reset`). Business logic never lives here.
 #![forbid(unsafe_code)]
 
 mod admin;
+mod exit_reset;
 mod shutdown;
 mod telemetry;
 pub mod tls;
 
 pub use admin::{AdminState, Readiness, admin_router, serve_admin};
+pub use exit_reset::{ResetOnExit, ResettingListener, ResettingStream};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{LogFormat, init_tracing};
 

@@ -4,12 +4,14 @@
 //! cert-manager or an operator renews: the kubelet swaps the files in place).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::serve::Listener;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ServerConnection;
@@ -17,7 +19,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -151,27 +152,23 @@ fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
 /// connection is accepted with the configuration `tls` holds then, and
 /// every request on it carries what `peer` makes of the connection (e.g.
 /// its verified client certificate) as an extension.
-pub async fn serve_tls<P>(
-    listener: TcpListener,
+pub async fn serve_tls<L, P>(
+    mut listener: L,
     tls: watch::Receiver<Arc<rustls::ServerConfig>>,
     app: Router,
     shutdown: impl Future<Output = ()>,
     peer: impl Fn(&ServerConnection) -> P + Send + Sync + 'static,
 ) where
+    L: Listener<Addr = SocketAddr>,
     P: Clone + Send + Sync + 'static,
 {
     let peer = Arc::new(peer);
     tokio::pin!(shutdown);
     loop {
+        // The listener retries failed accepts itself (axum's, logged).
         let (tcp, remote) = tokio::select! {
             () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let (app, peer) = (app.clone(), peer.clone());
