@@ -91,7 +91,7 @@ pub fn mount_points() -> Result<()> {
 /// What a run's mount namespace has over a path the program hard-codes.
 enum Mount<'a> {
     /// A directory (or file) of the run, bind-mounted.
-    Bind(&'a Path, &'static str),
+    Bind(&'a Path, &'a str),
     /// A one-page tmpfs, filled: a directory with no space left, which
     /// CDI's importer takes for no scratch space at all (as a pod without
     /// the volume, where the path does not exist).
@@ -100,16 +100,23 @@ enum Mount<'a> {
 
 /// The arguments of `unshare` that run `program args` in a new mount
 /// namespace where `mounts` are made first (a shell mounts, then execs the
-/// program in its place). The run also gets a PID namespace of its own, so
-/// that stopping it stops what it started (CDI's nbdkit) with it.
+/// program in its place). The shell opens the program before it mounts and
+/// execs it through that descriptor, so a program under a path a mount
+/// covers (a peers cache under `/tmp`) still runs. The run also gets a PID
+/// namespace of its own, so that stopping it stops what it started (CDI's
+/// nbdkit) with it.
 fn in_mount_namespace(program: &Path, args: &[OsString], mounts: &[Mount<'_>]) -> Vec<OsString> {
-    let mut script = String::new();
+    // $1 is the program, the mounts' sources follow.
+    let mut script = String::from("exec 9<\"$1\" && ");
     let mut sources: Vec<OsString> = Vec::new();
     for mount in mounts {
         match mount {
             Mount::Bind(source, target) => {
                 sources.push(source.as_os_str().to_owned());
-                script.push_str(&format!("mount --bind \"${}\" {target} && ", sources.len()));
+                script.push_str(&format!(
+                    "mount --bind \"${{{}}}\" {target} && ",
+                    sources.len() + 1
+                ));
             }
             Mount::Full(target) => script.push_str(&format!(
                 "mount -t tmpfs -o size=4k none {target} && \
@@ -117,7 +124,10 @@ fn in_mount_namespace(program: &Path, args: &[OsString], mounts: &[Mount<'_>]) -
             )),
         }
     }
-    script.push_str(&format!("shift {}; exec \"$@\"", sources.len()));
+    script.push_str(&format!(
+        "shift {}; exec /proc/self/fd/9 \"$@\"",
+        sources.len() + 1
+    ));
     let mut full: Vec<OsString> = [
         "--mount",
         "--propagation",
@@ -134,8 +144,8 @@ fn in_mount_namespace(program: &Path, args: &[OsString], mounts: &[Mount<'_>]) -
     .collect();
     full.push(script.into());
     full.push("sh".into());
-    full.extend(sources);
     full.push(program.as_os_str().to_owned());
+    full.extend(sources);
     full.extend(args.iter().cloned());
     full
 }
@@ -466,4 +476,37 @@ fn uuid_like(name: &str, what: &str) -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A program under a directory that one of the run's mounts covers
+    /// still runs (as the downloaders do from a peers cache under `/tmp`).
+    #[test]
+    fn a_program_under_a_covered_path_still_runs() {
+        let dir = crate::process::run_dir().unwrap();
+        let (covered, empty) = (dir.join("covered"), dir.join("empty"));
+        for made in [&covered, &empty] {
+            std::fs::create_dir_all(made).unwrap();
+        }
+        let program = covered.join("echo");
+        std::fs::copy("/bin/echo", &program).unwrap();
+        let target = covered.to_str().unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(in_mount_namespace(
+                &program,
+                &["ran".into()],
+                &[Mount::Bind(&empty, target)],
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ran\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
