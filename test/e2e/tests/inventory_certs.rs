@@ -352,7 +352,8 @@ async fn the_serving_certificate_is_renewed_before_it_ends() {
     let host = format!("{}.{namespace}.svc", registration.service_name);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
 
-    let watched_until = Instant::now() + LIFETIME + Duration::from_secs(15);
+    let started = Instant::now();
+    let watched_until = started + LIFETIME + Duration::from_secs(15);
     let mut served: Vec<Vec<u8>> = Vec::new();
     let mut failed = Vec::new();
     while Instant::now() < watched_until {
@@ -367,10 +368,21 @@ async fn the_serving_certificate_is_renewed_before_it_ends() {
             });
         if served.last() != Some(&certificate) {
             served.push(certificate);
+            eprintln!(
+                "certificate {} served from {:.0?}",
+                served.len(),
+                started.elapsed()
+            );
         }
         let listed = cp.kubectl(["get", "ivm", "-A"]);
         if !listed.success() {
-            failed.push(listed.stderr);
+            // When, and with which certificate: does it coincide with a renewal?
+            failed.push(format!(
+                "at {:.0?}, certificate {}: {}",
+                started.elapsed(),
+                served.len(),
+                listed.stderr
+            ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -384,7 +396,17 @@ async fn the_serving_certificate_is_renewed_before_it_ends() {
         bundle,
         "a renewal changed the CA"
     );
-    assert!(failed.is_empty(), "requests failed meanwhile: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "requests failed meanwhile: {failed:?}\nour server:\n{}\nkube-apiserver on our group:\n{}",
+        server.process.log_tail(30),
+        std::fs::read_to_string(cp.apiserver_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("inventory.harvesterhci.io") && !line.starts_with('I'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         server
             .process
