@@ -36,18 +36,24 @@ impl reqwest::dns::Resolve for Resolver {
         let client = self.0.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = match service_of(&host) {
-                Some((namespace, service)) => {
-                    vec![SocketAddr::new(
-                        cluster_ip(&client, namespace, service).await?,
-                        0,
-                    )]
-                }
-                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
-            };
+            let addrs = lookup(&client, &host, 0).await?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// The addresses of `host` at `port`: a Service's ClusterIP for its name,
+/// else what the host's resolver says.
+async fn lookup(client: &kube::Client, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    Ok(match service_of(host) {
+        Some((namespace, service)) => vec![SocketAddr::new(
+            cluster_ip(client, namespace, service).await?,
+            port,
+        )],
+        None => tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await?
+            .collect(),
+    })
 }
 
 /// The Service's ClusterIP (an error for a missing or headless one).
@@ -68,16 +74,11 @@ async fn cluster_ip(client: &kube::Client, namespace: &str, service: &str) -> Re
 pub(super) async fn address(client: &kube::Client, url: &reqwest::Url) -> Result<SocketAddr> {
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(80);
-    match service_of(host) {
-        Some((namespace, service)) => Ok(SocketAddr::new(
-            cluster_ip(client, namespace, service).await?,
-            port,
-        )),
-        None => tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
-            .await?
-            .next()
-            .ok_or_else(|| anyhow!("{host} does not resolve")),
-    }
+    lookup(client, host, port)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("{host} does not resolve"))
 }
 
 /// For a `url` on a Service: `dir/hosts`, the host's `/etc/hosts` with the
