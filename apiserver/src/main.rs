@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let admin = tokio::spawn(vmm_runtime::serve_admin(
         args.common.admin_addr,
-        admin,
+        vmm_runtime::admin_router(admin),
         vmm_runtime::shutdown_signal(),
     ));
     let app = router::router(AppState {

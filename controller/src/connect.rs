@@ -3,8 +3,10 @@
 //! a condition reason and a message that names the fix (never a credential).
 //! Shared by the source checks and the jobs.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use vmm_api::source::{Connection, SourceKind, SourceSpec};
@@ -67,6 +69,17 @@ async fn credentials(
     kind: SourceKind,
     connection: &Connection,
 ) -> Result<Credentials, ProviderError> {
+    let data = secret_data(ctx, namespace, connection).await?;
+    Credentials::from_secret(kind, &connection.credentials.name, &data)
+        .map_err(|error| ProviderError::permanent(Reason::SecretInvalid, error.to_string()))
+}
+
+/// The data of the source's Secret (a transfer worker gets a copy).
+pub async fn secret_data(
+    ctx: &Context,
+    namespace: &str,
+    connection: &Connection,
+) -> Result<BTreeMap<String, ByteString>, ProviderError> {
     let name = &connection.credentials.name;
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
@@ -94,6 +107,5 @@ async fn credentials(
                 ),
             )
         })?;
-    Credentials::from_secret(kind, name, &secret.data.unwrap_or_default())
-        .map_err(|error| ProviderError::permanent(Reason::SecretInvalid, error.to_string()))
+    Ok(secret.data.unwrap_or_default())
 }

@@ -10,6 +10,7 @@ use vmm_core::Provider;
 use crate::import::scratch::Scratch;
 use crate::import::transfer::Exports;
 use crate::metrics::Metrics;
+use crate::workers::pool::TransferPool;
 
 /// How many import jobs run at once.
 #[derive(Clone, Debug)]
@@ -73,6 +74,9 @@ pub struct Context {
     /// The ClusterRole that grants reading a namespace's Secrets, named when
     /// a source's Secret may not be read.
     pub credentials_role: String,
+    /// Transfer Jobs, in transfer mode `jobs`; `None`: disks are served
+    /// from this process (docs/scale-out.md).
+    pub transfers: Option<TransferPool>,
 }
 
 /// [`Context::credentials_role`] unless told otherwise (the chart's name for
@@ -104,7 +108,14 @@ impl Context {
             limits,
             metrics,
             credentials_role: DEFAULT_CREDENTIALS_ROLE.to_owned(),
+            transfers: None,
         }
+    }
+
+    /// Hands each disk to a transfer Job instead of serving it here.
+    pub fn with_transfers(mut self, pool: TransferPool) -> Self {
+        self.transfers = Some(pool);
+        self
     }
 
     /// Names `role` as the ClusterRole to bind for reading Secrets.

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`sources`] | the `Ready` condition of every source: reachable, logged in |
 //! | [`disks`] | the endpoint Harvester's image importer downloads each disk from |
+//! | [`workers`] | disk transfers as Jobs: the worker, its objects, the limits |
 //! | [`import`] | import jobs: the VM to create ([`import::target`]) |
 //! | [`connect`] | logging in to a source with its Secret; failures as reasons |
 //! | [`leader`] | leader election with a Lease, so two replicas are safe |
@@ -29,3 +30,4 @@ pub mod metrics;
 pub mod sources;
 #[cfg(test)]
 mod testing;
+pub mod workers;

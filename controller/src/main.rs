@@ -15,6 +15,10 @@ use kube::discovery::{ApiGroup, Discovery};
 use vmm_controller::context::{Context, DiskUrls, Limits};
 use vmm_controller::import::scratch::Scratch;
 use vmm_controller::leader::{self, Elector};
+use vmm_controller::workers::TransferSpec;
+use vmm_controller::workers::manifests::WorkerTemplate;
+use vmm_controller::workers::pool::{TransferLimits, TransferPool};
+use vmm_controller::workers::worker::Worker;
 use vmm_controller::{check, disks, import, sources};
 use vmm_runtime::tls::{self, CertFiles};
 use vmm_runtime::{AdminState, CommonArgs, Readiness, ResetOnExit};
@@ -100,6 +104,44 @@ struct Args {
     #[arg(long, env = "VMM_SOURCE_RETRY_SECONDS", default_value_t = vmm_controller::sources::RETRY_MIN.as_secs())]
     source_retry_seconds: u64,
 
+    /// Where disks are served from: `in-process` (this pod, the default) or
+    /// `jobs` (one transfer Job per disk, spread over nodes; docs/scale-out.md).
+    #[arg(long, env = "VMM_TRANSFER_MODE", value_enum, default_value_t = TransferMode::InProcess)]
+    transfer_mode: TransferMode,
+
+    /// The image of transfer Jobs' pods: this controller's own.
+    #[arg(
+        long,
+        env = "VMM_TRANSFER_IMAGE",
+        required_if_eq("transfer_mode", "jobs")
+    )]
+    transfer_image: Option<String>,
+
+    /// Their pull policy.
+    #[arg(
+        long,
+        env = "VMM_TRANSFER_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    transfer_image_pull_policy: String,
+
+    /// A label every transfer object gets, `key=value` (repeatable): the
+    /// chart gives its own, so its NetworkPolicy selects the workers.
+    #[arg(long = "transfer-label", value_parser = parse_label)]
+    transfer_labels: Vec<(String, String)>,
+
+    /// The size limit of each worker's scratch emptyDir.
+    #[arg(long, env = "VMM_TRANSFER_SCRATCH_SIZE", default_value = "100Gi")]
+    transfer_scratch_size: String,
+
+    /// Transfers running at once, in all (transfer mode `jobs`).
+    #[arg(long, env = "VMM_MAX_TRANSFERS", default_value_t = 8)]
+    max_transfers: usize,
+
+    /// Transfers running at once from one source host (transfer mode `jobs`).
+    #[arg(long, env = "VMM_MAX_TRANSFERS_PER_HOST", default_value_t = 2)]
+    max_transfers_per_host: usize,
+
     /// The ClusterRole that grants reading Secrets in a namespace (the
     /// chart's `<fullname>-credentials`): named in the condition of a source
     /// whose Secret the controller may not read.
@@ -107,17 +149,60 @@ struct Args {
     credentials_cluster_role: String,
 }
 
+/// How long a stopped worker waits for its downloaders to read what it sent
+/// (within Kubernetes' default 30 s grace period).
+const TRANSFER_SETTLE: Duration = Duration::from_secs(10);
+
 /// How long reconciles in flight may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// The API groups whose CRDs must be installed before the controller can work.
 const REQUIRED_GROUPS: [&str; 2] = [vmm_api::source::GROUP, vmm_api::importjob::GROUP];
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TransferMode {
+    InProcess,
+    Jobs,
+}
+
+fn parse_label(label: &str) -> Result<(String, String), String> {
+    label
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{label:?} is not key=value"))
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Check a running release as a user depends on it (the chart's `helm
     /// test` runs this in a pod); exits non-zero when a check fails.
     Check(CheckArgs),
+    /// Serve one disk of an export to Harvester's importer until stopped: a
+    /// transfer Job's pod (transfer mode `jobs`, docs/scale-out.md).
+    Transfer(TransferArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TransferArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    /// The transfer's spec (JSON), from its Secret.
+    #[arg(long)]
+    spec_file: PathBuf,
+
+    /// Address of the disk endpoint.
+    #[arg(long, default_value = "0.0.0.0:8000")]
+    disk_listen_addr: SocketAddr,
+
+    /// Where formats that cannot be streamed are converted with qemu-img.
+    #[arg(long)]
+    scratch_dir: Option<PathBuf>,
+
+    /// Where a worker that gives up says why, for the controller to read
+    /// from its pod's status (Kubernetes' termination message).
+    #[arg(long, default_value = "/dev/termination-log")]
+    termination_log: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,8 +223,10 @@ struct CheckArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::Check(check)) = args.command {
-        return check_release(check).await;
+    match args.command {
+        Some(Command::Check(check)) => return check_release(check).await,
+        Some(Command::Transfer(transfer)) => return serve_transfer(transfer).await,
+        None => {}
     }
     vmm_runtime::init_tracing(args.common.log_format, &args.common.log)?;
     let client = Client::try_default()
@@ -172,6 +259,32 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_credentials_role(args.credentials_cluster_role),
     );
+    let ctx = match args.transfer_mode {
+        TransferMode::InProcess => ctx,
+        TransferMode::Jobs => {
+            let namespace = args
+                .leader_election_namespace
+                .clone()
+                .context("transfer mode jobs needs the release's namespace (POD_NAMESPACE)")?;
+            let template = WorkerTemplate {
+                namespace,
+                image: args
+                    .transfer_image
+                    .context("--transfer-image is required")?,
+                pull_policy: args.transfer_image_pull_policy,
+                labels: args.transfer_labels.into_iter().collect(),
+                scratch_size: args.transfer_scratch_size,
+            };
+            let limits = TransferLimits {
+                max: args.max_transfers.max(1),
+                max_per_host: args.max_transfers_per_host.max(1),
+            };
+            Arc::into_inner(ctx)
+                .expect("the context is not shared yet")
+                .with_transfers(TransferPool::new(client.clone(), template, limits))
+                .into()
+        }
+    };
     let readiness = Readiness::default();
     let admin = AdminState {
         readiness: readiness.clone(),
@@ -179,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut admin = tokio::spawn(vmm_runtime::serve_admin(
         args.common.admin_addr,
-        admin,
+        vmm_runtime::admin_router(admin),
         vmm_runtime::shutdown_signal(),
     ));
 
@@ -264,6 +377,86 @@ async fn main() -> anyhow::Result<()> {
     }
     admin.await??;
     Ok(())
+}
+
+/// A transfer Job's pod: serves its disk until stopped. It never ends on its
+/// own, so any end is an error: the Job replaces the pod, unless the
+/// controller deleted the Job because the disk is imported.
+async fn serve_transfer(args: TransferArgs) -> anyhow::Result<()> {
+    vmm_runtime::init_tracing(args.common.log_format, &args.common.log)?;
+    let failed = |why: String| {
+        // Read by the controller from the pod's status (best effort).
+        let _ = std::fs::write(&args.termination_log, &why);
+        anyhow::anyhow!(why)
+    };
+    let spec: TransferSpec = std::fs::read(&args.spec_file)
+        .map_err(anyhow::Error::from)
+        .and_then(|body| Ok(serde_json::from_slice(&body)?))
+        .map_err(|e| {
+            failed(format!(
+                "cannot read the transfer's spec {}: {e}",
+                args.spec_file.display()
+            ))
+        })?;
+    let provider = vmm_providers::provider(spec.kind).ok_or_else(|| {
+        failed(format!(
+            "this version cannot connect to {} sources",
+            spec.kind.as_str()
+        ))
+    })?;
+    let scratch_dir = args.scratch_dir.unwrap_or_else(std::env::temp_dir);
+    let scratch = Scratch::new(scratch_dir.clone())
+        .with_context(|| format!("cannot use {} as scratch directory", scratch_dir.display()))?;
+    let worker = Arc::new(Worker::new(spec, scratch));
+    let readiness = Readiness::default();
+    let admin = AdminState {
+        readiness: readiness.clone(),
+        registry: Arc::new(vmm_runtime::metrics_registry("transfer")),
+    };
+    let admin = tokio::spawn(vmm_runtime::serve_admin(
+        args.common.admin_addr,
+        vmm_runtime::admin_router(admin).merge(worker.progress_router()),
+        vmm_runtime::shutdown_signal(),
+    ));
+    tokio::select! {
+        opened = worker.open(provider.as_ref()) => opened.map_err(|refused| failed(format!("{}: {}", refused.reason, refused.message)))?,
+        () = vmm_runtime::shutdown_signal() => return Err(failed("stopped before its disk was served".into())),
+    }
+    let reset = ResetOnExit::default();
+    let endpoint = DiskEndpoint {
+        http: Some(args.disk_listen_addr),
+        https: None,
+    };
+    let serving = serve_disks(&endpoint, &reset, disks::router(worker.registry())).await?;
+    readiness.set(true);
+    tracing::info!("serving the disk");
+    let broken = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if let Some(why) = worker.broken().await {
+                return why;
+            }
+        }
+    };
+    // Stopped (an eviction, a drain, the Job deleted): downloads in flight
+    // finish within the pod's grace period, and their last bytes reach the
+    // downloader before the pod's network goes.
+    let ended = tokio::select! {
+        served = serving => match served {
+            Ok(()) => {
+                reset.settled(TRANSFER_SETTLE).await;
+                "stopped".to_owned()
+            }
+            Err(error) => format!("{error:#}"),
+        },
+        why = broken => format!("the source ended the export: {why}"),
+    };
+    reset.exiting();
+    worker.detach().await;
+    drop(admin);
+    Err(failed(format!(
+        "the transfer ended before its Job was removed ({ended})"
+    )))
 }
 
 /// Prints each check's finding; an error when one failed.

@@ -98,6 +98,11 @@ pub async fn run(ctx: Arc<Context>) {
     let images =
         Api::<DynamicObject>::all_with(client, &vmm_api::external::virtual_machine_image());
     let _ = ctx.metrics.jobs.set(store.clone());
+    if let Some(pool) = &ctx.transfers
+        && let Err(error) = pool.sweep().await
+    {
+        tracing::warn!(%error, "cannot look for transfers left by an earlier leader");
+    }
     let state = Arc::new(Jobs::new(ctx, store.clone()));
     Controller::for_stream(jobs, store.clone())
         .reconcile_on(queued_on_free_slot(slots, store))

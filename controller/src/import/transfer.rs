@@ -240,6 +240,22 @@ impl Exports {
     }
 }
 
+impl Exports {
+    /// Stops serving the job's disks and lets go of its export without
+    /// ending it: whoever else holds the same id goes on with it.
+    pub async fn detach(&self, job: &JobKey) {
+        let Some(mut active) = self.active.lock().await.remove(job) else {
+            return;
+        };
+        for token in &active.tokens {
+            self.registry.unregister(token);
+        }
+        if let Some(export) = active.export.take() {
+            export.detach();
+        }
+    }
+}
+
 /// Ends `export`; an error (also logged) when the source still holds
 /// something of it that does not expire.
 async fn end(export: Box<dyn Export>, how: ExportEnd) -> Result<(), ProviderError> {

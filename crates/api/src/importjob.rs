@@ -281,6 +281,11 @@ pub struct SourceVm {
     /// Whether the job powered it off (it was on when the job found it).
     #[serde(default)]
     pub powered_off_by_job: bool,
+    /// The host it ran on at the source (ESXi host, OpenStack compute host,
+    /// remote Harvester node), where the source says: transfers per host
+    /// are limited by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Progress of one disk.
@@ -311,6 +316,8 @@ pub struct DiskStatus {
 pub enum DiskPhase {
     #[default]
     Pending,
+    /// Waits for a transfer slot (transfer mode `jobs`: docs/scale-out.md).
+    Queued,
     Transferring,
     Imported,
     Failed,

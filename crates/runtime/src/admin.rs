@@ -74,17 +74,18 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-/// Serves the admin router on `addr` until `shutdown` resolves.
+/// Serves `router` (the [`admin_router`], with whatever a binary adds) on
+/// `addr` until `shutdown` resolves.
 pub async fn serve_admin(
     addr: SocketAddr,
-    state: AdminState,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::AdminBind { addr, source })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "admin endpoint listening");
-    axum::serve(listener, admin_router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(Error::AdminServe)

@@ -5,35 +5,81 @@
 //! for its own idle timeout (Longhorn's downloader: 30 s; a client without
 //! one: forever) before it retries. With `SO_LINGER` 0 the close drops the
 //! queue and sends one RST at once. Only at exit: a connection closed in
-//! normal operation keeps its FIN, so a response's last bytes still arrive.
+//! normal operation keeps its FIN, so a response's last bytes still arrive,
+//! and a process that drains its connections before it exits waits with
+//! [`ResetOnExit::settled`] until each peer has read up to that FIN (else
+//! the bytes still queued would go down with the pod's network too).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// How long a closed connection waits for its peer to close too.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
 
 /// Hands out listeners whose connections reset once [`exiting`](Self::exiting)
 /// was called, when they are dropped (at the latest, with the runtime).
 #[derive(Clone, Debug, Default)]
-pub struct ResetOnExit(Arc<AtomicBool>);
+pub struct ResetOnExit {
+    exiting: Arc<AtomicBool>,
+    closing: Arc<Closing>,
+}
+
+/// Connections closed in normal operation whose peer has not closed yet.
+#[derive(Debug, Default)]
+struct Closing {
+    count: AtomicUsize,
+    none_left: Notify,
+}
 
 impl ResetOnExit {
     pub fn listener(&self, inner: TcpListener) -> ResettingListener {
         ResettingListener {
             inner,
-            exiting: self.0.clone(),
+            shared: self.clone(),
         }
     }
 
     /// The process is about to exit: every connection still open resets
     /// when it is dropped.
     pub fn exiting(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.exiting.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits, at most `limit`, until the peer of every connection closed so
+    /// far has closed too: it read everything sent, up to our FIN.
+    pub async fn settled(&self, limit: Duration) {
+        let all_closed = async {
+            loop {
+                let none_left = self.closing.none_left.notified();
+                tokio::pin!(none_left);
+                none_left.as_mut().enable();
+                if self.closing.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                none_left.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all_closed).await;
+    }
+}
+
+/// Sends our FIN after what is queued, then waits for the peer's.
+async fn close_gracefully(mut stream: TcpStream, closing: Arc<Closing>) {
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let peer_closed = async { while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(CLOSE_WAIT, peer_closed).await;
+    if closing.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+        closing.none_left.notify_waiters();
     }
 }
 
@@ -41,7 +87,7 @@ impl ResetOnExit {
 #[derive(Debug)]
 pub struct ResettingListener {
     inner: TcpListener,
-    exiting: Arc<AtomicBool>,
+    shared: ResetOnExit,
 }
 
 impl axum::serve::Listener for ResettingListener {
@@ -51,8 +97,8 @@ impl axum::serve::Listener for ResettingListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, remote) = axum::serve::Listener::accept(&mut self.inner).await;
         let stream = ResettingStream {
-            stream,
-            exiting: self.exiting.clone(),
+            stream: Some(stream),
+            shared: self.shared.clone(),
         };
         (stream, remote)
     }
@@ -65,15 +111,33 @@ impl axum::serve::Listener for ResettingListener {
 /// One accepted connection.
 #[derive(Debug)]
 pub struct ResettingStream {
-    stream: TcpStream,
-    exiting: Arc<AtomicBool>,
+    /// Taken only when dropped.
+    stream: Option<TcpStream>,
+    shared: ResetOnExit,
+}
+
+impl ResettingStream {
+    fn stream(&mut self) -> &mut TcpStream {
+        self.stream
+            .as_mut()
+            .expect("a live connection has its stream")
+    }
 }
 
 impl Drop for ResettingStream {
     fn drop(&mut self) {
-        if self.exiting.load(Ordering::SeqCst) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if self.shared.exiting.load(Ordering::SeqCst) {
             // A zero linger never blocks the close (only a longer one does).
-            let _ = self.stream.set_zero_linger();
+            let _ = stream.set_zero_linger();
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let closing = self.shared.closing.clone();
+            closing.count.fetch_add(1, Ordering::SeqCst);
+            runtime.spawn(close_gracefully(stream, closing));
         }
     }
 }
@@ -84,7 +148,7 @@ impl AsyncRead for ResettingStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Pin::new(self.stream()).poll_read(cx, buf)
     }
 }
 
@@ -94,7 +158,7 @@ impl AsyncWrite for ResettingStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        Pin::new(self.stream()).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -102,19 +166,21 @@ impl AsyncWrite for ResettingStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(self.stream()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        Pin::new(self.stream()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Pin::new(self.stream()).poll_shutdown(cx)
     }
 }
 
@@ -172,6 +238,60 @@ mod tests {
                 return Ok(());
             }
         }
+    }
+
+    /// A server that stopped serving gracefully waits in `settled` until
+    /// its client has read the whole response and closed, not only until
+    /// the response was handed to the kernel.
+    #[test]
+    fn settled_waits_until_the_client_read_everything() {
+        const BODY: usize = 8 << 20;
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let reset = ResetOnExit::default();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let finite = Router::new().route("/", get(|| async { vec![7u8; BODY] }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = runtime.spawn(
+            axum::serve(reset.listener(listener), finite)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .into_future(),
+        );
+        let read_all = Arc::new(AtomicBool::new(false));
+        let client = std::thread::spawn({
+            let read_all = read_all.clone();
+            move || {
+                let mut client = std::net::TcpStream::connect(addr).unwrap();
+                client
+                    .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                    .unwrap();
+                let mut got = Vec::new();
+                let mut buf = vec![0; 64 << 10];
+                loop {
+                    // Slower than the server writes: bytes stay queued.
+                    std::thread::sleep(Duration::from_millis(2));
+                    match client.read(&mut buf).unwrap() {
+                        0 => break,
+                        n => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                assert!(got.len() > BODY, "{} bytes", got.len());
+                read_all.store(true, Ordering::SeqCst);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        stop.send(()).unwrap();
+        runtime.block_on(async {
+            served.await.unwrap().unwrap();
+            reset.settled(Duration::from_secs(30)).await;
+        });
+        assert!(
+            read_all.load(Ordering::SeqCst),
+            "settled before the client read it all"
+        );
+        client.join().unwrap();
     }
 
     #[test]

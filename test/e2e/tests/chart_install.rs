@@ -11,16 +11,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmm_testkit::chart::{chart_dir, helm};
-use vmm_testkit::harvester::{ImageController, Options};
-use vmm_testkit::nodes::image::{OciImage, workspace_image};
-use vmm_testkit::nodes::{NODE_IP, NodeCluster};
-use vmm_testkit::process::run_dir;
+use vmm_testkit::chart::helm;
+use vmm_testkit::nodes::NodeCluster;
+use vmm_testkit::release::{
+    self, NAMESPACE, RELEASE, controller_logs, helm_chart, wait_for, words,
+};
 use vmm_testkit::vcsim::{CreatedVm, DiskSpec, qemu_img_raw_sha256};
 use vmm_testkit::{Inventory, TestNamespace, Vcsim, import};
-
-const RELEASE: &str = "vmm";
-const NAMESPACE: &str = "vm-migration";
 const APISERVICE: &str = "apiservice/v1.inventory.harvesterhci.io";
 /// The chart's default disk URL, as Harvester's downloaders are given it.
 const DISK_URL: &str = "http://vmm-controller.vm-migration.svc:8000/";
@@ -33,43 +30,9 @@ const WAIT: Duration = Duration::from_secs(180);
 fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() {
     let cluster = NodeCluster::start(2).expect("start two nodes");
     let cp = cluster.control_plane();
-    let dir = run_dir().unwrap();
-    for binary in ["vmm-apiserver", "vmm-controller"] {
-        let image = OciImage::of_workspace_binary(&dir, binary).unwrap();
-        cluster.load_image(&image).unwrap();
-    }
     let sources = TestNamespace::new(cp, "sources").unwrap();
-    cp.apply_yaml(
-        "default",
-        &format!(
-            r#"{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "{NAMESPACE}",
-                "labels": {{"pod-security.kubernetes.io/enforce": "restricted",
-                            "pod-security.kubernetes.io/enforce-version": "latest"}}}}}}"#
-        ),
-    )
-    .expect_success();
-
-    let image = |component: &str| {
-        let name = workspace_image(&format!("vmm-{component}"));
-        let (repository, tag) = name.rsplit_once(':').unwrap();
-        [
-            format!("{component}.image.repository={repository}"),
-            format!("{component}.image.tag={tag}"),
-        ]
-    };
-    let mut values = vec![
-        "imagePullPolicy=Never".to_string(),
-        format!("rbac.credentials.namespaces={{{}}}", sources.name()),
-    ];
-    values.extend(image("apiserver"));
-    values.extend(image("controller"));
+    release::install(&cluster, &sources, &[]).unwrap();
     let kubeconfig = cp.kubeconfig_path().display().to_string();
-    let installed = helm_chart(cp, "install", &values);
-    assert!(
-        installed.success(),
-        "{installed}\n{}",
-        cp.kubectl(["describe", "pods,replicasets", "-n", NAMESPACE])
-    );
 
     // Both Deployments' pods run, each Deployment spread over the nodes.
     let pods: Value = serde_json::from_str(
@@ -106,12 +69,7 @@ fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() 
     assert!(available.success(), "{available}");
 
     // The apiserver pods reach vcsim on the bridge, as a pod reaches a vCenter.
-    let vcsim = Vcsim::start(Inventory {
-        extra_args: vec!["-listen".into(), format!("{NODE_IP}:0")],
-        ..Inventory::with_vms(3)
-    })
-    .unwrap();
-    import::network_and_source(cp, &vcsim, &sources).unwrap();
+    let vcsim = release::vcenter(&sources, Inventory::with_vms(3)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let out = sources.kubectl(["get", "ivm", "-o", "name"]);
@@ -130,17 +88,8 @@ fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() 
     // chart's disk Service.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _in_runtime = runtime.enter();
-    // Harvester's own retry delay (10 s): a download cut by a pod's end is
-    // retried once the other replica serves.
-    let _harvester = ImageController::start(
-        cp.client(),
-        Options {
-            namespace: Some(sources.name().to_owned()),
-            download_rate: Some(DOWNLOAD_RATE),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    // A download cut by a pod's end is retried once the other replica serves.
+    let _harvester = release::harvester(&sources, Some(DOWNLOAD_RATE)).unwrap();
     let jobs = Jobs {
         vcsim: &vcsim,
         ns: &sources,
@@ -169,7 +118,7 @@ fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() 
     // flight through it completes.
     let rolled = jobs.start("upgrade", 3);
     jobs.mid_transfer("upgrade");
-    let before = pod_names(cp);
+    let before = release::pods(cp, "", true);
     let upgraded = helm_chart(
         cp,
         "upgrade",
@@ -177,10 +126,11 @@ fn the_chart_installs_on_real_nodes_and_serves_the_inventory_through_its_pods() 
             "apiserver.resources.requests.cpu=50m".into(),
             "controller.resources.requests.cpu=50m".into(),
         ],
-    );
+    )
+    .unwrap();
     assert!(upgraded.success(), "{upgraded}");
     let after = wait_for(cp, "four new pods", |cp| {
-        let now = pod_names(cp);
+        let now = release::pods(cp, "", true);
         (now.len() == 4 && now.iter().all(|p| !before.contains(p))).then_some(now)
     });
     assert_eq!(after.len(), 4);
@@ -353,63 +303,10 @@ fn scale_controller(cp: &vmm_testkit::ControlPlane, replicas: usize) {
     ])
     .expect_success();
     wait_for(cp, &format!("{replicas} controller pods"), |cp| {
-        let pods = words(
-            cp,
-            &[
-                "get",
-                "pods",
-                "-n",
-                NAMESPACE,
-                "-l",
-                "app.kubernetes.io/component=controller",
-                "-o",
-                "jsonpath={.items[*].metadata.name}",
-            ],
-        );
+        let pods = release::pods(cp, "app.kubernetes.io/component=controller", false);
         let leads = replicas == 0 || disk_endpoints(cp).len() == 1;
         (pods.len() == replicas && leads).then_some(())
     });
-}
-
-/// The controller pods' last log lines, for failure messages.
-fn controller_logs(cp: &vmm_testkit::ControlPlane) -> String {
-    cp.kubectl([
-        "logs",
-        "-n",
-        NAMESPACE,
-        "-l",
-        "app.kubernetes.io/component=controller",
-        "--prefix",
-        "--tail=30",
-    ])
-    .to_string()
-}
-
-/// What `probe` returns, once it returns something; panics after two minutes.
-fn wait_for<T>(
-    cp: &vmm_testkit::ControlPlane,
-    what: &str,
-    probe: impl Fn(&vmm_testkit::ControlPlane) -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(found) = probe(cp) {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what}:\n{}",
-            cp.kubectl([
-                "get",
-                "pods,leases,endpointslices",
-                "-n",
-                NAMESPACE,
-                "-o",
-                "wide"
-            ])
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn lease_holder(cp: &vmm_testkit::ControlPlane) -> Option<String> {
@@ -440,55 +337,4 @@ fn disk_endpoints(cp: &vmm_testkit::ControlPlane) -> Vec<String> {
             "jsonpath={.items[*].endpoints[*].targetRef.name}",
         ],
     )
-}
-
-/// The names of the release's running pods.
-fn pod_names(cp: &vmm_testkit::ControlPlane) -> Vec<String> {
-    words(
-        cp,
-        &[
-            "get",
-            "pods",
-            "-n",
-            NAMESPACE,
-            "--field-selector=status.phase=Running",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ],
-    )
-}
-
-/// The words kubectl prints for `args`; none when it fails.
-fn words(cp: &vmm_testkit::ControlPlane, args: &[&str]) -> Vec<String> {
-    cp.kubectl(args)
-        .ok()
-        .map(|out| out.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-/// `helm <verb>` (install, upgrade) of the chart as the release, waiting,
-/// with `--set` values (an upgrade keeps the others).
-fn helm_chart(
-    cp: &vmm_testkit::ControlPlane,
-    verb: &str,
-    values: &[String],
-) -> vmm_testkit::CmdOutput {
-    let mut args = vec![
-        verb.to_string(),
-        RELEASE.into(),
-        chart_dir().display().to_string(),
-        "--namespace".into(),
-        NAMESPACE.into(),
-        "--kubeconfig".into(),
-        cp.kubeconfig_path().display().to_string(),
-        "--wait".into(),
-        "--timeout=240s".into(),
-    ];
-    if verb == "upgrade" {
-        args.push("--reuse-values".into());
-    }
-    for value in values {
-        args.extend(["--set".to_string(), value.clone()]);
-    }
-    helm(&args).unwrap()
 }

@@ -53,6 +53,7 @@ pub mod peers;
 pub mod pki;
 pub mod process;
 pub mod procfs;
+pub mod release;
 pub mod remote;
 pub mod servers;
 pub mod sources;

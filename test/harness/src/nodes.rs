@@ -135,6 +135,28 @@ impl NodeCluster {
         Ok(())
     }
 
+    /// Kills container `id` (a pod's `containerID` without its
+    /// `containerd://`) on node `node` with SIGKILL, as a crash or the OOM
+    /// killer would: no grace, no cleanup in the process.
+    pub fn kill_container(&self, node: &str, id: &str) -> Result<()> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .with_context(|| format!("no node {node}"))?;
+        let out = image::ctr(&node.socket)
+            .args(["tasks", "kill", "--signal", "SIGKILL", id])
+            .output()
+            .context("run ctr")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "ctr tasks kill {id}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// The host as it was before the cluster started, to compare with after.
     pub fn host_before(&self) -> &HostState {
         &self.baseline

@@ -50,13 +50,19 @@ pub async fn deleted(step: &Step<'_>) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Ends the job's export: the one this process holds, or else the one a
+/// Ends the job's export (its transfer Jobs removed first): the one this process holds, or else the one a
 /// previous process left open (its id is in status). An error when the
 /// source still holds something of it that does not expire, or cannot be
 /// reached for now; a source that is gone or refuses us for good (deleted,
 /// its Secret wrong) is not waited for: an Event names the export to remove
 /// there by hand.
 pub async fn end_export(step: &Step<'_>, how: ExportEnd) -> Result<(), Error> {
+    // Workers first: they stop serving before the export ends under them.
+    if let Some(pool) = &step.ctx.transfers
+        && let Some(uid) = step.job.uid()
+    {
+        pool.remove_all(&uid).await?;
+    }
     if let Some(ended) = step.ctx.exports.finish(&step.key(), how).await {
         return ended.map_err(held);
     }

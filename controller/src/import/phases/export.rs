@@ -21,57 +21,80 @@ use crate::import::transfer::DiskToServe;
 
 pub async fn run(step: &Step<'_>) -> Outcome {
     let ctx = step.ctx;
+    // Handed to transfer Jobs, disks are served by workers, each made when
+    // a slot is free (`handoff`): this process holds only the export.
+    let handed_off = ctx.transfers.is_some();
     // Tokens of images made before a restart stay valid: Harvester keeps
     // their URLs.
     let mut tokens = Vec::new();
     for disk in &step.status.disks {
         let existing = images::get(&ctx.client, step.namespace, image_name(disk)?).await?;
-        tokens.push(Some(
-            existing
-                .as_ref()
-                .and_then(images::token)
-                .unwrap_or_else(disks::new_token),
-        ));
+        tokens.push(match existing {
+            _ if handed_off => None,
+            Some(image) => Some(images::token(&image).unwrap_or_else(disks::new_token)),
+            None => Some(disks::new_token()),
+        });
     }
     let export = serve(step, &tokens).await?;
     // Recorded before anything else: a restart re-opens it or ends it.
     step.write(&StatusUpdate::default().with_export(&export))
         .await?;
     crash::point(crash::EXPORT_OPENED);
-    let target_name = step.target_name()?;
-    let storage_class = preflight::storage_class(&ctx.client, step.job).await?;
-    let base = ctx
-        .disk_urls
-        .for_backend(images::cdi_class(storage_class.as_ref()).is_some());
-    for (index, (disk, token)) in step.status.disks.iter().zip(&tokens).enumerate() {
-        let name = image_name(disk)?;
-        let token = token.as_deref().unwrap_or_default();
-        let url = format!("{base}{}", disks::path(token, &format!("{name}.img")));
-        let manifest = images::manifest(
-            step.job,
-            target_name,
-            index,
-            disk,
-            &url,
-            storage_class.as_ref(),
-        );
-        images::apply(&ctx.client, step.namespace, &manifest).await?;
+    for (index, token) in tokens.iter().enumerate() {
+        if let Some(token) = token {
+            make_image(step, index, token, None).await?;
+        }
     }
+    let (phase, message) = if handed_off {
+        (
+            DiskPhase::Queued,
+            "each disk is handed to a transfer Job as slots free up",
+        )
+    } else {
+        (DiskPhase::Transferring, "Harvester is importing the disks")
+    };
     let disks: Vec<DiskStatus> = step
         .status
         .disks
         .iter()
-        .map(|d| DiskStatus {
-            phase: DiskPhase::Transferring,
-            ..d.clone()
-        })
+        .map(|d| DiskStatus { phase, ..d.clone() })
         .collect();
     step.advance(
         ImportPhase::Importing,
-        "Harvester is importing the disks",
+        message,
         StatusUpdate::default().with_disks(&disks),
     )
     .await
+}
+
+/// Makes (or leaves as it is) the image of disk `index`, downloading from
+/// `base` (a transfer's Service) or else from this process's disk endpoint,
+/// at `token`.
+pub async fn make_image(
+    step: &Step<'_>,
+    index: usize,
+    token: &str,
+    base: Option<&str>,
+) -> Result<(), PhaseError> {
+    let ctx = step.ctx;
+    let disk = &step.status.disks[index];
+    let name = image_name(disk)?;
+    let storage_class = preflight::storage_class(&ctx.client, step.job).await?;
+    let base = base.unwrap_or_else(|| {
+        ctx.disk_urls
+            .for_backend(images::cdi_class(storage_class.as_ref()).is_some())
+    });
+    let url = format!("{base}{}", disks::path(token, &format!("{name}.img")));
+    let manifest = images::manifest(
+        step.job,
+        step.target_name()?,
+        index,
+        disk,
+        &url,
+        storage_class.as_ref(),
+    );
+    images::apply(&ctx.client, step.namespace, &manifest).await?;
+    Ok(())
 }
 
 /// The image a disk is imported into.

@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use vmm_api::importjob::ImportPhase;
+use vmm_api::importjob::{DiskPhase, ImportPhase};
 use vmm_core::ExportEnd;
 
+use crate::conditions::{Observed, READY};
 use crate::connect::Refused;
 use crate::crash;
 use crate::import::images::{self, Outcome as ImageOutcome};
 use crate::import::phases::cleanup::end_export;
 use crate::import::phases::export::{image_name, serve};
+use crate::import::phases::handoff::{self, FoundImage};
 use crate::import::status::{self, StatusUpdate};
 use crate::import::step::{Outcome, Step};
 
@@ -27,17 +29,22 @@ pub async fn run(step: &Step<'_>) -> Outcome {
     let ctx = step.ctx;
     let key = step.key();
     let mut disks = step.status.disks.clone();
-    // Each disk's image and where its import stands, read once.
-    let mut found = Vec::new();
+    // Each disk's image and where its import stands, read once. Handed to
+    // transfer Jobs, a disk still queued has no image yet.
+    let mut found: Vec<FoundImage> = Vec::new();
     for disk in &disks {
         let name = image_name(disk)?;
-        let image = images::get(&ctx.client, step.namespace, name).await?.ok_or_else(|| {
-            Refused::new(
+        let image = images::get(&ctx.client, step.namespace, name).await?;
+        if image.is_none() && !(ctx.transfers.is_some() && disk.phase == DiskPhase::Queued) {
+            return Err(Refused::new(
                 "ImageDeleted",
                 format!("VirtualMachineImage {name} was deleted while importing: delete and recreate the job"),
             )
-        })?;
-        let outcome = images::outcome(&image);
+            .into());
+        }
+        let outcome = image
+            .as_ref()
+            .map_or(ImageOutcome::Importing, images::outcome);
         found.push((image, outcome));
     }
     let failed = disks
@@ -64,7 +71,7 @@ pub async fn run(step: &Step<'_>) -> Outcome {
     // ends.
     for (image, outcome) in &found {
         if matches!(outcome, ImageOutcome::Imported { .. })
-            && let Some(token) = images::token(image)
+            && let Some(token) = image.as_ref().and_then(images::token)
         {
             ctx.exports.registry.unregister(&token);
         }
@@ -92,7 +99,8 @@ pub async fn run(step: &Step<'_>) -> Outcome {
     }
 
     // After a restart, or when the source ended the export: serve the disks
-    // not yet imported again.
+    // not yet imported again (handed to transfer Jobs: hold the export
+    // again; the workers re-open it).
     let broken = ctx
         .exports
         .with(&key, |active| active.broken())
@@ -104,30 +112,47 @@ pub async fn run(step: &Step<'_>) -> Outcome {
             .finish(&key, ExportEnd::Abort("the export broke"))
             .await;
     }
-    if !ctx.exports.is_active(&key).await {
-        let tokens: Vec<Option<String>> = found
-            .iter()
-            .map(|(image, outcome)| match outcome {
-                ImageOutcome::Importing => images::token(image),
-                _ => None,
-            })
-            .collect();
-        let export = serve(step, &tokens).await?;
-        step.write(&StatusUpdate::default().with_export(&export))
-            .await?;
-    }
+    let export = match ctx
+        .exports
+        .with(&key, |active| active.export_id().map(str::to_owned))
+        .await
+        .flatten()
+    {
+        Some(export) => export,
+        None => {
+            let tokens: Vec<Option<String>> = found
+                .iter()
+                .map(|(image, outcome)| match outcome {
+                    ImageOutcome::Importing if ctx.transfers.is_none() => {
+                        image.as_ref().and_then(images::token)
+                    }
+                    _ => None,
+                })
+                .collect();
+            let export = serve(step, &tokens).await?;
+            step.write(&StatusUpdate::default().with_export(&export))
+                .await?;
+            export
+        }
+    };
 
-    // Progress: bytes served per disk since the last sample.
+    // Progress: bytes served per disk since the last sample, by this
+    // process or by each disk's worker.
+    let (workers_sent, queued) = match &ctx.transfers {
+        Some(pool) => handoff::run(step, pool, &export, &mut disks, &found).await?,
+        None => Default::default(),
+    };
     let sample = ctx
         .exports
         .with(&key, |active| {
             let elapsed = active.sampled.elapsed();
             active.sampled = Instant::now();
-            let sent: HashMap<usize, u64> = active
+            let mut sent: HashMap<usize, u64> = active
                 .disks
                 .iter()
                 .map(|(index, disk)| (*index, disk.sent()))
                 .collect();
+            sent.extend(&workers_sent);
             (elapsed, sent)
         })
         .await;
@@ -146,8 +171,22 @@ pub async fn run(step: &Step<'_>) -> Outcome {
         ctx.exports
             .with(&key, |active| active.report(percent))
             .await;
-        step.write(&StatusUpdate::default().with_disks(&disks))
-            .await?;
+        let mut update = StatusUpdate::default().with_disks(&disks);
+        if ctx.transfers.is_some() {
+            let (reason, message) = match queued {
+                Some(why) => (
+                    "TransferQueued",
+                    format!("disks wait for a transfer slot: {why}"),
+                ),
+                None => (
+                    ImportPhase::Importing.as_str(),
+                    "Harvester is importing the disks".to_owned(),
+                ),
+            };
+            let ready = Observed::new(READY, false, reason, message);
+            update = update.merged_over(StatusUpdate::condition(step.job, &ready));
+        }
+        step.write(&update).await?;
     }
     Ok(Action::requeue(PROGRESS_INTERVAL))
 }

@@ -6,6 +6,7 @@ pub mod admit;
 pub mod cleanup;
 pub mod create_vm;
 pub mod export;
+pub mod handoff;
 pub mod importing;
 pub mod power_off;
 pub mod validate;

@@ -31,6 +31,7 @@ pub async fn run(step: &Step<'_>) -> Outcome {
         id: checked.vm.spec.id.clone(),
         path: checked.vm.spec.path.clone(),
         powered_off_by_job: false,
+        host: checked.vm.spec.host.clone(),
     };
     crash::point(crash::VALIDATED);
     step.advance(

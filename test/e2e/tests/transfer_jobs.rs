@@ -1,0 +1,286 @@
+//! Disk transfers as Jobs across two real nodes (issue 18, part 3;
+//! docs/scale-out.md): the chart installed with `controller.transfers.mode=jobs`
+//! and a per-host limit of 2; two VMs of two disks each on one ESXi host.
+//! Four worker pods serve the four disks through their own Services, on both
+//! nodes; a watch of the transfer Jobs never sees more than two at once for
+//! that host, and sees disks wait; a worker stopped mid-transfer (SIGTERM)
+//! finishes the download it serves, one killed (SIGKILL) is replaced and its
+//! download retried; every disk ends identical to what qemu-img makes of it;
+//! once the jobs end no transfer Job, pod, Secret or Service is left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use vmm_controller::workers::manifests::TransferRef;
+use vmm_testkit::nodes::NodeCluster;
+use vmm_testkit::release::{self, NAMESPACE, controller_logs, wait_for, words};
+use vmm_testkit::vcsim::{CreatedVm, DiskSpec, qemu_img_raw_sha256};
+use vmm_testkit::{Inventory, TestNamespace, import};
+
+const TRANSFERS: &str = "app.kubernetes.io/component=transfer";
+const HOST_ANNOTATION: &str = "vm-migration.harvesterhci.io/source-host";
+const PER_HOST: usize = 2;
+/// Harvester's downloads are slowed to this, so transfers overlap and a
+/// worker can be killed mid-way (a 32 MiB disk: 11 s).
+const DOWNLOAD_RATE: u64 = 3 << 20;
+const WAIT: Duration = Duration::from_secs(300);
+
+/// What the watch saw: the most transfers running at once per source host,
+/// and the nodes worker pods ran on.
+#[derive(Default, Debug)]
+struct Seen {
+    most_per_host: BTreeMap<String, usize>,
+    nodes: BTreeSet<String>,
+    jobs: BTreeSet<String>,
+}
+
+#[test]
+fn disks_transfer_through_jobs_spread_over_nodes_within_the_per_host_limit() {
+    let cluster = NodeCluster::start(2).expect("start two nodes");
+    let cp = cluster.control_plane();
+    let sources = TestNamespace::new(cp, "sources").unwrap();
+    release::install(
+        &cluster,
+        &sources,
+        &[
+            "controller.transfers.mode=jobs".into(),
+            format!("controller.transfers.maxPerHost={PER_HOST}"),
+            "controller.replicas=1".into(),
+            "apiserver.replicas=1".into(),
+        ],
+    )
+    .unwrap();
+
+    // One ESXi host: the per-host limit holds every transfer.
+    let vcsim = release::vcenter(&sources, Inventory::with_vms(0)).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _in_runtime = runtime.enter();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    runtime.spawn(watch_transfers(cp.client(), seen.clone()));
+    let harvester = release::harvester(&sources, Some(DOWNLOAD_RATE)).unwrap();
+
+    let vms: Vec<(&str, CreatedVm)> = [("web", 1), ("db", 3)]
+        .into_iter()
+        .map(|(name, seed)| {
+            let vm_name = format!("{name}-{}", vmm_testkit::namespace::random_suffix());
+            let disks = vec![
+                DiskSpec::generated(32, seed, 0.5),
+                DiskSpec::generated(32, seed + 1, 0.5),
+            ];
+            let vm = runtime
+                .block_on(import::source_vm(&vcsim, &vm_name, disks))
+                .unwrap();
+            import::create_job(cp, &sources, name, &vm_name, json!({})).unwrap();
+            (name, vm)
+        })
+        .collect();
+
+    // Disks wait for a slot while two transfer.
+    import::until(
+        "a job whose disks wait for a transfer slot",
+        WAIT,
+        || {
+            ["web", "db"].iter().any(|name| {
+                let job = import::job(&sources, name);
+                job["status"]["conditions"][0]["reason"] == "TransferQueued"
+            })
+        },
+        || controller_logs(cp),
+    );
+
+    // Two workers mid-transfer: one stopped as an eviction stops it
+    // (SIGTERM, a grace period), one killed outright (SIGKILL).
+    let [(drained_image, drained), (killed_image, killed)] =
+        wait_for(cp, "two workers mid-transfer", |cp| {
+            let mid: Vec<(String, String)> = ["web", "db"]
+                .into_iter()
+                .flat_map(|name| workers_mid_transfer(cp, &sources, name))
+                .collect();
+            <[_; 2]>::try_from(mid.into_iter().take(2).collect::<Vec<_>>()).ok()
+        });
+    cp.kubectl(["delete", "pod", "-n", NAMESPACE, &drained, "--wait=false"])
+        .expect_success();
+    let placed = cp.kubectl([
+        "get",
+        "pod",
+        "-n",
+        NAMESPACE,
+        &killed,
+        "-o",
+        "jsonpath={.spec.nodeName} {.status.containerStatuses[0].containerID}",
+    ]);
+    let placed = placed.expect_success().to_owned();
+    let (node, container) = placed.split_once(' ').expect("node and container");
+    cluster
+        .kill_container(node, container.trim_start_matches("containerd://"))
+        .unwrap();
+
+    for (name, vm) in &vms {
+        let done = import::wait_finished(&sources, name, WAIT)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", controller_logs(cp)));
+        assert_eq!(
+            done["status"]["phase"],
+            "Succeeded",
+            "{}\n{}",
+            done["status"],
+            controller_logs(cp)
+        );
+        for (index, disk) in vm.disks.iter().enumerate() {
+            let image = format!("{name}-disk-{index}");
+            let url = sources.kubectl([
+                "get",
+                "virtualmachineimages.harvesterhci.io",
+                &image,
+                "-o",
+                "jsonpath={.spec.url}",
+            ]);
+            assert!(
+                url.expect_success().starts_with("http://vmm-transfer-"),
+                "{url}"
+            );
+            assert_eq!(
+                import::image_sha256(&sources, &image),
+                qemu_img_raw_sha256(&disk.descriptor_file).unwrap(),
+                "{image}"
+            );
+        }
+    }
+
+    // The stopped worker finished the download it was serving before it
+    // exited: nothing was copied twice. The killed one's download was cut
+    // and tried again, from the replacement pod through the same Service
+    // (neither importer resumes a download: all of it again).
+    let record = |image: &str| {
+        harvester
+            .result(sources.name(), image)
+            .unwrap_or_else(|| panic!("no record of {image}"))
+    };
+    let drained = record(&drained_image);
+    assert_eq!(drained.attempts, 1, "{drained_image}: {drained:?}");
+    let killed = record(&killed_image);
+    assert!(killed.attempts >= 2, "{killed_image}: {killed:?}");
+
+    // Nothing of the transfers is left: Jobs, their pods, Secrets (the
+    // tokens) and Services.
+    let left = wait_for(cp, "no transfer object left", |cp| {
+        let left = words(
+            cp,
+            &[
+                "get",
+                "jobs,pods,secrets,services",
+                "-n",
+                NAMESPACE,
+                "-l",
+                TRANSFERS,
+                "-o",
+                "name",
+            ],
+        );
+        left.is_empty().then_some(left)
+    });
+    assert!(left.is_empty());
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.jobs.len(), 4, "one transfer Job per disk: {seen:?}");
+    assert_eq!(seen.most_per_host.len(), 1, "{seen:?}");
+    assert!(
+        seen.most_per_host.values().all(|&most| most == PER_HOST),
+        "at most {PER_HOST} at once, and that many: {seen:?}"
+    );
+    assert_eq!(seen.nodes.len(), 2, "workers on both nodes: {seen:?}");
+}
+
+/// The images of job `name`'s disks in the first half of their transfer,
+/// with the running worker pod serving each.
+fn workers_mid_transfer(
+    cp: &vmm_testkit::ControlPlane,
+    sources: &TestNamespace<'_>,
+    name: &str,
+) -> Vec<(String, String)> {
+    let job = import::job(sources, name);
+    let uid = job["metadata"]["uid"].as_str().unwrap_or_default();
+    let disks = job["status"]["disks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    disks
+        .iter()
+        .enumerate()
+        .filter(|(_, disk)| {
+            let done = disk["bytesDone"].as_i64().unwrap_or(0);
+            disk["phase"] == "Transferring"
+                && done > 0
+                && done < disk["capacityBytes"].as_i64().unwrap_or(0) / 2
+        })
+        .filter_map(|(index, _)| {
+            let transfer = TransferRef::name_for(uid, index);
+            let pods = release::pods(
+                cp,
+                &format!("vm-migration.harvesterhci.io/transfer={transfer}"),
+                true,
+            );
+            Some((format!("{name}-disk-{index}"), pods.first()?.clone()))
+        })
+        .collect()
+}
+
+/// Watches transfer Jobs and their pods, recording into `seen`.
+async fn watch_transfers(client: kube::Client, seen: Arc<Mutex<Seen>>) {
+    let jobs = watcher(
+        Api::<Job>::namespaced(client.clone(), NAMESPACE),
+        watcher::Config::default().labels(TRANSFERS),
+    );
+    let pods = watcher(
+        Api::<Pod>::namespaced(client, NAMESPACE),
+        watcher::Config::default().labels(TRANSFERS),
+    );
+    let mut running: BTreeMap<String, String> = BTreeMap::new();
+    let mut jobs = jobs.boxed();
+    let mut pods = pods.boxed();
+    loop {
+        tokio::select! {
+            Some(Ok(event)) = jobs.next() => {
+                match event {
+                    watcher::Event::Apply(job) | watcher::Event::InitApply(job) => {
+                        let host = job.annotations().get(HOST_ANNOTATION).cloned().unwrap_or_default();
+                        if job.metadata.deletion_timestamp.is_some() {
+                            running.remove(&job.name_any());
+                        } else {
+                            running.insert(job.name_any(), host);
+                        }
+                        let mut seen = seen.lock().unwrap();
+                        seen.jobs.insert(job.name_any());
+                    }
+                    watcher::Event::Delete(job) => {
+                        running.remove(&job.name_any());
+                    }
+                    _ => {}
+                }
+                let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+                for host in running.values() {
+                    *per_host.entry(host).or_default() += 1;
+                }
+                let mut seen = seen.lock().unwrap();
+                for (host, count) in per_host {
+                    let most = seen.most_per_host.entry(host.to_owned()).or_default();
+                    *most = (*most).max(count);
+                }
+            }
+            Some(Ok(event)) = pods.next() => {
+                if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event
+                    && let Some(node) = pod.spec.and_then(|s| s.node_name)
+                {
+                    seen.lock().unwrap().nodes.insert(node);
+                }
+            }
+            else => return,
+        }
+    }
+}
