@@ -444,7 +444,9 @@ async fn serve_transfer(args: TransferArgs) -> anyhow::Result<()> {
     let ended = tokio::select! {
         served = serving => match served {
             Ok(()) => {
+                tracing::info!("stopped: the downloads in flight are sent");
                 reset.settled(TRANSFER_SETTLE).await;
+                tracing::info!("stopped: the downloaders read everything sent");
                 "stopped".to_owned()
             }
             Err(error) => format!("{error:#}"),

@@ -33,11 +33,20 @@ pub struct ResetOnExit {
     closing: Arc<Closing>,
 }
 
-/// Connections closed in normal operation whose peer has not closed yet.
+/// Connections not yet closed at both ends: accepted and open, or closed
+/// by us in normal operation and waiting for the peer to close too.
 #[derive(Debug, Default)]
 struct Closing {
     count: AtomicUsize,
     none_left: Notify,
+}
+
+impl Closing {
+    fn release(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
 }
 
 impl ResetOnExit {
@@ -54,8 +63,10 @@ impl ResetOnExit {
         self.exiting.store(true, Ordering::SeqCst);
     }
 
-    /// Waits, at most `limit`, until the peer of every connection closed so
-    /// far has closed too: it read everything sent, up to our FIN.
+    /// Waits, at most `limit`, until every connection is closed at both
+    /// ends: each peer read everything sent, up to our FIN. For after the
+    /// server stopped gracefully (its connections still close as it
+    /// returns).
     pub async fn settled(&self, limit: Duration) {
         let all_closed = async {
             loop {
@@ -78,9 +89,7 @@ async fn close_gracefully(mut stream: TcpStream, closing: Arc<Closing>) {
     let mut buf = [0u8; 4096];
     let peer_closed = async { while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {} };
     let _ = tokio::time::timeout(CLOSE_WAIT, peer_closed).await;
-    if closing.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-        closing.none_left.notify_waiters();
-    }
+    closing.release();
 }
 
 /// A [`TcpListener`] for `axum::serve` (and [`crate::tls::serve_tls`]).
@@ -96,6 +105,7 @@ impl axum::serve::Listener for ResettingListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, remote) = axum::serve::Listener::accept(&mut self.inner).await;
+        self.shared.closing.count.fetch_add(1, Ordering::SeqCst);
         let stream = ResettingStream {
             stream: Some(stream),
             shared: self.shared.clone(),
@@ -129,16 +139,15 @@ impl Drop for ResettingStream {
         let Some(stream) = self.stream.take() else {
             return;
         };
+        let closing = self.shared.closing.clone();
         if self.shared.exiting.load(Ordering::SeqCst) {
             // A zero linger never blocks the close (only a longer one does).
             let _ = stream.set_zero_linger();
+        } else if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(close_gracefully(stream, closing));
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let closing = self.shared.closing.clone();
-            closing.count.fetch_add(1, Ordering::SeqCst);
-            runtime.spawn(close_gracefully(stream, closing));
-        }
+        closing.release();
     }
 }
 

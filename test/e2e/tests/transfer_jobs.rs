@@ -20,6 +20,8 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use vmm_controller::workers::manifests::TransferRef;
 use vmm_testkit::nodes::NodeCluster;
+use vmm_testkit::peers::Peers;
+use vmm_testkit::process::{ProcessBuilder, run_dir};
 use vmm_testkit::release::{self, NAMESPACE, controller_logs, wait_for, words};
 use vmm_testkit::vcsim::{CreatedVm, DiskSpec, qemu_img_raw_sha256};
 use vmm_testkit::{Inventory, TestNamespace, import};
@@ -28,8 +30,8 @@ const TRANSFERS: &str = "app.kubernetes.io/component=transfer";
 const HOST_ANNOTATION: &str = "vm-migration.harvesterhci.io/source-host";
 const PER_HOST: usize = 2;
 /// Harvester's downloads are slowed to this, so transfers overlap and a
-/// worker can be killed mid-way (a 32 MiB disk: 11 s).
-const DOWNLOAD_RATE: u64 = 3 << 20;
+/// worker can be killed mid-way (a 32 MiB disk: 16 s).
+const DOWNLOAD_RATE: u64 = 2 << 20;
 const WAIT: Duration = Duration::from_secs(300);
 
 /// What the watch saw: the most transfers running at once per source host,
@@ -105,6 +107,19 @@ fn disks_transfer_through_jobs_spread_over_nodes_within_the_per_host_limit() {
                 .collect();
             <[_; 2]>::try_from(mid.into_iter().take(2).collect::<Vec<_>>()).ok()
         });
+    // The stopped worker's log, kept past its pod's end for a failure's message.
+    let drained_log = run_dir().unwrap().join("drained.log");
+    let _following = ProcessBuilder::new("kubectl logs", Peers::get().unwrap().kubectl())
+        .args([
+            format!("--kubeconfig={}", cp.kubeconfig_path().display()),
+            "logs".into(),
+            "-f".into(),
+            format!("--namespace={NAMESPACE}"),
+            drained.clone(),
+        ])
+        .log_file(drained_log.clone())
+        .spawn()
+        .unwrap();
     cp.kubectl(["delete", "pod", "-n", NAMESPACE, &drained, "--wait=false"])
         .expect_success();
     let placed = cp.kubectl([
@@ -163,7 +178,12 @@ fn disks_transfer_through_jobs_spread_over_nodes_within_the_per_host_limit() {
             .unwrap_or_else(|| panic!("no record of {image}"))
     };
     let drained = record(&drained_image);
-    assert_eq!(drained.attempts, 1, "{drained_image}: {drained:?}");
+    assert_eq!(
+        drained.attempts,
+        1,
+        "{drained_image}: {drained:?}\n{}",
+        std::fs::read_to_string(&drained_log).unwrap_or_default()
+    );
     let killed = record(&killed_image);
     assert!(killed.attempts >= 2, "{killed_image}: {killed:?}");
 
@@ -197,7 +217,7 @@ fn disks_transfer_through_jobs_spread_over_nodes_within_the_per_host_limit() {
     assert_eq!(seen.nodes.len(), 2, "workers on both nodes: {seen:?}");
 }
 
-/// The images of job `name`'s disks in the first half of their transfer,
+/// The images of job `name`'s disks part-way through their transfer,
 /// with the running worker pod serving each.
 fn workers_mid_transfer(
     cp: &vmm_testkit::ControlPlane,
@@ -217,7 +237,7 @@ fn workers_mid_transfer(
             let done = disk["bytesDone"].as_i64().unwrap_or(0);
             disk["phase"] == "Transferring"
                 && done > 0
-                && done < disk["capacityBytes"].as_i64().unwrap_or(0) / 2
+                && done < disk["capacityBytes"].as_i64().unwrap_or(0)
         })
         .filter_map(|(index, _)| {
             let transfer = TransferRef::name_for(uid, index);
