@@ -214,14 +214,21 @@ async fn watch(client: kube::Client, seen: Arc<Mutex<Seen>>) {
         watcher::Config::default().labels(selector),
     )
     .boxed();
+    // Patterns inside the branches: a branch whose pattern fails is off for
+    // that turn, and with both off the select would end.
     loop {
         tokio::select! {
-            Some(Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job))) = jobs.next() => {
-                if let Ok(mut seen) = seen.lock() {
+            Some(event) = jobs.next() => {
+                if let Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = event
+                    && let Ok(mut seen) = seen.lock()
+                {
                     seen.created.entry(job.name_any()).or_insert_with(Instant::now);
                 }
             }
-            Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) = pods.next() => {
+            Some(event) = pods.next() => {
+                let Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) = event else {
+                    continue;
+                };
                 let job = pod.labels().get("job-name").cloned().unwrap_or_default();
                 let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
                     c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
