@@ -9,14 +9,13 @@ cd "$(dirname "$0")/.."
 source hack/lib.sh
 hack/prune-target.py "$CARGO_TARGET_DIR"
 # The test world builds beside the Rust compiles (a cache hit when warm): the peers and the
-# OpenStack venv for the Rust suites; steve and the UI, which only the browser suite needs,
-# go on beside the Rust suites too and are joined just before the UI's tests.
-prepare_rust_worlds() {
+# OpenStack venv for the Rust suites, steve and the UI for the browser suite.
+prepare_worlds() {
   prepare_peers
   prepare_openstack
+  prepare_ui
 }
-start_background rust_worlds prepare_rust_worlds
-start_background ui_world prepare_ui
+start_background worlds prepare_worlds
 
 # The e2e suites run the binaries themselves (vmm-dev starts both servers),
 # built with the controller's crash points for the restart tests (and, through
@@ -33,12 +32,11 @@ cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
 # unified into this one build; `--bins` alone compiled tokio, kube and our crates a second time
 # for `cargo test` (docs/ci.md).
 cargo build --workspace --all-targets --locked --features "$TEST_FEATURES"
-join_background rust_worlds
+join_background worlds
 hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
 # Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target).
 hack/fuzz.sh
 
-join_background ui_world
 (cd ui-extension && npx jest --ci)
 node --test ui-extension/scripts/
 node ui-extension/e2e/suite.mjs --dist "$VMM_UI_DIST" --vmm-dev "$CARGO_TARGET_DIR/debug/vmm-dev" --screenshots docs/ui
