@@ -159,7 +159,7 @@ impl TransferPool {
         Ok(TransferState::Starting)
     }
 
-    /// Makes the Job's Secret and Service where a restart cut that short.
+    /// Makes the Job's Secret and Service (a 409 from an earlier try is fine).
     async fn complete(
         &self,
         transfer: &TransferRef,
