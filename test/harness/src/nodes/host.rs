@@ -145,13 +145,7 @@ impl HostState {
         let mut done = Vec::new();
         let now = HostState::capture()?;
         kill(now.processes.difference(&self.processes), &mut done);
-        // Deepest first, lazily: a busy mount must not stop the rest.
-        let mut mounts: Vec<_> = now.mounts.difference(&self.mounts).collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for mount in mounts {
-            run("umount", &["-l", mount])?;
-            done.push(format!("unmounted {mount}"));
-        }
+        unmount_all(now.mounts.difference(&self.mounts), &mut done)?;
         for link in now.links.difference(&self.links) {
             run("ip", &["link", "delete", link])?;
             done.push(format!("deleted link {link}"));
@@ -224,12 +218,11 @@ pub fn create_bridge(address: &str) -> Result<()> {
 pub fn remove_leftovers() -> Result<Vec<String>> {
     let mut done = Vec::new();
     kill(&node_processes()?, &mut done);
-    for mount in mounts()? {
-        if mount.contains("/vmm-e2e/") || mount.starts_with("/run/netns/cni-") {
-            run("umount", &["-l", &mount])?;
-            done.push(format!("unmounted {mount}"));
-        }
-    }
+    let present = mounts()?;
+    let ours = present
+        .iter()
+        .filter(|m| m.contains("/vmm-e2e/") || m.starts_with("/run/netns/cni-"));
+    unmount_all(ours, &mut done)?;
     if links()?.contains(BRIDGE) {
         run("ip", &["link", "delete", BRIDGE])?;
         done.push(format!("deleted link {BRIDGE}"));
@@ -251,6 +244,27 @@ pub fn remove_leftovers() -> Result<Vec<String>> {
         done.push(format!("removed cgroup {}", cgroup.display()));
     }
     Ok(done)
+}
+
+/// Unmounts `targets` deepest first and lazily (a busy mount must not stop the
+/// rest), noting each in `done`. A mount that went with an earlier one counts
+/// as done: the kubelet makes its root dir rshared, so an unmount can take
+/// a peer's copy along, and a lazy unmount detaches everything below.
+fn unmount_all<'a>(
+    targets: impl IntoIterator<Item = &'a String>,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    let mut deepest_first: Vec<_> = targets.into_iter().collect();
+    deepest_first.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for mount in deepest_first {
+        if let Err(e) = run("umount", &["-l", mount])
+            && mounts()?.contains(mount)
+        {
+            return Err(e);
+        }
+        done.push(format!("unmounted {mount}"));
+    }
+    Ok(())
 }
 
 /// SIGKILLs each `pid name` of [`node_processes`], noting it in `done`.
@@ -467,4 +481,44 @@ fn output(program: &str, args: &[&str]) -> Result<String> {
 
 fn run(program: &str, args: &[&str]) -> Result<()> {
     output(program, args).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two peers of one shared mount: unmounting a volume under the first
+    /// takes the second's copy along, as with the kubelet's rshared root.
+    #[test]
+    fn a_mount_that_went_with_its_peer_counts_as_unmounted() {
+        let base = std::env::temp_dir().join(format!("vmm-unmount-{}", std::process::id()));
+        let path = |p: &str| base.join(p).display().to_string();
+        fs::create_dir_all(&base).unwrap();
+        let tmpfs = |at: &str| run("mount", &["-t", "tmpfs", "tmpfs", at]);
+        tmpfs(&path("")).unwrap();
+        run("mount", &["--make-private", &path("")]).unwrap();
+        for dir in ["root", "peer"] {
+            fs::create_dir(base.join(dir)).unwrap();
+        }
+        tmpfs(&path("root")).unwrap();
+        run("mount", &["--make-shared", &path("root")]).unwrap();
+        run("mount", &["--bind", &path("root"), &path("peer")]).unwrap();
+        fs::create_dir(base.join("root/volume")).unwrap();
+        tmpfs(&path("root/volume")).unwrap();
+        let volumes = [path("root/volume"), path("peer/volume")];
+        assert!(volumes.iter().all(|v| mounts().unwrap().contains(v)));
+
+        let mut done = Vec::new();
+        let result = unmount_all(&volumes, &mut done);
+
+        let left: Vec<_> = volumes
+            .iter()
+            .filter(|v| mounts().unwrap().contains(*v))
+            .collect();
+        run("umount", &["-l", &path("")]).unwrap();
+        fs::remove_dir(&base).unwrap();
+        result.unwrap();
+        assert!(left.is_empty(), "still mounted: {left:?}");
+        assert_eq!(done.len(), 2, "{done:?}");
+    }
 }
