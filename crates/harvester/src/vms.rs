@@ -70,6 +70,28 @@ impl HarvesterClient {
             .into_iter()
             .map(|claim| (claim.metadata.name.clone().unwrap_or_default(), claim))
             .collect();
-        Ok(vm.spec(&claims))
+        let mut spec = vm.spec(&claims);
+        spec.host = self.node_of(&vm.namespace, &vm.name).await;
+        Ok(spec)
+    }
+
+    /// The node a running VM's instance runs on: its host, as transfers
+    /// count them. `None` for a stopped VM, and where the instance cannot be
+    /// read (the host is only a limit's key, never worth failing for).
+    async fn node_of(&self, namespace: &str, name: &str) -> Option<String> {
+        let instances: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &model::virtual_machine_instances(),
+        );
+        match instances.get_opt(name).await {
+            Ok(instance) => instance?.data["status"]["nodeName"]
+                .as_str()
+                .map(str::to_owned),
+            Err(error) => {
+                tracing::debug!(%error, namespace, name, "cannot read the VM's instance for its node");
+                None
+            }
+        }
     }
 }

@@ -43,6 +43,8 @@ async fn a_remote_vm_imports_intact_and_leaves_nothing_behind() {
         );
         assert_eq!(done["status"]["disks"][index]["sourceKey"], volume.claim);
     }
+    // The node it ran on is its host, as transfer limits count them.
+    assert_eq!(done["status"]["sourceVm"]["host"], kubevirt::NODE);
     // Their URLs, which anyone who may read the images sees, stop working
     // with the job.
     let http = vmm_testkit::tls::reqwest_client(&[], None).unwrap();

@@ -104,6 +104,9 @@ pub const FORMATS_ANNOTATION: &str = "test.vm-migration.harvesterhci.io/export-f
 /// The field manager of every write (shown in `managedFields`).
 pub const FIELD_MANAGER: &str = "kubevirt-standin";
 
+/// The node a running VM's instance says it runs on (`status.nodeName`).
+pub const NODE: &str = "harvester-node-2";
+
 /// KubeVirt's `VirtualMachineInstance` (`kubevirt.io/v1`).
 pub fn vmi_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(

@@ -132,13 +132,13 @@ pub(super) async fn run_vm(ctx: &Ctx, namespace: &str, name: &str) -> Result<()>
         },
         "spec": template["spec"],
         // No status subresource on this CRD: the status goes with the object.
-        "status": {"phase": "Running"},
+        "status": {"phase": "Running", "nodeName": super::NODE},
     }))?;
     let vmis = ctx.namespaced(namespace, &vmi_resource());
     match vmis.create(&super::post_params(), &vmi).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let running = json!({"status": {"phase": "Running"}});
+            let running = json!({"status": {"phase": "Running", "nodeName": super::NODE}});
             vmis.patch(name, &super::patch_params(), &Patch::Merge(&running))
                 .await
                 .with_context(|| format!("set instance {namespace}/{name} running"))?;
