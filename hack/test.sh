@@ -9,13 +9,24 @@ cd "$(dirname "$0")/.."
 source hack/lib.sh
 hack/prune-target.py "$CARGO_TARGET_DIR"
 # The test world builds beside the Rust compiles (a cache hit when warm): the peers and the
-# OpenStack venv for the Rust suites, steve and the UI for the browser suite.
+# OpenStack venv for the Rust suites, then steve and the UI for the browser suite, which
+# go on (at a lower priority) beside the Rust suites.
 prepare_worlds() {
   prepare_peers
   prepare_openstack
+  background_stage rust-suites
+  renice -n 10 "$BASHPID" >/dev/null
   prepare_ui
 }
 start_background worlds prepare_worlds
+
+# Clippy lints as the compiler of our crates: one compile of the workspace instead of a
+# `cargo clippy` check beside it (on a cold machine that check cost ≈ 10 min: every
+# dependency is checked apart from its build; docs/ci.md). CLIPPY_ARGS is how
+# `cargo clippy -- -D warnings` hands its arguments to clippy-driver.
+linted() {
+  RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__ "$@"
+}
 
 # The e2e suites run the binaries themselves (vmm-dev starts both servers),
 # built with the controller's crash points for the restart tests (and, through
@@ -24,18 +35,20 @@ start_background worlds prepare_worlds
 # proves it ignores them.
 TEST_FEATURES=vmm-controller/test-hooks
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked --features "$TEST_FEATURES" -- -D warnings
-cargo build --locked -p vmm-apiserver -p vmm-controller --bins
+linted cargo build --locked -p vmm-apiserver -p vmm-controller --bins
 mkdir -p "$CARGO_TARGET_DIR/debug/shipped"
 cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
 # --all-targets: the tests too, so their dev-dependencies' features (tokio's test-util) are
 # unified into this one build; `--bins` alone compiled tokio, kube and our crates a second time
 # for `cargo test` (docs/ci.md).
-cargo build --workspace --all-targets --locked --features "$TEST_FEATURES"
+linted cargo build --workspace --all-targets --locked --features "$TEST_FEATURES"
+join_stage worlds rust-suites
+# Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target),
+# built and run beside the Rust suites at a lower priority: they mostly wait on their peers.
+start_background fuzz nice -n 10 hack/fuzz.sh
+linted hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
+join_background fuzz
 join_background worlds
-hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
-# Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target).
-hack/fuzz.sh
 
 (cd ui-extension && npx jest --ci)
 node --test ui-extension/scripts/
