@@ -3,9 +3,7 @@
 //! and a per-host limit of 2; two VMs of two disks each on one ESXi host.
 //! Four worker pods serve the four disks through their own Services, on both
 //! nodes; a watch of the transfer Jobs never sees more than two at once for
-//! that host, and sees disks wait; while the nodes are cordoned a job says
-//! its transfer pods are not scheduled, and a transfer whose Secret is gone
-//! is replaced; a worker stopped mid-transfer (SIGTERM)
+//! that host, and sees disks wait; a worker stopped mid-transfer (SIGTERM)
 //! finishes the download it serves, one killed (SIGKILL) is replaced and its
 //! download retried; every disk ends identical to what qemu-img makes of it;
 //! once the jobs end no transfer Job, pod, Secret or Service is left.
@@ -70,15 +68,6 @@ fn disks_transfer_through_jobs_spread_over_nodes_within_the_per_host_limit() {
     runtime.spawn(watch_transfers(cp.client(), seen.clone()));
     let harvester = release::harvester(&sources, Some(DOWNLOAD_RATE)).unwrap();
 
-    // No node takes new pods at first: the first transfers cannot start.
-    let nodes = cluster.node_names();
-    let cordon = |verb: &str| {
-        let args: Vec<&str> = std::iter::once(verb)
-            .chain(nodes.iter().map(String::as_str))
-            .collect();
-        cp.kubectl(args).expect_success();
-    };
-    cordon("cordon");
     let vms: Vec<(&str, CreatedVm)> = [("web", 1), ("db", 3)]
         .into_iter()
         .map(|(name, seed)| {
@@ -94,57 +83,6 @@ fn disks_transfer_through_jobs_spread_over_nodes_within_the_per_host_limit() {
             (name, vm)
         })
         .collect();
-
-    // A job says why its transfers do not start, until the nodes take pods.
-    import::until(
-        "a job whose transfer pods are not scheduled",
-        WAIT,
-        || {
-            ["web", "db"].iter().any(|name| {
-                let job = import::job(&sources, name);
-                let ready = &job["status"]["conditions"][0];
-                ready["reason"] == "TransferStarting"
-                    && ready["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("is not scheduled: 0/2 nodes are available"))
-            })
-        },
-        || controller_logs(cp),
-    );
-    // A transfer left half-made, without its Secret (as a leader that died
-    // between making the Job and its Secret leaves it), is removed and its
-    // slot goes to a whole transfer (its disk's, or a queued one's: the
-    // disk gets its turn again).
-    let first = words(
-        cp,
-        &[
-            "get",
-            "jobs",
-            "-n",
-            NAMESPACE,
-            "-l",
-            TRANSFERS,
-            "-o",
-            "jsonpath={.items[0].metadata.name} {.items[0].metadata.uid}",
-        ],
-    );
-    let [transfer, half_made] = <[String; 2]>::try_from(first).expect("a transfer Job");
-    cp.kubectl(["delete", "secret", "-n", NAMESPACE, &transfer])
-        .expect_success();
-    wait_for(cp, "the half-made transfer replaced by a whole one", |cp| {
-        let of = |what: &str, path: &str| {
-            let path = format!("jsonpath={{.items[*].{path}}}");
-            words(
-                cp,
-                &["get", what, "-n", NAMESPACE, "-l", TRANSFERS, "-o", &path],
-            )
-        };
-        let jobs = of("jobs", "metadata.uid");
-        let secrets_of = of("secrets", "metadata.ownerReferences[*].uid");
-        let whole = jobs.iter().all(|job| secrets_of.contains(job));
-        (jobs.len() == PER_HOST && !jobs.contains(&half_made) && whole).then_some(())
-    });
-    cordon("uncordon");
 
     // Disks wait for a slot while two transfer.
     import::until(
