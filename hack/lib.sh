@@ -76,39 +76,12 @@ start_background() { # start_background NAME COMMAND...
   # foreground step stops it with everything it started.
   set -m
   (
-    trap 'touch "$BACKGROUND_DIR/$name.done"' EXIT
     "$@"
-    exported_vmm_variables >"$BACKGROUND_DIR/$name.env"
+    export -p | sed -n 's/^declare -x \(VMM_\)/export \1/p' >"$BACKGROUND_DIR/$name.env"
   ) >"$BACKGROUND_DIR/$name.log" 2>&1 &
   BACKGROUND_PIDS[$name]=$!
   set +m
   trap stop_backgrounds EXIT
-}
-
-exported_vmm_variables() {
-  export -p | sed -n 's/^declare -x \(VMM_\)/export \1/p'
-}
-
-# Called by a background command: what it has exported so far is ready for
-# `join_stage NAME STAGE` while it goes on with the rest.
-background_stage() { # background_stage STAGE
-  exported_vmm_variables >"$BACKGROUND_DIR/stage-$1.tmp"
-  mv "$BACKGROUND_DIR/stage-$1.tmp" "$BACKGROUND_DIR/stage-$1.env"
-}
-
-# Waits until background NAME reached STAGE and takes its variables; if NAME ends
-# first, joins it (which prints its output and fails if it failed).
-join_stage() { # join_stage NAME STAGE
-  local name=$1 stage=$2
-  until [[ -e $BACKGROUND_DIR/stage-$stage.env || -e $BACKGROUND_DIR/$name.done ]]; do
-    sleep 1
-  done
-  if [[ ! -e $BACKGROUND_DIR/stage-$stage.env ]]; then
-    join_background "$name"
-    echo "error: $name ended without reaching $stage" >&2
-    return 1
-  fi
-  source "$BACKGROUND_DIR/stage-$stage.env"
 }
 
 stop_backgrounds() {

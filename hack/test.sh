@@ -9,13 +9,10 @@ cd "$(dirname "$0")/.."
 source hack/lib.sh
 hack/prune-target.py "$CARGO_TARGET_DIR"
 # The test world builds beside the Rust compiles (a cache hit when warm): the peers and the
-# OpenStack venv for the Rust suites, then steve and the UI for the browser suite, which
-# go on (at a lower priority) beside the Rust suites.
+# OpenStack venv for the Rust suites, steve and the UI for the browser suite.
 prepare_worlds() {
   prepare_peers
   prepare_openstack
-  background_stage rust-suites
-  renice -n 10 "$BASHPID" >/dev/null
   prepare_ui
 }
 start_background worlds prepare_worlds
@@ -42,13 +39,10 @@ cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
 # unified into this one build; `--bins` alone compiled tokio, kube and our crates a second time
 # for `cargo test` (docs/ci.md).
 linted cargo build --workspace --all-targets --locked --features "$TEST_FEATURES"
-join_stage worlds rust-suites
-# Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target),
-# built and run beside the Rust suites at a lower priority: they mostly wait on their peers.
-start_background fuzz nice -n 10 hack/fuzz.sh
-linted hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
-join_background fuzz
 join_background worlds
+linted hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
+# Every parser of outside input under libFuzzer, a bounded run (VMM_FUZZ_SECONDS per target).
+hack/fuzz.sh
 
 (cd ui-extension && npx jest --ci)
 node --test ui-extension/scripts/
