@@ -18,9 +18,9 @@ prepare_worlds() {
 start_background worlds prepare_worlds
 
 # Clippy lints as the compiler of our crates: one compile of the workspace instead of a
-# `cargo clippy` check beside it (on a cold machine that check cost ≈ 10 min: every
-# dependency is checked apart from its build; docs/ci.md). CLIPPY_ARGS is how
-# `cargo clippy -- -D warnings` hands its arguments to clippy-driver.
+# `cargo clippy` check beside it (a check shares little with a build: 3-4 min of a warm
+# run; docs/ci.md). CLIPPY_ARGS is how `cargo clippy -- -D warnings` hands its
+# arguments to clippy-driver.
 linted() {
   RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__ "$@"
 }
