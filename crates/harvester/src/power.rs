@@ -109,7 +109,7 @@ impl HarvesterClient {
         }
     }
 
-    fn instances(&self, namespace: &str) -> Api<DynamicObject> {
+    pub(crate) fn instances(&self, namespace: &str) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.client.clone(),
             namespace,

@@ -79,12 +79,7 @@ impl HarvesterClient {
     /// count them. `None` for a stopped VM, and where the instance cannot be
     /// read (the host is only a limit's key, never worth failing for).
     async fn node_of(&self, namespace: &str, name: &str) -> Option<String> {
-        let instances: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            namespace,
-            &model::virtual_machine_instances(),
-        );
-        match instances.get_opt(name).await {
+        match self.instances(namespace).get_opt(name).await {
             Ok(instance) => instance?.data["status"]["nodeName"]
                 .as_str()
                 .map(str::to_owned),
