@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use vmm_api::importjob::{ImportJob, ImportPhase};
@@ -66,7 +67,8 @@ pub enum TransferState {
     Queued(String),
     /// Made; its pod is not serving yet.
     Starting,
-    /// A pod serves the disk (Ready), at this address.
+    /// A pod serves the disk (Ready, and an endpoint of the transfer's
+    /// Service), at this address.
     Serving { pod_ip: String },
     /// The Job gave up: what its last pod said.
     Failed(String),
@@ -216,11 +218,34 @@ impl TransferPool {
                 .any(|c| c.type_ == "Ready" && c.status == "True");
             ready.then(|| status.pod_ip.clone()).flatten()
         });
-        Ok(
-            serving.map_or(TransferState::Starting, |pod_ip| TransferState::Serving {
-                pod_ip,
-            }),
-        )
+        match serving {
+            Some(pod_ip) if self.routed(&job.name_any(), &pod_ip).await? => {
+                Ok(TransferState::Serving { pod_ip })
+            }
+            _ => Ok(TransferState::Starting),
+        }
+    }
+
+    /// Whether the Service `service` lists the pod at `pod_ip` as a ready
+    /// endpoint. A pod turns Ready before the endpoint controller adds it,
+    /// and kube-proxy refuses connections to a Service without one: an
+    /// image made in between sees its first download refused and Harvester
+    /// tries again only seconds later.
+    async fn routed(&self, service: &str, pod_ip: &str) -> kube::Result<bool> {
+        let slices =
+            Api::<EndpointSlice>::namespaced(self.client.clone(), &self.template.namespace)
+                .list(
+                    &ListParams::default().labels(&format!("kubernetes.io/service-name={service}")),
+                )
+                .await?
+                .items;
+        Ok(slices
+            .iter()
+            .flat_map(|slice| slice.endpoints.iter().flatten())
+            .any(|endpoint| {
+                endpoint.addresses.iter().any(|address| address == pod_ip)
+                    && endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(false)
+            }))
     }
 
     /// What the worker at `pod_ip` has sent; `None` when it cannot say.
