@@ -1,6 +1,6 @@
 //! Unit-test doubles for the reconcilers, the way kube-rs's controller-rs
-//! tests its own: [`FakeKube`] answers a `kube::Client` built on tower-test's
-//! mock service from objects kept in memory, and [`FakeSource`] is a
+//! tests its own: [`FakeKube`] answers a `kube::Client` built on a tower
+//! service from objects kept in memory, and [`FakeSource`] is a
 //! provider whose session answers from a VM table. Both record what they were
 //! asked, and both can be told to fail a call once.
 
@@ -52,11 +52,11 @@ pub struct FakeKube {
 impl FakeKube {
     /// The fake and a client talking to it.
     pub fn start() -> (Self, kube::Client) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let fake = Self::default();
         let served = fake.clone();
-        tokio::spawn(async move {
-            while let Some((request, respond)) = handle.next_request().await {
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let served = served.clone();
+            async move {
                 let (parts, body) = request.into_parts();
                 let body = body.collect_bytes().await.unwrap_or_default();
                 let path = parts.uri.path().to_owned();
@@ -66,12 +66,10 @@ impl FakeKube {
                     .get(http::header::CONTENT_TYPE)
                     .is_some_and(|t| t.as_bytes().starts_with(b"application/apply-patch"));
                 let (status, answer) = served.answer(&parts.method, &path, &query, apply, &body);
-                let response = Response::builder()
+                Response::builder()
                     .status(status)
                     .header("content-type", "application/json")
                     .body(Body::from(answer.to_string().into_bytes()))
-                    .expect("a response");
-                respond.send_response(response);
             }
         });
         (fake, kube::Client::new(service, "default"))
