@@ -26,18 +26,17 @@ linted() {
 }
 
 # The e2e suites run the binaries themselves (vmm-dev starts both servers),
-# built with the controller's crash points for the restart tests (and, through
-# the harness, vim_rs's parsing for vcsim); the controller as released (built
-# alone, without either) is kept aside in debug/shipped/ for the test that
-# proves it ignores them.
+# built with the controller's crash points for the restart tests; the
+# controller as released (built alone, without them) is kept aside in
+# debug/shipped/ for the test that proves it ignores them. Every dependency
+# resolves alike in both builds (crates/core/tests/layering.rs), so the second
+# compiles only the controller again, and the tests.
 TEST_FEATURES=vmm-controller/test-hooks
 cargo fmt --all -- --check
 linted cargo build --locked -p vmm-apiserver -p vmm-controller --bins
 mkdir -p "$CARGO_TARGET_DIR/debug/shipped"
 cp "$CARGO_TARGET_DIR/debug/vmm-controller" "$CARGO_TARGET_DIR/debug/shipped/"
-# --all-targets: the tests too, so their dev-dependencies' features (tokio's test-util) are
-# unified into this one build; `--bins` alone compiled tokio, kube and our crates a second time
-# for `cargo test` (docs/ci.md).
+# --all-targets: the tests too, in this one build; `cargo test --no-run` then finds them built.
 linted cargo build --workspace --all-targets --locked --features "$TEST_FEATURES"
 join_background worlds
 linted hack/run-tests.py --workspace --locked --features "$TEST_FEATURES"
