@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -65,8 +65,9 @@ impl TransferLimits {
 pub enum TransferState {
     /// No transfer: every slot is taken; says which limit holds it.
     Queued(String),
-    /// Made; its pod is not serving yet.
-    Starting,
+    /// Made; its pod is not serving yet, and why, when its pod says (not
+    /// scheduled, an image that cannot be pulled).
+    Starting(Option<String>),
     /// A pod serves the disk (Ready, and an endpoint of the transfer's
     /// Service), at this address.
     Serving { pod_ip: String },
@@ -158,10 +159,11 @@ impl TransferPool {
         };
         self.complete(transfer, &job, spec).await?;
         tracing::info!(transfer = %transfer.name, job = %transfer.job, host = %transfer.host, "transfer started");
-        Ok(TransferState::Starting)
+        Ok(TransferState::Starting(None))
     }
 
-    /// Makes the Job's Secret and Service (a 409 from an earlier try is fine).
+    /// Makes the Job's Service, then its Secret: a transfer whose Secret is
+    /// its Job's is whole (see `is_whole`).
     async fn complete(
         &self,
         transfer: &TransferRef,
@@ -169,24 +171,28 @@ impl TransferPool {
         spec: TransferSpec,
     ) -> kube::Result<()> {
         let namespace = &self.template.namespace;
-        let secrets = Api::<Secret>::namespaced(self.client.clone(), namespace);
-        ignore_existing(
-            secrets
-                .create(
-                    &PostParams::default(),
-                    &self.template.secret(transfer, job, &spec),
-                )
-                .await,
-        )?;
-        let services = Api::<Service>::namespaced(self.client.clone(), namespace);
-        ignore_existing(
-            services
-                .create(
-                    &PostParams::default(),
-                    &self.template.service(transfer, job),
-                )
-                .await,
+        create_owned(
+            &Api::namespaced(self.client.clone(), namespace),
+            &self.template.service(transfer, job),
+            job,
         )
+        .await?;
+        create_owned(
+            &Api::namespaced(self.client.clone(), namespace),
+            &self.template.secret(transfer, job, &spec),
+            job,
+        )
+        .await
+    }
+
+    /// Whether `job` has its own Secret, made last: a leader that died (or
+    /// an API error) between making the Job and its Secret leaves a pod that
+    /// waits for ever.
+    pub async fn is_whole(&self, job: &Job) -> kube::Result<bool> {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.template.namespace)
+            .get_opt(&job.name_any())
+            .await?;
+        Ok(secret.is_some_and(|secret| owned_by(&secret, job)))
     }
 
     /// The spec an existing transfer was made with (its token, above all).
@@ -222,7 +228,8 @@ impl TransferPool {
             Some(pod_ip) if self.routed(&job.name_any(), &pod_ip).await? => {
                 Ok(TransferState::Serving { pod_ip })
             }
-            _ => Ok(TransferState::Starting),
+            Some(_) => Ok(TransferState::Starting(None)),
+            None => Ok(TransferState::Starting(stuck(&pods))),
         }
     }
 
@@ -331,6 +338,38 @@ fn last_words(pods: &[Pod]) -> Option<String> {
         .map(|(_, message)| message.trim().to_owned())
 }
 
+/// Why the newest pod does not run, when it says: it is not scheduled, or
+/// its container waits for something other than being created.
+fn stuck(pods: &[Pod]) -> Option<String> {
+    let pod = pods
+        .iter()
+        .max_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let status = pod.status.as_ref()?;
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(condition) = unscheduled {
+        let why = condition.message.as_deref().unwrap_or("no node fits");
+        return Some(format!("pod {} is not scheduled: {why}", pod.name_any()));
+    }
+    let waiting = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref())?;
+    let reason = waiting.reason.as_deref()?;
+    if matches!(reason, "ContainerCreating" | "PodInitializing") {
+        return None;
+    }
+    let pod = pod.name_any();
+    Some(match waiting.message.as_deref() {
+        Some(message) => format!("pod {pod} waits: {reason}: {message}"),
+        None => format!("pod {pod} waits: {reason}"),
+    })
+}
+
 /// The host part of a host key (`<kind>/<namespace>/<source>/<host>`).
 fn host_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
@@ -345,19 +384,40 @@ fn socket(pod_ip: &str) -> String {
     }
 }
 
-fn ignore_existing<T>(result: kube::Result<T>) -> kube::Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error),
+/// Creates `object`, owned by `job`. One left by an earlier Job of that
+/// name (a transfer made again before the garbage collector removed the old
+/// one's) is replaced; the Job's own, from an earlier try, is kept.
+async fn create_owned<K>(api: &Api<K>, object: &K, job: &Job) -> kube::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = object.name_any();
+    if let Some(existing) = api.get_opt(&name).await? {
+        if owned_by(&existing, job) {
+            return Ok(());
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
     }
+    api.create(&PostParams::default(), object).await.map(drop)
+}
+
+fn owned_by(object: &impl kube::Resource, job: &Job) -> bool {
+    let uid = job.uid();
+    object
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == uid.as_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::batch::v1::Job;
 
-    use super::{HOST_ANNOTATION, TransferLimits};
+    use super::{HOST_ANNOTATION, TransferLimits, stuck};
 
     fn from(host: &str) -> Job {
         let mut job = Job::default();
@@ -398,6 +458,89 @@ mod tests {
                     assert!(said.starts_with(why), "{said}");
                 }
             }
+        }
+    }
+
+    /// A pod's status as the kubelet and the scheduler write it.
+    fn pod(
+        name: &str,
+        created: &str,
+        status: serde_json::Value,
+    ) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn waiting(reason: &str, message: Option<&str>) -> serde_json::Value {
+        serde_json::json!({"containerStatuses": [{
+            "name": "transfer", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": message}},
+        }]})
+    }
+
+    #[test]
+    fn a_pod_that_cannot_start_says_why() {
+        let unscheduled = serde_json::json!({"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/2 nodes are available: 2 Insufficient memory.",
+        }]});
+        let cases = [
+            (vec![], None),
+            (
+                vec![pod("t-1", "2026-12-07T10:00:00Z", unscheduled.clone())],
+                Some("pod t-1 is not scheduled: 0/2 nodes are available: 2 Insufficient memory."),
+            ),
+            (
+                vec![pod(
+                    "t-1",
+                    "2026-12-07T10:00:00Z",
+                    waiting("ErrImageNeverPull", Some("not present")),
+                )],
+                Some("pod t-1 waits: ErrImageNeverPull: not present"),
+            ),
+            (
+                vec![pod(
+                    "t-1",
+                    "2026-12-07T10:00:00Z",
+                    waiting("ImagePullBackOff", None),
+                )],
+                Some("pod t-1 waits: ImagePullBackOff"),
+            ),
+            // Being created is how every pod starts: nothing to say yet.
+            (
+                vec![pod(
+                    "t-1",
+                    "2026-12-07T10:00:00Z",
+                    waiting("ContainerCreating", None),
+                )],
+                None,
+            ),
+            (
+                vec![pod(
+                    "t-1",
+                    "2026-12-07T10:00:00Z",
+                    serde_json::json!({"phase": "Running"}),
+                )],
+                None,
+            ),
+            // The newest pod speaks for the transfer: the old one failed.
+            (
+                vec![
+                    pod("t-2", "2026-12-07T10:05:00Z", unscheduled),
+                    pod(
+                        "t-1",
+                        "2026-12-07T10:00:00Z",
+                        waiting("ErrImageNeverPull", None),
+                    ),
+                ],
+                Some("pod t-2 is not scheduled: 0/2 nodes are available: 2 Insufficient memory."),
+            ),
+        ];
+        for (pods, said) in cases {
+            assert_eq!(stuck(&pods).as_deref(), said, "{pods:?}");
         }
     }
 }

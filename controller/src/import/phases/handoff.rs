@@ -21,19 +21,24 @@ use crate::workers::pool::{TransferPool, TransferState, export_of};
 /// A disk's image as read this reconcile: none until its transfer serves.
 pub type FoundImage = (Option<kube::api::DynamicObject>, ImageOutcome);
 
+/// Why disks wait, as the Ready condition's reason and message.
+pub type Waiting = (&'static str, String);
+
 /// Moves each disk's transfer on; the bytes each serving worker has sent,
-/// by disk index, and why disks wait, if any do.
+/// by disk index, and why disks wait, if any do: a transfer whose pod
+/// cannot start says more than a full pool.
 pub async fn run(
     step: &Step<'_>,
     pool: &TransferPool,
     export_id: &str,
     disks: &mut [DiskStatus],
     found: &[FoundImage],
-) -> Result<(HashMap<usize, u64>, Option<String>), PhaseError> {
+) -> Result<(HashMap<usize, u64>, Option<Waiting>), PhaseError> {
     let uid = step.job.uid().ok_or_else(|| lost("the job's UID"))?;
     let mut transfers = pool.of_job(&uid).await?;
     let mut sent = HashMap::new();
     let mut queued = None;
+    let mut stuck = None;
     for (index, (disk, (image, outcome))) in disks.iter_mut().zip(found).enumerate() {
         let name = TransferRef::name_for(&uid, index);
         let existing = transfers.remove(&name);
@@ -56,7 +61,14 @@ pub async fn run(
                 pool.remove(&transfer.name).await?;
                 continue;
             }
-            Some(job) => pool.state(job).await?,
+            Some(job) => match pool.state(job).await? {
+                TransferState::Starting(_) if !pool.is_whole(job).await? => {
+                    // Left half-made by a leader that died: made again next time.
+                    pool.remove(&transfer.name).await?;
+                    continue;
+                }
+                state => state,
+            },
             None => {
                 let token = image
                     .as_ref()
@@ -71,7 +83,13 @@ pub async fn run(
                 disk.phase = DiskPhase::Queued;
                 queued.get_or_insert(why);
             }
-            TransferState::Starting => {}
+            TransferState::Starting(None) => {}
+            TransferState::Starting(Some(why)) => {
+                stuck.get_or_insert(format!(
+                    "the transfer of {} is not serving: {why}",
+                    disk.name
+                ));
+            }
             TransferState::Failed(why) => {
                 return Err(Refused::new(
                     "TransferFailed",
@@ -102,7 +120,13 @@ pub async fn run(
             }
         }
     }
-    Ok((sent, queued))
+    let queued = queued.map(|why| {
+        (
+            "TransferQueued",
+            format!("disks wait for a transfer slot: {why}"),
+        )
+    });
+    Ok((sent, stuck.map(|why| ("TransferStarting", why)).or(queued)))
 }
 
 /// What a worker needs for disk `index`: the source, a copy of its

@@ -138,7 +138,7 @@ pub async fn run(step: &Step<'_>) -> Outcome {
 
     // Progress: bytes served per disk since the last sample, by this
     // process or by each disk's worker.
-    let (workers_sent, queued) = match &ctx.transfers {
+    let (workers_sent, waiting) = match &ctx.transfers {
         Some(pool) => handoff::run(step, pool, &export, &mut disks, &found).await?,
         None => Default::default(),
     };
@@ -173,16 +173,12 @@ pub async fn run(step: &Step<'_>) -> Outcome {
             .await;
         let mut update = StatusUpdate::default().with_disks(&disks);
         if ctx.transfers.is_some() {
-            let (reason, message) = match queued {
-                Some(why) => (
-                    "TransferQueued",
-                    format!("disks wait for a transfer slot: {why}"),
-                ),
-                None => (
+            let (reason, message) = waiting.unwrap_or_else(|| {
+                (
                     ImportPhase::Importing.as_str(),
                     "Harvester is importing the disks".to_owned(),
-                ),
-            };
+                )
+            });
             let ready = Observed::new(READY, false, reason, message);
             update = update.merged_over(StatusUpdate::condition(step.job, &ready));
         }
