@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Secret};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -217,12 +217,8 @@ impl TransferPool {
         }
         let serving = pods.iter().find_map(|pod| {
             let status = pod.status.as_ref()?;
-            let ready = status
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then(|| status.pod_ip.clone()).flatten()
+            condition(status, "Ready", "True")?;
+            status.pod_ip.clone()
         });
         match serving {
             Some(pod_ip) if self.routed(&job.name_any(), &pod_ip).await? => {
@@ -345,13 +341,8 @@ fn stuck(pods: &[Pod]) -> Option<String> {
         .iter()
         .max_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
     let status = pod.status.as_ref()?;
-    let unscheduled = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-    if let Some(condition) = unscheduled {
-        let why = condition.message.as_deref().unwrap_or("no node fits");
+    if let Some(unscheduled) = condition(status, "PodScheduled", "False") {
+        let why = unscheduled.message.as_deref().unwrap_or("no node fits");
         return Some(format!("pod {} is not scheduled: {why}", pod.name_any()));
     }
     let waiting = status
@@ -368,6 +359,15 @@ fn stuck(pods: &[Pod]) -> Option<String> {
         Some(message) => format!("pod {pod} waits: {reason}: {message}"),
         None => format!("pod {pod} waits: {reason}"),
     })
+}
+
+/// The pod's condition `type_` when its status is `value`.
+fn condition<'a>(status: &'a PodStatus, type_: &str, value: &str) -> Option<&'a PodCondition> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_ && c.status == value)
 }
 
 /// The host part of a host key (`<kind>/<namespace>/<source>/<host>`).
