@@ -68,8 +68,7 @@ pub enum TransferState {
     /// Made; its pod is not serving yet, and why, when its pod says (not
     /// scheduled, an image that cannot be pulled).
     Starting(Option<String>),
-    /// A pod serves the disk (Ready, and an endpoint of the transfer's
-    /// Service), at this address.
+    /// A pod serves the disk (Ready), at this address.
     Serving { pod_ip: String },
     /// The Job gave up: what its last pod said.
     Failed(String),
@@ -220,13 +219,10 @@ impl TransferPool {
             condition(status, "Ready", "True")?;
             status.pod_ip.clone()
         });
-        match serving {
-            Some(pod_ip) if self.routed(&job.name_any(), &pod_ip).await? => {
-                Ok(TransferState::Serving { pod_ip })
-            }
-            Some(_) => Ok(TransferState::Starting(None)),
-            None => Ok(TransferState::Starting(stuck(&pods))),
-        }
+        Ok(match serving {
+            Some(pod_ip) => TransferState::Serving { pod_ip },
+            None => TransferState::Starting(stuck(&pods)),
+        })
     }
 
     /// Whether the Service `service` lists the pod at `pod_ip` as a ready
@@ -234,7 +230,7 @@ impl TransferPool {
     /// and kube-proxy refuses connections to a Service without one: an
     /// image made in between sees its first download refused and Harvester
     /// tries again only seconds later.
-    async fn routed(&self, service: &str, pod_ip: &str) -> kube::Result<bool> {
+    pub async fn routed(&self, service: &str, pod_ip: &str) -> kube::Result<bool> {
         let slices =
             Api::<EndpointSlice>::namespaced(self.client.clone(), &self.template.namespace)
                 .list(

@@ -102,6 +102,10 @@ pub async fn run(
             }
             TransferState::Serving { pod_ip } => {
                 if image.is_none() {
+                    // Made only once Harvester's first download can get through.
+                    if !pool.routed(&transfer.name, &pod_ip).await? {
+                        continue;
+                    }
                     let spec = pool.spec_of(&transfer.name).await?.ok_or_else(|| {
                         lost(&format!("the Secret of transfer {}", transfer.name))
                     })?;
